@@ -1,0 +1,25 @@
+# Everyday commands; each assumes the virtual environment from the README is active.
+PYTHON ?= python
+
+.PHONY: install test test-fast demo summary paper-table clean
+
+install:            ## editable install with the test and cluster extras
+	$(PYTHON) -m pip install -e ".[dev]"
+
+test:               ## the full suite, as CI runs it
+	$(PYTHON) -m pytest
+
+test-fast:          ## skip the tests marked slow
+	$(PYTHON) -m pytest -m "not slow"
+
+demo:               ## ResNet-20 without and with C3 on the bundled digits, on the CPU, then a comparison table
+	$(PYTHON) -m c3exp.demo
+
+summary:            ## per-stage parameters and MACs of a config, e.g. make summary ARGS="model=resnet110 attn=c3"
+	$(PYTHON) -m c3exp.summary $(ARGS)
+
+paper-table:        ## Table 1 of the paper, our counts beside the paper's
+	$(PYTHON) -m c3exp.summary table=paper
+
+clean:
+	rm -rf outputs multirun .pytest_cache

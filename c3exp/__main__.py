@@ -1,0 +1,3 @@
+from c3exp.train import main
+
+main()

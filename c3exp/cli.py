@@ -1,0 +1,24 @@
+"""Turn user errors into one line on stderr and exit status 2, instead of a traceback."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from c3exp.errors import ConfigError, DataNotFoundError
+
+USER_ERRORS = (ConfigError, DataNotFoundError)
+T = TypeVar("T")
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def run_reporting_user_errors(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except USER_ERRORS as err:
+        fail(str(err))
+        raise  # unreachable: fail() exits

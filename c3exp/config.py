@@ -1,0 +1,93 @@
+"""Composing, checking and describing configs, for the CLIs, notebooks and tests alike."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from numbers import Number
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from c3exp.errors import ConfigError, check
+from c3exp.paths import config_dir
+
+#: Config groups a user picks on the command line, e.g. `attn=c3`.
+GROUPS = ("model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug")
+
+
+def register_resolvers() -> None:
+    """`${c3exp.pid:}` in run-directory names keeps concurrent runs apart."""
+    if not OmegaConf.has_resolver("c3exp.pid"):
+        OmegaConf.register_new_resolver("c3exp.pid", lambda: os.getpid(), use_cache=True)
+
+
+def group_choices(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def check_overrides(overrides: Iterable[str]) -> None:
+    """Reject an unknown group choice (`data=foo`, or one value of a sweep) with one clear line."""
+    args = [arg for arg in overrides if not arg.startswith("-")]
+    for override in OverridesParser.create().parse_overrides(args):
+        group = override.key_or_group
+        if group not in GROUPS or override.is_delete():
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        values = [v for value in values for v in (value if isinstance(value, list) else [value])]
+        choices = group_choices(group)
+        for value in values:
+            if value is not None and str(value) not in choices:
+                raise ConfigError(group, value, choices)
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """The config a CLI run with these overrides would use (for notebooks and tests).
+
+    `hydra:` interpolations such as `output_dir` are left unresolved: they exist only inside a run.
+    """
+    register_resolvers()
+    check_overrides(overrides)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    ok = isinstance(value, Number) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    check(ok, key, value, "a number >= 0" if allow_zero else "a number > 0")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Numeric sanity checks that must fail before any data is loaded or any model is built."""
+    _positive(cfg, "optim.optimizer.lr")
+    _positive(cfg, "optim.optimizer.weight_decay", allow_zero=True)
+    momentum = OmegaConf.select(cfg, "optim.optimizer.momentum")
+    if momentum is not None:
+        check(isinstance(momentum, Number) and 0 <= momentum < 1, "optim.optimizer.momentum", momentum, "0 <= momentum < 1")
+    batch = cfg.data.batch_size
+    check(isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1, "data.batch_size", batch, "an integer >= 1")
+    epochs = cfg.trainer.get("max_epochs")
+    check(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
+    check(cfg.get("resume") in (None, "auto", "never"), "resume", cfg.get("resume"), ["null", "auto", "never"])
+    check(cfg.get("test_ckpt") in ("last", "best"), "test_ckpt", cfg.get("test_ckpt"), ["last", "best"])
+    check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+
+
+def key_choices(cfg: DictConfig) -> dict[str, object]:
+    """The handful of settings that identify a run in results files and dashboards."""
+    return {
+        "model": cfg.model.name,
+        "attn": cfg.attn.name,
+        "placement": cfg.attn.get("placement"),
+        "data": cfg.data.name,
+        "optim": cfg.optim.name,
+        "seed": cfg.seed,
+        "max_epochs": cfg.trainer.max_epochs,
+        "batch_size": cfg.data.batch_size,
+        "lr": OmegaConf.select(cfg, "optim.optimizer.lr"),
+    }

@@ -1,0 +1,152 @@
+"""The shared DataModule: in-memory uint8 image arrays, a seeded validation hold-out, standard augmentation."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from c3exp.errors import check
+
+
+@dataclass
+class ImageArrays:
+    """A split held in memory: images (N, C, H, W) uint8 and integer labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def subset(self, index: torch.Tensor) -> ImageArrays:
+        return ImageArrays(self.images[index], self.labels[index])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class ArrayDataset(Dataset):
+    """Indexes an ImageArrays split and applies a tensor transform to each image."""
+
+    def __init__(self, arrays: ImageArrays, transform: v2.Transform | None = None):
+        self.arrays, self.transform = arrays, transform
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.arrays.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.arrays.labels[index])
+
+
+def build_transforms(
+    mean: Sequence[float],
+    std: Sequence[float],
+    train: bool,
+    crop_padding: int = 4,
+    hflip: bool = True,
+    image_size: int = 32,
+) -> v2.Transform:
+    """The CIFAR recipe: pad-and-crop plus horizontal flip for training, normalisation for both."""
+    steps: list[v2.Transform] = []
+    if train and crop_padding > 0:
+        steps.append(v2.RandomCrop(image_size, padding=crop_padding))
+    if train and hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: subclasses return their train and test splits as ImageArrays.
+
+    `val_split` images are held out of the training split (fixed by `split_seed`, not by the run's
+    seed, so every run of a sweep validates on the same images). With `val_split=0` the test split
+    doubles as the validation set, which is the CIFAR papers' protocol.
+    """
+
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    std: Sequence[float] = (0.25, 0.25, 0.25)
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        image_size: int = 32,
+        channels: int = 3,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        val_split: int = 0,
+        split_seed: int = 0,
+        augment: bool = True,
+        crop_padding: int = 4,
+        hflip: bool = True,
+        pin_memory: bool = True,
+    ):
+        super().__init__()
+        check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+        check(num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
+        check(val_split >= 0, "data.val_split", val_split, "an integer >= 0 (0: validate on the test split)")
+        self.name, self.num_classes = name, num_classes
+        self.image_size, self.channels = image_size, channels
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.val_split, self.split_seed = val_split, split_seed
+        self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
+        self.splits: dict[str, ImageArrays] | None = None
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def load_arrays(self, train: bool) -> ImageArrays:
+        raise NotImplementedError
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = self._split(self.load_arrays(train=True), self.load_arrays(train=False))
+
+    def _split(self, train: ImageArrays, test: ImageArrays) -> dict[str, ImageArrays]:
+        if self.val_split == 0:
+            return {"train": train, "val": test, "test": test}
+        check(self.val_split < len(train), "data.val_split", self.val_split,
+              f"fewer than the {len(train)} training images")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
+        return {
+            "train": train.subset(order[self.val_split:]),
+            "val": train.subset(order[: self.val_split]),
+            "test": test,
+        }
+
+    def transform(self, train: bool) -> v2.Transform:
+        return build_transforms(
+            self.mean, self.std, train=train and self.augment,
+            crop_padding=self.crop_padding, hflip=self.hflip, image_size=self.image_size,
+        )
+
+    def dataset(self, split: str) -> Dataset:
+        self.setup()
+        assert self.splits is not None
+        return ArrayDataset(self.splits[split], self.transform(train=split == "train"))
+
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

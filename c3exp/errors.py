@@ -1,0 +1,25 @@
+"""User-facing errors: one clear line, no traceback."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad user setting. The CLI prints `error: <message>` and exits with status 2."""
+
+    def __init__(self, key: str, value: Any, allowed: str | Iterable[Any]):
+        if not isinstance(allowed, str):
+            allowed = "one of " + ", ".join(str(a) for a in allowed)
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not valid: expected {allowed}")
+
+
+def check(condition: bool, key: str, value: Any, allowed: str | Iterable[Any]) -> None:
+    """Raise ConfigError(key, value, allowed) unless `condition` holds."""
+    if not condition:
+        raise ConfigError(key, value, allowed)
+
+
+class DataNotFoundError(RuntimeError):
+    """Dataset files are missing and cannot be downloaded; the message says where we looked."""

@@ -1,0 +1,141 @@
+"""`python -m c3exp [overrides]`: train, then test, and write results.json in the run directory."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from c3exp.cli import run_reporting_user_errors
+from c3exp.config import check_overrides, key_choices, register_resolvers, validate_config
+from c3exp.data import ImageDataModule
+from c3exp.models import build_model
+from c3exp.paths import config_dir
+from c3exp.results import summarise_history, write_results
+from c3exp.training import ClassificationModule
+from c3exp.utils.complexity import count_macs, count_params
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-`_target_` group (loggers, callbacks); null entries are off."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def build_datamodule(cfg: DictConfig) -> ImageDataModule:
+    datamodule: ImageDataModule = instantiate(cfg.data)
+    if cfg.data.get("num_classes") is None:  # imagefolder: count the class folders
+        datamodule.setup()
+        with open_dict(cfg):
+            cfg.data.num_classes = datamodule.num_classes
+    return datamodule
+
+
+def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassificationModule:
+    scheduler = cfg.optim.get("scheduler")
+    return ClassificationModule(
+        net,
+        num_classes=cfg.data.num_classes,
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(scheduler) if scheduler else None,
+        scheduler_interval=cfg.optim.get("interval", "epoch"),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def model_complexity(net: torch.nn.Module, data: DictConfig) -> dict[str, int]:
+    shape = (1, data.channels, data.image_size, data.image_size)
+    return {"params": count_params(net), "macs": count_macs(net, shape)}
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """An explicit ckpt_path wins; `resume=auto` picks the run directory's last.ckpt when there is one."""
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            from c3exp.errors import ConfigError
+
+            raise ConfigError("ckpt_path", str(path), "an existing checkpoint file")
+        return str(path)
+    last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.get("resume") == "auto" and last.is_file():
+        log.info("resume=auto: continuing from %s", last)
+        return str(last)
+    return None
+
+
+def _checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return {"best": None, "last": None}
+    return {"best": callback.best_model_path or None, "last": callback.last_model_path or None}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate data, model, loggers and trainer from `cfg`, fit, test, and return the results."""
+    validate_config(cfg)
+    started = time.time()
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    net = build_model(cfg)
+    complexity = model_complexity(net, cfg.data)
+    module = build_module(cfg, net)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False, callbacks=instantiate_group(cfg.get("callbacks"))
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_metrics({f"model/{key}": value for key, value in complexity.items()}, step=0)
+    log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+    history = list(module.history)  # testing the best checkpoint would reload an older history
+    test_ckpt = "best" if cfg.test_ckpt == "best" and trainer.checkpoint_callback else None
+    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0]
+
+    results = {
+        **key_choices(cfg),
+        **complexity,
+        **summarise_history(history),
+        "test_acc1": test_metrics.get("test/acc1"),
+        "test_acc5": test_metrics.get("test/acc5"),
+        "test_loss": test_metrics.get("test/loss"),
+        "test_ckpt": cfg.test_ckpt,
+        "wall_seconds": time.time() - started,
+        "train_seconds": module.train_seconds,
+        "run_dir": str(cfg.output_dir),
+        "checkpoints": _checkpoint_paths(trainer),
+        "history": history,
+    }
+    if trainer.is_global_zero:
+        path = write_results(cfg.output_dir, results)
+        log.info("test/acc1=%.4f test/acc5=%.4f -> %s", results["test_acc1"], results["test_acc5"], path)
+    return results
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    results = run_reporting_user_errors(lambda: train(cfg))
+    return results.get("best_val_acc1")  # the objective for hyper-parameter sweepers
+
+
+def main() -> None:
+    run_reporting_user_errors(lambda: check_overrides(sys.argv[1:]))
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Bad input fails before training with one line naming the key, the value and what is allowed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from c3exp import train as train_cli
+
+FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false"]
+
+
+def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["c3exp", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model.depth=21", "model.depth=21 is not valid: expected 6k+2"),
+        ("optim.optimizer.lr=-0.1", "optim.optimizer.lr=-0.1 is not valid: expected a number > 0"),
+        ("data=imagenet", "data='imagenet' is not valid: expected one of cifar10, cifar100, digits, imagefolder, synthetic"),
+        ("data.batch_size=0", "data.batch_size=0 is not valid: expected an integer >= 1"),
+        ("attn.placement=diagonal", "attn.placement='diagonal' is not valid"),
+        ("attn.options.spatial_sizes=[[16,16]]", "attn.options.spatial_sizes"),
+        ("attn=c3,sparse", "attn='sparse' is not valid: expected one of c3, cbam, none, se"),
+    ],
+)
+def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, expected):
+    args = FAST + ["attn=c3", override, f"hydra.run.dir={tmp_path}"]
+    if override.startswith("attn="):
+        args = FAST + ["-m", override, f"hydra.sweep.dir={tmp_path}"]
+    code, err = run_main(monkeypatch, capsys, args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2
+    assert lines[-1].startswith("error: ") and expected in lines[-1], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_input_from_a_real_shell(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "c3exp", "data=cifar1000", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: data='cifar1000' is not valid: expected one of cifar10, cifar100, digits, imagefolder, synthetic"
+    )
+
+
+def test_missing_cifar_is_a_clear_error_not_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "c3exp", "data=cifar10", f"data.root={tmp_path}", "data.download=false",
+                           "trainer=cpu", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cifar10 not found") and "data.root" in last and str(tmp_path) in last
+
+
+def test_runs_started_together_get_their_own_directories(tmp_path):
+    cmd = [sys.executable, "-m", "c3exp", *FAST, "task_name=collide"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    runs = list(Path(tmp_path, "outputs", "collide", "runs").iterdir())
+    assert len(runs) == 2 and runs[0].name != runs[1].name

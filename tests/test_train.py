@@ -1,0 +1,101 @@
+"""End to end on the bundled digits: train, results.json, checkpoints, exact resume, eval."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from c3exp.eval import evaluate
+from c3exp.train import train
+from tests.conftest import TINY_DIGITS, run_config
+
+SHORT = TINY_DIGITS + ["model=resnet20", "attn=c3", "trainer.limit_train_batches=6", "trainer.limit_test_batches=4"]
+TIMING = {"train/epoch_time", "train/images_per_sec"}
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory) -> dict:
+    """An uninterrupted 3-epoch run: the reference for the resume test."""
+    return train(run_config(SHORT + ["trainer.max_epochs=3"], tmp_path_factory.mktemp("straight")))
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory) -> dict:
+    return train(run_config(SHORT + ["trainer.max_epochs=2"], tmp_path_factory.mktemp("first_leg")))
+
+
+def test_results_file_has_the_run_summary(two_epochs):
+    run_dir = Path(two_epochs["run_dir"])
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["model"] == "resnet20" and on_disk["attn"] == "c3" and on_disk["data"] == "digits"
+    assert on_disk["epochs"] == 2 and [row["epoch"] for row in on_disk["history"]] == [0, 1]
+    for key in ("best_val_acc1", "best_val_acc5", "final_val_acc1", "final_val_acc5", "test_acc1", "test_acc5"):
+        assert 0.0 <= on_disk[key] <= 1.0, key
+    assert on_disk["best_val_acc1"] == max(row["val/acc1"] for row in on_disk["history"])
+    assert on_disk["final_val_acc1"] == on_disk["history"][-1]["val/acc1"]
+    assert on_disk["params"] > 300_000 and on_disk["macs"] > 40_000_000
+    assert on_disk["train_images_per_sec"] > 0 and on_disk["wall_seconds"] > 0
+    assert Path(on_disk["checkpoints"]["last"]).is_file() and Path(on_disk["checkpoints"]["best"]).is_file()
+
+
+def test_metrics_csv_has_the_standard_keys(two_epochs):
+    rows = list(csv.DictReader((Path(two_epochs["run_dir"]) / "csv" / "metrics.csv").open()))
+    columns = set(rows[0])
+    assert {"train/loss", "train/acc1", "val/acc1", "val/acc5", "train/lr", "train/images_per_sec"} <= columns
+    assert {"model/params", "model/macs"} <= columns
+    assert sum(1 for row in rows if row["val/acc1"]) == 2
+
+
+def test_resume_continues_at_the_next_epoch_exactly(two_epochs, three_epochs, tmp_path):
+    last = two_epochs["checkpoints"]["last"]
+    resumed = train(run_config(SHORT + ["trainer.max_epochs=3", f"ckpt_path={last}"], tmp_path))
+    assert [row["epoch"] for row in resumed["history"]] == [0, 1, 2]
+    assert without_timing(resumed["history"][:2]) == without_timing(two_epochs["history"])
+    # the resumed epoch sees the same batches and augmentations as the uninterrupted run
+    assert without_timing(resumed["history"]) == pytest.approx(without_timing(three_epochs["history"]), rel=1e-5)
+    assert resumed["test_acc1"] == pytest.approx(three_epochs["test_acc1"], abs=1e-6)
+
+
+def test_resume_auto_picks_up_the_run_directory(two_epochs, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epochs["run_dir"], run_dir)
+    resumed = train(run_config(SHORT + ["trainer.max_epochs=3", "resume=auto"], run_dir))
+    assert [row["epoch"] for row in resumed["history"]] == [0, 1, 2]
+    fresh = train(run_config(SHORT + ["trainer.max_epochs=1", "resume=auto"], tmp_path / "empty"))
+    assert [row["epoch"] for row in fresh["history"]] == [0]
+
+
+def test_eval_reproduces_the_test_accuracy(two_epochs):
+    metrics = evaluate(two_epochs["checkpoints"]["last"])
+    assert metrics["test/acc1"] == pytest.approx(two_epochs["test_acc1"], abs=1e-6)
+    assert metrics["test/acc5"] == pytest.approx(two_epochs["test_acc5"], abs=1e-6)
+
+
+def test_eval_cli_prints_the_metrics(two_epochs):
+    ckpt = two_epochs["checkpoints"]["last"]
+    done = subprocess.run([sys.executable, "-m", "c3exp.eval", f"ckpt_path={ckpt}", "data.batch_size=64"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"test/acc1={two_epochs['test_acc1']:.4f}" in done.stdout
+    assert json.loads(Path(ckpt).with_suffix(".eval.json").read_text())["test/acc1"] == pytest.approx(two_epochs["test_acc1"])
+
+
+@pytest.mark.slow
+def test_quickstart_command_learns_digits(tmp_path):
+    """The issue's acceptance command: ResNet-20 + C3, 5 epochs on digits, test acc1 >= 0.90."""
+    cmd = [sys.executable, "-m", "c3exp", "model=resnet20", "attn=c3", "data=digits", "trainer.max_epochs=5",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["epochs"] == 5 and results["test_acc1"] >= 0.90

@@ -1,0 +1,52 @@
+"""Channel-attention blocks (one module per file) and the factory the networks build them with."""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from c3exp.attention.c3 import C3Block
+from c3exp.attention.cbam import CBAM
+from c3exp.attention.se import SqueezeExcite
+from c3exp.errors import ConfigError
+
+__all__ = ["ATTENTION_BLOCKS", "ATTENTION_NAMES", "C3Block", "CBAM", "SqueezeExcite", "create_attn"]
+
+ATTENTION_BLOCKS: dict[str, Callable[..., nn.Module]] = {
+    "se": SqueezeExcite,
+    "cbam": CBAM,
+    "c3": C3Block,
+}
+ATTENTION_NAMES = ("none", *ATTENTION_BLOCKS)
+
+
+def create_attn(
+    name: str, channels: int, spatial_size: tuple[int, int] | None = None, **options: Any
+) -> nn.Module | None:
+    """Build attention `name` for `channels` channels; None for "none" (its options are ignored).
+
+    `spatial_size` is the block's own map size, used by blocks whose weights depend on it (C3) and
+    ignored by the others. Unknown names and options are user errors, reported with their config key.
+    """
+    if name == "none":
+        return None
+    if name not in ATTENTION_BLOCKS:
+        raise ConfigError("attn.name", name, ATTENTION_NAMES)
+    block = ATTENTION_BLOCKS[name]
+    accepted = _option_names(block)
+    for option, value in options.items():
+        if option not in accepted:
+            raise ConfigError(f"attn.options.{option}", value, f"an option of {name}: {', '.join(accepted)}")
+    if "spatial_size" in inspect.signature(block).parameters:
+        if spatial_size is None:
+            raise ConfigError("attn.options.spatial_sizes", None, f"a [H, W] per stage for {name}")
+        options["spatial_size"] = spatial_size
+    return block(channels, **options)
+
+
+def _option_names(block: Callable[..., nn.Module]) -> list[str]:
+    """The keyword options a block takes from `attn.options` (everything but what the network supplies)."""
+    supplied = {"channels", "spatial_size"}
+    return [p for p in inspect.signature(block).parameters if p not in supplied]

@@ -1,0 +1,31 @@
+"""Squeeze-and-Excitation (Hu et al., 2018) as the C3 paper's baseline uses it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from c3exp.attention.common import check_divides
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate from globally pooled features.
+
+    The paper's SE baseline uses reduction 8 and bias-free FC layers; the parameter count is then
+    exactly 2 * C * C / r, which is what Table 1's "+SE" column adds.
+    """
+
+    is_attention = True
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        check_divides(reduction, channels, "channels")
+        hidden = channels // reduction
+        self.fc = nn.Sequential(
+            nn.Linear(channels, hidden, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.fc(x.mean(dim=(2, 3))))
+        return x * gate[:, :, None, None]

@@ -1,0 +1,53 @@
+"""Network builders and `build_model(cfg)`, the one entry point the training code uses."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import hydra.utils
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from c3exp.errors import ConfigError
+from c3exp.models.base import ResNet
+from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
+from c3exp.models.placement import PLACEMENTS, AttentionPlan
+from c3exp.models.torchvision_resnet import torchvision_resnet
+
+__all__ = [
+    "PLACEMENTS",
+    "AttentionPlan",
+    "ResNet",
+    "build_model",
+    "cifar_resnet",
+    "torchvision_resnet",
+    "wide_resnet",
+]
+
+SUPPLIED = ("num_classes", "attn")  # come from cfg.data and cfg.attn, not from the model group
+
+
+def build_model(cfg: DictConfig) -> nn.Module:
+    """Instantiate cfg.model with num_classes = cfg.data.num_classes and the attn group as a plain dict."""
+    model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    model_cfg.pop("name", None)
+    _check_model_keys(model_cfg)
+    attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
+    try:
+        return hydra.utils.instantiate(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):  # report the user's setting, not Hydra's wrapper
+            raise error.__cause__ from None
+        raise
+
+
+def _check_model_keys(model_cfg: dict[str, Any]) -> None:
+    """Unknown keys in the model group are user errors, named as config keys."""
+    target = model_cfg.get("_target_")
+    if target is None:
+        raise ConfigError("model._target_", None, "a builder such as c3exp.models.cifar_resnet")
+    accepted = [p for p in inspect.signature(hydra.utils.get_method(target)).parameters if p not in SUPPLIED]
+    for key, value in model_cfg.items():
+        if key != "_target_" and key not in accepted:
+            raise ConfigError(f"model.{key}", value, f"a setting of {target}: {', '.join(accepted)}")

@@ -1,0 +1,47 @@
+"""The interface every network shares: stem -> stages -> head, plus torchvision's initialisation."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+class ResNet(nn.Module):
+    """stem, one module per stage, head: what the training, summary and analysis code rely on.
+
+    `forward_features` returns the last stage's map before pooling (for CAMs and channel statistics);
+    `forward` is exactly head(forward_features(x)), so parts can be measured one by one.
+    """
+
+    def __init__(self, stem: nn.Module, stages: Iterable[nn.Module], head: nn.Module):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.head = head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
+    """Global average pool, flatten, linear."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+def init_weights(model: nn.Module) -> None:
+    """torchvision's scheme: Kaiming-normal convs (fan_out, ReLU), BN weight 1 and bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,138 @@
+"""CIFAR ResNets (He et al., 2016) and the C3 paper's Wide-ResNet: one block class for every depth."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c3exp.errors import check
+from c3exp.models.base import ResNet, classifier_head, init_weights
+from c3exp.models.placement import AttentionPlan
+
+SHORTCUTS = ("projection", "zero_pad")
+STEM_CHANNELS = 16
+STAGE_CHANNELS = (16, 32, 64)
+STAGE_STRIDES = (1, 2, 2)
+# C3's block size before each stage (A = 256, 256, 64), as in the official training code.
+CIFAR_SPATIAL_SIZES = ((16, 16), (16, 16), (8, 8))
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """He et al.'s option A: subsample, then append zero channels (no parameters)."""
+
+    def __init__(self, stride: int, extra_channels: int):
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra_channels))
+
+
+def make_shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
+    """Identity where the shape is kept; otherwise a 1x1 conv + BN projection (the paper's counts) or option A."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    if kind == "zero_pad":
+        return ZeroPadShortcut(stride, out_channels - in_channels)
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+
+
+class BasicBlock(nn.Module):
+    """Post-activation residual block; attention (if any) after the last BN, before the add."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        shortcut: str = "projection",
+        attention: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.attention = attention if attention is not None else nn.Identity()
+        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.attention(self.bn2(self.conv2(out)))
+        return F.relu(out + self.shortcut(x))
+
+
+def make_stage(
+    index: int, in_channels: int, out_channels: int, blocks: int, stride: int, shortcut: str, plan: AttentionPlan
+) -> nn.Sequential:
+    """`blocks` BasicBlocks, the first one changing the shape; stage-input attention goes first."""
+    layers: list[nn.Module] = []
+    entry = plan.at_stage_input(index, in_channels)
+    if entry is not None:
+        layers.append(entry)
+    for block in range(blocks):
+        block_in, block_stride = (in_channels, stride) if block == 0 else (out_channels, 1)
+        attention = plan.in_block(index, block, out_channels)
+        layers.append(BasicBlock(block_in, out_channels, block_stride, shortcut, attention))
+    return nn.Sequential(*layers)
+
+
+def cifar_resnet(
+    num_classes: int,
+    attn: Mapping[str, Any] | None = None,
+    depth: int = 20,
+    width: int = 1,
+    shortcut: str = "projection",
+) -> ResNet:
+    """ResNet-`depth` for 32x32 inputs, depth = 6k + 2 (k blocks per stage), stage widths 16/32/64 x width.
+
+    The stem keeps 16 channels whatever the width, as Wide-ResNets do, so width=10 and depth 20 is
+    the paper's Wide-ResNet.
+    """
+    check(_is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
+    return _cifar_network(num_classes, attn, (depth - 2) // 6, width, shortcut)
+
+
+def wide_resnet(
+    num_classes: int,
+    attn: Mapping[str, Any] | None = None,
+    depth: int = 22,
+    width: int = 10,
+    shortcut: str = "projection",
+) -> ResNet:
+    """The paper's post-activation Wide-ResNet, named like WRNs: depth = 6k + 4 (22 -> k = 3, 28 -> k = 4).
+
+    Same network as cifar_resnet(depth - 2, width): WRN naming counts the two projection shortcut
+    convolutions of stages 2 and 3 as layers.
+    """
+    check(_is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
+    return _cifar_network(num_classes, attn, (depth - 4) // 6, width, shortcut)
+
+
+def _cifar_network(
+    num_classes: int, attn: Mapping[str, Any] | None, blocks: int, width: int, shortcut: str
+) -> ResNet:
+    check(_is_int(width) and width >= 1, "model.width", width, "a positive integer")
+    check(shortcut in SHORTCUTS, "model.shortcut", shortcut, SHORTCUTS)
+    check(_is_int(num_classes) and num_classes >= 1, "data.num_classes", num_classes, "a positive integer")
+    plan = AttentionPlan.from_config(attn, CIFAR_SPATIAL_SIZES)
+    stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
+    stages, in_channels = [], STEM_CHANNELS
+    for index, (channels, stride) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES)):
+        stages.append(make_stage(index, in_channels, channels * width, blocks, stride, shortcut, plan))
+        in_channels = channels * width
+    model = ResNet(stem, stages, classifier_head(in_channels, num_classes))
+    init_weights(model)
+    return model
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,179 @@
+"""Parameters and MACs of a configured network, and the paper's Table 1 beside ours.
+
+    python -m c3exp.summary model=resnet56 attn=c3     # per-stage table; last line: params=<int> macs=<int>
+    python -m c3exp.summary table=paper                # Table 1: ResNet-20/56/110, WRN x none/SE/CBAM/C3
+
+Takes the training command's overrides and composes the same config, without writing any output.
+MACs are torch's FLOP counter over one image (convolutions, linear layers, matrix products) / 2.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from c3exp.cli import run_reporting_user_errors
+from c3exp.config import compose
+from c3exp.errors import ConfigError
+from c3exp.models import build_model
+from c3exp.utils.complexity import count_macs, count_params, part_costs
+
+TABLE_ARG = "table"
+TABLES = ("paper",)
+
+PAPER_MODELS = {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "resnet110": "ResNet-110", "wrn": "Wide-ResNet"}
+PAPER_ATTNS = {"none": "baseline", "se": "+ SE", "cbam": "+ CBAM", "c3": "+ C3"}
+# Table 1 of the paper (CIFAR-100): (parameters in M, FLOPs in M). The paper has no CBAM column.
+PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {
+    ("resnet20", "none"): (0.28, 41.7),
+    ("resnet20", "se"): (0.28, 41.8),
+    ("resnet20", "c3"): (0.35, 46.0),
+    ("resnet56", "none"): (0.86, 128.2),
+    ("resnet56", "se"): (0.87, 128.5),
+    ("resnet56", "c3"): (0.93, 132.5),
+    ("resnet110", "none"): (1.74, 257.9),
+    ("resnet110", "se"): (1.76, 258.5),
+    ("resnet110", "c3"): (1.81, 262.2),
+    ("wrn", "none"): (26.86, 3840.0),
+    ("wrn", "se"): (27.26, 3840.0),
+    ("wrn", "c3"): (26.93, 3870.0),
+}
+# C3 is counted both ways: tiled (what the paper's FLOPs correspond to) and resized (official training).
+C3_TILE = "attn.options.resize=tile"
+C3_INTERPOLATE = "attn.options.resize=interpolate"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One Table 1 cell: our counts for a model x attention pair and the paper's figures, if any."""
+
+    model: str
+    attn: str
+    params: int
+    macs: int
+    paper: tuple[float, float] | None
+
+
+def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
+    """One image of the data's size; the networks' stems take 3 channels."""
+    return (1, 3, cfg.data.image_size, cfg.data.image_size)
+
+
+def model_summary(cfg: DictConfig) -> str:
+    """Per-part table (stem, stages, head, total), then `params=<int> macs=<int>` as the last line."""
+    model = build_model(cfg)
+    shape = input_shape(cfg)
+    costs = part_costs(model, shape)
+    params, macs = count_params(model), count_macs(model, shape)
+    rows = [(c.name, f"{c.params:,}", f"{c.macs:,}") for c in costs] + [("total", f"{params:,}", f"{macs:,}")]
+    attn = cfg.attn.name if cfg.attn.name == "none" else f"{cfg.attn.name} ({cfg.attn.placement})"
+    title = f"{cfg.model.name} + attention {attn}, {cfg.data.num_classes} classes, input {'x'.join(map(str, shape[1:]))}"
+    return "\n".join([title, "", markdown_table(("part", "params", "MACs"), rows), "", f"params={params} macs={macs}"])
+
+
+def paper_cell(model: str, attn: str, extra: Sequence[str] = ()) -> Cell:
+    """Our counts for one Table 1 cell: CIFAR-100 data (100 classes, 32x32), then `extra` overrides."""
+    cfg = compose([f"model={model}", f"attn={attn}", "data=cifar100", *extra])
+    net = build_model(cfg)
+    paper = PAPER_FIGURES.get((model, attn))
+    return Cell(model, attn, count_params(net), count_macs(net, input_shape(cfg)), paper)
+
+
+def paper_cells(overrides: Sequence[str] = ()) -> tuple[list[Cell], list[Cell]]:
+    """All Table 1 cells (C3 tiled, the paper's counting) and the C3 cells with the resize path."""
+    cells = [
+        paper_cell(model, attn, [*([C3_TILE] if attn == "c3" else []), *overrides])
+        for model in PAPER_MODELS
+        for attn in PAPER_ATTNS
+    ]
+    resized = [paper_cell(model, "c3", [C3_INTERPOLATE, *overrides]) for model in PAPER_MODELS]
+    return cells, resized
+
+
+def paper_table(overrides: Sequence[str] = ()) -> str:
+    """Table 1 layout (models x attention), ours / paper (relative difference), params and MACs."""
+    cells, resized = paper_cells(overrides)
+    by_key = {(c.model, c.attn): c for c in cells}
+    resized_by_model = {c.model: c for c in resized}
+    headers = ("model", *PAPER_ATTNS.values())
+    params_rows = [
+        (label, *(_params_text(by_key[model, attn]) for attn in PAPER_ATTNS)) for model, label in PAPER_MODELS.items()
+    ]
+    macs_rows = [
+        (label, *(_macs_text(by_key[model, attn]) for attn in PAPER_ATTNS), _macs_text(resized_by_model[model]))
+        for model, label in PAPER_MODELS.items()
+    ]
+    return "\n".join(
+        [
+            "Table 1 (CIFAR-100, 100 classes, 32x32): ours / paper (relative difference); '-': no paper figure.",
+            "",
+            "Parameters (M)",
+            "",
+            markdown_table(headers, params_rows),
+            "",
+            "MACs (M) beside the paper's FLOPs (M); + C3 = resize=tile (4 tiles per 2x map), the paper's counting",
+            "",
+            markdown_table((*headers, "+ C3 (resize=interpolate)"), macs_rows),
+            "",
+            "MACs: convolutions, linear layers and matrix products (torch FlopCounterMode / 2). The paper's",
+            "FLOPs (thop) also count BN and ReLU, about 2% more. The official training path (resize=interpolate)",
+            "runs C3 on 2x-downsampled maps: about a quarter of the tiled block's MACs.",
+        ]
+    )
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table with aligned columns: readable in a terminal, pasteable into docs."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def relative_difference(ours: float, paper: float) -> float:
+    return (ours - paper) / paper
+
+
+def _compare(ours: float, paper: float | None, digits: int, paper_digits: int) -> str:
+    if paper is None:
+        return f"{ours:.{digits}f} / -"
+    return f"{ours:.{digits}f} / {paper:.{paper_digits}f} ({relative_difference(ours, paper):+.1%})"
+
+
+def _params_text(cell: Cell) -> str:
+    return _compare(cell.params / 1e6, cell.paper and cell.paper[0], digits=3, paper_digits=2)
+
+
+def _macs_text(cell: Cell) -> str:
+    return _compare(cell.macs / 1e6, cell.paper and cell.paper[1], digits=1, paper_digits=1)
+
+
+def split_table_arg(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`table=paper` is this command's own argument, not a config key: take it out of the overrides."""
+    table, overrides = None, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key == TABLE_ARG:
+            if value not in TABLES:
+                raise ConfigError(TABLE_ARG, value, TABLES)
+            table = value
+        else:
+            overrides.append(arg)
+    return table, overrides
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Print (and return) the summary for `argv` (default: the command line)."""
+    table, overrides = split_table_arg(sys.argv[1:] if argv is None else argv)
+    text = paper_table(overrides) if table == "paper" else model_summary(compose(overrides))
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    run_reporting_user_errors(main)

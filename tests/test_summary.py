@@ -1,0 +1,111 @@
+"""`python -m c3exp.summary`: the per-stage table, its last line, and the paper's Table 1."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import hydra
+import pytest
+
+from c3exp.errors import ConfigError
+from c3exp.models import build_model
+from c3exp.paths import config_dir
+from c3exp.summary import main
+from c3exp.utils.complexity import count_macs, count_params
+
+
+@pytest.mark.parametrize(
+    "overrides,shape",
+    [
+        (["model=resnet56", "attn=c3"], (1, 3, 32, 32)),
+        (["model=resnet20", "attn=cbam", "attn.placement=first_block", "data=cifar10"], (1, 3, 32, 32)),
+        (["model=resnet18", "attn=se", "data=imagefolder", "data.num_classes=10"], (1, 3, 224, 224)),
+    ],
+)
+def test_summary_last_line_matches_the_counters(overrides: list[str], shape, capsys):
+    text = main(overrides)
+    assert capsys.readouterr().out.strip() == text.strip()
+    last = text.strip().splitlines()[-1]
+    match = re.fullmatch(r"params=(\d+) macs=(\d+)", last)
+    assert match, last
+    with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        model = build_model(hydra.compose("config", overrides=overrides))
+    assert int(match[1]) == count_params(model)
+    assert int(match[2]) == count_macs(model, shape)
+
+
+def test_summary_table_has_every_part_and_the_total():
+    text = main(["model=resnet20"])
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert list(rows) == ["part", "stem", "stage1", "stage2", "stage3", "head", "total"]
+    assert "| 278,324 " in rows["total"] and "40,818,944" in rows["total"]
+
+
+def test_summary_cli_reports_user_errors_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "c3exp.summary", "model.depth=21"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: model.depth=21 is not valid: expected 6k+2 (20, 32, 44, 56, 110, 1202, ...)"
+
+
+def test_unknown_table_is_a_config_error():
+    with pytest.raises(ConfigError, match="table"):
+        main(["table=paper2"])
+
+
+# ----------------------------------------------------------------------------------------------
+# table=paper
+
+CELL = re.compile(r"(?P<ours>[\d.]+) / (?:(?P<paper>[\d.]+) \((?P<diff>[+-][\d.]+)%\)|-)")
+
+
+@pytest.fixture(scope="module")
+def paper_table() -> str:
+    return main(["table=paper"])
+
+
+def parse_tables(text: str) -> list[dict[str, dict[str, re.Match]]]:
+    """The Markdown tables of the output: row label -> column header -> parsed cell."""
+    tables, header = [], None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if header is None:
+            header = cells
+            tables.append({})
+        elif not set(line) <= set("|- "):
+            tables[-1][cells[0]] = {column: CELL.fullmatch(cell) for column, cell in zip(header[1:], cells[1:])}
+    return tables
+
+
+def test_paper_table_figures(paper_table: str):
+    params, macs = parse_tables(paper_table)
+    assert list(params) == list(macs) == ["ResNet-20", "ResNet-56", "ResNet-110", "Wide-ResNet"]
+    assert params["ResNet-20"]["+ C3"].group(0) == "0.348 / 0.35 (-0.5%)"
+    assert params["Wide-ResNet"]["baseline"].group(0) == "26.858 / 26.86 (-0.0%)"
+    assert params["Wide-ResNet"]["+ SE"].group(0) == "27.261 / 27.26 (+0.0%)"
+    assert macs["ResNet-20"]["baseline"].group(0) == "40.8 / 41.7 (-2.1%)"
+    assert macs["ResNet-20"]["+ C3"].group(0) == "46.1 / 46.0 (+0.1%)"
+    assert macs["ResNet-20"]["+ C3 (resize=interpolate)"].group(0) == "42.1 / 46.0 (-8.4%)"
+    assert macs["Wide-ResNet"]["+ C3"].group(0) == "3906.2 / 3870.0 (+0.9%)"
+
+
+def test_paper_table_every_cell_is_close(paper_table: str):
+    params, macs = parse_tables(paper_table)
+    for row in params.values():
+        for column, cell in row.items():
+            if column == "+ CBAM":
+                assert cell["paper"] is None
+            else:
+                assert round(float(cell["ours"]), 2) == float(cell["paper"])
+    for row in macs.values():
+        for column, cell in row.items():
+            if column == "+ CBAM":
+                assert cell["paper"] is None
+            elif column != "+ C3 (resize=interpolate)":
+                limit = 6.0 if column == "+ C3" else 3.0
+                assert abs(float(cell["diff"])) < limit, (column, cell.group(0))

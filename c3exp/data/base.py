@@ -27,15 +27,16 @@ class ImageArrays:
 
 
 class ArrayDataset(Dataset):
-    """Indexes an ImageArrays split and applies a tensor transform to each image."""
+    """Indexes an ImageArrays split (`repeats` times over) and applies a tensor transform to each image."""
 
-    def __init__(self, arrays: ImageArrays, transform: v2.Transform | None = None):
-        self.arrays, self.transform = arrays, transform
+    def __init__(self, arrays: ImageArrays, transform: v2.Transform | None = None, repeats: int = 1):
+        self.arrays, self.transform, self.repeats = arrays, transform, repeats
 
     def __len__(self) -> int:
-        return len(self.arrays)
+        return len(self.arrays) * self.repeats
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        index %= len(self.arrays)
         image = self.arrays.images[index]
         if self.transform is not None:
             image = self.transform(image)
@@ -65,7 +66,9 @@ class ImageDataModule(L.LightningDataModule):
 
     `val_split` images are held out of the training split (fixed by `split_seed`, not by the run's
     seed, so every run of a sweep validates on the same images). With `val_split=0` the test split
-    doubles as the validation set, which is the CIFAR papers' protocol.
+    doubles as the validation set, which is the CIFAR papers' protocol. `train_repeats` makes one
+    epoch several passes over a tiny training set (each with fresh augmentation), so per-epoch
+    schedules written for CIFAR's 391 steps per epoch still get enough steps.
     """
 
     mean: Sequence[float] = (0.5, 0.5, 0.5)
@@ -86,8 +89,11 @@ class ImageDataModule(L.LightningDataModule):
         crop_padding: int = 4,
         hflip: bool = True,
         pin_memory: bool = True,
+        train_repeats: int = 1,
     ):
         super().__init__()
+        check(isinstance(train_repeats, int) and train_repeats >= 1, "data.train_repeats", train_repeats, "an integer >= 1")
+        self.train_repeats = train_repeats
         check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
         check(num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
         check(val_split >= 0, "data.val_split", val_split, "an integer >= 0 (0: validate on the test split)")
@@ -129,13 +135,21 @@ class ImageDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> Dataset:
         self.setup()
         assert self.splits is not None
-        return ArrayDataset(self.splits[split], self.transform(train=split == "train"))
+        train = split == "train"
+        return ArrayDataset(self.splits[split], self.transform(train=train), repeats=self.train_repeats if train else 1)
+
+    def per_process_batch_size(self, batch_size: int) -> int:
+        """`data.batch_size` is the global batch: with N data-parallel processes each loads 1/N of it."""
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        check(batch_size % world_size == 0, "data.batch_size", batch_size,
+              f"a multiple of the {world_size} data-parallel processes")
+        return batch_size // world_size
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         return DataLoader(
             self.dataset(split),
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.per_process_batch_size(self.batch_size if train else self.eval_batch_size),
             shuffle=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

@@ -5,9 +5,10 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from c3exp.errors import ConfigError, DataNotFoundError
+from c3exp.errors import ConfigError, DataNotFoundError, OverrideError
+from c3exp.training.callbacks import NonFiniteLossError
 
-USER_ERRORS = (ConfigError, DataNotFoundError)
+USER_ERRORS = (ConfigError, DataNotFoundError, NonFiniteLossError, OverrideError)
 T = TypeVar("T")
 
 

@@ -8,19 +8,31 @@ from numbers import Number
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from c3exp.errors import ConfigError, check
+from c3exp.errors import ConfigError, OverrideError, check
 from c3exp.paths import config_dir
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
-GROUPS = ("model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug")
+GROUPS = (
+    "model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search",
+)
+
+
+def parallel_jobs() -> int:
+    """Jobs the local parallel launcher runs at once: one per GPU, or 2 on a CPU-only machine."""
+    import torch
+
+    return torch.cuda.device_count() or 2
 
 
 def register_resolvers() -> None:
-    """`${c3exp.pid:}` in run-directory names keeps concurrent runs apart."""
+    """`${c3exp.pid:}` keeps concurrent run directories apart; `${c3exp.parallel_jobs:}` sizes joblib."""
     if not OmegaConf.has_resolver("c3exp.pid"):
         OmegaConf.register_new_resolver("c3exp.pid", lambda: os.getpid(), use_cache=True)
+    if not OmegaConf.has_resolver("c3exp.parallel_jobs"):
+        OmegaConf.register_new_resolver("c3exp.parallel_jobs", parallel_jobs, use_cache=True)
 
 
 def group_choices(group: str) -> list[str]:
@@ -28,10 +40,26 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+def one_line(err: HydraException) -> str:
+    """Hydra's multi-line report, without its indented detail lines and links."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip() and not line.startswith((" ", "See "))]
+    return " ".join(lines)
+
+
+def parse_overrides(args: Iterable[str]) -> list:
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in (arg for arg in args if not arg.startswith("-")):
+        try:
+            parsed += parser.parse_overrides([arg])
+        except HydraException as err:
+            raise OverrideError(f"cannot parse the override {arg!r}: {one_line(err)}") from None
+    return parsed
+
+
 def check_overrides(overrides: Iterable[str]) -> None:
     """Reject an unknown group choice (`data=foo`, or one value of a sweep) with one clear line."""
-    args = [arg for arg in overrides if not arg.startswith("-")]
-    for override in OverridesParser.create().parse_overrides(args):
+    for override in parse_overrides(overrides):
         group = override.key_or_group
         if group not in GROUPS or override.is_delete():
             continue
@@ -43,15 +71,31 @@ def check_overrides(overrides: Iterable[str]) -> None:
                 raise ConfigError(group, value, choices)
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+def compose(overrides: Sequence[str] = (), config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
     """The config a CLI run with these overrides would use (for notebooks and tests).
 
     `hydra:` interpolations such as `output_dir` are left unresolved: they exist only inside a run.
     """
     register_resolvers()
     check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    except HydraException as err:
+        raise OverrideError(one_line(err)) from None
+
+
+def check_command_line(args: Sequence[str]) -> None:
+    """Compose a single run's command line up front, so a bad override is one line, not Hydra's report.
+
+    Sweeps (`-m`) are checked choice by choice only: their jobs compose one at a time later.
+    """
+    check_overrides(args)
+    if any(arg in ("-m", "--multirun") or "=" not in arg for arg in args):
+        return
+    if any(override.is_sweep_override() for override in parse_overrides(args)):
+        return
+    compose(list(args), return_hydra_config=True)
 
 
 def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:

@@ -23,3 +23,7 @@ def check(condition: bool, key: str, value: Any, allowed: str | Iterable[Any]) -
 
 class DataNotFoundError(RuntimeError):
     """Dataset files are missing and cannot be downloaded; the message says where we looked."""
+
+
+class OverrideError(ValueError):
+    """A command-line override Hydra cannot apply (unknown key, bad syntax); the message is Hydra's."""

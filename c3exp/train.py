@@ -14,12 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from c3exp.cli import run_reporting_user_errors
-from c3exp.config import check_overrides, key_choices, register_resolvers, validate_config
+from c3exp.config import check_command_line, key_choices, register_resolvers, validate_config
+from c3exp.errors import check
 from c3exp.data import ImageDataModule
 from c3exp.models import build_model
 from c3exp.paths import config_dir
 from c3exp.results import summarise_history, write_results
 from c3exp.training import ClassificationModule
+from c3exp.training.sweep import in_multirun, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import count_macs, count_params
 
 log = logging.getLogger(__name__)
@@ -58,19 +60,31 @@ def model_complexity(net: torch.nn.Module, data: DictConfig) -> dict[str, int]:
     return {"params": count_params(net), "macs": count_macs(net, shape)}
 
 
+def _loads(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+        return True
+    except Exception:  # a file cut short by a kill during saving
+        log.warning("skipping unreadable checkpoint %s", path)
+        return False
+
+
+def newest_good_checkpoint(folder: Path) -> Path | None:
+    """last.ckpt, or if a kill cut it short, the newest other checkpoint that loads."""
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime), reverse=True)
+    return next((path for path in candidates if _loads(path)), None)
+
+
 def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """An explicit ckpt_path wins; `resume=auto` picks the run directory's last.ckpt when there is one."""
+    """An explicit ckpt_path wins; `resume=auto` picks the run directory's newest good checkpoint."""
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            from c3exp.errors import ConfigError
-
-            raise ConfigError("ckpt_path", str(path), "an existing checkpoint file")
+        check(path.is_file(), "ckpt_path", str(path), "an existing checkpoint file")
         return str(path)
-    last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-    if cfg.get("resume") == "auto" and last.is_file():
-        log.info("resume=auto: continuing from %s", last)
-        return str(last)
+    if cfg.get("resume") == "auto":
+        found = newest_good_checkpoint(Path(cfg.output_dir) / "checkpoints")
+        log.info("resume=auto: %s", f"continuing from {found}" if found else "no checkpoint yet, starting fresh")
+        return str(found) if found else None
     return None
 
 
@@ -93,34 +107,56 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False, callbacks=instantiate_group(cfg.get("callbacks"))
     )
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_metrics({f"model/{key}": value for key, value in complexity.items()}, step=0)
     log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
+    try:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_metrics({f"model/{key}": value for key, value in complexity.items()}, step=0)
+        results = fit_and_test(cfg, trainer, module, datamodule)
+        results.update(complexity, wall_seconds=time.time() - started)
+        log_final_results(trainer, results)
+    except BaseException:
+        finish_wandb_run(exit_code=1)
+        raise
+    finish_wandb_run(exit_code=0)
+    if trainer.is_global_zero:
+        path = write_results(cfg.output_dir, results)
+        log.info("test/acc1=%.4f test/acc5=%.4f -> %s", results["test_acc1"], results["test_acc5"], path)
+    return results
 
+
+def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModule, datamodule: ImageDataModule) -> dict[str, Any]:
+    pin_ddp_children_to_this_job()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     history = list(module.history)  # testing the best checkpoint would reload an older history
     test_ckpt = "best" if cfg.test_ckpt == "best" and trainer.checkpoint_callback else None
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0]
-
-    results = {
+    return {
         **key_choices(cfg),
-        **complexity,
         **summarise_history(history),
         "test_acc1": test_metrics.get("test/acc1"),
         "test_acc5": test_metrics.get("test/acc5"),
         "test_loss": test_metrics.get("test/loss"),
         "test_ckpt": cfg.test_ckpt,
-        "wall_seconds": time.time() - started,
         "train_seconds": module.train_seconds,
         "run_dir": str(cfg.output_dir),
         "checkpoints": _checkpoint_paths(trainer),
         "history": history,
     }
-    if trainer.is_global_zero:
-        path = write_results(cfg.output_dir, results)
-        log.info("test/acc1=%.4f test/acc5=%.4f -> %s", results["test_acc1"], results["test_acc5"], path)
-    return results
+
+
+def log_final_results(trainer: L.Trainer, results: dict[str, Any]) -> None:
+    numbers = {f"final/{key}": value for key, value in results.items() if isinstance(value, (int, float))}
+    for logger in trainer.loggers:
+        logger.log_metrics(numbers, step=trainer.global_step)
+        logger.finalize("success")
+
+
+def finish_wandb_run(exit_code: int) -> None:
+    """End this run's W&B run, or the next job of a multirun in this process would log into it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 register_resolvers()
@@ -128,12 +164,13 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    results = run_reporting_user_errors(lambda: train(cfg))
+    """One run, or one job of a sweep: there an error fails only this job, and the sweep goes on."""
+    results = train(cfg) if in_multirun() else run_reporting_user_errors(lambda: train(cfg))
     return results.get("best_val_acc1")  # the objective for hyper-parameter sweepers
 
 
 def main() -> None:
-    run_reporting_user_errors(lambda: check_overrides(sys.argv[1:]))
+    run_reporting_user_errors(lambda: check_command_line(sys.argv[1:]))
     _hydra_main()
 
 

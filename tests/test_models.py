@@ -120,8 +120,8 @@ def _as_resnet(net: torchvision.models.ResNet) -> ResNet:
 
 
 def test_torchvision_default_c3_sizes_at_224():
-    model = build("model=resnet18", "attn=c3", "attn.options.reduction=4", "data.num_classes=10")
-    assert [stage[0].spatial_size for stage in model.stages] == [(14, 14)] * 4
+    model = build("model=resnet18", "attn=c3", "data.num_classes=10")
+    assert [stage[0].spatial_size for stage in model.stages] == [(16, 16), (16, 16), (16, 16), (8, 8)]
     assert count_macs(model, (1, 3, 224, 224)) > count_macs(build("model=resnet18", "data.num_classes=10"), (1, 3, 224, 224))
 
 

@@ -18,8 +18,9 @@ ARCHS: dict[str, Callable[..., models.ResNet]] = {
     "resnet50": models.resnet50,
     "resnet101": models.resnet101,
 }
-# C3's block size before each of the 4 stages, for 224x224 inputs (stage inputs 56, 56, 28, 14).
-TORCHVISION_SPATIAL_SIZES = ((14, 14),) * 4
+# C3's block size before each of the 4 stages, for 224x224 inputs (stage inputs 56, 56, 28, 14): the
+# CIFAR sizes' A = 256 positions (divisible by the default reduction 8), and 8x8 on the 14x14 stage.
+TORCHVISION_SPATIAL_SIZES = ((16, 16), (16, 16), (16, 16), (8, 8))
 
 
 def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, arch: str = "resnet18") -> ResNet:

@@ -21,3 +21,23 @@ class EpochSeed(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         L.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stop at the first NaN/inf training loss, before it reaches a checkpoint.
+
+    Checkpoints are written only at validation time, so the newest one on disk predates the bad step.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(loss.detach().isfinite().all()):
+            raise NonFiniteLossError(
+                f"training loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
+                f"step {trainer.global_step}; stopped without saving it (the last good checkpoint is kept). "
+                f"Try a lower optim.optimizer.lr or trainer.gradient_clip_val"
+            )

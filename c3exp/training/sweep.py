@@ -1,0 +1,78 @@
+"""Hydra-side helpers: sweep bookkeeping and DDP children that stay inside their sweep job."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, read_write
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "sweep_summary.json"
+STATUS_FILE = "job_status.json"
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def pin_ddp_children_to_this_job() -> None:
+    """Make Lightning's DDP relaunch of `sys.argv` run this sweep job, not the whole sweep.
+
+    For ranks > 0 Lightning re-executes the command line with `hydra.run.dir=<HydraConfig run.dir>`.
+    Inside a multirun the command line is the whole sweep (`-m a=1,2`) and run.dir is not the job's
+    directory, so we hand it the job's own overrides and directory instead.
+    """
+    if not in_multirun():
+        return
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+class SweepSummary(Callback):
+    """After a multirun, list which jobs finished and which failed (and why) in one place.
+
+    Each job records its status in its own directory (jobs may run in other processes or on other
+    machines, as with submitit); the summary is gathered from those files when the sweep ends.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if not in_multirun():
+            return
+        job_dir = HydraConfig.get().runtime.output_dir  # job_return.working_dir is the cwd, not the job dir
+        failed = job_return.status == JobStatus.FAILED
+        status = {
+            "job": HydraConfig.get().job.num,
+            "overrides": list(job_return.overrides or []),
+            "status": "failed" if failed else "completed",
+            "error": f"{type(job_return._return_value).__name__}: {job_return._return_value}" if failed else None,
+            "run_dir": job_dir,
+        }
+        Path(job_dir, STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+        if failed:
+            log.error("job %s failed (%s): %s", status["job"], " ".join(status["overrides"]), status["error"])
+        write_sweep_summary(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Only reached when every job succeeded (Hydra raises the first failure before it)."""
+        jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
+        log.info("sweep finished: all %d jobs completed (%s)", len(jobs), config.hydra.sweep.dir)
+
+
+def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Gather the jobs' status files into <sweep dir>/sweep_summary.json (rewritten after every job)."""
+    jobs = sorted((json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{STATUS_FILE}")), key=lambda j: j["job"])
+    tmp = sweep_dir / f".{SUMMARY_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(jobs, indent=2) + "\n")
+    tmp.replace(sweep_dir / SUMMARY_FILE)
+    return jobs
+

@@ -1,0 +1,59 @@
+"""Activation maps of the most activated channels at the last stage (the paper's Fig. 6).
+
+For each image, the channels of the last stage's map (``model.forward_features``) are ranked by their
+mean activation over the map; the top k are kept and their maps are upsampled (bilinear) to the image
+size and scaled to [0, 1] each, to be drawn over the image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rank_channels(features: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, k): the k channels with the largest mean activation, largest first.
+
+    Stable ordering, so ties keep the lower channel index first.
+    """
+    if not 1 <= k <= features.shape[1]:
+        raise ValueError(f"k={k} must be between 1 and the {features.shape[1]} channels")
+    scores = features.mean(dim=(2, 3))
+    return torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+
+
+def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Scale every (H, W) map of a (B, K, H, W) tensor to [0, 1]; a flat map becomes all zeros."""
+    low = maps.amin(dim=(2, 3), keepdim=True)
+    span = maps.amax(dim=(2, 3), keepdim=True) - low
+    return torch.where(span > 0, (maps - low) / span.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+
+
+@dataclass(frozen=True)
+class ChannelMaps:
+    """The top-k channels of each image, their mean activations and their upsampled maps."""
+
+    channels: torch.Tensor  # (B, k) channel indices, most activated first
+    scores: torch.Tensor  # (B, k) their mean activations
+    maps: torch.Tensor  # (B, k, H_image, W_image), each in [0, 1]
+    predictions: torch.Tensor  # (B,) the network's predicted classes
+
+
+@torch.no_grad()
+def top_channel_maps(model: nn.Module, images: torch.Tensor, k: int = 6) -> ChannelMaps:
+    """The k most activated last-stage channels of each image, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        features = model.forward_features(images)
+        predictions = model.head(features).argmax(dim=1)
+    finally:
+        model.train(was_training)
+    channels = rank_channels(features, k)
+    index = channels[:, :, None, None].expand(-1, -1, *features.shape[2:])
+    picked = features.gather(1, index)
+    upsampled = F.interpolate(picked, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    scores = features.mean(dim=(2, 3)).gather(1, channels)
+    return ChannelMaps(channels.cpu(), scores.cpu(), normalise_maps(upsampled).cpu(), predictions.cpu())

@@ -1,0 +1,170 @@
+"""The analysis figures: correlation heatmaps, accuracy curves, correlation over training, CAMs.
+
+Figures are built with matplotlib's object API (``Figure``, no pyplot state) and rendered by the Agg
+canvas explicitly: safe in callbacks, threads and headless machines, and it leaves the user's pyplot
+backend alone.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure, SubFigure
+from matplotlib.ticker import MaxNLocator
+
+from c3exp.analysis.cam import ChannelMaps
+
+DPI = 80
+CORRELATION_LABEL = "Pearson correlation"
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG, creating the folder; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)  # attaches itself to fig: savefig renders with Agg
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _correlation_colormap() -> Colormap:
+    """Diverging blue-white-red for [-1, 1]; grey marks the NaN rows of constant channels."""
+    return matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.75")
+
+
+def draw_heatmap_grid(
+    fig: Figure | SubFigure,
+    matrices: Sequence[Sequence[np.ndarray]],
+    row_labels: Sequence[str],
+    column_titles: Sequence[str],
+    title: str,
+) -> None:
+    """A rows x columns grid of correlation matrices on one shared [-1, 1] colour scale."""
+    axes = fig.subplots(len(matrices), len(column_titles), squeeze=False)
+    cmap = _correlation_colormap()
+    image = None
+    for row, (label, row_matrices) in enumerate(zip(row_labels, matrices)):
+        for column, (column_title, matrix) in enumerate(zip(column_titles, row_matrices)):
+            ax = axes[row, column]
+            image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_title(column_title if not label else f"{label}: {column_title}", fontsize=9)
+            ax.set_xlabel("channel")
+            ax.set_ylabel("channel")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=CORRELATION_LABEL, shrink=0.8)
+    fig.suptitle(title)
+
+
+def correlation_heatmaps(
+    matrices: Sequence[np.ndarray], titles: Sequence[str], title: str, path: str | Path
+) -> Path:
+    """One row of correlation heatmaps (e.g. the stages of one network), saved as a PNG."""
+    fig = Figure(figsize=(3.6 * len(matrices) + 1.2, 3.6), layout="constrained")
+    draw_heatmap_grid(fig, [list(matrices)], [""], titles, title)
+    return save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A curve's mean and standard deviation over runs (seeds), per x value."""
+
+    x: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    runs: int
+
+
+def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path) -> Path:
+    """Validation top-1 against epoch, one line (mean) and shaded band (+- std) per label."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for label, band in bands.items():
+        (line,) = ax.plot(band.x, band.mean, marker="o", markersize=3, label=f"{label} (n={band.runs})")
+        ax.fill_between(band.x, band.mean - band.std, band.mean + band.std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(title="attention (mean ± std over seeds)")
+    return save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class CorrelationHistory:
+    """One run's recorded correlations: per epoch, the mean |corr| and the matrix of every stage."""
+
+    label: str
+    epochs: list[int]  # 0-based, as recorded; drawn as 1-based "after epoch N"
+    mean_abs: list[list[float]]  # [epoch][stage]
+    matrices: list[list[np.ndarray]]  # [epoch][stage]
+
+
+def correlation_over_training(
+    histories: Sequence[CorrelationHistory], stage: int, heatmap_epochs: Sequence[int], path: str | Path
+) -> Path:
+    """Fig. 4: mean |corr| per stage across epochs (top) and the `stage` matrices at a few epochs (bottom)."""
+    stages = len(histories[0].mean_abs[0])
+    fig = Figure(figsize=(max(3.4 * stages, 3.0 * len(heatmap_epochs) + 1.5), 3.2 + 2.9 * len(histories)),
+                 layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 0.95 * len(histories)])
+    axes = top.subplots(1, stages, squeeze=False)[0]
+    for index, ax in enumerate(axes):
+        for history in histories:
+            values = [row[index] for row in history.mean_abs]
+            ax.plot(np.array(history.epochs) + 1, values, marker="o", markersize=3, label=history.label)
+        ax.set_title(f"stage {index + 1} output")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("mean |correlation| off the diagonal")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    top.suptitle("Channel correlation during training (lower: more diverse channels)")
+    matrices = [[history.matrices[history.epochs.index(epoch)][stage - 1] for epoch in heatmap_epochs] for history in histories]
+    draw_heatmap_grid(bottom, matrices, [h.label for h in histories], [f"after epoch {e + 1}" for e in heatmap_epochs],
+                      f"Stage {stage} channel correlation matrices")
+    return save_figure(fig, path)
+
+
+def _show_image(ax, image: np.ndarray) -> None:
+    ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def cam_comparison(
+    images: np.ndarray,
+    captions: Sequence[str],
+    panels: Mapping[str, ChannelMaps],
+    path: str | Path,
+    input_title: str = "input",
+) -> Path:
+    """Fig. 6: each image (rows), then the top-k channel maps of every network (column groups) over it.
+
+    `images` is (N, H, W, 3) in [0, 1]; `captions` labels each row.
+    """
+    count, k = len(images), next(iter(panels.values())).channels.shape[1]
+    fig = Figure(figsize=(1.05 * (1 + k * len(panels)) + 0.9, 1.1 * count + 0.8), layout="constrained")
+    columns = fig.subfigures(1, 1 + len(panels), width_ratios=[1.25] + [k] * len(panels))
+    inputs = columns[0].subplots(count, 1, squeeze=False)[:, 0]
+    for ax, image, caption in zip(inputs, images, captions):
+        _show_image(ax, image)
+        ax.set_title(caption, fontsize=7)
+    columns[0].suptitle(input_title, fontsize=9)
+    overlay = None
+    for column, (label, maps) in zip(columns[1:], panels.items()):
+        axes = column.subplots(count, k, squeeze=False)
+        for row, image in enumerate(images):
+            for rank in range(k):
+                ax = axes[row, rank]
+                _show_image(ax, image.mean(axis=-1, keepdims=True).repeat(3, axis=-1))
+                overlay = ax.imshow(maps.maps[row, rank].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
+                                    interpolation="nearest")
+                ax.set_title(f"ch {int(maps.channels[row, rank])}", fontsize=7)
+        column.suptitle(f"{label}: top-{k} channels of the last stage (by mean activation)", fontsize=10)
+    fig.colorbar(overlay, ax=axes.ravel().tolist(), label="activation (each map scaled to [0, 1])", shrink=0.8)
+    return save_figure(fig, path)

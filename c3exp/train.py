@@ -89,10 +89,13 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 
 def _checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
-    callback = trainer.checkpoint_callback
-    if callback is None:
-        return {"best": None, "last": None}
-    return {"best": callback.best_model_path or None, "last": callback.last_model_path or None}
+    """The best (monitored) and the latest checkpoint written by the run's ModelCheckpoint callbacks."""
+    paths: dict[str, str | None] = {"best": None, "last": None}
+    for callback in trainer.checkpoint_callbacks:
+        kind = "best" if callback.monitor else "last"
+        paths[kind] = callback.best_model_path if callback.monitor else callback.last_model_path or callback.best_model_path
+        paths[kind] = paths[kind] or None
+    return paths
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

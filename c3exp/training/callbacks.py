@@ -10,17 +10,35 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochSeed(L.Callback):
-    """Reseed every RNG at the start of each training epoch, before the epoch's data iterator is made.
+    """Reseed every RNG once per training epoch, before that epoch's data iterator is made.
 
     The shuffling order and every augmentation of epoch e then depend only on (seed, e): a run resumed
     from the checkpoint of epoch e-1 sees exactly the batches an uninterrupted run would have seen.
+    Lightning creates a fit's first iterator before `on_train_epoch_start` (and before it restores the
+    epoch counter of a resumed run), so that epoch is seeded at `on_fit_start`, from the checkpoint's
+    loop state when resuming.
     """
 
     def __init__(self, seed: int):
         self.seed = seed
+        self._seeded_epoch: int | None = None
+        self._resumed_epoch: int | None = None
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """The epoch a resumed fit starts with: the number of epochs the checkpoint had processed."""
+        self._resumed_epoch = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+
+    def _reseed(self, epoch: int) -> None:
+        if epoch != self._seeded_epoch:
+            L.seed_everything(epoch_seed(self.seed, epoch), workers=True, verbose=False)
+            self._seeded_epoch = epoch
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._seeded_epoch = None
+        self._reseed(trainer.current_epoch if self._resumed_epoch is None else self._resumed_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        L.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+        self._reseed(trainer.current_epoch)
 
 
 class NonFiniteLossError(RuntimeError):

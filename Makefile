@@ -6,11 +6,11 @@ PYTHON ?= python
 install:            ## editable install with the test and cluster extras
 	$(PYTHON) -m pip install -e ".[dev]"
 
-test:               ## the full suite, as CI runs it
-	$(PYTHON) -m pytest
+test:               ## the full suite, slow end-to-end tests included, as CI runs it
+	$(PYTHON) -m pytest -m "slow or not slow"
 
-test-fast:          ## skip the tests marked slow
-	$(PYTHON) -m pytest -m "not slow"
+test-fast:          ## the default suite: everything but the tests marked slow (under 10 minutes)
+	$(PYTHON) -m pytest
 
 demo:               ## ResNet-20 without and with C3 on the bundled digits, on the CPU, then a comparison table
 	$(PYTHON) -m c3exp.demo

@@ -21,7 +21,7 @@ from c3exp.models import build_model
 from c3exp.paths import config_dir
 from c3exp.results import summarise_history, write_results
 from c3exp.training import ClassificationModule
-from c3exp.training.sweep import in_multirun, pin_ddp_children_to_this_job
+from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import count_macs, count_params
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     net = build_model(cfg)
     complexity = model_complexity(net, cfg.data)
     module = build_module(cfg, net)
+    assign_gpu_for_parallel_job(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False, callbacks=instantiate_group(cfg.get("callbacks"))
     )

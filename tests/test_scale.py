@@ -163,3 +163,12 @@ def test_optuna_search_maximises_the_returned_objective(tmp_path):
     assert len(trials) == 2
     assert best["best_value"] == pytest.approx(max(t["best_val_acc1"] for t in trials))
     assert set(best["best_params"]) == {"optim.optimizer.lr", "optim.optimizer.weight_decay"}
+
+
+@pytest.mark.slow
+def test_parallel_launcher_runs_jobs_side_by_side(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = c3exp_cli(["-m", "hydra/launcher=parallel", "seed=0,1", *SMALL, "trainer.max_epochs=1",
+                      f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/results.json")) == [0, 1]

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
@@ -36,6 +36,18 @@ def pin_ddp_children_to_this_job() -> None:
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
+    """Under the joblib launcher, put single-GPU job k on GPU k mod (number of GPUs)."""
+    import torch
+
+    if not in_multirun() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        return
+    gpus = torch.cuda.device_count()
+    if gpus > 1 and cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and cfg.trainer.get("devices") == 1:
+        with open_dict(cfg):
+            cfg.trainer.devices = [HydraConfig.get().job.num % gpus]
 
 
 class SweepSummary(Callback):

@@ -109,7 +109,7 @@ def correlation_over_training(
 ) -> Path:
     """Fig. 4: mean |corr| per stage across epochs (top) and the `stage` matrices at a few epochs (bottom)."""
     stages = len(histories[0].mean_abs[0])
-    fig = Figure(figsize=(max(3.4 * stages, 3.0 * len(heatmap_epochs) + 1.5), 3.2 + 2.9 * len(histories)),
+    fig = Figure(figsize=(max(3.2 * stages, 2.6 * len(heatmap_epochs) + 1.5), 3.0 + 2.5 * len(histories)),
                  layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 0.95 * len(histories)])
     axes = top.subplots(1, stages, squeeze=False)[0]
@@ -120,10 +120,11 @@ def correlation_over_training(
         ax.set_title(f"stage {index + 1} output")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("mean |correlation| off the diagonal")
         ax.grid(alpha=0.3)
         ax.legend()
-    top.suptitle("Channel correlation during training (lower: more diverse channels)")
+    axes[0].set_ylabel("mean |correlation|")
+    top.suptitle("Channel correlation during training: mean |corr| between distinct channels "
+                 "(lower: more diverse channels)", fontsize=10)
     matrices = [[history.matrices[history.epochs.index(epoch)][stage - 1] for epoch in heatmap_epochs] for history in histories]
     draw_heatmap_grid(bottom, matrices, [h.label for h in histories], [f"after epoch {e + 1}" for e in heatmap_epochs],
                       f"Stage {stage} channel correlation matrices")

@@ -52,12 +52,15 @@ class ChannelCorrelation(L.Callback):
 
     Logs `analysis/corr_stage{i}` (mean |corr| off the diagonal, stage i = model.stages[i-1]) through
     the module, so every logger gets it; writes matrices, heatmaps and correlation.json to `out_dir`
-    (global rank 0 only) and sends the heatmaps to W&B when a WandbLogger is attached.
+    (global rank 0 only) and sends the heatmaps to W&B when a WandbLogger is attached. Under DDP each
+    process takes the first images of its own validation shard; rank 0's numbers are the ones kept.
     """
 
     def __init__(self, out_dir: str, every_n_epochs: int = 1, num_images: int = 128, heatmaps: bool = True):
-        check(isinstance(every_n_epochs, int) and every_n_epochs >= 1, f"{CONFIG_KEY}.every_n_epochs", every_n_epochs, "an integer >= 1")
-        check(isinstance(num_images, int) and num_images >= 2, f"{CONFIG_KEY}.num_images", num_images, "an integer >= 2")
+        check(isinstance(every_n_epochs, int) and every_n_epochs >= 1, f"{CONFIG_KEY}.every_n_epochs", every_n_epochs,
+              "an integer >= 1")
+        check(isinstance(num_images, int) and num_images >= 2, f"{CONFIG_KEY}.num_images", num_images,
+              "an integer >= 2")
         self.out_dir = Path(out_dir)
         self.every_n_epochs, self.num_images, self.heatmaps = every_n_epochs, num_images, heatmaps
         self._images: torch.Tensor | None = None

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import DictConfig, open_dict
 
 import c3exp
+from c3exp.cli import run_reporting_user_errors
 
 TINY_DIGITS = ["data=digits", "trainer=cpu", "trainer.enable_progress_bar=false"]
 
@@ -61,3 +63,21 @@ def run_config(overrides: list[str], output_dir: Path) -> DictConfig:
 def cifar10_root(tmp_path: Path) -> Path:
     write_cifar(tmp_path, "cifar10")
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on a shared, busy CPU several threads make these tiny models 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def error_line(command, capsys) -> str:
+    """Run a CLI entry as its __main__ does; check it exits 2 with one `error:` line, and return that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_user_errors(command)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    return err

@@ -18,32 +18,15 @@ from c3exp.analysis import ChannelCorrelation, rank_channels, stage_correlations
 from c3exp.analysis.callback import log_image_to_wandb
 from c3exp.analysis.correlation import CorrelationAccumulator, channel_correlation, mean_abs_off_diagonal
 from c3exp.analyze import main as analyze
-from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import ConfigError
 from c3exp.train import train
-from tests.conftest import TINY_DIGITS, run_config
+from tests.conftest import TINY_DIGITS, error_line, run_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_RUN = TINY_DIGITS + ["model=resnet20", "callbacks=analysis", "trainer.max_epochs=2", "data.batch_size=8",
                           "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                           "callbacks.channel_correlation.num_images=16"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared, busy CPU several threads make these tiny models 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def error_line(command, capsys) -> str:
-    """Run a CLI entry as its __main__ does; check it exits 2 with one `error:` line, and return that line."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_reporting_user_errors(command)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
-    return err
 
 
 def corrcoef_of(features: torch.Tensor) -> np.ndarray:

@@ -17,13 +17,7 @@ from c3exp.summary import PAPER_FIGURES
 from c3exp.utils.complexity import count_macs, count_params, part_costs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: on a small, shared CPU, OpenMP threads waiting on each other cost 10-100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compose(*overrides: str) -> DictConfig:

@@ -15,7 +15,9 @@ from c3exp.report import Cell, collect_runs, main as report
 from c3exp.results import RESULTS_FILE
 from c3exp.train import train
 from tests.conftest import TINY_DIGITS, run_config
-from tests.test_analysis import error_line, one_thread  # noqa: F401  (one_thread: an autouse fixture)
+from tests.conftest import error_line
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ATTNS = ("none", "c3")
 SEEDS = (0, 1)

@@ -28,25 +28,10 @@ from c3exp.analysis.plots import Band, accuracy_curves
 from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import ConfigError, check
 from c3exp.results import RESULTS_FILE, read_results
-from c3exp.summary import PAPER_FIGURES, markdown_table
+from c3exp.paper import PAPER_DATA, TABLE1
+from c3exp.summary import markdown_table
 
 ATTN_ORDER = ("none", "se", "cbam", "c3")
-PAPER_DATA = "cifar100"
-# Table 1 of the paper: CIFAR-100 top-1 accuracy (%); parameters and FLOPs come from c3exp.summary.
-PAPER_TOP1: dict[tuple[str, str], float] = {
-    ("resnet20", "none"): 67.73,
-    ("resnet20", "se"): 68.57,
-    ("resnet20", "c3"): 69.34,
-    ("resnet56", "none"): 71.05,
-    ("resnet56", "se"): 72.00,
-    ("resnet56", "c3"): 72.27,
-    ("resnet110", "none"): 72.01,
-    ("resnet110", "se"): 72.47,
-    ("resnet110", "c3"): 73.36,
-    ("wrn", "none"): 77.96,
-    ("wrn", "se"): 78.57,
-    ("wrn", "c3"): 78.34,
-}
 # Settings that should agree within a cell; a cell mixing them gets a note.
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
 CSV_COLUMNS = ("model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std", "seeds", "best_in_row",
@@ -187,9 +172,9 @@ class Cell:
     def paper(self) -> tuple[float, float, float] | None:
         """The paper's (params M, FLOPs M, top-1 %) for this cell, when it is one of Table 1's."""
         key = (self.model, self.attn)
-        if self.data != PAPER_DATA or key not in PAPER_TOP1:
+        if self.data != PAPER_DATA or key not in TABLE1:
             return None
-        return (*PAPER_FIGURES[key], PAPER_TOP1[key])
+        return tuple(TABLE1[key])
 
     @property
     def mixed_settings(self) -> list[str]:

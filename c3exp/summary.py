@@ -18,28 +18,14 @@ from c3exp.cli import run_reporting_user_errors
 from c3exp.config import compose
 from c3exp.errors import ConfigError
 from c3exp.models import build_model
+from c3exp.paper import PAPER_ATTNS, PAPER_MODELS, TABLE1
 from c3exp.utils.complexity import count_macs, count_params, part_costs
 
 TABLE_ARG = "table"
 TABLES = ("paper",)
 
-PAPER_MODELS = {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "resnet110": "ResNet-110", "wrn": "Wide-ResNet"}
-PAPER_ATTNS = {"none": "baseline", "se": "+ SE", "cbam": "+ CBAM", "c3": "+ C3"}
-# Table 1 of the paper (CIFAR-100): (parameters in M, FLOPs in M). The paper has no CBAM column.
-PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {
-    ("resnet20", "none"): (0.28, 41.7),
-    ("resnet20", "se"): (0.28, 41.8),
-    ("resnet20", "c3"): (0.35, 46.0),
-    ("resnet56", "none"): (0.86, 128.2),
-    ("resnet56", "se"): (0.87, 128.5),
-    ("resnet56", "c3"): (0.93, 132.5),
-    ("resnet110", "none"): (1.74, 257.9),
-    ("resnet110", "se"): (1.76, 258.5),
-    ("resnet110", "c3"): (1.81, 262.2),
-    ("wrn", "none"): (26.86, 3840.0),
-    ("wrn", "se"): (27.26, 3840.0),
-    ("wrn", "c3"): (26.93, 3870.0),
-}
+# (parameters in M, FLOPs in M) of each Table 1 cell
+PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {key: cell[:2] for key, cell in TABLE1.items()}
 # C3 is counted both ways: tiled (what the paper's FLOPs correspond to) and resized (official training).
 C3_TILE = "attn.options.resize=tile"
 C3_INTERPOLATE = "attn.options.resize=interpolate"

@@ -9,6 +9,8 @@ import pytest
 import torch
 from torchvision import datasets
 
+import c3exp
+
 from c3exp.data import CIFARDataModule, DigitsDataModule, SyntheticDataModule
 from c3exp.errors import DataNotFoundError
 from tests.conftest import write_cifar
@@ -95,3 +97,37 @@ def test_synthetic_is_deterministic_and_cifar_shaped():
     assert datamodule.splits["train"].images.shape == (64, 3, 32, 32)
     assert torch.equal(datamodule.splits["train"].images, again.splits["train"].images)
     assert np.all(datamodule.splits["test"].labels.numpy() < 100)
+
+
+def write_image_folder(root: Path, classes: int = 2, per_class: int = 4, size: int = 40) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in range(classes):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_imagefolder_counts_classes_and_trains_a_torchvision_resnet(tmp_path):
+    from c3exp.train import train
+    from tests.conftest import run_config
+
+    root = write_image_folder(tmp_path / "images", classes=3)
+    overrides = ["data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
+                 "model=resnet18", "attn=se", "trainer=cpu", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+    results = train(run_config(overrides, tmp_path / "run"))
+    assert results["epochs"] == 1 and results["data"] == "imagefolder"
+    three_classes = c3exp.build_model(c3exp.compose([*overrides, "data.num_classes=3"]))
+    assert results["params"] == sum(p.numel() for p in three_classes.parameters())
+
+
+def test_imagefolder_missing_root_names_the_setting(tmp_path):
+    from c3exp.data import ImageFolderDataModule
+
+    with pytest.raises(DataNotFoundError, match="data.root"):
+        ImageFolderDataModule(root=str(tmp_path / "none"), name="imagefolder", num_classes=None).setup()

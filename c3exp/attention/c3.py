@@ -10,6 +10,8 @@ gather/scatter, nothing data-dependent for torch.compile to break on).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +45,75 @@ def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         )
         return repeated.reshape(batch, channels, out_height, out_width)
     return F.interpolate(x, size=size, mode="nearest")
+
+
+def integer_factors(size: torch.Size | tuple[int, int], block: tuple[int, int]) -> tuple[int, int] | None:
+    """(fh, fw) when a map of `size` is exactly fh x fw blocks of `block` pixels, else None."""
+    (height, width), (block_h, block_w) = size, block
+    if height % block_h or width % block_w:
+        return None
+    return height // block_h, width // block_w
+
+
+def _blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """(B, C, h*fh, w*fw) as a (B, C, h, fh, w, fw) view, whatever the memory format."""
+    batch, channels, height, width = x.shape
+    return x.view(batch, channels, height // fh, fh, width // fw, fw)
+
+
+class _Subsample(torch.autograd.Function):
+    """x -> (x[:, :, ::fh, ::fw] as a contiguous copy, x): the nearest downsampling and the residual input.
+
+    Both uses of x go through this one node, so its gradient is formed once: the subsample's
+    gradient is added into the residual's. Plain slicing would have autograd build a zero-filled
+    map per sliced axis and then add a third full-size map.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, fh: int, fw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _blocks(x, fh, fw)[:, :, :, 0, :, 0].contiguous(), x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.factors = inputs[1:]
+
+    @staticmethod
+    def backward(ctx, grad_small: torch.Tensor, grad_identity: torch.Tensor):
+        # In place: C3Block feeds `identity` to _UpsampleAdd only, whose backward hands on the
+        # fresh gradient of the block's ReLU, so no other node holds this tensor.
+        _blocks(grad_identity, *ctx.factors)[:, :, :, 0, :, 0] += grad_small
+        return grad_identity, None, None
+
+
+class _UpsampleAdd(torch.autograd.Function):
+    """x + `small` nearest-upsampled by integer factors (fh, fw), the upsampled map never materialised.
+
+    Backward sums each fh x fw block of the gradient by adding strided views; autograd's reduction
+    of a broadcast over two non-contiguous axes costs several times more on CPUs.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, small: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+        batch, channels, height, width = small.shape
+        if not x.is_contiguous():  # channels_last: the broadcast's inner runs are the channels
+            return (_blocks(x, fh, fw) + small.reshape(batch, channels, height, 1, width, 1)).reshape(x.shape)
+        # Row-major maps: repeat the columns first (fw strided copies), so that the add broadcasts
+        # whole rows; broadcasting single values makes TensorIterator's inner loops fw long.
+        columns = small.new_empty(batch, channels, height, 1, width, fw)
+        for offset in range(fw):
+            columns[..., offset] = small.reshape(batch, channels, height, 1, width)
+        rows = x.view(batch, channels, height, fh, width * fw)
+        return (rows + columns.view(batch, channels, height, 1, width * fw)).view(x.shape)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.factors = inputs[2:]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        blocks = _blocks(grad, *ctx.factors)
+        rows = functools.reduce(torch.add, blocks.unbind(3))  # (B, C, h, w, fw): fh - 1 adds of long runs
+        return grad, functools.reduce(torch.add, rows.unbind(-1)), None, None
 
 
 def to_tiles(x: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
@@ -118,13 +189,20 @@ class C3Block(nn.Module):
         self.norm = nn.BatchNorm1d(positions) if bn else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resize == "tile":
-            message = self.message(x)
-        else:
-            message = resize_nearest(self.message(resize_nearest(x, self.spatial_size)), x.shape[-2:])
+        total = x + self.message(x) if self.resize == "tile" else self.resized_residual(x)
         # ReLU written as the threshold op, whose backward keeps its input rather than its output:
         # blocks that add the shortcut in place (torchvision's `out += identity`) then stay correct.
-        return F.threshold(x + message, 0.0, 0.0)
+        return F.threshold(total, 0.0, 0.0)
+
+    def resized_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """x + the messages of x nearest-resized to the block size, nearest-resized back."""
+        factors = integer_factors(x.shape[-2:], self.spatial_size)
+        if factors is None:  # e.g. 8x8 maps for a 16x16 block, or 6x10 ones: the general resize
+            return x + resize_nearest(self.message(resize_nearest(x, self.spatial_size)), x.shape[-2:])
+        if factors == (1, 1):
+            return x + self.message(x)
+        small, identity = _Subsample.apply(x, *factors)
+        return _UpsampleAdd.apply(identity, self.message(small), *factors)
 
     def message(self, x: torch.Tensor) -> torch.Tensor:
         """The decoded messages for every tile of the block size in `x`, in place: (B, C, H, W)."""
@@ -143,8 +221,11 @@ class C3Block(nn.Module):
         # Affinity and softmax in (at least) float32 whatever the autocast dtype: the squared
         # differences underflow/overflow quickly in half precision.
         score = -(summary[:, :, None] - summary[:, None, :]).square()
-        attention = score.softmax(dim=1).to(encoded.dtype)  # normalised over the sender i
-        messages = attention.transpose(1, 2) @ encoded  # row j gathers sum_i attention[i, j] * x_i
+        # attention[i, j] is normalised over the sender i (softmax over dim 1); the score is
+        # symmetric, so softmax over the last dim is its transpose: row j holds the weights channel
+        # j gathers with, and one plain batched product passes the messages (no transposed operand).
+        gather = score.softmax(dim=-1).to(encoded.dtype)
+        messages = gather @ encoded  # row j = sum_i attention[i, j] * x_i
         return self.decoder(messages)
 
 

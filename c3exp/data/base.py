@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip
 from c3exp.errors import check
 
 
@@ -24,6 +25,9 @@ class ImageArrays:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def to(self, device: torch.device) -> ImageArrays:
+        return ImageArrays(self.images.to(device), self.labels.to(device))
 
 
 class ArrayDataset(Dataset):
@@ -49,14 +53,15 @@ def build_transforms(
     train: bool,
     crop_padding: int = 4,
     hflip: bool = True,
-    image_size: int = 32,
 ) -> v2.Transform:
-    """The CIFAR recipe: pad-and-crop plus horizontal flip for training, normalisation for both."""
+    """The CIFAR recipe: pad-and-crop plus horizontal flip for training, normalisation for both.
+
+    The crop and flip draw their random variables as data.on_device's batched version does (one
+    implementation of the distribution, c3exp.data.device), so both paths augment alike.
+    """
     steps: list[v2.Transform] = []
-    if train and crop_padding > 0:
-        steps.append(v2.RandomCrop(image_size, padding=crop_padding))
-    if train and hflip:
-        steps.append(v2.RandomHorizontalFlip())
+    if train and (crop_padding > 0 or hflip):
+        steps.append(RandomCropFlip(crop_padding, hflip))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
 
@@ -69,6 +74,10 @@ class ImageDataModule(L.LightningDataModule):
     doubles as the validation set, which is the CIFAR papers' protocol. `train_repeats` makes one
     epoch several passes over a tiny training set (each with fresh augmentation), so per-epoch
     schedules written for CIFAR's 391 steps per epoch still get enough steps.
+
+    `on_device=True` keeps the splits on the training device and batches, crops, flips and
+    normalises there (c3exp.data.device.DeviceBatches) instead of in DataLoader workers; its
+    shuffling and augmentation of epoch e come from a generator seeded with (`seed`, e).
     """
 
     mean: Sequence[float] = (0.5, 0.5, 0.5)
@@ -90,8 +99,15 @@ class ImageDataModule(L.LightningDataModule):
         hflip: bool = True,
         pin_memory: bool = True,
         train_repeats: int = 1,
+        on_device: bool = False,
+        seed: int = 0,
     ):
         super().__init__()
+        check(isinstance(on_device, bool), "data.on_device", on_device, "true or false")
+        check(not on_device or type(self).load_arrays is not ImageDataModule.load_arrays, "data.on_device",
+              on_device, f"false for data={name}: only datasets held in memory as arrays can live on the device")
+        self.on_device, self.seed = on_device, seed
+        self._device_splits: dict[str, ImageArrays] = {}
         check(isinstance(train_repeats, int) and train_repeats >= 1, "data.train_repeats", train_repeats, "an integer >= 1")
         self.train_repeats = train_repeats
         check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
@@ -129,7 +145,7 @@ class ImageDataModule(L.LightningDataModule):
     def transform(self, train: bool) -> v2.Transform:
         return build_transforms(
             self.mean, self.std, train=train and self.augment,
-            crop_padding=self.crop_padding, hflip=self.hflip, image_size=self.image_size,
+            crop_padding=self.crop_padding, hflip=self.hflip,
         )
 
     def dataset(self, split: str) -> Dataset:
@@ -145,8 +161,10 @@ class ImageDataModule(L.LightningDataModule):
               f"a multiple of the {world_size} data-parallel processes")
         return batch_size // world_size
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader | DeviceBatches:
         train = split == "train"
+        if self.on_device:
+            return self.device_batches(split)
         return DataLoader(
             self.dataset(split),
             batch_size=self.per_process_batch_size(self.batch_size if train else self.eval_batch_size),
@@ -156,11 +174,35 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def device_batches(self, split: str) -> DeviceBatches:
+        """`split` copied once to the training device, batched (and for training augmented) there."""
+        self.setup()
+        assert self.splits is not None
+        trainer, train = self.trainer, split == "train"
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if split not in self._device_splits:
+            self._device_splits[split] = self.splits[split].to(device)
+        arrays = self._device_splits[split]
+        return DeviceBatches(
+            arrays.images,
+            arrays.labels,
+            self.per_process_batch_size(self.batch_size if train else self.eval_batch_size),
+            self.mean,
+            self.std,
+            augmentation=Augmentation(self.crop_padding, self.hflip) if train and self.augment else None,
+            shuffle=train,
+            repeats=self.train_repeats if train else 1,
+            seed=self.seed,
+            epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("train")
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("test")

@@ -5,6 +5,7 @@ import inspect
 from typing import Any
 
 import hydra.utils
+import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -26,20 +27,35 @@ __all__ = [
 ]
 
 SUPPLIED = ("num_classes", "attn")  # come from cfg.data and cfg.attn, not from the model group
+# How the network runs, not what it is: channels_last is applied here, compile by the training
+# module (ClassificationModule.configure_model) and the benchmark, so that parameter names,
+# checkpoints and complexity counts stay those of the plain network.
+SPEED_KEYS = ("channels_last", "compile")
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
     """Instantiate cfg.model with num_classes = cfg.data.num_classes and the attn group as a plain dict."""
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     model_cfg.pop("name", None)
+    speed = speed_options(model_cfg)
     _check_model_keys(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
     try:
-        return hydra.utils.instantiate(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
+        net = hydra.utils.instantiate(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
     except InstantiationException as error:
         if isinstance(error.__cause__, ConfigError):  # report the user's setting, not Hydra's wrapper
             raise error.__cause__ from None
         raise
+    return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
+
+
+def speed_options(model_cfg: dict[str, Any]) -> dict[str, bool]:
+    """Remove and validate model.channels_last / model.compile (both false when absent, as in old checkpoints)."""
+    options = {key: model_cfg.pop(key, False) for key in SPEED_KEYS}
+    for key, value in options.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"model.{key}", value, "true or false")
+    return options
 
 
 def _check_model_keys(model_cfg: dict[str, Any]) -> None:

@@ -56,6 +56,13 @@ class ClassificationModule(L.LightningModule):
         self.train_seconds = 0.0
         self._epoch_started = self._epoch_seconds = 0.0
         self._epoch_images = 0
+        self._compiled = False
+
+    def configure_model(self) -> None:
+        """model.compile=true: torch.compile the network in place, so parameter names and checkpoints stay the same."""
+        if self.run_config.get("model", {}).get("compile") and not self._compiled:
+            self.net.compile()
+            self._compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

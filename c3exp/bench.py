@@ -1,0 +1,492 @@
+"""`python -m c3exp.bench model=resnet110 attn=none,c3 [bench.*=...]`: training throughput, interleaved.
+
+Comma-separated overrides (`attn=none,c3`, `model=resnet20,resnet110`, `bench.precision=32,bf16-mixed`)
+define the configurations, their product in the order given. Every configuration is built once in
+this process; after warm-up, full training steps (forward, backward, optimizer step) of all of them
+alternate round-robin, each step timed, so a change of load on the machine hits every
+configuration alike. bench.mode=loop instead alternates blocks of Lightning's Trainer.fit and of a
+bare PyTorch loop on the same network, batches and optimizer. Raw step times, the machine and the
+date go to bench.json (bench.path).
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from c3exp.cli import fail, run_reporting_user_errors
+from c3exp.config import compose
+from c3exp.errors import ConfigError, check
+from c3exp.models import build_model
+from c3exp.utils.complexity import count_macs, count_params
+
+MODES = ("steps", "loop")
+DEVICES = ("cpu", "cuda")
+AUTOCAST_DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+# Settings shared by every configuration of one run (the rest may differ between configurations).
+PROCESS_KEYS = ("mode", "device", "threads", "warmup", "steps", "rounds", "seed", "path")
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The validated `bench` group of one configuration; null speed options defer to the model/trainer config."""
+
+    mode: str
+    device: str
+    batch_size: int
+    precision: str
+    channels_last: bool
+    compile: bool
+    threads: int | None
+    warmup: int
+    steps: int
+    rounds: int
+    seed: int
+    path: str
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> BenchSettings:
+        node = cfg.bench
+        settings = cls(
+            mode=node.mode,
+            device=node.device,
+            batch_size=node.batch_size,
+            precision=str(cfg.trainer.precision if node.precision is None else node.precision),
+            channels_last=_default(node.channels_last, cfg.model.get("channels_last", False)),
+            compile=_default(node.compile, cfg.model.get("compile", False)),
+            threads=node.threads,
+            warmup=node.warmup,
+            steps=node.steps,
+            rounds=node.rounds,
+            seed=node.seed,
+            path=str(node.path),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        check(self.mode in MODES, "bench.mode", self.mode, MODES)
+        check(self.device in DEVICES, "bench.device", self.device, DEVICES)
+        check(self.device != "cuda" or torch.cuda.is_available(), "bench.device", self.device, "cpu (no CUDA device is visible)")
+        check(self.precision in AUTOCAST_DTYPES, "bench.precision", self.precision, list(AUTOCAST_DTYPES))
+        for key in ("channels_last", "compile"):
+            check(isinstance(getattr(self, key), bool), f"bench.{key}", getattr(self, key), "true, false or null")
+        check(self.threads is None or _count(self.threads, 1), "bench.threads", self.threads, "null or an integer >= 1")
+        for key, low in (("batch_size", 1), ("warmup", 0), ("steps", 2), ("rounds", 1)):
+            check(_count(getattr(self, key), low), f"bench.{key}", getattr(self, key), f"an integer >= {low}")
+        check(_count(self.seed, 0), "bench.seed", self.seed, "an integer >= 0")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return AUTOCAST_DTYPES[self.precision]
+
+
+def _default(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
+def _count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+# ----------------------------------------------------------------------------------------------
+# Configurations
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One configuration: its label (the overrides that vary), its composed config and settings."""
+
+    label: str
+    overrides: list[str]
+    cfg: DictConfig
+    settings: BenchSettings
+
+
+def expand_overrides(args: Sequence[str]) -> list[list[str]]:
+    """One override list per configuration: the product of the values of every comma-separated override."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(args))
+    except HydraException as err:
+        raise ConfigError("override", " ".join(args), f"key=value or key=a,b ({str(err).splitlines()[0]})") from None
+    choices = []
+    for arg, override in zip(args, parsed):
+        if not override.is_sweep_override():
+            choices.append([arg])
+            continue
+        check(override.is_choice_sweep(), override.get_key_element(), override.value(), "a comma-separated list of values")
+        choices.append([f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()])
+    return [list(combination) for combination in itertools.product(*choices)]
+
+
+def configurations(args: Sequence[str]) -> list[BenchConfig]:
+    """Compose every configuration, with the bench speed options written into its model config."""
+    expanded = expand_overrides(args)
+    varying = [i for i in range(len(args)) if len({overrides[i] for overrides in expanded}) > 1]
+    configs = []
+    for overrides in expanded:
+        cfg = compose(overrides)
+        settings = BenchSettings.from_config(cfg)
+        with open_dict(cfg):
+            cfg.model.channels_last, cfg.model.compile = settings.channels_last, settings.compile
+        label = " ".join(overrides[i] for i in varying) or " ".join(overrides) or "defaults"
+        configs.append(BenchConfig(label, overrides, cfg, settings))
+    for key in PROCESS_KEYS:
+        values = {getattr(c.settings, key) for c in configs}
+        check(len(values) == 1, f"bench.{key}", sorted(values, key=str), "one value for all configurations of a run")
+    return configs
+
+
+# ----------------------------------------------------------------------------------------------
+# Training steps
+
+
+@dataclass
+class Trainee:
+    """A network, its optimizer and one synthetic batch on the device: what one timed step needs."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batch: Batch
+    autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    def step(self) -> torch.Tensor:
+        return train_step(self.net, self.optimizer, self.batch, self.autocast_dtype, self.scaler)
+
+
+def train_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    autocast_dtype: torch.dtype | None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> torch.Tensor:
+    """One full step as Lightning's automatic optimisation does it: zero grads, forward, backward, step."""
+    images, labels = batch
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss = F.cross_entropy(net(images), labels)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss
+
+
+def synthetic_batch(cfg: DictConfig, settings: BenchSettings, generator: torch.Generator) -> Batch:
+    """Standardised random images and labels of the data config's shape, made on the device."""
+    data = cfg.data
+    shape = (settings.batch_size, data.channels, data.image_size, data.image_size)
+    images = torch.randn(shape, generator=generator).to(settings.device)
+    if settings.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, torch.randint(0, data.num_classes, (settings.batch_size,), generator=generator).to(settings.device)
+
+
+def build_net(config: BenchConfig) -> torch.nn.Module:
+    """The network training would build (build_model), seeded, on the device, compiled if asked."""
+    torch.manual_seed(config.settings.seed)
+    net = build_model(config.cfg).to(config.settings.device).train()
+    if config.settings.compile:
+        net.compile()
+    return net
+
+
+def make_trainee(config: BenchConfig) -> Trainee:
+    net = build_net(config)
+    settings = config.settings
+    optimizer = instantiate(config.cfg.optim.optimizer)(params=net.parameters())
+    scaler = torch.amp.GradScaler(settings.device) if settings.precision == "16-mixed" else None
+    batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
+    return Trainee(net, optimizer, batch, settings.autocast_dtype, scaler)
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step: Callable[[], object], device: str) -> float:
+    """Seconds of one call, the device's queued work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleave(steps: Sequence[Callable[[], object]], warmup: int, count: int, device: str) -> list[list[float]]:
+    """`warmup` untimed then `count` timed calls of every step, round-robin; round r starts at step r mod n."""
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for round_index in range(count):
+        for offset in range(len(steps)):
+            i = (round_index + offset) % len(steps)
+            times[i].append(timed(steps[i], device))
+    return times
+
+
+# ----------------------------------------------------------------------------------------------
+# Lightning loop against a bare loop
+
+
+class BatchList:
+    """The same synthetic batches for both loops; a class, as Lightning reads a plain list as several loaders."""
+
+    def __init__(self, batch: Batch, count: int):
+        self.batch, self.count = batch, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Batch]:
+        return itertools.repeat(self.batch, self.count)
+
+
+def _step_clock(device: str):
+    """A Lightning callback recording the start of every training batch (imported lazily with Lightning)."""
+    import lightning as L
+
+    class StepClock(L.Callback):
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            synchronize(device)
+            self.starts.append(time.perf_counter())
+
+    return StepClock()
+
+
+def between_starts(starts: Sequence[float], skip: int) -> list[float]:
+    """Durations of whole loop iterations: from one batch's start to the next one's, after `skip` iterations."""
+    return [b - a for a, b in zip(starts, starts[1:])][skip:]
+
+
+def lightning_block(config: BenchConfig, net: torch.nn.Module, batches: BatchList) -> list[float]:
+    """Trainer.fit on `batches` with logging, checkpointing, progress bar and validation off."""
+    import lightning as L
+
+    from c3exp.training import ClassificationModule
+
+    settings = config.settings
+    module = ClassificationModule(
+        net,
+        num_classes=config.cfg.data.num_classes,
+        optimizer=instantiate(config.cfg.optim.optimizer),
+        run_config={"model": OmegaConf.to_container(config.cfg.model, resolve=True)},
+    )
+    clock = _step_clock(settings.device)
+    with tempfile.TemporaryDirectory() as root:
+        trainer = L.Trainer(
+            accelerator="gpu" if settings.device == "cuda" else "cpu",
+            devices=1,
+            precision=settings.precision,
+            max_steps=len(batches),
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[clock],
+            default_root_dir=root,
+        )
+        trainer.fit(module, train_dataloaders=batches)
+    return between_starts(clock.starts, config.settings.warmup)
+
+
+def bare_block(config: BenchConfig, net: torch.nn.Module, batches: BatchList) -> list[float]:
+    """The same steps in a hand-written loop, with a fresh optimizer as every fit has."""
+    settings = config.settings
+    optimizer = instantiate(config.cfg.optim.optimizer)(params=net.parameters())
+    scaler = torch.amp.GradScaler(settings.device) if settings.precision == "16-mixed" else None
+    starts = []
+    for batch in batches:
+        synchronize(settings.device)
+        starts.append(time.perf_counter())
+        train_step(net, optimizer, batch, settings.autocast_dtype, scaler)
+    return between_starts(starts, settings.warmup)
+
+
+def compare_loops(config: BenchConfig) -> dict[str, list[float]]:
+    """Blocks of Lightning and bare steps, alternating (who goes first alternates too), `rounds` of each.
+
+    Each block runs warmup + steps + 1 batches and times the `steps` iterations after the warm-up.
+    """
+    settings = config.settings
+    nets = {"lightning": build_net(config), "bare": build_net(config)}
+    batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
+    batches = BatchList(batch, settings.warmup + settings.steps + 1)
+    blocks = {"lightning": lightning_block, "bare": bare_block}
+    times: dict[str, list[float]] = {"lightning": [], "bare": []}
+    for round_index in range(settings.rounds):
+        order = ("lightning", "bare") if round_index % 2 == 0 else ("bare", "lightning")
+        for name in order:
+            times[name] += blocks[name](config, nets[name], batches)
+    return times
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics, machine, report
+
+
+def summarise(times: Sequence[float], batch_size: int) -> dict[str, float]:
+    """Median, spread (min, quartiles, max) and throughput of one configuration's step times."""
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    median = statistics.median(times)
+    return {
+        "median_s": median,
+        "min_s": min(times),
+        "q1_s": q1,
+        "q3_s": q3,
+        "max_s": max(times),
+        "images_per_s": batch_size / median,
+        "images_per_s_best": batch_size / min(times),
+    }
+
+
+def ratios(summary: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
+    return {"ratio_median": summary["median_s"] / reference["median_s"], "ratio_min": summary["min_s"] / reference["min_s"]}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str) -> dict[str, Any]:
+    """What the numbers depend on: processor, cores, threads, library versions, accelerator, load."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def complexity(config: BenchConfig) -> dict[str, int]:
+    data = config.cfg.data
+    net = build_model(config.cfg)
+    return {"params": count_params(net), "macs": count_macs(net, (1, data.channels, data.image_size, data.image_size))}
+
+
+def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
+    settings = configs[0].settings
+    trainees = [make_trainee(config) for config in configs]
+    times = interleave([trainee.step for trainee in trainees], settings.warmup, settings.steps, settings.device)
+    rows = []
+    for config, step_times in zip(configs, times):
+        summary = summarise(step_times, config.settings.batch_size)
+        rows.append({"label": config.label, "overrides": config.overrides, "settings": asdict(config.settings),
+                     **complexity(config), **summary, "step_times_s": step_times})
+    for row in rows:
+        row.update(ratios(row, rows[0]))
+    return rows
+
+
+def run_loops(configs: list[BenchConfig]) -> list[dict[str, Any]]:
+    rows = []
+    for config in configs:
+        times = compare_loops(config)
+        summaries = {name: summarise(values, config.settings.batch_size) for name, values in times.items()}
+        rows.append({"label": config.label, "overrides": config.overrides, "settings": asdict(config.settings),
+                     **complexity(config), **{name: {**summaries[name], "step_times_s": times[name]} for name in times},
+                     **ratios(summaries["lightning"], summaries["bare"])})
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], mode: str) -> str:
+    """One line per configuration (steps) or per configuration and loop (loop)."""
+    header = f"{'configuration':<38} {'median ms':>10} {'min ms':>9} {'IQR ms':>15} {'max ms':>9} {'img/s':>8} {'x median':>9} {'x min':>7}"
+    lines = [header]
+    for row in rows:
+        parts = [(row["label"], row, row)] if mode == "steps" else [
+            (f"{row['label']} [{name}]", row[name], row if name == "lightning" else None) for name in ("bare", "lightning")
+        ]
+        for label, summary, ratio in parts:
+            iqr = f"{summary['q1_s'] * 1e3:.1f}-{summary['q3_s'] * 1e3:.1f}"
+            ratio_text = f"{ratio['ratio_median']:>9.3f} {ratio['ratio_min']:>7.3f}" if ratio else f"{'1':>9} {'1':>7}"
+            lines.append(
+                f"{label:<38} {summary['median_s'] * 1e3:>10.1f} {summary['min_s'] * 1e3:>9.1f} {iqr:>15} "
+                f"{summary['max_s'] * 1e3:>9.1f} {summary['images_per_s']:>8.1f} {ratio_text}"
+            )
+    return "\n".join(lines)
+
+
+def bench(args: Sequence[str]) -> dict[str, Any]:
+    """Run the benchmark the overrides describe, print the table, write bench.json; return its content."""
+    configs = configurations(args)
+    settings = configs[0].settings
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    if settings.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    started = datetime.datetime.now(datetime.timezone.utc)
+    machine_before = machine(settings.device)
+    rows = run_steps(configs) if settings.mode == "steps" else run_loops(configs)
+    report = {
+        "command": "python -m c3exp.bench " + " ".join(args),
+        "date": started.isoformat(timespec="seconds"),
+        "seconds": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
+        "mode": settings.mode,
+        "machine": machine_before,
+        "load_average_end": machine(settings.device)["load_average"],
+        "configurations": rows,
+    }
+    print(format_table(rows, settings.mode))
+    path = Path(settings.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run_reporting_user_errors(lambda: bench(args))
+    except HydraException as err:  # e.g. an unknown key: Hydra's first line is the useful one
+        fail(str(err).splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

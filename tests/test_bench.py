@@ -1,0 +1,162 @@
+"""Fast C3 against the naive equations (compiled, channels_last, bf16) and `python -m c3exp.bench` end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+import c3exp
+from c3exp.attention import C3Block
+from c3exp.bench import bench, expand_overrides, main
+from tests.test_attention import C3_CASES, NaiveC3, make_c3
+
+# the resize paths C3's fast code special-cases: integer down/up factors, one tile, arbitrary sizes
+FAST_PATHS = ["block size", "resize", "resize up", "resize odd", "tile", "groups + tile"]
+
+
+def case_input(case: str, seed: int = 1) -> tuple[C3Block, torch.Tensor]:
+    spec = dict(C3_CASES[case])
+    channels, shape, size = spec.pop("channels"), spec.pop("shape"), spec.pop("size")
+    x = torch.randn(2, channels, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return make_c3(channels, size, **spec), x
+
+
+def outputs_and_input_grads(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_()
+    out = block(x)
+    out.square().sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("case", FAST_PATHS)
+def test_compiled_c3_matches_naive_equations(case: str):
+    block, x = case_input(case)
+    with torch.no_grad():
+        expected = NaiveC3(block)(x)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")  # fullgraph: no graph breaks
+    actual, grad = outputs_and_input_grads(compiled, x)
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad, outputs_and_input_grads(block, x)[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", FAST_PATHS)
+def test_channels_last_c3_matches_naive_equations(case: str):
+    block, x = case_input(case, seed=2)
+    with torch.no_grad():
+        expected = NaiveC3(block)(x)
+    actual, grad = outputs_and_input_grads(block, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad, outputs_and_input_grads(block, x)[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["resize", "resize odd"])
+def test_c3_input_gradient_matches_naive_equations(case: str):
+    """The subsample/upsample autograd functions: the input's gradient, through both of its paths."""
+    block, x = case_input(case, seed=3)
+    naive_grad = outputs_and_input_grads(NaiveC3(block), x)[1]
+    torch.testing.assert_close(outputs_and_input_grads(block, x)[1], naive_grad, rtol=1e-8, atol=1e-9)
+
+
+class DtypeSpy(TorchFunctionMode):
+    """The dtypes softmax and the affinity's square see."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: dict[str, list[torch.dtype]] = {"softmax": [], "square": []}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.seen:
+            self.seen[name].append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def test_bf16_autocast_network_close_to_float32_with_float32_affinity():
+    torch.manual_seed(0)
+    net = c3exp.build_model(c3exp.compose(["model=resnet20", "attn=c3", "data=cifar10"])).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16), DtypeSpy() as spy:
+            low = net(x)
+    assert spy.seen["softmax"] == [torch.float32] * 3 and set(spy.seen["square"]) == {torch.float32}
+    assert (low.float() - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_bf16_autocast_training_step_gradients_close_to_float32():
+    block = C3Block(16, (4, 4), reduction=4).train()
+    x = torch.randn(4, 16, 8, 8)
+    grads = []
+    for enabled in (False, True):
+        block.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = block(x)
+        assert out.dtype == torch.float32  # the residual keeps the input's precision
+        out.square().sum().backward()
+        grads.append(block.encoder[0].weight.grad.clone())
+    assert torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[1], grads[0], rtol=0.1, atol=0.1 * grads[0].abs().max().item())
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark command
+
+
+TINY = ["bench.batch_size=2", "bench.steps=2", "bench.warmup=1", "bench.threads=1"]
+
+
+def test_comma_separated_overrides_define_the_configurations():
+    assert expand_overrides(["model=resnet20,resnet110", "attn=none,c3", "seed=1"]) == [
+        ["model=resnet20", "attn=none", "seed=1"],
+        ["model=resnet20", "attn=c3", "seed=1"],
+        ["model=resnet110", "attn=none", "seed=1"],
+        ["model=resnet110", "attn=c3", "seed=1"],
+    ]
+    sizes = "attn.options.spatial_sizes=[[8,8],[8,8],[4,4]]"
+    assert expand_overrides([sizes]) == [[sizes]]  # commas inside brackets are one value
+
+
+def test_bench_writes_raw_step_times_machine_and_ratios(tmp_path):
+    path = tmp_path / "out" / "bench.json"
+    report = bench(["model=resnet20", "attn=none,c3", *TINY, f"bench.path={path}"])
+    assert json.loads(path.read_text()) == report
+    first, second = report["configurations"]
+    assert [first["label"], second["label"]] == ["attn=none", "attn=c3"]
+    for row in (first, second):
+        assert len(row["step_times_s"]) == 2 and all(t > 0 for t in row["step_times_s"])
+        assert row["min_s"] <= row["q1_s"] <= row["median_s"] <= row["q3_s"] <= row["max_s"]
+        assert row["images_per_s"] == pytest.approx(2 / row["median_s"])
+    assert first["ratio_median"] == first["ratio_min"] == 1.0
+    assert second["ratio_median"] == pytest.approx(second["median_s"] / first["median_s"])
+    assert second["params"] - first["params"] == 70032 and second["macs"] > first["macs"]
+    machine = report["machine"]
+    assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["torch_threads"] == 1
+    assert machine["cpu"] and report["date"][:2] == "20" and first["settings"]["device"] == "cpu"
+
+
+def test_bench_loop_mode_compares_lightning_with_a_bare_loop(tmp_path):
+    path = tmp_path / "bench.json"
+    report = bench(["model=resnet20", "attn=c3", *TINY, "bench.mode=loop", "bench.rounds=2", f"bench.path={path}"])
+    (row,) = report["configurations"]
+    assert len(row["lightning"]["step_times_s"]) == len(row["bare"]["step_times_s"]) == 4  # 2 rounds x 2 steps
+    assert row["ratio_median"] == pytest.approx(row["lightning"]["median_s"] / row["bare"]["median_s"])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["bench.device=tpu"], "bench.device='tpu' is not valid"),
+        (["bench.precision=8-mixed"], "bench.precision='8-mixed' is not valid"),
+        (["bench.steps=1"], "bench.steps=1 is not valid"),
+        (["attn=none,sk"], "attn='sk' is not valid"),
+        (["bench.threads=1,2"], "bench.threads=[1, 2] is not valid: expected one value for all configurations"),
+        (["bench.nope=1"], "bench.nope"),
+    ],
+)
+def test_bad_bench_settings_are_one_line_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1

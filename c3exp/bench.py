@@ -10,7 +10,7 @@ date go to bench.json (bench.path).
 """
 from __future__ import annotations
 
-import copy
+import ctypes
 import datetime
 import itertools
 import json
@@ -42,7 +42,9 @@ MODES = ("steps", "loop")
 DEVICES = ("cpu", "cuda")
 AUTOCAST_DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 # Settings shared by every configuration of one run (the rest may differ between configurations).
-PROCESS_KEYS = ("mode", "device", "threads", "warmup", "steps", "rounds", "seed", "path")
+PROCESS_KEYS = ("mode", "device", "threads", "keep_freed_memory", "warmup", "steps", "rounds", "seed", "path")
+# glibc mallopt parameters
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -58,6 +60,7 @@ class BenchSettings:
     channels_last: bool
     compile: bool
     threads: int | None
+    keep_freed_memory: bool
     warmup: int
     steps: int
     rounds: int
@@ -75,6 +78,7 @@ class BenchSettings:
             channels_last=_default(node.channels_last, cfg.model.get("channels_last", False)),
             compile=_default(node.compile, cfg.model.get("compile", False)),
             threads=node.threads,
+            keep_freed_memory=node.keep_freed_memory,
             warmup=node.warmup,
             steps=node.steps,
             rounds=node.rounds,
@@ -91,6 +95,7 @@ class BenchSettings:
         check(self.precision in AUTOCAST_DTYPES, "bench.precision", self.precision, list(AUTOCAST_DTYPES))
         for key in ("channels_last", "compile"):
             check(isinstance(getattr(self, key), bool), f"bench.{key}", getattr(self, key), "true, false or null")
+        check(isinstance(self.keep_freed_memory, bool), "bench.keep_freed_memory", self.keep_freed_memory, "true or false")
         check(self.threads is None or _count(self.threads, 1), "bench.threads", self.threads, "null or an integer >= 1")
         for key, low in (("batch_size", 1), ("warmup", 0), ("steps", 2), ("rounds", 1)):
             check(_count(getattr(self, key), low), f"bench.{key}", getattr(self, key), f"an integer >= {low}")
@@ -139,6 +144,12 @@ def expand_overrides(args: Sequence[str]) -> list[list[str]]:
     return [list(combination) for combination in itertools.product(*choices)]
 
 
+def config_label(overrides: list[str], varying: list[int]) -> str:
+    """The overrides that differ between configurations, else the group choices (`model=resnet20`)."""
+    chosen = [overrides[i] for i in varying] or [o for o in overrides if "." not in o.partition("=")[0]]
+    return " ".join(chosen) or "defaults"
+
+
 def configurations(args: Sequence[str]) -> list[BenchConfig]:
     """Compose every configuration, with the bench speed options written into its model config."""
     expanded = expand_overrides(args)
@@ -149,8 +160,7 @@ def configurations(args: Sequence[str]) -> list[BenchConfig]:
         settings = BenchSettings.from_config(cfg)
         with open_dict(cfg):
             cfg.model.channels_last, cfg.model.compile = settings.channels_last, settings.compile
-        label = " ".join(overrides[i] for i in varying) or " ".join(overrides) or "defaults"
-        configs.append(BenchConfig(label, overrides, cfg, settings))
+        configs.append(BenchConfig(config_label(overrides, varying), overrides, cfg, settings))
     for key in PROCESS_KEYS:
         values = {getattr(c.settings, key) for c in configs}
         check(len(values) == 1, f"bench.{key}", sorted(values, key=str), "one value for all configurations of a run")
@@ -223,6 +233,20 @@ def make_trainee(config: BenchConfig) -> Trainee:
     scaler = torch.amp.GradScaler(settings.device) if settings.precision == "16-mixed" else None
     batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
     return Trainee(net, optimizer, batch, settings.autocast_dtype, scaler)
+
+
+def keep_freed_memory() -> bool:
+    """glibc: serve every allocation from the heap and never shrink it (mallopt); False where unsupported.
+
+    By default glibc hands large freed blocks back to the OS, and the next step faults them in
+    again page by page: tens of thousands of page faults a step for a CIFAR ResNet at batch 128 on
+    a CPU, charged to whichever configuration happens to allocate next.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except AttributeError:  # not glibc
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def synchronize(device: str) -> None:
@@ -436,7 +460,8 @@ def run_loops(configs: list[BenchConfig]) -> list[dict[str, Any]]:
 
 def format_table(rows: list[dict[str, Any]], mode: str) -> str:
     """One line per configuration (steps) or per configuration and loop (loop)."""
-    header = f"{'configuration':<38} {'median ms':>10} {'min ms':>9} {'IQR ms':>15} {'max ms':>9} {'img/s':>8} {'x median':>9} {'x min':>7}"
+    width = max(len("configuration"), *(len(row["label"]) + (12 if mode == "loop" else 0) for row in rows))
+    header = f"{'configuration':<{width}} {'median ms':>10} {'min ms':>9} {'IQR ms':>15} {'max ms':>9} {'img/s':>8} {'x median':>9} {'x min':>7}"
     lines = [header]
     for row in rows:
         parts = [(row["label"], row, row)] if mode == "steps" else [
@@ -446,7 +471,7 @@ def format_table(rows: list[dict[str, Any]], mode: str) -> str:
             iqr = f"{summary['q1_s'] * 1e3:.1f}-{summary['q3_s'] * 1e3:.1f}"
             ratio_text = f"{ratio['ratio_median']:>9.3f} {ratio['ratio_min']:>7.3f}" if ratio else f"{'1':>9} {'1':>7}"
             lines.append(
-                f"{label:<38} {summary['median_s'] * 1e3:>10.1f} {summary['min_s'] * 1e3:>9.1f} {iqr:>15} "
+                f"{label:<{width}} {summary['median_s'] * 1e3:>10.1f} {summary['min_s'] * 1e3:>9.1f} {iqr:>15} "
                 f"{summary['max_s'] * 1e3:>9.1f} {summary['images_per_s']:>8.1f} {ratio_text}"
             )
     return "\n".join(lines)
@@ -458,6 +483,7 @@ def bench(args: Sequence[str]) -> dict[str, Any]:
     settings = configs[0].settings
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
+    kept = keep_freed_memory() if settings.keep_freed_memory else False
     if settings.device == "cuda":
         torch.backends.cudnn.benchmark = True
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -468,7 +494,7 @@ def bench(args: Sequence[str]) -> dict[str, Any]:
         "date": started.isoformat(timespec="seconds"),
         "seconds": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
         "mode": settings.mode,
-        "machine": machine_before,
+        "machine": {**machine_before, "keep_freed_memory": kept},
         "load_average_end": machine(settings.device)["load_average"],
         "configurations": rows,
     }

@@ -6,7 +6,9 @@ messages and the result is added back to the input (out = ReLU(x + decoded)).
 
 Everything is batched: tiles and channel groups are folded into the batch axis, so one pass of two
 MLPs, one batched matrix product and one softmax serves them all (no Python loops, no
-gather/scatter, nothing data-dependent for torch.compile to break on).
+gather/scatter, nothing data-dependent for torch.compile to break on). Integer-factor nearest
+resizes around the block (the official 32x32 -> 16x16 path) are two small autograd functions
+whose backward passes avoid full-size zero maps and strided reductions, the costly part on CPUs.
 """
 from __future__ import annotations
 
@@ -61,6 +63,25 @@ def _blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
     return x.view(batch, channels, height // fh, fh, width // fw, fw)
 
 
+def _first_of_blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """x[:, :, ::fh, ::fw] as a contiguous copy: first the kept rows (long contiguous runs), then their columns.
+
+    Two vectorised copies beat one copy strided in both axes on maps that are no longer in cache.
+    """
+    rows = _blocks(x, fh, fw)[:, :, :, 0]  # (B, C, h, w, fw)
+    return (rows.contiguous() if fh > 1 else rows)[..., 0].contiguous()
+
+
+def _add_to_first_of_blocks(grad: torch.Tensor, small: torch.Tensor, fh: int, fw: int) -> None:
+    """grad[:, :, ::fh, ::fw] += small in place, as whole-row adds of `small` spread over fw columns."""
+    if fw == 1:
+        spread = small[..., None]
+    else:
+        spread = small.new_zeros(*small.shape, fw)
+        spread[..., 0] = small
+    _blocks(grad, fh, fw)[:, :, :, 0] += spread
+
+
 class _Subsample(torch.autograd.Function):
     """x -> (x[:, :, ::fh, ::fw] as a contiguous copy, x): the nearest downsampling and the residual input.
 
@@ -71,7 +92,7 @@ class _Subsample(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, fh: int, fw: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _blocks(x, fh, fw)[:, :, :, 0, :, 0].contiguous(), x.view_as(x)
+        return _first_of_blocks(x, fh, fw), x.view_as(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -81,7 +102,7 @@ class _Subsample(torch.autograd.Function):
     def backward(ctx, grad_small: torch.Tensor, grad_identity: torch.Tensor):
         # In place: C3Block feeds `identity` to _UpsampleAdd only, whose backward hands on the
         # fresh gradient of the block's ReLU, so no other node holds this tensor.
-        _blocks(grad_identity, *ctx.factors)[:, :, :, 0, :, 0] += grad_small
+        _add_to_first_of_blocks(grad_identity, grad_small, *ctx.factors)
         return grad_identity, None, None
 
 
@@ -120,14 +141,15 @@ def to_tiles(x: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) -> (B * tiles, C, tile_h * tile_w): non-overlapping tiles folded into the batch."""
     batch, channels, height, width = x.shape
     tile_h, tile_w = tile
-    if height % tile_h or width % tile_w:
+    factors = integer_factors((height, width), tile)
+    if factors is None:
         raise ConfigError(
             "attn.options.spatial_sizes",
             [tile_h, tile_w],
             f"a divisor of the {height}x{width} feature map when attn.options.resize=tile "
             "(or use attn.options.resize=interpolate)",
         )
-    rows, cols = height // tile_h, width // tile_w
+    rows, cols = factors
     tiles = x.reshape(batch, channels, rows, tile_h, cols, tile_w).permute(0, 2, 4, 1, 3, 5)
     return tiles.reshape(batch * rows * cols, channels, tile_h * tile_w)
 
@@ -214,8 +236,10 @@ class C3Block(nn.Module):
 
     def communicate(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, A) -> (N, C, A): encode, pass messages between the C channels of each row, decode."""
-        encoded = self.encoder(x)
-        summary = encoded.mean(dim=-1, dtype=torch.promote_types(encoded.dtype, torch.float32))
+        first, relu, second = self.encoder
+        hidden = relu(first(x))
+        encoded = second(hidden)
+        summary = linear_mean(second, hidden)  # = encoded.mean(-1), in at least float32
         if self.detach:
             summary = summary.detach()
         # Affinity and softmax in (at least) float32 whatever the autocast dtype: the squared
@@ -227,6 +251,16 @@ class C3Block(nn.Module):
         gather = score.softmax(dim=-1).to(encoded.dtype)
         messages = gather @ encoded  # row j = sum_i attention[i, j] * x_i
         return self.decoder(messages)
+
+
+def linear_mean(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """linear(hidden).mean(-1) in at least float32, from the narrow hidden layer rather than the A-wide output.
+
+    The mean of a linear map is the map with averaged weights: no A-wide reduction, and no A-wide
+    gradient of it added into the encodings' gradient in backward.
+    """
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    return (hidden.to(dtype) * linear.weight.to(dtype).mean(0)).sum(-1) + linear.bias.to(dtype).mean()
 
 
 def is_spatial_size(value: object) -> bool:

@@ -171,7 +171,9 @@ class ImageDataModule(L.LightningDataModule):
             shuffle=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            # fresh workers each epoch: they are seeded from the (seed, epoch)-reseeded RNG, so an
+            # epoch's augmentations do not depend on earlier epochs and resumed runs stay exact
+            persistent_workers=False,
         )
 
     def device_batches(self, split: str) -> DeviceBatches:

@@ -172,3 +172,13 @@ def test_parallel_launcher_runs_jobs_side_by_side(tmp_path):
                       f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/results.json")) == [0, 1]
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_dataloader_workers(tmp_path):
+    args = TINY_DIGITS + ["data.num_workers=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+                          "trainer.limit_test_batches=2"]
+    straight = train(run_config(args + ["trainer.max_epochs=2"], tmp_path / "straight"))
+    first = train(run_config(args + ["trainer.max_epochs=1"], tmp_path / "legs"))
+    resumed = train(run_config(args + ["trainer.max_epochs=2"], tmp_path / "legs"))  # resume=auto
+    assert first["epochs"] == 1 and history(resumed) == history(straight)

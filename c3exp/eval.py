@@ -53,6 +53,7 @@ def evaluate(ckpt_path: str | Path, overrides: list[str] = ()) -> dict[str, floa
         accelerator=cfg.trainer.get("accelerator", "auto"),
         devices=1,
         precision=cfg.trainer.get("precision", "32-true"),
+        limit_test_batches=cfg.trainer.get("limit_test_batches"),  # the run's own test set, as it was tested
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

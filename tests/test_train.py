@@ -83,7 +83,7 @@ def test_eval_reproduces_the_test_accuracy(two_epochs):
 
 def test_eval_cli_prints_the_metrics(two_epochs):
     ckpt = two_epochs["checkpoints"]["last"]
-    done = subprocess.run([sys.executable, "-m", "c3exp.eval", f"ckpt_path={ckpt}", "data.batch_size=64"],
+    done = subprocess.run([sys.executable, "-m", "c3exp.eval", f"ckpt_path={ckpt}", "data.num_workers=0"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"test/acc1={two_epochs['test_acc1']:.4f}" in done.stdout

@@ -19,7 +19,7 @@ COLUMNS = (("attn", "{}"), ("params", "{:,}"), ("macs", "{:,}"), ("best_val_acc1
 def run(attn: str, root: Path, extra: list[str]) -> dict:
     run_dir = root / attn
     cmd = [sys.executable, "-m", "c3exp", "experiment=quickstart", f"attn={attn}",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *extra]
+           "trainer.enable_progress_bar=false", "resume=never", f"hydra.run.dir={run_dir}", *extra]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)
     return read_results(run_dir / RESULTS_FILE)

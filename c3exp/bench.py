@@ -217,11 +217,14 @@ def synthetic_batch(cfg: DictConfig, settings: BenchSettings, generator: torch.G
     return images, torch.randint(0, data.num_classes, (settings.batch_size,), generator=generator).to(settings.device)
 
 
-def build_net(config: BenchConfig) -> torch.nn.Module:
-    """The network training would build (build_model), seeded, on the device, compiled if asked."""
+def build_net(config: BenchConfig, compile_here: bool = True) -> torch.nn.Module:
+    """The network training would build (build_model), seeded, on the device, compiled if asked.
+
+    compile_here=False leaves compiling to ClassificationModule.configure_model, as in training.
+    """
     torch.manual_seed(config.settings.seed)
     net = build_model(config.cfg).to(config.settings.device).train()
-    if config.settings.compile:
+    if config.settings.compile and compile_here:
         net.compile()
     return net
 
@@ -365,7 +368,7 @@ def compare_loops(config: BenchConfig) -> dict[str, list[float]]:
     Each block runs warmup + steps + 1 batches and times the `steps` iterations after the warm-up.
     """
     settings = config.settings
-    nets = {"lightning": build_net(config), "bare": build_net(config)}
+    nets = {"lightning": build_net(config, compile_here=False), "bare": build_net(config)}
     batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
     batches = BatchList(batch, settings.warmup + settings.steps + 1)
     blocks = {"lightning": lightning_block, "bare": bare_block}

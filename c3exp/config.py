@@ -8,7 +8,7 @@ from numbers import Number
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from c3exp.errors import ConfigError, OverrideError, check
@@ -16,7 +16,7 @@ from c3exp.paths import config_dir
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
 GROUPS = (
-    "model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search",
+    "model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search", "bench",
 )
 
 
@@ -135,3 +135,21 @@ def key_choices(cfg: DictConfig) -> dict[str, object]:
         "batch_size": cfg.data.batch_size,
         "lr": OmegaConf.select(cfg, "optim.optimizer.lr"),
     }
+
+
+def instantiate_reporting_user_errors(node: DictConfig, **kwargs):
+    """hydra.utils.instantiate, but a user error raised inside the target surfaces as itself.
+
+    Hydra wraps whatever a `_target_` raises in InstantiationException; our ConfigError and
+    DataNotFoundError carry the one line the user should see.
+    """
+    from hydra.utils import instantiate
+
+    from c3exp.errors import DataNotFoundError
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (ConfigError, DataNotFoundError)):
+            raise error.__cause__ from None
+        raise

@@ -14,7 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from c3exp.cli import run_reporting_user_errors
-from c3exp.config import check_command_line, key_choices, register_resolvers, validate_config
+from c3exp.config import (
+    check_command_line,
+    instantiate_reporting_user_errors,
+    key_choices,
+    register_resolvers,
+    validate_config,
+)
 from c3exp.errors import check
 from c3exp.data import ImageDataModule
 from c3exp.models import build_model
@@ -35,7 +41,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
-    datamodule: ImageDataModule = instantiate(cfg.data)
+    datamodule: ImageDataModule = instantiate_reporting_user_errors(cfg.data)
     if cfg.data.get("num_classes") is None:  # imagefolder: count the class folders
         datamodule.setup()
         with open_dict(cfg):

@@ -6,10 +6,10 @@ from typing import Any
 
 import hydra.utils
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from c3exp.config import instantiate_reporting_user_errors
 from c3exp.errors import ConfigError
 from c3exp.models.base import ResNet
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
@@ -40,12 +40,7 @@ def build_model(cfg: DictConfig) -> nn.Module:
     speed = speed_options(model_cfg)
     _check_model_keys(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
-    try:
-        net = hydra.utils.instantiate(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ConfigError):  # report the user's setting, not Hydra's wrapper
-            raise error.__cause__ from None
-        raise
+    net = instantiate_reporting_user_errors(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
     return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
 
 

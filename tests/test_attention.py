@@ -107,6 +107,10 @@ C3_CASES = {
     "groups + tile": dict(channels=6, shape=(8, 8), size=(4, 4), max_group_channels=2, resize="tile"),
     "no bn": dict(channels=6, shape=(8, 8), size=(4, 4), bn=False),
     "detach": dict(channels=6, shape=(8, 8), size=(4, 4), detach=True),
+    "A-wide messages": dict(channels=6, shape=(8, 8), size=(4, 4), fold_messages=False),
+    "A-wide messages + tile + groups": dict(
+        channels=6, shape=(8, 8), size=(4, 4), resize="tile", max_group_channels=3, fold_messages=False
+    ),
 }
 
 
@@ -127,9 +131,10 @@ def test_c3_matches_naive_equations(case: str, training: bool):
     torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("fold_messages", [True, False], ids=["folded", "A-wide"])
 @pytest.mark.parametrize("detach", [False, True])
-def test_c3_gradients_match_naive_equations(detach: bool):
-    block = make_c3(6, (4, 4), detach=detach)
+def test_c3_gradients_match_naive_equations(detach: bool, fold_messages: bool):
+    block = make_c3(6, (4, 4), detach=detach, fold_messages=fold_messages)
     x = torch.randn(2, 6, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     expected = torch.autograd.grad(NaiveC3(block)(x).square().sum(), list(block.parameters()))
     actual = torch.autograd.grad(block(x).square().sum(), list(block.parameters()))
@@ -291,6 +296,7 @@ def test_create_attn_builds_marked_modules(name, cls):
         ("cbam", {"kernel_size": 4}, "attn.options.kernel_size"),
         ("c3", {"bn": "yes"}, "attn.options.bn"),
         ("c3", {"max_group_channels": 0}, "attn.options.max_group_channels"),
+        ("c3", {"fold_messages": 1}, "attn.options.fold_messages"),
     ],
 )
 def test_create_attn_rejects_bad_settings_by_key(name, options, key):

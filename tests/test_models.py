@@ -1,6 +1,7 @@
 """The networks, built from the real Hydra configs: interface, attention placement, Table 1 counts."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import hydra
@@ -229,20 +230,34 @@ def test_table1_cell(model: str, attn: str):
     assert count_macs(net) / 1e6 == pytest.approx(flops_m, rel=tolerance)
 
 
-def c3_macs(channels: int, map_size: int, block_size: int, tiles: int, reduction: int = 8) -> int:
-    """Closed form for one C3 block: encoder + decoder MLPs per channel, plus the C x C message product."""
+def c3_macs(channels: int, map_size: int, block_size: int, tiles: int, fold: bool, reduction: int = 8) -> int:
+    """Closed form for one C3 block per image: encoder + decoder MLPs per channel, plus the C x C message product.
+
+    Folded, the messages are A/r wide and the encoder's output layer and the decoder's input layer
+    become one A/r x A/r layer (its own formation, once per batch, is not charged to the image).
+    """
     positions = block_size * block_size
+    hidden = positions // reduction
     assert map_size % block_size == 0
-    return tiles * (channels * 4 * positions * positions // reduction + positions * channels * channels)
+    if fold:
+        per_tile = channels * (2 * positions * hidden + hidden * hidden) + hidden * channels * channels
+    else:
+        per_tile = channels * 4 * positions * hidden + positions * channels * channels
+    return tiles * per_tile
 
 
 @pytest.mark.parametrize("model,stage_inputs", [("resnet20", (16, 16, 32)), ("wrn", (16, 160, 320))])
-def test_c3_macs_closed_form_for_both_resize_paths(model: str, stage_inputs: tuple[int, int, int]):
+def test_c3_macs_closed_form_for_every_path(model: str, stage_inputs: tuple[int, int, int]):
     baseline = count_macs(build(f"model={model}"))
     shapes = list(zip(stage_inputs, (32, 32, 16), (16, 16, 8)))  # channels, map size, block size
-    for resize, tiles in (("interpolate", 1), ("tile", 4)):
-        net = build(f"model={model}", "attn=c3", f"attn.options.resize={resize}")
-        assert count_macs(net) - baseline == sum(c3_macs(*shape, tiles) for shape in shapes)
+    for (resize, tiles), fold in itertools.product((("interpolate", 1), ("tile", 4)), (True, False)):
+        net = build(f"model={model}", "attn=c3", f"attn.options.resize={resize}", f"attn.options.fold_messages={fold}")
+        assert count_macs(net) - baseline == sum(c3_macs(*shape, tiles, fold) for shape in shapes)
+
+
+def test_macs_are_per_image_and_scale_with_the_batch():
+    net = build("attn=c3")
+    assert count_macs(net, (4, 3, 32, 32)) == 4 * count_macs(net)
 
 
 def test_c3_adds_the_same_parameters_to_every_cifar_resnet():

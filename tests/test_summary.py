@@ -90,7 +90,7 @@ def test_paper_table_figures(paper_table: str):
     assert params["Wide-ResNet"]["+ SE"].group(0) == "27.261 / 27.26 (+0.0%)"
     assert macs["ResNet-20"]["baseline"].group(0) == "40.8 / 41.7 (-2.1%)"
     assert macs["ResNet-20"]["+ C3"].group(0) == "46.1 / 46.0 (+0.1%)"
-    assert macs["ResNet-20"]["+ C3 (resize=interpolate)"].group(0) == "42.1 / 46.0 (-8.4%)"
+    assert macs["ResNet-20"]["+ C3 (default attn=c3)"].group(0) == "41.4 / 46.0 (-9.9%)"
     assert macs["Wide-ResNet"]["+ C3"].group(0) == "3906.2 / 3870.0 (+0.9%)"
 
 
@@ -106,6 +106,6 @@ def test_paper_table_every_cell_is_close(paper_table: str):
         for column, cell in row.items():
             if column == "+ CBAM":
                 assert cell["paper"] is None
-            elif column != "+ C3 (resize=interpolate)":
+            elif column != "+ C3 (default attn=c3)":
                 limit = 6.0 if column == "+ C3" else 3.0
                 assert abs(float(cell["diff"])) < limit, (column, cell.group(0))

@@ -9,6 +9,11 @@ MLPs, one batched matrix product and one softmax serves them all (no Python loop
 gather/scatter, nothing data-dependent for torch.compile to break on). Integer-factor nearest
 resizes around the block (the official 32x32 -> 16x16 path) are two small autograd functions
 whose backward passes avoid full-size zero maps and strided reductions, the costly part on CPUs.
+
+By default the messages travel in the encoder's A/r-wide hidden space (`fold_messages`): a
+softmax-weighted sum of affine maps is the affine map of the weighted sum, so the encoder's output
+layer moves behind message passing and merges with the decoder's input layer. Same function, same
+parameters, about half the multiply-accumulates; `fold_messages=False` runs the paper's A-wide form.
 """
 from __future__ import annotations
 
@@ -187,6 +192,7 @@ class C3Block(nn.Module):
         max_group_channels: int = 512,
         bn: bool = True,
         detach: bool = False,
+        fold_messages: bool = True,
     ):
         super().__init__()
         check(is_spatial_size(spatial_size), "attn.options.spatial_sizes", spatial_size, "[H, W] with positive integers")
@@ -199,11 +205,13 @@ class C3Block(nn.Module):
         )
         check(isinstance(bn, bool), "attn.options.bn", bn, "true or false")
         check(isinstance(detach, bool), "attn.options.detach", detach, "true or false")
+        check(isinstance(fold_messages, bool), "attn.options.fold_messages", fold_messages, "true or false")
         self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
         positions = self.spatial_size[0] * self.spatial_size[1]
         check_divides(reduction, positions, "positions A = H*W")
         self.resize = resize
         self.detach = detach
+        self.fold_messages = fold_messages
         self.groups = channel_groups(channels, max_group_channels)
         self.encoder = position_mlp(positions, positions // reduction)
         self.decoder = position_mlp(positions, positions // reduction)
@@ -238,8 +246,7 @@ class C3Block(nn.Module):
         """(N, C, A) -> (N, C, A): encode, pass messages between the C channels of each row, decode."""
         first, relu, second = self.encoder
         hidden = relu(first(x))
-        encoded = second(hidden)
-        summary = linear_mean(second, hidden)  # = encoded.mean(-1), in at least float32
+        summary = linear_mean(second, hidden)  # = second(hidden).mean(-1), in at least float32
         if self.detach:
             summary = summary.detach()
         # Affinity and softmax in (at least) float32 whatever the autocast dtype: the squared
@@ -248,9 +255,23 @@ class C3Block(nn.Module):
         # attention[i, j] is normalised over the sender i (softmax over dim 1); the score is
         # symmetric, so softmax over the last dim is its transpose: row j holds the weights channel
         # j gathers with, and one plain batched product passes the messages (no transposed operand).
-        gather = score.softmax(dim=-1).to(encoded.dtype)
-        messages = gather @ encoded  # row j = sum_i attention[i, j] * x_i
-        return self.decoder(messages)
+        gather = score.softmax(dim=-1).to(hidden.dtype)
+        if self.fold_messages:
+            return self.decode_hidden_messages(gather @ hidden)
+        return self.decoder(gather @ second(hidden))  # row j = sum_i attention[i, j] * encoded_i
+
+    def decode_hidden_messages(self, messages: torch.Tensor) -> torch.Tensor:
+        """decoder(encoder's output layer(messages)) with those two adjacent linear layers merged.
+
+        The gather weights of a channel sum to 1, so sum_i a_i (W h_i + b) = W (sum_i a_i h_i) + b:
+        passing hidden encodings and mapping them afterwards equals passing the encodings. The merged
+        (A/r x A/r) layer is formed once per call, from the weights alone.
+        """
+        _, _, encoder_out = self.encoder
+        decoder_in, relu, decoder_out = self.decoder
+        weight = decoder_in.weight @ encoder_out.weight
+        bias = decoder_in.weight @ encoder_out.bias + decoder_in.bias
+        return decoder_out(relu(F.linear(messages, weight, bias)))
 
 
 def linear_mean(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from c3exp.cli import fail, run_reporting_user_errors
 from c3exp.config import compose
 from c3exp.errors import ConfigError, check
 from c3exp.models import build_model
-from c3exp.utils.complexity import count_macs, count_params
+from c3exp.utils.complexity import model_complexity
 
 MODES = ("steps", "loop")
 DEVICES = ("cpu", "cuda")
@@ -104,6 +104,10 @@ class BenchSettings:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return AUTOCAST_DTYPES[self.precision]
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """fp16 needs loss scaling (as Lightning's 16-mixed does); bf16 and fp32 do not."""
+        return torch.amp.GradScaler(self.device) if self.precision == "16-mixed" else None
 
 
 def _default(value: Any, fallback: Any) -> Any:
@@ -233,7 +237,7 @@ def make_trainee(config: BenchConfig) -> Trainee:
     net = build_net(config)
     settings = config.settings
     optimizer = instantiate(config.cfg.optim.optimizer)(params=net.parameters())
-    scaler = torch.amp.GradScaler(settings.device) if settings.precision == "16-mixed" else None
+    scaler = settings.grad_scaler()
     batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
     return Trainee(net, optimizer, batch, settings.autocast_dtype, scaler)
 
@@ -353,7 +357,7 @@ def bare_block(config: BenchConfig, net: torch.nn.Module, batches: BatchList) ->
     """The same steps in a hand-written loop, with a fresh optimizer as every fit has."""
     settings = config.settings
     optimizer = instantiate(config.cfg.optim.optimizer)(params=net.parameters())
-    scaler = torch.amp.GradScaler(settings.device) if settings.precision == "16-mixed" else None
+    scaler = settings.grad_scaler()
     starts = []
     for batch in batches:
         synchronize(settings.device)
@@ -431,9 +435,7 @@ def machine(device: str) -> dict[str, Any]:
 
 
 def complexity(config: BenchConfig) -> dict[str, int]:
-    data = config.cfg.data
-    net = build_model(config.cfg)
-    return {"params": count_params(net), "macs": count_macs(net, (1, data.channels, data.image_size, data.image_size))}
+    return model_complexity(build_model(config.cfg), config.cfg.data)
 
 
 def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:

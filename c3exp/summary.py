@@ -19,7 +19,7 @@ from c3exp.config import compose
 from c3exp.errors import ConfigError
 from c3exp.models import build_model
 from c3exp.paper import PAPER_ATTNS, PAPER_MODELS, TABLE1
-from c3exp.utils.complexity import count_macs, count_params, part_costs
+from c3exp.utils.complexity import count_macs, count_params, data_input_shape, model_complexity, part_costs
 
 TABLE_ARG = "table"
 TABLES = ("paper",)
@@ -44,15 +44,10 @@ class Cell:
     paper: tuple[float, float] | None
 
 
-def input_shape(cfg: DictConfig) -> tuple[int, int, int, int]:
-    """One image of the data's size; the networks' stems take 3 channels."""
-    return (1, 3, cfg.data.image_size, cfg.data.image_size)
-
-
 def model_summary(cfg: DictConfig) -> str:
     """Per-part table (stem, stages, head, total), then `params=<int> macs=<int>` as the last line."""
     model = build_model(cfg)
-    shape = input_shape(cfg)
+    shape = data_input_shape(cfg.data)
     costs = part_costs(model, shape)
     params, macs = count_params(model), count_macs(model, shape)
     rows = [(c.name, f"{c.params:,}", f"{c.macs:,}") for c in costs] + [("total", f"{params:,}", f"{macs:,}")]
@@ -66,7 +61,7 @@ def paper_cell(model: str, attn: str, extra: Sequence[str] = ()) -> Cell:
     cfg = compose([f"model={model}", f"attn={attn}", "data=cifar100", *extra])
     net = build_model(cfg)
     paper = PAPER_FIGURES.get((model, attn))
-    return Cell(model, attn, count_params(net), count_macs(net, input_shape(cfg)), paper)
+    return Cell(model, attn, **model_complexity(net, cfg.data), paper=paper)
 
 
 def paper_cells(overrides: Sequence[str] = ()) -> tuple[list[Cell], list[Cell]]:

@@ -28,7 +28,7 @@ from c3exp.paths import config_dir
 from c3exp.results import summarise_history, write_results
 from c3exp.training import ClassificationModule
 from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, pin_ddp_children_to_this_job
-from c3exp.utils.complexity import count_macs, count_params
+from c3exp.utils.complexity import model_complexity
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,6 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassificationModule:
         scheduler_interval=cfg.optim.get("interval", "epoch"),
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )
-
-
-def model_complexity(net: torch.nn.Module, data: DictConfig) -> dict[str, int]:
-    shape = (1, data.channels, data.image_size, data.image_size)
-    return {"params": count_params(net), "macs": count_macs(net, shape)}
 
 
 def _loads(path: Path) -> bool:

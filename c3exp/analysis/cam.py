@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from c3exp.utils.modes import evaluating
+
 
 def rank_channels(features: torch.Tensor, k: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, k): the k channels with the largest mean activation, largest first.
@@ -44,13 +46,9 @@ class ChannelMaps:
 @torch.no_grad()
 def top_channel_maps(model: nn.Module, images: torch.Tensor, k: int = 6) -> ChannelMaps:
     """The k most activated last-stage channels of each image, in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         features = model.forward_features(images)
         predictions = model.head(features).argmax(dim=1)
-    finally:
-        model.train(was_training)
     channels = rank_channels(features, k)
     index = channels[:, :, None, None].expand(-1, -1, *features.shape[2:])
     picked = features.gather(1, index)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from c3exp.utils.modes import evaluating
+
 #: A channel whose variance is below this fraction of its mean square is treated as constant.
 CONSTANT_TOLERANCE = 1e-12
 
@@ -117,18 +119,14 @@ class StageCorrelation:
 @torch.no_grad()
 def stage_correlations(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[StageCorrelation]:
     """Channel correlation at every stage output over all `batches`, with the model in eval mode."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     accumulators: list[CorrelationAccumulator] = []
-    try:
+    with evaluating(model):
         for images in batches:
             outputs = stage_outputs(model, images.to(device))
             accumulators = accumulators or [CorrelationAccumulator() for _ in outputs]
             for accumulator, output in zip(accumulators, outputs):
                 accumulator.update(output)
-    finally:
-        model.train(was_training)
     if not accumulators:
         raise ValueError("no images to compute channel correlations on")
     return [StageCorrelation(index + 1, accumulator.compute()) for index, accumulator in enumerate(accumulators)]

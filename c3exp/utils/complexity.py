@@ -8,14 +8,15 @@ per forward whatever the batch (C3's merged decoder layer), is left out, as the 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
+
+from c3exp.utils.modes import evaluating
 
 InputShape = tuple[int, int, int, int]
 
@@ -36,8 +37,18 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> int:
     """Multiply-accumulates of a forward pass in eval mode over the `input_shape[0]` images of `input_shape`."""
-    with _evaluating(model):
+    with evaluating(model):
         return _macs_of(model, _meta_input(model, input_shape))[0]
+
+
+def data_input_shape(data: Any) -> InputShape:
+    """One image of a data config's size (`data.channels`, `data.image_size`): what counts are per."""
+    return (1, data.channels, data.image_size, data.image_size)
+
+
+def model_complexity(net: nn.Module, data: Any) -> dict[str, int]:
+    """Parameters and per-image MACs of `net` on the images of a data config, as runs report them."""
+    return {"params": count_params(net), "macs": count_macs(net, data_input_shape(data))}
 
 
 def part_costs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> list[PartCost]:
@@ -47,7 +58,7 @@ def part_costs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> li
     """
     parts = [("stem", model.stem), *((f"stage{i + 1}", s) for i, s in enumerate(model.stages)), ("head", model.head)]
     costs = []
-    with _evaluating(model):
+    with evaluating(model):
         x = _meta_input(model, input_shape)
         for name, part in parts:
             macs, x = _macs_of(part, x)
@@ -65,26 +76,11 @@ def _macs_of(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
         name: torch.empty_like(tensor, device="meta")
         for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers())
     }
-    totals = []
-    for batch in (x, x.new_empty((2 * x.shape[0], *x.shape[1:]))):
-        with FlopCounterMode(display=False) as counter:
-            out = functional_call(module, stand_ins, (batch,))
-        totals.append(counter.get_total_flops() // 2)
-        if batch is x:
-            first_out = out
-    return totals[1] - totals[0], first_out
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode (BN uses its running statistics) and no autograd; the model's own mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+    with FlopCounterMode(display=False) as single:
+        out = functional_call(module, stand_ins, (x,))
+    with FlopCounterMode(display=False) as double:
+        functional_call(module, stand_ins, (x.new_empty((2 * x.shape[0], *x.shape[1:])),))
+    return (double.get_total_flops() - single.get_total_flops()) // 2, out
 
 
 def _meta_input(model: nn.Module, input_shape: InputShape) -> torch.Tensor:

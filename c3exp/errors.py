@@ -1,7 +1,8 @@
 """User-facing errors: one clear line, no traceback."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 
@@ -19,6 +20,18 @@ def check(condition: bool, key: str, value: Any, allowed: str | Iterable[Any]) -
     """Raise ConfigError(key, value, allowed) unless `condition` holds."""
     if not condition:
         raise ConfigError(key, value, allowed)
+
+
+def check_keywords(
+    settings: Mapping[str, Any], target: Callable[..., Any], key_prefix: str, owner: str, supplied: Collection[str] = ()
+) -> None:
+    """Every key of `settings` must be a parameter of `target` (other than those the code `supplied`).
+
+    A config group passed as keyword arguments would otherwise fail deep inside with a TypeError.
+    """
+    accepted = [name for name in inspect.signature(target).parameters if name not in supplied]
+    for key, value in settings.items():
+        check(key in accepted, f"{key_prefix}{key}", value, f"{owner}: {', '.join(accepted)}")
 
 
 class DataNotFoundError(RuntimeError):

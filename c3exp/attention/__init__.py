@@ -10,7 +10,7 @@ from torch import nn
 from c3exp.attention.c3 import C3Block
 from c3exp.attention.cbam import CBAM
 from c3exp.attention.se import SqueezeExcite
-from c3exp.errors import ConfigError
+from c3exp.errors import ConfigError, check_keywords
 
 __all__ = ["ATTENTION_BLOCKS", "ATTENTION_NAMES", "C3Block", "CBAM", "SqueezeExcite", "create_attn"]
 
@@ -35,18 +35,10 @@ def create_attn(
     if name not in ATTENTION_BLOCKS:
         raise ConfigError("attn.name", name, ATTENTION_NAMES)
     block = ATTENTION_BLOCKS[name]
-    accepted = _option_names(block)
-    for option, value in options.items():
-        if option not in accepted:
-            raise ConfigError(f"attn.options.{option}", value, f"an option of {name}: {', '.join(accepted)}")
+    check_keywords(options, block, "attn.options.", f"an option of {name}", supplied=("channels", "spatial_size"))
     if "spatial_size" in inspect.signature(block).parameters:
         if spatial_size is None:
             raise ConfigError("attn.options.spatial_sizes", None, f"a [H, W] per stage for {name}")
         options["spatial_size"] = spatial_size
     return block(channels, **options)
 
-
-def _option_names(block: Callable[..., nn.Module]) -> list[str]:
-    """The keyword options a block takes from `attn.options` (everything but what the network supplies)."""
-    supplied = {"channels", "spatial_size"}
-    return [p for p in inspect.signature(block).parameters if p not in supplied]

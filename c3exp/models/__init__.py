@@ -1,7 +1,6 @@
 """Network builders and `build_model(cfg)`, the one entry point the training code uses."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import hydra.utils
@@ -10,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from c3exp.config import instantiate_reporting_user_errors
-from c3exp.errors import ConfigError
+from c3exp.errors import ConfigError, check_keywords
 from c3exp.models.base import ResNet
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
 from c3exp.models.placement import PLACEMENTS, AttentionPlan
@@ -58,7 +57,5 @@ def _check_model_keys(model_cfg: dict[str, Any]) -> None:
     target = model_cfg.get("_target_")
     if target is None:
         raise ConfigError("model._target_", None, "a builder such as c3exp.models.cifar_resnet")
-    accepted = [p for p in inspect.signature(hydra.utils.get_method(target)).parameters if p not in SUPPLIED]
-    for key, value in model_cfg.items():
-        if key != "_target_" and key not in accepted:
-            raise ConfigError(f"model.{key}", value, f"a setting of {target}: {', '.join(accepted)}")
+    settings = {key: value for key, value in model_cfg.items() if key != "_target_"}
+    check_keywords(settings, hydra.utils.get_method(target), "model.", f"a setting of {target}", supplied=SUPPLIED)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,20 @@ def summarise_history(history: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
-    path = Path(run_dir) / RESULTS_FILE
+def write_json(path: Path, data: Any) -> Path:
+    """Write `data` as JSON all at once: readers (reports, resumed sweeps) never see half a file.
+
+    The temporary name carries the process id, so concurrent writers of one path do not collide.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
     return path
+
+
+def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
+    return write_json(Path(run_dir) / RESULTS_FILE, results)
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

@@ -154,8 +154,9 @@ class ImageDataModule(L.LightningDataModule):
         train = split == "train"
         return ArrayDataset(self.splits[split], self.transform(train=train), repeats=self.train_repeats if train else 1)
 
-    def per_process_batch_size(self, batch_size: int) -> int:
+    def per_process_batch_size(self, split: str) -> int:
         """`data.batch_size` is the global batch: with N data-parallel processes each loads 1/N of it."""
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
         world_size = self.trainer.world_size if self.trainer is not None else 1
         check(batch_size % world_size == 0, "data.batch_size", batch_size,
               f"a multiple of the {world_size} data-parallel processes")
@@ -167,7 +168,7 @@ class ImageDataModule(L.LightningDataModule):
             return self.device_batches(split)
         return DataLoader(
             self.dataset(split),
-            batch_size=self.per_process_batch_size(self.batch_size if train else self.eval_batch_size),
+            batch_size=self.per_process_batch_size(split),
             shuffle=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -188,7 +189,7 @@ class ImageDataModule(L.LightningDataModule):
         return DeviceBatches(
             arrays.images,
             arrays.labels,
-            self.per_process_batch_size(self.batch_size if train else self.eval_batch_size),
+            self.per_process_batch_size(split),
             self.mean,
             self.std,
             augmentation=Augmentation(self.crop_padding, self.hflip) if train and self.augment else None,

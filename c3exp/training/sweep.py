@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
+
+from c3exp.results import write_json
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
@@ -83,8 +84,6 @@ class SweepSummary(Callback):
 def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     """Gather the jobs' status files into <sweep dir>/sweep_summary.json (rewritten after every job)."""
     jobs = sorted((json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{STATUS_FILE}")), key=lambda j: j["job"])
-    tmp = sweep_dir / f".{SUMMARY_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(jobs, indent=2) + "\n")
-    tmp.replace(sweep_dir / SUMMARY_FILE)
+    write_json(sweep_dir / SUMMARY_FILE, jobs)
     return jobs
 

@@ -86,9 +86,11 @@ def test_a_failing_sweep_job_is_reported_and_the_others_finish(tmp_path):
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
+@pytest.mark.parametrize("launcher", ["submitit_local", "parallel"])
+def test_launcher_runs_a_two_job_sweep(tmp_path, launcher: str):
+    """submitit's local executor stands in for SLURM; `parallel` is joblib, jobs side by side."""
     sweep = tmp_path / "sweep"
-    done = c3exp_cli(["-m", "hydra/launcher=submitit_local", "seed=0,1", *SMALL, "trainer.max_epochs=1",
+    done = c3exp_cli(["-m", f"hydra/launcher={launcher}", "seed=0,1", *SMALL, "trainer.max_epochs=1",
                       f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     seeds = sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/results.json"))
@@ -163,15 +165,6 @@ def test_optuna_search_maximises_the_returned_objective(tmp_path):
     assert len(trials) == 2
     assert best["best_value"] == pytest.approx(max(t["best_val_acc1"] for t in trials))
     assert set(best["best_params"]) == {"optim.optimizer.lr", "optim.optimizer.weight_decay"}
-
-
-@pytest.mark.slow
-def test_parallel_launcher_runs_jobs_side_by_side(tmp_path):
-    sweep = tmp_path / "sweep"
-    done = c3exp_cli(["-m", "hydra/launcher=parallel", "seed=0,1", *SMALL, "trainer.max_epochs=1",
-                      f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/results.json")) == [0, 1]
 
 
 @pytest.mark.slow

@@ -160,3 +160,23 @@ def test_bad_bench_settings_are_one_line_errors(args, message, capsys):
         main(args)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_c3_breakdown_takes_the_block_apart_and_runs():
+    """benchmarks/c3_breakdown.py (BENCHMARKS.md's cost breakdown): each variant is the part it names."""
+    from benchmarks.c3_breakdown import VARIANTS, message_table, network, step_table
+
+    def first_c3(variant: str) -> C3Block:
+        return next(m for m in network("resnet20", variant).modules() if isinstance(m, C3Block))
+
+    x = torch.randn(2, 16, 32, 32)
+    torch.testing.assert_close(first_c3("relu")(x), x.relu())
+    upsampled = x[:, :, ::2, ::2].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    torch.testing.assert_close(first_c3("resize")(x), (x + upsampled).relu())
+    torch.testing.assert_close(first_c3("messages")(x), x)
+    assert not torch.allclose(first_c3("c3")(x), x.relu())
+    lines = step_table("resnet20", steps=2, batch_size=4)
+    assert [line.split()[0] for line in lines[1:]] == list(VARIANTS)
+    assert [line.split()[1] for line in message_table("resnet20", batch_size=4, repeats=1)[1:]] == [
+        "4x16x16x16", "4x16x16x16", "4x32x8x8"
+    ]

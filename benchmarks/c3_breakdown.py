@@ -1,0 +1,119 @@
+"""Where C3's share of a training step goes: the block taken apart piece by piece, interleaved.
+
+    python benchmarks/c3_breakdown.py [--model resnet20] [--steps 20] [--batch 128] [--threads 2]
+
+Every variant is the default `attn=c3` network with each C3 block replaced by a part of itself:
+  none       no attention at all (the baseline network)
+  relu       only the block's final ReLU, on the stage input
+  resize     the resize, residual and ReLU machinery, with the messages replaced by the identity
+  messages   the messages alone, on the subsampled map, without the residual (kept in the graph)
+  c3         the whole block
+Full training steps (bench's `train_step`) of all variants alternate round-robin after a warm-up;
+the table gives the fastest and median step and what each adds to the baseline's. Then each
+block's message computation runs forward and backward on its own, hot in cache.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import types
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c3exp.attention.c3 import C3Block, resize_nearest
+from c3exp.bench import interleave, keep_freed_memory, train_step
+from c3exp.config import compose
+from c3exp.models import build_model
+
+VARIANTS = ("none", "relu", "resize", "messages", "c3")
+
+
+def relu_only(block: C3Block, x: torch.Tensor) -> torch.Tensor:
+    return F.threshold(x, 0.0, 0.0)
+
+
+def messages_only(block: C3Block, x: torch.Tensor) -> torch.Tensor:
+    small = resize_nearest(x, block.spatial_size).contiguous()
+    return x + block.message(small).sum() * 0  # the messages stay in the graph, the map is x
+
+
+def network(model: str, variant: str) -> nn.Module:
+    """The network of `variant`, every C3 block's forward (or messages) swapped on the instance."""
+    torch.manual_seed(0)
+    net = build_model(compose([f"model={model}", f"attn={'none' if variant == 'none' else 'c3'}"]))
+    for block in (m for m in net.modules() if isinstance(m, C3Block)):
+        if variant == "relu":
+            block.forward = types.MethodType(relu_only, block)
+        elif variant == "resize":
+            block.message = lambda small: small * 1.0
+        elif variant == "messages":
+            block.forward = types.MethodType(messages_only, block)
+    return net.train()
+
+
+def step_of(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], object]:
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    return lambda: train_step(net, optimizer, batch, autocast_dtype=None)
+
+
+def step_table(model: str, steps: int, batch_size: int) -> list[str]:
+    generator = torch.Generator().manual_seed(0)
+    batch = (torch.randn(batch_size, 3, 32, 32, generator=generator), torch.randint(0, 100, (batch_size,), generator=generator))
+    times = interleave([step_of(network(model, v), batch) for v in VARIANTS], warmup=3, count=steps, device="cpu")
+    base_min, base_median = min(times[0]), statistics.median(times[0])
+    lines = [f"{'variant':<9} {'fastest ms':>10} {'median ms':>10} {'+fastest ms':>12} {'+median ms':>11}"]
+    for variant, values in zip(VARIANTS, times):
+        fastest, median = min(values), statistics.median(values)
+        lines.append(f"{variant:<9} {fastest * 1e3:>10.1f} {median * 1e3:>10.1f} "
+                     f"{(fastest - base_min) * 1e3:>+12.1f} {(median - base_median) * 1e3:>+11.1f}")
+    return lines
+
+
+def message_table(model: str, batch_size: int, repeats: int = 20) -> list[str]:
+    """Forward + backward of each block's messages alone, on its subsampled input; fastest of `repeats`."""
+    net = network(model, "c3")
+    blocks = [m for m in net.modules() if isinstance(m, C3Block)]
+    shapes: dict[C3Block, torch.Size] = {}
+
+    def record_shape(block: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        shapes[block] = args[0].shape
+
+    hooks = [block.register_forward_pre_hook(record_shape) for block in blocks]
+    net(torch.randn(2, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    lines = [f"{'block':<5} {'input':>18} {'messages fwd+bwd ms':>20}"]
+    for index, block in enumerate(blocks, 1):
+        channels = shapes[block][1]
+        small = torch.randn(batch_size, channels, *block.spatial_size, requires_grad=True)
+        grad = torch.randn_like(small)
+        seconds = []
+        for _ in range(repeats + 5):
+            start = time.perf_counter()
+            torch.autograd.backward(block.message(small), grad, inputs=[small, *block.parameters()])
+            seconds.append(time.perf_counter() - start)
+        shape = "x".join(map(str, (batch_size, channels, *block.spatial_size)))
+        lines.append(f"{index:<5} {shape:>18} {min(seconds[5:]) * 1e3:>20.2f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    print("\n".join(step_table(args.model, args.steps, args.batch)))
+    print()
+    print("\n".join(message_table(args.model, args.batch)))
+
+
+if __name__ == "__main__":
+    main()

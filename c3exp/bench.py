@@ -6,14 +6,13 @@ this process; after warm-up, full training steps (forward, backward, optimizer s
 alternate round-robin, each step timed, so a change of load on the machine hits every
 configuration alike. bench.mode=loop instead alternates blocks of Lightning's Trainer.fit and of a
 bare PyTorch loop on the same network, batches and optimizer. Raw step times, the machine and the
-date go to bench.json (bench.path).
+date go to outputs/bench/bench.json (bench.path).
 """
 from __future__ import annotations
 
 import ctypes
 import datetime
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ from c3exp.cli import fail, run_reporting_user_errors
 from c3exp.config import compose
 from c3exp.errors import ConfigError, check
 from c3exp.models import build_model
+from c3exp.results import write_json
 from c3exp.utils.complexity import model_complexity
 
 MODES = ("steps", "loop")
@@ -504,10 +504,7 @@ def bench(args: Sequence[str]) -> dict[str, Any]:
         "configurations": rows,
     }
     print(format_table(rows, settings.mode))
-    path = Path(settings.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {write_json(Path(settings.path), report)}")
     return report
 
 

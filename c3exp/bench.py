@@ -10,7 +10,6 @@ date go to outputs/bench/bench.json (bench.path).
 """
 from __future__ import annotations
 
-import ctypes
 import datetime
 import itertools
 import os
@@ -36,6 +35,7 @@ from c3exp.config import compose
 from c3exp.errors import ConfigError, check
 from c3exp.models import build_model
 from c3exp.results import write_json
+from c3exp.utils.memory import keep_freed_memory
 from c3exp.utils.complexity import model_complexity
 
 MODES = ("steps", "loop")
@@ -43,8 +43,6 @@ DEVICES = ("cpu", "cuda")
 AUTOCAST_DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 # Settings shared by every configuration of one run (the rest may differ between configurations).
 PROCESS_KEYS = ("mode", "device", "threads", "keep_freed_memory", "warmup", "steps", "rounds", "seed", "path")
-# glibc mallopt parameters
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -240,20 +238,6 @@ def make_trainee(config: BenchConfig) -> Trainee:
     scaler = settings.grad_scaler()
     batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
     return Trainee(net, optimizer, batch, settings.autocast_dtype, scaler)
-
-
-def keep_freed_memory() -> bool:
-    """glibc: serve every allocation from the heap and never shrink it (mallopt); False where unsupported.
-
-    By default glibc hands large freed blocks back to the OS, and the next step faults them in
-    again page by page: tens of thousands of page faults a step for a CIFAR ResNet at batch 128 on
-    a CPU, charged to whichever configuration happens to allocate next.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:  # not glibc
-        return False
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def synchronize(device: str) -> None:

@@ -120,6 +120,8 @@ def validate_config(cfg: DictConfig) -> None:
     check(cfg.get("resume") in (None, "auto", "never"), "resume", cfg.get("resume"), ["null", "auto", "never"])
     check(cfg.get("test_ckpt") in ("last", "best"), "test_ckpt", cfg.get("test_ckpt"), ["last", "best"])
     check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+    keep = cfg.get("keep_freed_memory", False)
+    check(isinstance(keep, bool), "keep_freed_memory", keep, "true or false")
 
 
 def key_choices(cfg: DictConfig) -> dict[str, object]:

@@ -29,6 +29,7 @@ from c3exp.results import summarise_history, write_results
 from c3exp.training import ClassificationModule
 from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import model_complexity
+from c3exp.utils.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate data, model, loggers and trainer from `cfg`, fit, test, and return the results."""
     validate_config(cfg)
     started = time.time()
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     net = build_model(cfg)

@@ -30,6 +30,7 @@ def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
         ("attn.placement=diagonal", "attn.placement='diagonal' is not valid"),
         ("attn.options.spatial_sizes=[[16,16]]", "attn.options.spatial_sizes"),
         ("attn=c3,sparse", "attn='sparse' is not valid: expected one of c3, cbam, none, se"),
+        ("keep_freed_memory=sometimes", "keep_freed_memory='sometimes' is not valid: expected true or false"),
     ],
 )
 def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, expected):

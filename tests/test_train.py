@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,28 @@ def test_results_file_has_the_run_summary(two_epochs):
     assert on_disk["params"] > 300_000 and on_disk["macs"] > 40_000_000
     assert on_disk["train_images_per_sec"] > 0 and on_disk["wall_seconds"] > 0
     assert Path(on_disk["checkpoints"]["last"]).is_file() and Path(on_disk["checkpoints"]["best"]).is_file()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_training_keeps_freed_memory_as_configured(monkeypatch, tmp_path, keep):
+    """train() sets the allocator up (or not) before any data or model exists."""
+    calls = []
+
+    def stop_after_allocator_setup(*args, **kwargs):
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("c3exp.train.keep_freed_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr("c3exp.train.build_datamodule", stop_after_allocator_setup)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train(run_config(SHORT + [f"keep_freed_memory={str(keep).lower()}"], tmp_path))
+    assert calls == (["kept"] if keep else [])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_takes_effect_on_glibc():
+    """The real mallopt calls succeed on this (glibc) platform; in a child, to leave pytest's heap alone."""
+    code = "from c3exp.utils.memory import keep_freed_memory; print(keep_freed_memory())"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
 
 
 def test_metrics_csv_has_the_standard_keys(two_epochs):

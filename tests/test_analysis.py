@@ -86,6 +86,12 @@ def test_stage_correlations_match_np_corrcoef_of_real_stage_outputs(c3_network):
     for correlation, output in zip(correlations, outputs):
         np.testing.assert_allclose(correlation.matrix, corrcoef_of(output), atol=1e-8, equal_nan=True)
     assert not c3_network.training
+    torch.testing.assert_close(outputs[-1], c3_network.forward_features(images))
+
+
+def test_stage_outputs_names_what_it_cannot_read():
+    with pytest.raises(TypeError, match="Linear is not a c3exp network"):
+        stage_outputs(torch.nn.Linear(2, 2), torch.randn(1, 2))
 
 
 def test_rank_channels_is_the_argsort_of_mean_activation():

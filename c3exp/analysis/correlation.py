@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from c3exp.models.base import ResNet
 from c3exp.utils.modes import evaluating
 
 #: A channel whose variance is below this fraction of its mean square is treated as constant.
@@ -91,13 +92,9 @@ def constant_channels(correlation: np.ndarray) -> int:
 
 def stage_outputs(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
     """The output of every stage of a c3exp network (stem -> stages), in order."""
-    if not (hasattr(model, "stem") and isinstance(getattr(model, "stages", None), nn.ModuleList)):
-        raise TypeError(f"{type(model).__name__} has no `stem` and `stages`: not a c3exp network")
-    outputs, x = [], model.stem(images)
-    for stage in model.stages:
-        x = stage(x)
-        outputs.append(x)
-    return outputs
+    if not isinstance(model, ResNet):
+        raise TypeError(f"{type(model).__name__} is not a c3exp network (c3exp.models.base.ResNet): no stages to read")
+    return model.stage_outputs(images)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from torch import nn
 class ResNet(nn.Module):
     """stem, one module per stage, head: what the training, summary and analysis code rely on.
 
-    `forward_features` returns the last stage's map before pooling (for CAMs and channel statistics);
+    `stage_outputs` returns every stage's map and `forward_features` the last one, before pooling
+    (for channel statistics and CAMs);
     `forward` is exactly head(forward_features(x)), so parts can be measured one by one.
     """
 
@@ -20,11 +21,17 @@ class ResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = head
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output map, in order (channel correlations read them all)."""
+        outputs = []
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
-        return x
+            outputs.append(x)
+        return outputs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stage_outputs(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))

@@ -124,19 +124,23 @@ def validate_config(cfg: DictConfig) -> None:
     check(isinstance(keep, bool), "keep_freed_memory", keep, "true or false")
 
 
+# The handful of settings that identify a run in results files, reports and dashboards: name -> config key.
+KEY_CHOICES = {
+    "model": "model.name",
+    "attn": "attn.name",
+    "placement": "attn.placement",
+    "data": "data.name",
+    "optim": "optim.name",
+    "seed": "seed",
+    "max_epochs": "trainer.max_epochs",
+    "batch_size": "data.batch_size",
+    "lr": "optim.optimizer.lr",
+}
+
+
 def key_choices(cfg: DictConfig) -> dict[str, object]:
-    """The handful of settings that identify a run in results files and dashboards."""
-    return {
-        "model": cfg.model.name,
-        "attn": cfg.attn.name,
-        "placement": cfg.attn.get("placement"),
-        "data": cfg.data.name,
-        "optim": cfg.optim.name,
-        "seed": cfg.seed,
-        "max_epochs": cfg.trainer.max_epochs,
-        "batch_size": cfg.data.batch_size,
-        "lr": OmegaConf.select(cfg, "optim.optimizer.lr"),
-    }
+    """The KEY_CHOICES values of a composed config (None where a config has no such key)."""
+    return {name: OmegaConf.select(cfg, key) for name, key in KEY_CHOICES.items()}
 
 
 def instantiate_reporting_user_errors(node: DictConfig, **kwargs):

@@ -26,6 +26,7 @@ import numpy as np
 from c3exp.analysis.cli import ArgumentParser
 from c3exp.analysis.plots import Band, accuracy_curves
 from c3exp.cli import run_reporting_user_errors
+from c3exp.config import KEY_CHOICES
 from c3exp.errors import ConfigError, check
 from c3exp.results import RESULTS_FILE, read_results
 from c3exp.paper import PAPER_DATA, TABLE1
@@ -102,25 +103,14 @@ def run_from_wandb(run: Any) -> Run | None:
     if test_acc1 is None or model is None:
         return None
     rows = run.history(keys=["epoch", "val/acc1"], pandas=False)
-    return Run(
-        model=str(model),
-        attn=str(_lookup(config, "attn.name")),
-        data=str(_lookup(config, "data.name")),
-        seed=_lookup(config, "seed"),
-        params=_first(summary, "final/params", "model/params"),
-        macs=_first(summary, "final/macs", "model/macs"),
-        test_acc1=float(test_acc1),
-        curve=tuple((int(row["epoch"]), float(row["val/acc1"])) for row in rows
-                    if row.get("val/acc1") is not None and row.get("epoch") is not None),
-        settings=(
-            ("optim", _lookup(config, "optim.name")),
-            ("max_epochs", _lookup(config, "trainer.max_epochs")),
-            ("batch_size", _lookup(config, "data.batch_size")),
-            ("lr", _lookup(config, "optim.optimizer.lr")),
-            ("placement", _lookup(config, "attn.placement")),
-        ),
-        source=str(getattr(run, "url", None) or getattr(run, "path", "wandb")),
-    )
+    results = {
+        **{name: _lookup(config, key) for name, key in KEY_CHOICES.items()},
+        "params": _first(summary, "final/params", "model/params"),
+        "macs": _first(summary, "final/macs", "model/macs"),
+        "test_acc1": float(test_acc1),
+        "history": [row for row in rows if row.get("val/acc1") is not None and row.get("epoch") is not None],
+    }
+    return run_from_results(results, source=str(getattr(run, "url", None) or getattr(run, "path", "wandb")))
 
 
 def collect_wandb_runs(project: str, api: Any = None) -> list[Run]:

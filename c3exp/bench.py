@@ -91,6 +91,9 @@ class BenchSettings:
         check(self.device in DEVICES, "bench.device", self.device, DEVICES)
         check(self.device != "cuda" or torch.cuda.is_available(), "bench.device", self.device, "cpu (no CUDA device is visible)")
         check(self.precision in AUTOCAST_DTYPES, "bench.precision", self.precision, list(AUTOCAST_DTYPES))
+        # Lightning trains 16-mixed as bf16-mixed on a CPU: timing fp16 there would time another run.
+        check(self.device == "cuda" or self.precision != "16-mixed", "bench.precision", self.precision,
+              "32 or bf16-mixed on a CPU (Lightning turns 16-mixed into bf16-mixed there)")
         for key in ("channels_last", "compile"):
             check(isinstance(getattr(self, key), bool), f"bench.{key}", getattr(self, key), "true, false or null")
         check(isinstance(self.keep_freed_memory, bool), "bench.keep_freed_memory", self.keep_freed_memory, "true or false")

@@ -7,7 +7,9 @@ from numbers import Number
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,9 +49,10 @@ def one_line(err: HydraException) -> str:
 
 
 def parse_overrides(args: Iterable[str]) -> list:
+    """Hydra's parse of `key=value` overrides, one clear line for one that does not parse."""
     parser = OverridesParser.create()
     parsed = []
-    for arg in (arg for arg in args if not arg.startswith("-")):
+    for arg in args:
         try:
             parsed += parser.parse_overrides([arg])
         except HydraException as err:
@@ -58,14 +61,18 @@ def parse_overrides(args: Iterable[str]) -> list:
 
 
 def check_overrides(overrides: Iterable[str]) -> None:
-    """Reject an unknown group choice (`data=foo`, or one value of a sweep) with one clear line."""
+    """Reject an unknown group choice (`data=foo`, one value of a sweep, a glob matching none) with one clear line."""
     for override in parse_overrides(overrides):
         group = override.key_or_group
         if group not in GROUPS or override.is_delete():
             continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        values = [v for value in values for v in (value if isinstance(value, list) else [value])]
         choices = group_choices(group)
+        value = override.value()
+        if isinstance(value, Glob):
+            check(bool(value.filter(choices)), group, (override.input_line or "").partition("=")[2], choices)
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [value]
+        values = [v for value in values for v in (value if isinstance(value, list) else [value])]
         for value in values:
             if value is not None and str(value) not in choices:
                 raise ConfigError(group, value, choices)
@@ -88,14 +95,24 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", return_h
 def check_command_line(args: Sequence[str]) -> None:
     """Compose a single run's command line up front, so a bad override is one line, not Hydra's report.
 
-    Sweeps (`-m`) are checked choice by choice only: their jobs compose one at a time later.
+    The command line is split by Hydra's own argument parser, so its flags (`--cfg job`, `-m`,
+    `--info`) keep their meaning. Sweeps are checked choice by choice only: their jobs compose one
+    at a time later. Another primary config (`-cn`, `-cp`, `-cd`) is left to Hydra.
     """
-    check_overrides(args)
-    if any(arg in ("-m", "--multirun") or "=" not in arg for arg in args):
+    flags, stray = get_args_parser().parse_known_args(list(args))
+    if stray:
+        raise OverrideError(
+            f"unrecognized arguments {' '.join(stray)!r}: the key=value overrides go in one group, "
+            "with flags such as -m or --cfg before or after all of them"
+        )
+    if flags.config_name or flags.config_path or flags.config_dir or flags.experimental_rerun or flags.shell_completion:
         return
-    if any(override.is_sweep_override() for override in parse_overrides(args)):
+    check_overrides(flags.overrides)
+    if flags.multirun or flags.help or flags.hydra_help or flags.info:
         return
-    compose(list(args), return_hydra_config=True)
+    if any(override.is_sweep_override() for override in parse_overrides(flags.overrides)):
+        return
+    compose(flags.overrides, return_hydra_config=True)
 
 
 def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:

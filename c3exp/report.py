@@ -311,7 +311,8 @@ def report_markdown(rows: Mapping[tuple[str, str], Mapping[str, Cell]], sources:
         f"{count} run{'s' * (count != 1)} from {', '.join(sources)}.",
         "Top-1: test accuracy (%), mean ± sample standard deviation over seeds ('-': one seed); "
         "**bold**: best of the row. '(paper x)': the paper's Table 1 value for a CIFAR-100 cell "
-        "(its FLOPs count BN and ReLU too, about 2% above our MACs).",
+        "(its FLOPs count BN and ReLU too, about 2% above our MACs; for C3 it also counted the block on "
+        "4 tiles with A-wide messages, 3-10% above the default C3's MACs: see BENCHMARKS.md).",
         "",
         table_markdown(rows),
     ]

@@ -149,6 +149,7 @@ def test_bench_loop_mode_compares_lightning_with_a_bare_loop(tmp_path):
     [
         (["bench.device=tpu"], "bench.device='tpu' is not valid"),
         (["bench.precision=8-mixed"], "bench.precision='8-mixed' is not valid"),
+        (["bench.precision=16-mixed"], "bench.precision='16-mixed' is not valid: expected 32 or bf16-mixed on a CPU"),
         (["bench.steps=1"], "bench.steps=1 is not valid"),
         (["attn=none,sk"], "attn='sk' is not valid"),
         (["bench.threads=1,2"], "bench.threads=[1, 2] is not valid: expected one value for all configurations"),

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from c3exp import train as train_cli
+from c3exp.config import check_command_line
+from c3exp.errors import ConfigError, OverrideError
 
 FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false"]
 
@@ -36,7 +38,7 @@ def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
 def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, expected):
     args = FAST + ["attn=c3", override, f"hydra.run.dir={tmp_path}"]
     if override.startswith("attn="):
-        args = FAST + ["-m", override, f"hydra.sweep.dir={tmp_path}"]
+        args = ["-m", *FAST, override, f"hydra.sweep.dir={tmp_path}"]
     code, err = run_main(monkeypatch, capsys, args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2
@@ -69,3 +71,38 @@ def test_runs_started_together_get_their_own_directories(tmp_path):
         assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
     runs = list(Path(tmp_path, "outputs", "collide", "runs").iterdir())
     assert len(runs) == 2 and runs[0].name != runs[1].name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cfg", "job", "model=resnet56", "attn=c3"],
+        ["-c", "job", "-p", "model"],
+        ["--info", "config"],
+        ["-m", "model=glob(resnet2*)", "attn=none,c3"],
+        ["-cn", "another_primary_config", "whatever.key=1"],
+    ],
+)
+def test_hydra_flags_keep_their_meaning(args):
+    """Hydra's own flags (print the config, sweep a glob) pass the up-front check untouched."""
+    check_command_line(args)
+
+
+def test_overrides_split_by_a_flag_are_one_clear_line():
+    """argparse (and so Hydra) takes one group of overrides: `a=1 -m b=2` would end in a usage dump."""
+    with pytest.raises(OverrideError, match="unrecognized arguments 'attn=c3': the key=value overrides go in one group"):
+        check_command_line(["data=digits", "-m", "attn=c3"])
+
+
+def test_a_glob_that_matches_no_choice_is_one_clear_line():
+    with pytest.raises(ConfigError, match=r"model='glob\(vgg\*\)' is not valid: expected one of resnet110"):
+        check_command_line(["-m", "model=glob(vgg*)"])
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    """`--cfg job` is Hydra's "show me the config": it prints it and trains nothing."""
+    done = subprocess.run([sys.executable, "-m", "c3exp", "--cfg", "job", "model=resnet56", "attn=c3"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "depth: 56" in done.stdout and "name: c3" in done.stdout
+    assert not (tmp_path / "outputs").exists()

@@ -62,6 +62,13 @@ def test_training_keeps_freed_memory_as_configured(monkeypatch, tmp_path, keep):
     assert calls == (["kept"] if keep else [])
 
 
+def test_keep_freed_memory_is_a_no_op_without_glibc(monkeypatch):
+    from c3exp.utils import memory
+
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("", ""))
+    assert memory.keep_freed_memory() is False
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_takes_effect_on_glibc():
     """The real mallopt calls succeed on this (glibc) platform; in a child, to leave pytest's heap alone."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import platform
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
@@ -14,8 +15,10 @@ def keep_freed_memory() -> bool:
     again page by page: tens of thousands of page faults a step for a CIFAR ResNet at batch 128 on
     a CPU. The price is that the process keeps its peak heap until it exits.
     """
+    if platform.libc_ver()[0] != "glibc":
+        return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except AttributeError:  # not glibc
+    except (AttributeError, OSError, TypeError):
         return False
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

@@ -63,8 +63,9 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassificationModule:
 
 
 def _loads(path: Path) -> bool:
+    """Whether the checkpoint opens: its zip directory and pickle read; tensors mapped, not read."""
     try:
-        torch.load(path, map_location="cpu", weights_only=False)
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         return True
     except Exception:  # a file cut short by a kill during saving
         log.warning("skipping unreadable checkpoint %s", path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from c3exp.eval import evaluate
-from c3exp.train import train
+from c3exp.train import newest_good_checkpoint, train
 from tests.conftest import TINY_DIGITS, run_config
 
 SHORT = TINY_DIGITS + ["model=resnet20", "attn=c3", "trainer.limit_train_batches=6", "trainer.limit_test_batches=4"]
@@ -103,6 +103,19 @@ def test_resume_auto_picks_up_the_run_directory(two_epochs, tmp_path):
     assert [row["epoch"] for row in resumed["history"]] == [0, 1, 2]
     fresh = train(run_config(SHORT + ["trainer.max_epochs=1", "resume=auto"], tmp_path / "empty"))
     assert [row["epoch"] for row in fresh["history"]] == [0]
+
+
+def test_resume_auto_skips_a_checkpoint_cut_short(two_epochs, tmp_path):
+    """A kill while last.ckpt was being written leaves it truncated: resume from the newest one that opens."""
+    good = Path(two_epochs["checkpoints"]["best"])
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / good.name).write_bytes(good.read_bytes())
+    data = Path(two_epochs["checkpoints"]["last"]).read_bytes()
+    (folder / "last.ckpt").write_bytes(data[: len(data) // 2])
+    assert newest_good_checkpoint(folder) == folder / good.name
+    (folder / "last.ckpt").write_bytes(data)
+    assert newest_good_checkpoint(folder) == folder / "last.ckpt"
 
 
 def test_eval_reproduces_the_test_accuracy(two_epochs):

@@ -1,6 +1,8 @@
 """Callbacks that make runs reproducible across interruptions."""
 from __future__ import annotations
 
+import os
+
 import lightning as L
 
 
@@ -31,6 +33,10 @@ class EpochSeed(L.Callback):
     def _reseed(self, epoch: int) -> None:
         if epoch != self._seeded_epoch:
             L.seed_everything(epoch_seed(self.seed, epoch), workers=True, verbose=False)
+            # seed_everything also exports PL_GLOBAL_SEED, from which Lightning seeds the DDP
+            # DistributedSampler it builds after this hook (the sampler adds the epoch itself).
+            # It must stay the run's seed, or a resumed DDP run would shuffle with another base seed.
+            os.environ["PL_GLOBAL_SEED"] = str(self.seed)
             self._seeded_epoch = epoch
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import secrets
 import string
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from c3exp.errors import check
 
@@ -28,7 +30,11 @@ def resolve_mode(mode: str) -> str:
     check(mode in MODES, "logger.wandb.mode", mode, MODES)
     if mode != "auto":
         return mode
-    return "online" if wandb_has_credentials() and os.environ.get("WANDB_MODE") != "offline" else "offline"
+    # The mode is passed to wandb explicitly and would override WANDB_MODE, so an exported one wins here.
+    env_mode = os.environ.get("WANDB_MODE", "")
+    if env_mode in ("online", "offline", "disabled"):
+        return env_mode
+    return "online" if wandb_has_credentials() else "offline"
 
 
 def sweep_group(config_key: str) -> str:
@@ -45,15 +51,41 @@ def sweep_group(config_key: str) -> str:
     return config_key
 
 
-def persistent_run_id(save_dir: Path) -> str:
-    """The run's W&B id, created once and kept in the run directory so a resumed run continues it."""
+def new_run_id() -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def write_temp(save_dir: Path, text: str) -> Path:
+    """A uniquely named file next to the target (mkstemp is exclusive even on shared filesystems)."""
+    fd, tmp = tempfile.mkstemp(dir=save_dir, prefix=f".{RUN_ID_FILE}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(tmp)
+
+
+def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
+    """The run's W&B id, kept in the run directory so a resumed run continues it; `resume=never` starts a new one.
+
+    Every process of one run (one per rank) must get the same id, so the file is created by linking a
+    complete temporary file into place: exactly one process wins and the others read its id.
+    """
     path = save_dir / RUN_ID_FILE
-    if path.is_file():
-        return path.read_text().strip()
     save_dir.mkdir(parents=True, exist_ok=True)
-    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-    path.write_text(run_id + "\n")
-    return run_id
+    if resume == "never":
+        run_id = new_run_id()
+        # Only rank 0 talks to W&B; other ranks (DDP children start later) must not replace its id.
+        if getattr(rank_zero_only, "rank", 0) == 0:
+            os.replace(write_temp(save_dir, run_id + "\n"), path)
+        return run_id
+    if not path.is_file():
+        tmp = write_temp(save_dir, new_run_id() + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process of this run created it first
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def wandb_logger(
@@ -67,8 +99,10 @@ def wandb_logger(
     job_type: str = "train",
     mode: str = "auto",
     log_model: bool | str = False,
+    resume: str | None = "auto",
     **kwargs: Any,
 ) -> WandbLogger:
+    """`resume` is the run's top-level policy: `never` starts a new W&B run instead of continuing the old one."""
     save_path = Path(save_dir)
     return WandbLogger(
         project=project,
@@ -78,7 +112,7 @@ def wandb_logger(
         tags=list(tags or []),
         job_type=job_type,
         save_dir=str(save_path),
-        id=persistent_run_id(save_path),
+        id=persistent_run_id(save_path, resume),
         resume="allow",
         mode=resolve_mode(mode),
         log_model=log_model,

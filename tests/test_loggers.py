@@ -1,0 +1,93 @@
+"""The W&B logger: which mode wins, and when a run directory's W&B id is reused or replaced."""
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from c3exp.training.loggers import RUN_ID_FILE, persistent_run_id, resolve_mode
+from tests.conftest import run_config
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+
+
+@pytest.mark.parametrize("env_mode", ["disabled", "offline", "online"])
+def test_auto_mode_follows_an_exported_wandb_mode(credentials, monkeypatch, env_mode):
+    monkeypatch.setenv("WANDB_MODE", env_mode)
+    assert resolve_mode("auto") == env_mode
+
+
+def test_auto_mode_without_wandb_mode_is_online_with_credentials_and_offline_without(credentials, monkeypatch):
+    assert resolve_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "")  # set but empty: no preference
+    assert resolve_mode("auto") == "online"
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("NETRC", "/nonexistent")
+    assert resolve_mode("auto") == "offline"
+
+
+def test_resume_auto_reuses_the_id(tmp_path):
+    first = persistent_run_id(tmp_path / "run", resume="auto")
+    assert persistent_run_id(tmp_path / "run", resume="auto") == first
+    assert (tmp_path / "run" / RUN_ID_FILE).read_text().strip() == first
+
+
+def test_resume_never_starts_a_new_id_and_keeps_it(tmp_path):
+    (tmp_path / RUN_ID_FILE).write_text("oldrun12\n")
+    fresh = persistent_run_id(tmp_path, resume="never")
+    assert fresh != "oldrun12"
+    assert (tmp_path / RUN_ID_FILE).read_text().strip() == fresh
+    assert persistent_run_id(tmp_path, resume="auto") == fresh  # a later resume continues the new run
+    assert [p.name for p in tmp_path.iterdir()] == [RUN_ID_FILE]  # no temporary files left behind
+
+
+def test_resume_never_on_another_rank_leaves_rank_zeros_id(tmp_path, monkeypatch):
+    """DDP children start after rank 0 has written its new id; replacing it would orphan rank 0's W&B run."""
+    (tmp_path / RUN_ID_FILE).write_text("rank0new\n")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    persistent_run_id(tmp_path, resume="never")
+    assert (tmp_path / RUN_ID_FILE).read_text().strip() == "rank0new"
+
+
+def test_the_logger_config_passes_the_top_level_resume_policy(tmp_path):
+    (tmp_path / RUN_ID_FILE).write_text("oldrun12\n")
+    cfg = run_config(["logger=wandb", "logger.wandb.mode=disabled", "resume=never"], tmp_path)
+    assert cfg.logger.wandb.resume == "never"
+    logger = instantiate(cfg.logger.wandb)
+    fresh = (tmp_path / RUN_ID_FILE).read_text().strip()
+    assert fresh != "oldrun12" and logger.version == fresh
+
+
+def report_run_id(save_dir: Path, barrier, ids) -> None:
+    # Slow id generation (this forked child only) so that every process has looked for the file before any
+    # writes it: the race a busy shared filesystem allows, made certain on a machine with few cores.
+    choice = secrets.choice
+    secrets.choice = lambda seq: (time.sleep(0.01), choice(seq))[1]
+    barrier.wait()  # all processes ask at once, as the ranks of one run do
+    ids.put(persistent_run_id(save_dir, resume="auto"))
+
+
+def test_processes_creating_the_id_at_once_all_get_the_same_id(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    processes = 8
+    for attempt in range(3):
+        save_dir = tmp_path / f"run{attempt}"
+        barrier, ids = ctx.Barrier(processes), ctx.Queue()
+        workers = [ctx.Process(target=report_run_id, args=(save_dir, barrier, ids)) for _ in range(processes)]
+        for worker in workers:
+            worker.start()
+        got = [ids.get(timeout=30) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=30)
+            assert worker.exitcode == 0
+        assert set(got) == {(save_dir / RUN_ID_FILE).read_text().strip()}
+        assert [p.name for p in save_dir.iterdir()] == [RUN_ID_FILE]

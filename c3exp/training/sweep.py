@@ -5,12 +5,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no advisory locks, GPUs go by job number
+    fcntl = None
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, open_dict, read_write
 
 from c3exp.results import write_json
@@ -39,16 +45,64 @@ def pin_ddp_children_to_this_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
+GPU_LOCK_DIR = ".gpu_locks"
+# The GPU this process has claimed: (lock directory, GPU index, open lock file). Kept open for the
+# life of the process, so the lock lasts until the process exits and the kernel drops it.
+_claimed_gpu: tuple[Path, int, IO[str]] | None = None
+
+
+def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
+    """Claim one GPU for this process for as long as it lives; the GPU's index, or None if all are taken.
+
+    The joblib launcher's loky workers take the next queued job as soon as they are free, so job
+    numbers say nothing about which GPUs are busy: with GPU = job.num % gpus, job `gpus` lands on
+    GPU 0 while job 0 still runs there if job 1 happened to finish first. Instead each worker holds
+    an exclusive flock on `<lock_dir>/gpu<i>.lock` for the first free i and keeps that GPU for every
+    job it runs; the lock goes away with the worker. Returns None where fcntl is unavailable.
+    """
+    global _claimed_gpu
+    lock_dir = Path(lock_dir).resolve()
+    if _claimed_gpu is not None:
+        held_dir, gpu, lock_file = _claimed_gpu
+        if held_dir == lock_dir:
+            return gpu
+        lock_file.close()  # a claim from another sweep: give it up
+        _claimed_gpu = None
+    if fcntl is None:
+        return None
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for gpu in range(gpus):
+        lock_file = open(lock_dir / f"gpu{gpu}.lock", "a")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another worker
+            lock_file.close()
+            continue
+        _claimed_gpu = (lock_dir, gpu, lock_file)
+        return gpu
+    return None
+
+
 def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
-    """Under the joblib launcher, put single-GPU job k on GPU k mod (number of GPUs)."""
+    """Under the joblib launcher, put a single-GPU job on a GPU no other running job uses (see claim_gpu)."""
     import torch
 
     if not in_multirun() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
         return
     gpus = torch.cuda.device_count()
     if gpus > 1 and cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and cfg.trainer.get("devices") == 1:
+        hydra_cfg = HydraConfig.get()
+        job_num = hydra_cfg.job.num
+        # to_absolute_path: with hydra.job.chdir=true a relative sweep dir would resolve inside the job dir
+        gpu = claim_gpu(Path(to_absolute_path(hydra_cfg.sweep.dir)) / GPU_LOCK_DIR, gpus)
+        if gpu is None:
+            gpu = job_num % gpus
+            if fcntl is not None:
+                log.warning("job %s: all %d GPUs are claimed by other workers (more parallel jobs than GPUs?); "
+                            "falling back to GPU %d = job number mod GPU count, which another job may be using",
+                            job_num, gpus, gpu)
         with open_dict(cfg):
-            cfg.trainer.devices = [HydraConfig.get().job.num % gpus]
+            cfg.trainer.devices = [gpu]
 
 
 class SweepSummary(Callback):

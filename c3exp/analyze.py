@@ -69,8 +69,16 @@ def split_loader(cfg: DictConfig, split: str):
     return datamodule, getattr(datamodule, f"{split}_dataloader")()
 
 
-def image_batches(loader, count: int) -> Iterator[torch.Tensor]:
-    return (images for images, *_ in itertools.islice(loader, count))
+def image_batches(loader, count: int, seen: list[int] | None = None) -> Iterator[torch.Tensor]:
+    """The images of the loader's first `count` batches; the size of each batch is appended to `seen`.
+
+    Counting what was consumed works for every loader kind: a DataLoader, and data.on_device's
+    DeviceBatches, which has no `.dataset`.
+    """
+    for images, *_ in itertools.islice(loader, count):
+        if seen is not None:
+            seen.append(len(images))
+        yield images
 
 
 def common_parent(paths: Sequence[str | Path]) -> Path:
@@ -108,8 +116,9 @@ def run_correlation(args: argparse.Namespace) -> list[StageCorrelation]:
     ckpt_path, overrides = split_ckpt_arg(args.settings)
     net, cfg = load_network(ckpt_path, overrides)
     _, loader = split_loader(cfg, args.split)
-    correlations = stage_correlations(net, image_batches(loader, args.batches))
-    images = min(args.batches * loader.batch_size, len(loader.dataset))
+    seen: list[int] = []
+    correlations = stage_correlations(net, image_batches(loader, args.batches, seen))
+    images = sum(seen)
     out = Path(args.out) if args.out else Path(ckpt_path).parent / f"{Path(ckpt_path).stem}_correlation"
     name = f"{cfg.model.name} + {cfg.attn.name} on {cfg.data.name}"
     correlation_outputs(correlations, out, name, images)

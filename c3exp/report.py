@@ -64,7 +64,8 @@ def run_from_results(results: Mapping[str, Any], source: str) -> Run:
         params=results.get("params"),
         macs=results.get("macs"),
         test_acc1=results.get("test_acc1"),
-        curve=tuple((int(row["epoch"]), float(row["val/acc1"])) for row in results.get("history", [])),
+        curve=tuple((int(row["epoch"]), float(row["val/acc1"])) for row in results.get("history", [])
+                    if row.get("val/acc1") is not None),  # epochs without validation have no val keys
         settings=tuple((key, results.get(key)) for key in SETTING_KEYS),
         source=source,
     )
@@ -108,7 +109,7 @@ def run_from_wandb(run: Any) -> Run | None:
         "params": _first(summary, "final/params", "model/params"),
         "macs": _first(summary, "final/macs", "model/macs"),
         "test_acc1": float(test_acc1),
-        "history": [row for row in rows if row.get("val/acc1") is not None and row.get("epoch") is not None],
+        "history": [row for row in rows if row.get("epoch") is not None],
     }
     return run_from_results(results, source=str(getattr(run, "url", None) or getattr(run, "path", "wandb")))
 

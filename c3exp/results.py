@@ -11,22 +11,28 @@ RESULTS_FILE = "results.json"
 
 
 def summarise_history(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Best and final validation accuracy, and steady-state training throughput, from the epoch rows."""
+    """Best and final validation accuracy, and steady-state training throughput, from the epoch rows.
+
+    Every training epoch has a row; only the epochs that ran validation (every
+    trainer.check_val_every_n_epoch epochs) have val/* keys, and only those count for the val accuracies.
+    """
     if not history:
         return {"epochs": 0}
-    acc1 = [row["val/acc1"] for row in history]
-    best = max(range(len(acc1)), key=acc1.__getitem__)
     speeds = [row["train/images_per_sec"] for row in history if "train/images_per_sec" in row]
     steady = speeds[1:] or speeds  # the first epoch pays for warm-up
-    return {
-        "epochs": len(history),
-        "best_epoch": int(history[best]["epoch"]),
-        "best_val_acc1": acc1[best],
-        "best_val_acc5": max(row["val/acc5"] for row in history),
-        "final_val_acc1": acc1[-1],
-        "final_val_acc5": history[-1]["val/acc5"],
-        "train_images_per_sec": statistics.median(steady) if steady else None,
-    }
+    summary: dict[str, Any] = {"epochs": len(history)}
+    validated = [row for row in history if "val/acc1" in row]
+    if validated:
+        best = max(validated, key=lambda row: row["val/acc1"])
+        summary.update(
+            best_epoch=int(best["epoch"]),
+            best_val_acc1=best["val/acc1"],
+            best_val_acc5=max(row["val/acc5"] for row in validated),
+            final_val_acc1=validated[-1]["val/acc1"],
+            final_val_acc5=validated[-1]["val/acc5"],
+        )
+    summary["train_images_per_sec"] = statistics.median(steady) if steady else None
+    return summary
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -207,3 +207,16 @@ def test_module_entry_point_reports_errors_in_one_line():
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "error: ckpt_path='x.ckpt' is not valid: expected an existing checkpoint file"
     ]
+
+
+def test_correlation_command_reads_a_checkpoint_trained_with_data_on_device(tmp_path, capsys):
+    """data.on_device's loader (DeviceBatches) has no `.dataset`: the images used are counted as they are read."""
+    overrides = [item for item in TINY_RUN if not item.startswith("callbacks")] + [
+        "attn=c3", "data.on_device=true", "trainer.max_epochs=1"]
+    ckpt = train(run_config(overrides, tmp_path / "run"))["checkpoints"]["last"]
+    for batches, images in (("2", 16), ("1000", 180)):  # 180: the whole digits val split, fewer than 1000 batches of 8
+        out = tmp_path / f"out{batches}"
+        correlations = analyze(["correlation", f"ckpt_path={ckpt}", "--batches", batches, "--out", str(out)])
+        summary = json.loads((out / "correlation.json").read_text())
+        assert summary["images"] == images and len(summary["stages"]) == len(correlations) == 3
+        assert f"({images} val images)" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from c3exp.report import Cell, collect_runs, main as report
+from c3exp.report import Cell, collect_runs, main as report, run_from_results
 from c3exp.results import RESULTS_FILE
 from c3exp.train import train
 from tests.conftest import TINY_DIGITS, run_config
@@ -157,3 +157,10 @@ def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys, monkeyp
 def test_a_directory_without_runs_is_a_user_error(tmp_path, capsys):
     err = error_line(lambda: report([str(tmp_path)]), capsys)
     assert "expected a source with at least one finished run (results.json)" in err
+
+
+def test_epochs_without_validation_are_left_out_of_the_curve():
+    """trainer.check_val_every_n_epoch > 1: history rows of unvalidated epochs carry no val keys."""
+    history = [{"epoch": 0, "train/acc1": 0.5}, {"epoch": 1, "train/acc1": 0.6, "val/acc1": 0.7}]
+    run = run_from_results({"model": "resnet20", "attn": "c3", "data": "digits", "history": history}, "run")
+    assert run.curve == ((1, 0.7),)

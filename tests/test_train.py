@@ -142,3 +142,40 @@ def test_quickstart_command_learns_digits(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["epochs"] == 5 and results["test_acc1"] >= 0.90
+
+
+EVERY_OTHER = TINY_DIGITS + ["model=resnet20", "attn=none", "data.batch_size=8", "trainer.limit_train_batches=2",
+                             "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.check_val_every_n_epoch=2"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_every_training_epoch_has_a_history_row_when_validation_is_sparser(tmp_path):
+    """check_val_every_n_epoch=2: 4 rows (train metrics and timing each), val keys in epochs 1 and 3 only."""
+    import torch
+
+    results = train(run_config(EVERY_OTHER + ["trainer.max_epochs=4"], tmp_path / "straight"))
+    on_disk = json.loads((tmp_path / "straight" / "results.json").read_text())
+    history = on_disk["history"]
+    assert on_disk["epochs"] == 4 and [row["epoch"] for row in history] == [0, 1, 2, 3]
+    for row in history:
+        assert {"lr", "train/loss", "train/acc1", "train/acc5"} <= set(row)
+        assert row["train/epoch_time"] > 0 and row["train/images_per_sec"] > 0
+    assert [sorted(k for k in row if k.startswith("val/")) for row in history] == [
+        [], ["val/acc1", "val/acc5", "val/loss"], [], ["val/acc1", "val/acc5", "val/loss"]]
+    validated = [history[1], history[3]]
+    assert on_disk["best_val_acc1"] == max(row["val/acc1"] for row in validated)
+    assert on_disk["best_epoch"] in (1, 3) and history[on_disk["best_epoch"]]["val/acc1"] == on_disk["best_val_acc1"]
+    assert on_disk["best_val_acc5"] == max(row["val/acc5"] for row in validated)
+    assert on_disk["final_val_acc1"] == history[3]["val/acc1"] and on_disk["final_val_acc5"] == history[3]["val/acc5"]
+    assert results["train_seconds"] == pytest.approx(sum(row["train/epoch_time"] for row in history))
+    # last.ckpt (saved at every epoch's end) carries every row; the best one (saved after validation) its epoch's
+    load = lambda path: torch.load(path, map_location="cpu", weights_only=False)["c3exp"]["history"]
+    assert load(results["checkpoints"]["last"]) == history
+    assert load(results["checkpoints"]["best"]) == history[: on_disk["best_epoch"] + 1]
+    # resuming from an epoch without validation continues the same history
+    first_leg = train(run_config(EVERY_OTHER + ["trainer.max_epochs=3"], tmp_path / "first"))
+    assert [("val/acc1" in row) for row in first_leg["history"]] == [False, True, False]
+    resumed = train(run_config(EVERY_OTHER + ["trainer.max_epochs=4", f"ckpt_path={first_leg['checkpoints']['last']}"],
+                               tmp_path / "resumed"))
+    assert without_timing(resumed["history"]) == without_timing(history)
+    assert resumed["best_val_acc1"] == on_disk["best_val_acc1"] and resumed["epochs"] == 4

@@ -56,6 +56,7 @@ class ClassificationModule(L.LightningModule):
         self.train_seconds = 0.0
         self._epoch_started = self._epoch_seconds = 0.0
         self._epoch_images = 0
+        self._throughput: dict[str, float] = {}
         self._compiled = False
 
     def configure_model(self) -> None:
@@ -101,25 +102,50 @@ class ClassificationModule(L.LightningModule):
     def _validating_during_fit(self) -> bool:
         return self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
 
-    def on_validation_epoch_start(self) -> None:
-        """Validation runs at the end of each training epoch: stop the epoch's training clock here."""
-        if self._validating_during_fit():
-            self._epoch_seconds = time.perf_counter() - self._epoch_started
-            self.train_seconds += self._epoch_seconds
-
-    def on_validation_epoch_end(self) -> None:
-        """Log throughput and append this epoch's row to the history before checkpoints are saved."""
-        if not self._validating_during_fit():
-            return
+    def _stop_epoch_clock(self) -> dict[str, float]:
+        """End this epoch's training time (once per epoch), add it to the total; the epoch's throughput."""
+        self._epoch_seconds = time.perf_counter() - self._epoch_started
+        self.train_seconds += self._epoch_seconds
         images = self._epoch_images * self.trainer.world_size
-        throughput = {
+        return {
             "train/epoch_time": self._epoch_seconds,
             "train/images_per_sec": images / max(self._epoch_seconds, 1e-9),
         }
+
+    def _has_row(self) -> bool:
+        return bool(self.history) and self.history[-1]["epoch"] == self.current_epoch
+
+    def _epoch_row(self, stages: tuple[str, ...], throughput: dict[str, float]) -> dict[str, float]:
+        """Log the epoch's throughput; its history row: epoch, lr, the metrics of `stages` and the throughput."""
         self.log_dict(throughput, on_step=False, on_epoch=True)
         row = {"epoch": self.current_epoch, "lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
-        row.update(self.epoch_summary("train") | self.epoch_summary("val") | throughput)
-        self.history.append(row)
+        for stage in stages:
+            row.update(self.epoch_summary(stage))
+        return row | throughput
+
+    def on_validation_epoch_start(self) -> None:
+        """Validation runs at the end of a training epoch: stop the epoch's training clock here."""
+        if self._validating_during_fit() and not self._has_row():
+            self._throughput = self._stop_epoch_clock()
+
+    def on_validation_epoch_end(self) -> None:
+        """Append this epoch's row (train and val metrics) before the checkpoints of on_validation_end are saved."""
+        if not self._validating_during_fit():
+            return
+        row = self._epoch_row(("train", "val"), self._throughput)
+        if self._has_row():  # validated twice in one epoch (val_check_interval < 1): keep the latest
+            self.history[-1] = row
+        else:
+            self.history.append(row)
+
+    def on_train_epoch_end(self) -> None:
+        """An epoch without validation (trainer.check_val_every_n_epoch > 1) gets its row of train metrics here.
+
+        Lightning calls this after the epoch's validation loop and before the checkpoint callbacks'
+        on_train_epoch_end, so last.ckpt always holds the row of the epoch it ends.
+        """
+        if not self._has_row():
+            self.history.append(self._epoch_row(("train",), self._stop_epoch_clock()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["c3exp"] = {"history": self.history, "train_seconds": self.train_seconds, "config": self.run_config}

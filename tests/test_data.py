@@ -131,3 +131,12 @@ def test_imagefolder_missing_root_names_the_setting(tmp_path):
 
     with pytest.raises(DataNotFoundError, match="data.root"):
         ImageFolderDataModule(root=str(tmp_path / "none"), name="imagefolder", num_classes=None).setup()
+
+
+def test_digits_normalisation_constants_are_the_data_statistics():
+    """Normalised digits have zero mean and unit spread over the images training may see."""
+    data = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
+    everything, train_index, _ = data._partition()
+    pixels = everything.subset(train_index).images.float() / 255
+    assert data.mean == pytest.approx((pixels.mean().item(),) * 3, abs=5e-4)
+    assert data.std == pytest.approx((pixels.std().item(),) * 3, abs=5e-4)

@@ -24,8 +24,9 @@ class DigitsDataModule(ImageDataModule):
     Flips are off by default (a mirrored 2 is not a 2).
     """
 
-    mean = (0.196, 0.196, 0.196)
-    std = (0.347, 0.347, 0.347)
+    # Pixel statistics of the 1,438 non-test images after upsampling to 32x32 (load_digits_32 / 255).
+    mean = (0.306, 0.306, 0.306)
+    std = (0.324, 0.324, 0.324)
 
     def __init__(self, test_fraction: float = 0.2, **kwargs):
         kwargs.setdefault("hflip", False)

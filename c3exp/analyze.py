@@ -39,7 +39,7 @@ from c3exp.analysis.cli import ArgumentParser, positive_int
 from c3exp.analysis.correlation import StageCorrelation, stage_correlations
 from c3exp.analysis.plots import cam_comparison, correlation_heatmaps, correlation_over_training
 from c3exp.cli import run_reporting_user_errors
-from c3exp.errors import ConfigError, check
+from c3exp.errors import check
 from c3exp.results import RESULTS_FILE, read_results
 
 SPLITS = ("val", "test")
@@ -87,16 +87,6 @@ def common_parent(paths: Sequence[str | Path]) -> Path:
 
 
 # -- correlation -----------------------------------------------------------------------------------
-def split_ckpt_arg(settings: Sequence[str]) -> tuple[str, list[str]]:
-    """`ckpt_path=PATH` out of the key=value settings; the rest are config overrides."""
-    paths = [item.partition("=")[2] for item in settings if item.startswith("ckpt_path=")]
-    overrides = [item for item in settings if not item.startswith("ckpt_path=")]
-    for item in overrides:
-        check("=" in item, "argument", item, "ckpt_path=PATH or a key=value config override")
-    check(len(paths) == 1, "ckpt_path", paths or None, "one checkpoint: ckpt_path=<run>/checkpoints/last.ckpt")
-    return paths[0], overrides
-
-
 def correlation_outputs(correlations: Sequence[StageCorrelation], out: Path, name: str, images: int) -> list[Path]:
     """correlation.npz, correlation.json and one heatmap per stage in `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +103,8 @@ def correlation_outputs(correlations: Sequence[StageCorrelation], out: Path, nam
 
 
 def run_correlation(args: argparse.Namespace) -> list[StageCorrelation]:
+    from c3exp.eval import split_ckpt_arg
+
     ckpt_path, overrides = split_ckpt_arg(args.settings)
     net, cfg = load_network(ckpt_path, overrides)
     _, loader = split_loader(cfg, args.split)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import ConfigError, check
@@ -27,14 +28,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def split_ckpt_arg(settings: Sequence[str]) -> tuple[str, list[str]]:
+    """`ckpt_path=PATH` out of the key=value settings; the rest are config overrides."""
+    paths = [item.partition("=")[2] for item in settings if item.startswith("ckpt_path=")]
+    overrides = [item for item in settings if not item.startswith("ckpt_path=")]
+    for item in overrides:
+        check("=" in item, "argument", item, "ckpt_path=PATH or a key=value config override")
+    check(len(paths) == 1, "ckpt_path", paths or None, "one checkpoint: ckpt_path=<run>/checkpoints/last.ckpt")
+    return paths[0], overrides
+
+
 def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> DictConfig:
     cfg = OmegaConf.create(checkpoint["c3exp"]["config"])
     OmegaConf.set_struct(cfg, True)
     for item in overrides:
+        check("=" in item, "argument", item, "a key=value config override")
         key, _, value = item.partition("=")
         try:
             OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"x={value}"]).x, merge=True)
-        except ConfigKeyError:
+        except (ConfigKeyError, ConfigAttributeError):  # an unknown key, top-level or nested
             raise ConfigError(key, value, "a key of the checkpoint's config (see its .hydra/config.yaml)") from None
     return cfg
 
@@ -64,13 +76,10 @@ def evaluate(ckpt_path: str | Path, overrides: list[str] = ()) -> dict[str, floa
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = list(sys.argv[1:] if argv is None else argv)
-    ckpt = [a.partition("=")[2] for a in args if a.startswith("ckpt_path=")]
-    if not ckpt:
-        raise ConfigError("ckpt_path", None, "a checkpoint path: python -m c3exp.eval ckpt_path=<run>/checkpoints/last.ckpt")
-    metrics = evaluate(ckpt[0], [a for a in args if not a.startswith("ckpt_path=")])
-    out = Path(ckpt[0]).with_suffix(".eval.json")
-    out.write_text(json.dumps({"ckpt_path": ckpt[0], **metrics}, indent=2) + "\n")
+    ckpt_path, overrides = split_ckpt_arg(list(sys.argv[1:] if argv is None else argv))
+    metrics = evaluate(ckpt_path, overrides)
+    out = Path(ckpt_path).with_suffix(".eval.json")
+    out.write_text(json.dumps({"ckpt_path": ckpt_path, **metrics}, indent=2) + "\n")
     print(" ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
     return metrics
 

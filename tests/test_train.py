@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from c3exp.eval import evaluate
+from c3exp.cli import run_reporting_user_errors
+from c3exp.eval import evaluate, main as eval_main
 from c3exp.train import newest_good_checkpoint, train
 from tests.conftest import TINY_DIGITS, run_config
 
@@ -122,6 +123,21 @@ def test_eval_reproduces_the_test_accuracy(two_epochs):
     metrics = evaluate(two_epochs["checkpoints"]["last"])
     assert metrics["test/acc1"] == pytest.approx(two_epochs["test_acc1"], abs=1e-6)
     assert metrics["test/acc5"] == pytest.approx(two_epochs["test_acc5"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argument,message",
+    [
+        ("data.batch_sise=4", "data.batch_sise='4' is not valid: expected a key of the checkpoint's config"),
+        ("nonsense=1", "nonsense='1' is not valid: expected a key of the checkpoint's config"),
+        ("data", "argument='data' is not valid: expected ckpt_path=PATH or a key=value config override"),
+    ],
+)
+def test_eval_names_a_bad_override_in_one_line(two_epochs, capsys, argument, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_user_errors(lambda: eval_main([f"ckpt_path={two_epochs['checkpoints']['last']}", argument]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_eval_cli_prints_the_metrics(two_epochs):

@@ -94,6 +94,16 @@ def test_block_attention_sits_after_the_last_bn_before_the_add():
     model = build("model=resnet20", "attn=se", "attn.placement=first_block")
     first, second = model.stages[1][0], model.stages[1][1]
     assert getattr(first.attention, "is_attention", False) and isinstance(second.attention, nn.Identity)
+    seen = {}
+    first.register_forward_pre_hook(lambda module, args: seen.update(block_input=args[0]))
+    first.bn2.register_forward_hook(lambda module, args, out: seen.update(bn2=out.clone()))
+    first.attention.register_forward_hook(lambda module, args, out: seen.update(gate_input=args[0], gate=out.clone()))
+    first.register_forward_hook(lambda module, args, out: seen.update(block=out))
+    with torch.no_grad():
+        model.eval()(torch.randn(2, 3, 32, 32))
+        torch.testing.assert_close(seen["gate_input"], seen["bn2"], rtol=0, atol=0)  # right after the last BN
+        expected = torch.relu(seen["gate"] + first.shortcut(seen["block_input"]))  # then the add, then ReLU
+        torch.testing.assert_close(seen["block"], expected)
     tv = build("model=resnet50", "attn=se", "data.num_classes=10")
     block = tv.stages[2][0]
     assert isinstance(block.bn3, nn.Sequential) and isinstance(block.bn3[0], nn.BatchNorm2d)

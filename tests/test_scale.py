@@ -48,8 +48,9 @@ def test_ddp_on_cpu_makes_one_run_dir_with_correct_metrics(tmp_path):
     assert results["history"][0]["train/images_per_sec"] > 0
     # the synchronised validation accuracy over both processes' halves matches a single-process evaluation
     single = evaluate(results["checkpoints"]["last"], ["trainer.accelerator=cpu"])
-    assert 0.0 <= results["final_val_acc1"] <= 1.0
-    assert single["test/acc1"] == pytest.approx(results["test_acc1"], abs=0.04)
+    # both see the same 64 test images (2 batches of 32; in DDP 2 x 16 per rank, interleaved): at most
+    # one prediction may flip from float differences between batch sizes
+    assert single["test/acc1"] == pytest.approx(results["test_acc1"], abs=1 / 64 + 1e-6)
 
 
 @pytest.mark.slow

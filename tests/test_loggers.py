@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
 import time
 from pathlib import Path
@@ -20,10 +21,11 @@ def credentials(monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
 
 
-@pytest.mark.parametrize("env_mode", ["disabled", "offline", "online"])
-def test_auto_mode_follows_an_exported_wandb_mode(credentials, monkeypatch, env_mode):
+@pytest.mark.parametrize("env_mode,mode", [("disabled", "disabled"), ("offline", "offline"), ("online", "online"),
+                                           ("dryrun", "offline")])
+def test_auto_mode_follows_an_exported_wandb_mode(credentials, monkeypatch, env_mode, mode):
     monkeypatch.setenv("WANDB_MODE", env_mode)
-    assert resolve_mode("auto") == env_mode
+    assert resolve_mode("auto") == mode
 
 
 def test_auto_mode_without_wandb_mode_is_online_with_credentials_and_offline_without(credentials, monkeypatch):
@@ -91,3 +93,19 @@ def test_processes_creating_the_id_at_once_all_get_the_same_id(tmp_path):
             assert worker.exitcode == 0
         assert set(got) == {(save_dir / RUN_ID_FILE).read_text().strip()}
         assert [p.name for p in save_dir.iterdir()] == [RUN_ID_FILE]
+
+
+def test_an_empty_id_file_gets_a_real_id(tmp_path):
+    (tmp_path / RUN_ID_FILE).write_text("")
+    run_id = persistent_run_id(tmp_path)
+    assert len(run_id) == 8 and (tmp_path / RUN_ID_FILE).read_text().strip() == run_id
+
+
+def test_a_filesystem_without_hard_links_still_gets_an_id(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    run_id = persistent_run_id(tmp_path)
+    assert len(run_id) == 8 and persistent_run_id(tmp_path) == run_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RUN_ID_FILE]

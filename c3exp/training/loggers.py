@@ -32,8 +32,8 @@ def resolve_mode(mode: str) -> str:
         return mode
     # The mode is passed to wandb explicitly and would override WANDB_MODE, so an exported one wins here.
     env_mode = os.environ.get("WANDB_MODE", "")
-    if env_mode in ("online", "offline", "disabled"):
-        return env_mode
+    if env_mode in ("online", "offline", "disabled", "dryrun"):
+        return "offline" if env_mode == "dryrun" else env_mode  # dryrun: wandb's old name for offline
     return "online" if wandb_has_credentials() else "offline"
 
 
@@ -83,9 +83,16 @@ def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
             os.link(tmp, path)
         except FileExistsError:  # another process of this run created it first
             pass
+        except OSError:  # a filesystem without hard links (some FUSE/SMB mounts): not race-free, but works
+            if not path.exists():
+                os.replace(tmp, path)
         finally:
-            tmp.unlink()
-    return path.read_text().strip()
+            tmp.unlink(missing_ok=True)
+    run_id = path.read_text().strip()
+    if not run_id:  # an empty file, e.g. from a kill while an older version wrote it
+        run_id = new_run_id()
+        os.replace(write_temp(save_dir, run_id + "\n"), path)
+    return run_id
 
 
 def wandb_logger(

@@ -42,7 +42,9 @@ MODES = ("steps", "loop")
 DEVICES = ("cpu", "cuda")
 AUTOCAST_DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 # Settings shared by every configuration of one run (the rest may differ between configurations).
-PROCESS_KEYS = ("mode", "device", "threads", "keep_freed_memory", "warmup", "steps", "rounds", "seed", "path")
+PROCESS_KEYS = ("mode", "device", "threads", "keep_freed_memory", "peak", "warmup", "steps", "rounds", "seed", "path")
+# A training step costs about 3 forward passes (the backward pass about 2), 2 FLOPs per multiply-accumulate.
+TRAIN_FLOPS_PER_MAC = 3 * 2
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -59,6 +61,7 @@ class BenchSettings:
     compile: bool
     threads: int | None
     keep_freed_memory: bool
+    peak: bool
     warmup: int
     steps: int
     rounds: int
@@ -77,6 +80,7 @@ class BenchSettings:
             compile=_default(node.compile, cfg.model.get("compile", False)),
             threads=node.threads,
             keep_freed_memory=node.keep_freed_memory,
+            peak=node.get("peak", False),
             warmup=node.warmup,
             steps=node.steps,
             rounds=node.rounds,
@@ -97,6 +101,7 @@ class BenchSettings:
         for key in ("channels_last", "compile"):
             check(isinstance(getattr(self, key), bool), f"bench.{key}", getattr(self, key), "true, false or null")
         check(isinstance(self.keep_freed_memory, bool), "bench.keep_freed_memory", self.keep_freed_memory, "true or false")
+        check(isinstance(self.peak, bool), "bench.peak", self.peak, "true or false")
         check(self.threads is None or _count(self.threads, 1), "bench.threads", self.threads, "null or an integer >= 1")
         for key, low in (("batch_size", 1), ("warmup", 0), ("steps", 2), ("rounds", 1)):
             check(_count(getattr(self, key), low), f"bench.{key}", getattr(self, key), f"an integer >= {low}")
@@ -425,6 +430,47 @@ def complexity(config: BenchConfig) -> dict[str, int]:
     return model_complexity(build_model(config.cfg), config.cfg.data)
 
 
+def matmul_peak(settings: BenchSettings, size: int | None = None, repeats: int = 10) -> dict[str, Any]:
+    """The device's measured dense matmul rate in the bench precision: the yardstick for "fraction of peak".
+
+    A square product large enough to saturate the device, fastest of `repeats`; bf16/fp16 under
+    mixed precision, float32 otherwise (on CUDA with PyTorch's default TF32 setting for float32).
+    """
+    size = size or (8192 if settings.device == "cuda" else 1024)
+    dtype = settings.autocast_dtype or torch.float32
+    generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
+    a, b = (torch.randn(size, size, device=settings.device, dtype=dtype, generator=generator) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    seconds = min(timed(lambda: a @ b, settings.device) for _ in range(repeats))
+    return {"dtype": str(dtype).removeprefix("torch."), "size": size, "tflops": 2 * size**3 / seconds / 1e12}
+
+
+def achieved(row: dict[str, Any], peak: dict[str, Any] | None) -> dict[str, float]:
+    """Effective training FLOP/s at the fastest step (TRAIN_FLOPS_PER_MAC x MACs per image), and the 50k-image epoch it implies.
+
+    Effective: counted from the network's MACs, not from what the kernels execute. Convolution
+    algorithms that multiply less (Winograd) can put it above the measured matmul peak.
+    """
+    images_per_s = row["images_per_s_best"]
+    result = {"train_tflops": TRAIN_FLOPS_PER_MAC * row["macs"] * images_per_s / 1e12,
+              "epoch_50k_s_derived": 50_000 / images_per_s}
+    if peak:
+        result["fraction_of_peak"] = result["train_tflops"] / peak["tflops"]
+    return result
+
+
+def format_achieved(rows: list[dict[str, Any]], peak: dict[str, Any] | None) -> str:
+    lines = []
+    if peak:
+        lines.append(f"measured matmul peak: {peak['tflops']:.2f} TFLOP/s ({peak['dtype']}, {peak['size']}x{peak['size']})")
+    for row in rows:
+        share = f", {row['fraction_of_peak']:.1%} of the measured peak" if "fraction_of_peak" in row else ""
+        lines.append(f"{row['label']}: about {row['train_tflops']:.3f} effective TFLOP/s in training (3 x 2 x MACs per image){share}; "
+                     f"50k images at the fastest step: {row['epoch_50k_s_derived']:.1f} s")
+    return "\n".join(lines)
+
+
 def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
     settings = configs[0].settings
     trainees = [make_trainee(config) for config in configs]
@@ -481,16 +527,22 @@ def bench(args: Sequence[str]) -> dict[str, Any]:
     started = datetime.datetime.now(datetime.timezone.utc)
     machine_before = machine(settings.device)
     rows = run_steps(configs) if settings.mode == "steps" else run_loops(configs)
+    peak = matmul_peak(settings) if settings.peak else None
+    if settings.mode == "steps":
+        for row in rows:
+            row.update(achieved(row, peak))
     report = {
         "command": "python -m c3exp.bench " + " ".join(args),
         "date": started.isoformat(timespec="seconds"),
         "seconds": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
         "mode": settings.mode,
-        "machine": {**machine_before, "keep_freed_memory": kept},
+        "machine": {**machine_before, "keep_freed_memory": kept, "matmul_peak": peak},
         "load_average_end": machine(settings.device)["load_average"],
         "configurations": rows,
     }
     print(format_table(rows, settings.mode))
+    if settings.mode == "steps":
+        print(format_achieved(rows, peak))
     print(f"wrote {write_json(Path(settings.path), report)}")
     return report
 

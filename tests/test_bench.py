@@ -134,6 +134,18 @@ def test_bench_writes_raw_step_times_machine_and_ratios(tmp_path):
     machine = report["machine"]
     assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["torch_threads"] == 1
     assert machine["cpu"] and report["date"][:2] == "20" and first["settings"]["device"] == "cpu"
+    assert machine["matmul_peak"] is None and "fraction_of_peak" not in first  # bench.peak is off by default
+
+
+def test_bench_peak_gives_achieved_flops_and_their_share_of_the_matmul_peak(tmp_path, capsys):
+    report = bench(["model=resnet20", "attn=none", *TINY, "bench.peak=true", f"bench.path={tmp_path / 'b.json'}"])
+    peak = report["machine"]["matmul_peak"]
+    assert peak["dtype"] == "float32" and peak["size"] == 1024 and peak["tflops"] > 0
+    (row,) = report["configurations"]
+    assert row["train_tflops"] == pytest.approx(6 * row["macs"] * row["images_per_s_best"] / 1e12)
+    assert row["fraction_of_peak"] == pytest.approx(row["train_tflops"] / peak["tflops"])
+    assert row["epoch_50k_s_derived"] == pytest.approx(50_000 / row["images_per_s_best"])
+    assert "of the measured peak" in capsys.readouterr().out
 
 
 def test_bench_loop_mode_compares_lightning_with_a_bare_loop(tmp_path):
@@ -151,6 +163,7 @@ def test_bench_loop_mode_compares_lightning_with_a_bare_loop(tmp_path):
         (["bench.precision=8-mixed"], "bench.precision='8-mixed' is not valid"),
         (["bench.precision=16-mixed"], "bench.precision='16-mixed' is not valid: expected 32 or bf16-mixed on a CPU"),
         (["bench.steps=1"], "bench.steps=1 is not valid"),
+        (["bench.peak=maybe"], "bench.peak='maybe' is not valid: expected true or false"),
         (["attn=none,sk"], "attn='sk' is not valid"),
         (["bench.threads=1,2"], "bench.threads=[1, 2] is not valid: expected one value for all configurations"),
         (["bench.nope=1"], "bench.nope"),

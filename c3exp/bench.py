@@ -35,8 +35,8 @@ from c3exp.config import compose
 from c3exp.errors import ConfigError, check
 from c3exp.models import build_model
 from c3exp.results import write_json
-from c3exp.utils.memory import keep_freed_memory
 from c3exp.utils.complexity import model_complexity
+from c3exp.utils.memory import keep_freed_memory
 
 MODES = ("steps", "loop")
 DEVICES = ("cpu", "cuda")
@@ -80,7 +80,7 @@ class BenchSettings:
             compile=_default(node.compile, cfg.model.get("compile", False)),
             threads=node.threads,
             keep_freed_memory=node.keep_freed_memory,
-            peak=node.get("peak", False),
+            peak=node.peak,
             warmup=node.warmup,
             steps=node.steps,
             rounds=node.rounds,

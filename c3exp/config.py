@@ -60,9 +60,13 @@ def parse_overrides(args: Iterable[str]) -> list:
     return parsed
 
 
-def check_overrides(overrides: Iterable[str]) -> None:
-    """Reject an unknown group choice (`data=foo`, one value of a sweep, a glob matching none) with one clear line."""
-    for override in parse_overrides(overrides):
+def check_overrides(overrides: Iterable[str]) -> list:
+    """Reject an unknown group choice (`data=foo`, one value of a sweep, a glob matching none) with one clear line.
+
+    Returns the parsed overrides, for callers that look at them further.
+    """
+    parsed = parse_overrides(overrides)
+    for override in parsed:
         group = override.key_or_group
         if group not in GROUPS or override.is_delete():
             continue
@@ -76,6 +80,7 @@ def check_overrides(overrides: Iterable[str]) -> None:
         for value in values:
             if value is not None and str(value) not in choices:
                 raise ConfigError(group, value, choices)
+    return parsed
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
@@ -107,10 +112,10 @@ def check_command_line(args: Sequence[str]) -> None:
         )
     if flags.config_name or flags.config_path or flags.config_dir or flags.experimental_rerun or flags.shell_completion:
         return
-    check_overrides(flags.overrides)
+    parsed = check_overrides(flags.overrides)
     if flags.multirun or flags.help or flags.hydra_help or flags.info:
         return
-    if any(override.is_sweep_override() for override in parse_overrides(flags.overrides)):
+    if any(override.is_sweep_override() for override in parsed):
         return
     compose(flags.overrides, return_hydra_config=True)
 

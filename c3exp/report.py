@@ -100,12 +100,12 @@ def run_from_wandb(run: Any) -> Run | None:
     """A finished c3exp run of the W&B API (its config is the resolved run config), or None."""
     config, summary = dict(run.config), dict(run.summary)
     test_acc1 = _first(summary, "final/test_acc1", "test/acc1")
-    model = _lookup(config, "model.name")
-    if test_acc1 is None or model is None:
+    choices = {name: _lookup(config, key) for name, key in KEY_CHOICES.items()}
+    if test_acc1 is None or choices["model"] is None:
         return None
     rows = run.history(keys=["epoch", "val/acc1"], pandas=False)
     results = {
-        **{name: _lookup(config, key) for name, key in KEY_CHOICES.items()},
+        **choices,
         "params": _first(summary, "final/params", "model/params"),
         "macs": _first(summary, "final/macs", "model/macs"),
         "test_acc1": float(test_acc1),

@@ -55,6 +55,13 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
+def replace_run_id(save_dir: Path, path: Path) -> str:
+    """A new id written to `path` all at once (readers never see a half-written file)."""
+    run_id = new_run_id()
+    os.replace(write_temp(save_dir, run_id + "\n"), path)
+    return run_id
+
+
 def write_temp(save_dir: Path, text: str) -> Path:
     """A uniquely named file next to the target (mkstemp is exclusive even on shared filesystems)."""
     fd, tmp = tempfile.mkstemp(dir=save_dir, prefix=f".{RUN_ID_FILE}.")
@@ -72,11 +79,8 @@ def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
     path = save_dir / RUN_ID_FILE
     save_dir.mkdir(parents=True, exist_ok=True)
     if resume == "never":
-        run_id = new_run_id()
         # Only rank 0 talks to W&B; other ranks (DDP children start later) must not replace its id.
-        if getattr(rank_zero_only, "rank", 0) == 0:
-            os.replace(write_temp(save_dir, run_id + "\n"), path)
-        return run_id
+        return replace_run_id(save_dir, path) if getattr(rank_zero_only, "rank", 0) == 0 else new_run_id()
     if not path.is_file():
         tmp = write_temp(save_dir, new_run_id() + "\n")
         try:
@@ -90,8 +94,7 @@ def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
             tmp.unlink(missing_ok=True)
     run_id = path.read_text().strip()
     if not run_id:  # an empty file, e.g. from a kill while an older version wrote it
-        run_id = new_run_id()
-        os.replace(write_temp(save_dir, run_id + "\n"), path)
+        run_id = replace_run_id(save_dir, path)
     return run_id
 
 

@@ -54,7 +54,7 @@ class ClassificationModule(L.LightningModule):
         self.losses = nn.ModuleDict({f"{stage}_split": MeanMetric() for stage in STAGES})
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
-        self._epoch_started = self._epoch_seconds = 0.0
+        self._epoch_started = 0.0
         self._epoch_images = 0
         self._throughput: dict[str, float] = {}
         self._compiled = False
@@ -104,12 +104,12 @@ class ClassificationModule(L.LightningModule):
 
     def _stop_epoch_clock(self) -> dict[str, float]:
         """End this epoch's training time (once per epoch), add it to the total; the epoch's throughput."""
-        self._epoch_seconds = time.perf_counter() - self._epoch_started
-        self.train_seconds += self._epoch_seconds
+        seconds = time.perf_counter() - self._epoch_started
+        self.train_seconds += seconds
         images = self._epoch_images * self.trainer.world_size
         return {
-            "train/epoch_time": self._epoch_seconds,
-            "train/images_per_sec": images / max(self._epoch_seconds, 1e-9),
+            "train/epoch_time": seconds,
+            "train/images_per_sec": images / max(seconds, 1e-9),
         }
 
     def _has_row(self) -> bool:

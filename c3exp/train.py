@@ -11,6 +11,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from c3exp.cli import run_reporting_user_errors
@@ -21,17 +22,19 @@ from c3exp.config import (
     register_resolvers,
     validate_config,
 )
-from c3exp.errors import check
+from c3exp.errors import ConfigError, check
 from c3exp.data import ImageDataModule
 from c3exp.models import build_model
 from c3exp.paths import config_dir
 from c3exp.results import summarise_history, write_results
 from c3exp.training import ClassificationModule
+from c3exp.training.csv_rows import carry_over_csv_rows
 from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
+NETWORK_KEYS = ("model", "attn", "placement", "data")  # the key choices that shape the network
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -62,10 +65,15 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassificationModule:
     )
 
 
+def open_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents with its tensors memory-mapped, not read."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
 def _loads(path: Path) -> bool:
-    """Whether the checkpoint opens: its zip directory and pickle read; tensors mapped, not read."""
+    """Whether the checkpoint opens: its zip directory and pickle read."""
     try:
-        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        open_checkpoint(path)
         return True
     except Exception:  # a file cut short by a kill during saving
         log.warning("skipping unreadable checkpoint %s", path)
@@ -91,6 +99,28 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
+def check_checkpoint_fits(cfg: DictConfig, module: ClassificationModule, checkpoint: dict[str, Any], path: str) -> None:
+    """The checkpoint's weights must have the names and shapes of this run's network.
+
+    A run directory reused with another model or attention (resume=auto picks up its checkpoint)
+    would otherwise fail deep in load_state_dict with a list of missing keys.
+    """
+    theirs = {name: tuple(tensor.shape) for name, tensor in checkpoint.get("state_dict", {}).items()}
+    ours = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    if theirs == ours:
+        return
+    saved = key_choices(OmegaConf.create(checkpoint.get("c3exp", {}).get("config") or {}))
+    here = key_choices(cfg)
+    differs = [f"{key}={saved[key]}, not {here[key]}" for key in NETWORK_KEYS if saved[key] is not None and saved[key] != here[key]]
+    raise ConfigError(
+        "ckpt_path" if cfg.get("ckpt_path") else "resume",
+        path,
+        "a checkpoint of this run's network"
+        + (f" (the checkpoint has {', '.join(differs)})" if differs else "")
+        + "; start afresh with resume=never or another hydra.run.dir",
+    )
+
+
 def _checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
     """The best (monitored) and the latest checkpoint written by the run's ModelCheckpoint callbacks."""
     paths: dict[str, str | None] = {"best": None, "last": None}
@@ -112,17 +142,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     net = build_model(cfg)
     complexity = model_complexity(net, cfg.data)
     module = build_module(cfg, net)
+    module.process_started = started
     assign_gpu_for_parallel_job(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False, callbacks=instantiate_group(cfg.get("callbacks"))
     )
     log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
+    ckpt_path = resume_checkpoint(cfg)
+    checkpoint = open_checkpoint(ckpt_path) if ckpt_path else None
+    if checkpoint is not None:
+        check_checkpoint_fits(cfg, module, checkpoint, ckpt_path)
     try:
-        for logger in trainer.loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-            logger.log_metrics({f"model/{key}": value for key, value in complexity.items()}, step=0)
-        results = fit_and_test(cfg, trainer, module, datamodule)
-        results.update(complexity, wall_seconds=time.time() - started)
+        start_loggers(cfg, trainer, complexity, ckpt_path, checkpoint)
+        results = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
+        results.update(complexity, wall_seconds=module.wall_seconds_before + time.time() - started)
         log_final_results(trainer, results)
     except BaseException:
         finish_wandb_run(exit_code=1)
@@ -134,9 +167,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: ClassificationModule, datamodule: ImageDataModule) -> dict[str, Any]:
+def start_loggers(
+    cfg: DictConfig, trainer: L.Trainer, complexity: dict[str, int], ckpt_path: str | None, checkpoint: dict[str, Any] | None
+) -> None:
+    """Log the config, and the model's size once: a resumed run's CSV keeps its earlier rows instead."""
+    for logger in trainer.loggers:
+        if checkpoint is not None and isinstance(logger, CSVLogger) and trainer.is_global_zero:
+            carry_over_csv_rows(logger, ckpt_path, int(checkpoint.get("global_step", 0)))  # before the writer starts
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if checkpoint is None:
+            logger.log_metrics({f"model/{key}": value for key, value in complexity.items()}, step=0)
+
+
+def fit_and_test(
+    cfg: DictConfig, trainer: L.Trainer, module: ClassificationModule, datamodule: ImageDataModule, ckpt_path: str | None
+) -> dict[str, Any]:
     pin_ddp_children_to_this_job()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     history = list(module.history)  # testing the best checkpoint would reload an older history
     test_ckpt = "best" if cfg.test_ckpt == "best" and trainer.checkpoint_callback else None
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0]

@@ -102,8 +102,65 @@ def test_resume_auto_picks_up_the_run_directory(two_epochs, tmp_path):
     shutil.copytree(two_epochs["run_dir"], run_dir)
     resumed = train(run_config(SHORT + ["trainer.max_epochs=3", "resume=auto"], run_dir))
     assert [row["epoch"] for row in resumed["history"]] == [0, 1, 2]
+    # the CSV keeps the first leg's rows (Lightning's CSVLogger deletes the file it finds) and
+    # drops the first leg's test and final rows, logged at the checkpoint's step
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert [row["epoch"] for row in rows if row["val/acc1"]] == ["0", "1", "2"]
+    assert [float(row["val/acc1"]) for row in rows if row["val/acc1"]] == [r["val/acc1"] for r in resumed["history"]]
+    assert sum(1 for row in rows if row["model/params"]) == 1
+    assert sum(1 for row in rows if row["test/acc1"]) == 1 and sum(1 for row in rows if row["final/test_acc1"]) == 1
+    assert resumed["wall_seconds"] > resumed["train_seconds"] > two_epochs["train_seconds"]
     fresh = train(run_config(SHORT + ["trainer.max_epochs=1", "resume=auto"], tmp_path / "empty"))
     assert [row["epoch"] for row in fresh["history"]] == [0]
+
+
+def test_rerunning_a_finished_run_keeps_its_csv_rows(two_epochs, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epochs["run_dir"], run_dir)
+    before = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    again = train(run_config(SHORT + ["trainer.max_epochs=2", "resume=auto"], run_dir))
+    after = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert again["test_acc1"] == two_epochs["test_acc1"]
+    assert [row for row in after if not row["test/acc1"] and not row["final/test_acc1"]] == [
+        row for row in before if not row["test/acc1"] and not row["final/test_acc1"]
+    ]
+    assert len(after) == len(before)
+
+
+def test_reusing_a_run_directory_with_another_network_is_one_line(two_epochs, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epochs["run_dir"], run_dir)
+    other = [o for o in SHORT if o != "model=resnet20"] + ["model=resnet32", "trainer.max_epochs=3", "resume=auto"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_user_errors(lambda: train(run_config(other, run_dir)))
+    message = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(message.splitlines()) == 1
+    assert "model=resnet20, not resnet32" in message and "resume=never" in message
+
+
+def test_testing_a_checkpoint_leaves_the_run_times_alone():
+    """trainer.test(ckpt_path="best") loads an older checkpoint: its times are not the run's."""
+    import lightning as L
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from c3exp.train import build_module
+    from c3exp.models import build_model
+
+    cfg = run_config(SHORT, Path("/tmp/unused"))
+    module = build_module(cfg, build_model(cfg))
+    saved = {"c3exp": {"history": [{"epoch": 0}], "train_seconds": 5.0, "wall_seconds": 9.0}}
+    module.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer.state.fn = TrainerFn.TESTING
+    module.train_seconds = 42.0
+    module.on_load_checkpoint(saved)
+    assert module.train_seconds == 42.0 and module.history == [] and module.wall_seconds_before == 0.0
+    module.trainer.state.fn = TrainerFn.FITTING
+    module.on_load_checkpoint(saved)
+    assert module.train_seconds == 5.0 and module.history == [{"epoch": 0}] and module.wall_seconds_before == 9.0
 
 
 def test_resume_auto_skips_a_checkpoint_cut_short(two_epochs, tmp_path):

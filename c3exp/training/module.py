@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +55,9 @@ class ClassificationModule(L.LightningModule):
         self.losses = nn.ModuleDict({f"{stage}_split": MeanMetric() for stage in STAGES})
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
+        # Wall-clock time of earlier processes of this run, up to their checkpoint (resumed runs).
+        self.wall_seconds_before = 0.0
+        self.process_started = time.time()
         self._epoch_started = 0.0
         self._epoch_images = 0
         self._throughput: dict[str, float] = {}
@@ -148,12 +152,21 @@ class ClassificationModule(L.LightningModule):
             self.history.append(self._epoch_row(("train",), self._stop_epoch_clock()))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["c3exp"] = {"history": self.history, "train_seconds": self.train_seconds, "config": self.run_config}
+        checkpoint["c3exp"] = {
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "wall_seconds": self.wall_seconds_before + time.time() - self.process_started,
+            "config": self.run_config,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming a fit restores the run's history and times; testing a (best) checkpoint leaves them."""
+        if self._trainer is not None and self.trainer.state.fn != TrainerFn.FITTING:
+            return
         state = checkpoint.get("c3exp", {})
         self.history = list(state.get("history", []))
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.wall_seconds_before = float(state.get("wall_seconds", 0.0))
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):

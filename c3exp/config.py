@@ -1,6 +1,7 @@
 """Composing, checking and describing configs, for the CLIs, notebooks and tests alike."""
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable, Sequence
 from numbers import Number
@@ -83,26 +84,92 @@ def check_overrides(overrides: Iterable[str]) -> list:
     return parsed
 
 
+def _compose(overrides: Sequence[str], config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
     """The config a CLI run with these overrides would use (for notebooks and tests).
 
     `hydra:` interpolations such as `output_dir` are left unresolved: they exist only inside a run.
     """
     register_resolvers()
-    check_overrides(overrides)
+    parsed = check_overrides(overrides)
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return _compose(overrides, config_name, return_hydra_config)
     except HydraException as err:
+        if config_name == "config":
+            check_keys(parsed)  # an unknown key: name it and the nearest real ones
         raise OverrideError(one_line(err)) from None
+
+
+def _group_selections(parsed: Iterable) -> list[list[str]]:
+    """The group choices of a command line: one list per value of a swept group, the others at their first value."""
+    choices: dict[str, list[str]] = {}
+    for override in parsed:
+        if override.key_or_group not in GROUPS or override.is_delete() or isinstance(override.value(), Glob):
+            continue
+        key = override.get_key_element()
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.input_line.partition("=")[2]]
+        choices[key] = [f"{key}={value}" for value in values]
+    first = [values[0] for values in choices.values()]
+    variants = [first] + [[value if i == j else first[j] for j in range(len(first))]
+                          for i, values in enumerate(choices.values()) for value in values[1:]]
+    return variants
+
+
+def config_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of a config, inner nodes included, values set or not (`???`)."""
+    keys = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        keys.append(path)
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            keys += config_keys(child, f"{path}.")
+    return keys
+
+
+def check_keys(parsed: Sequence) -> None:
+    """A `key=value` override must name a key of the composed config: one line naming the nearest ones.
+
+    Hydra's own report suggests `+key=value`, which adds a key nothing reads: the run would go on
+    with the setting silently ignored.
+    """
+    plain = [
+        o for o in parsed
+        if not (o.is_add() or o.is_force_add() or o.is_delete())
+        and o.key_or_group not in GROUPS and "/" not in o.key_or_group and not o.key_or_group.startswith("hydra")
+    ]
+    if not plain:
+        return
+    try:  # a key counts if one of the sweep's group choices has it
+        keys = list(dict.fromkeys(k for selection in _group_selections(parsed) for k in config_keys(_compose(selection))))
+    except HydraException:
+        return  # the group choices themselves fail: Hydra's message says why
+    for override in plain:
+        key = override.key_or_group
+        if key not in keys:
+            near = nearest_keys(key, keys)
+            hint = f"did you mean {' or '.join(near)}?" if near else "`python -m c3exp --cfg job` prints the keys"
+            raise OverrideError(f"{key} is not a config key or group ({override.input_line}): {hint}")
+
+
+def nearest_keys(key: str, keys: Sequence[str]) -> list[str]:
+    """Keys of the same section ending in the same name (optim.lr -> optim.optimizer.lr), else spelling neighbours."""
+    name = key.rpartition(".")[2]
+    same_name = [k for k in keys if k.rpartition(".")[2] == name and k.split(".")[0] == key.split(".")[0]]
+    candidates = list(dict.fromkeys([*keys, *GROUPS]))
+    return same_name[:3] or difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
 
 
 def check_command_line(args: Sequence[str]) -> None:
     """Compose a single run's command line up front, so a bad override is one line, not Hydra's report.
 
     The command line is split by Hydra's own argument parser, so its flags (`--cfg job`, `-m`,
-    `--info`) keep their meaning. Sweeps are checked choice by choice only: their jobs compose one
-    at a time later. Another primary config (`-cn`, `-cp`, `-cd`) is left to Hydra.
+    `--info`) keep their meaning. Sweeps are checked choice by choice and key by key: their jobs
+    compose one at a time later. Another primary config (`-cn`, `-cp`, `-cd`) is left to Hydra.
     """
     flags, stray = get_args_parser().parse_known_args(list(args))
     if stray:
@@ -113,9 +180,10 @@ def check_command_line(args: Sequence[str]) -> None:
     if flags.config_name or flags.config_path or flags.config_dir or flags.experimental_rerun or flags.shell_completion:
         return
     parsed = check_overrides(flags.overrides)
-    if flags.multirun or flags.help or flags.hydra_help or flags.info:
+    if flags.help or flags.hydra_help or flags.info:
         return
-    if any(override.is_sweep_override() for override in parsed):
+    if flags.multirun or any(override.is_sweep_override() for override in parsed):
+        check_keys(parsed)
         return
     compose(flags.overrides, return_hydra_config=True)
 

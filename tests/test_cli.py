@@ -94,6 +94,37 @@ def test_overrides_split_by_a_flag_are_one_clear_line():
         check_command_line(["data=digits", "-m", "attn=c3"])
 
 
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["optim.lr=-1"], "optim.lr is not a config key or group (optim.lr=-1): did you mean optim.optimizer.lr?"),
+        (["atn=c3"], "atn is not a config key or group (atn=c3): did you mean attn?"),
+        (["data.batch_sise=4"], "did you mean data.batch_size"),
+        (["foo=1"], "foo is not a config key or group (foo=1): `python -m c3exp --cfg job` prints the keys"),
+        (["-m", "atn=none,c3", "data=digits"], "atn is not a config key or group (atn=none,c3): did you mean attn?"),
+        (["-m", "logger=csv,wandb", "logger.wandb.projekt=x"], "did you mean logger.wandb.project or"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_nearest_real_ones(args, expected):
+    """Hydra's report would suggest `+key=value`, which adds a key nothing reads; sweeps failed job by job."""
+    with pytest.raises(OverrideError) as error:
+        check_command_line(args)
+    assert expected in str(error.value) and "+" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data=imagefolder", "data.root=/somewhere"],  # a key whose value is still ??? exists
+        ["logger=wandb", "logger.wandb.project=x"],  # a key of a group chosen on the same line
+        ["-m", "logger=csv,wandb", "logger.wandb.project=x"],
+        ["+foo=1"],  # adding a key is explicit
+    ],
+)
+def test_keys_of_the_chosen_groups_pass_the_key_check(args):
+    check_command_line(args)
+
+
 def test_a_glob_that_matches_no_choice_is_one_clear_line():
     with pytest.raises(ConfigError, match=r"model='glob\(vgg\*\)' is not valid: expected one of resnet110"):
         check_command_line(["-m", "model=glob(vgg*)"])

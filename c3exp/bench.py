@@ -30,7 +30,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from c3exp.cli import fail, run_reporting_user_errors
+from c3exp.cli import fail, printed_help, run_reporting_user_errors
 from c3exp.config import compose
 from c3exp.errors import ConfigError, check
 from c3exp.models import build_model
@@ -547,8 +547,31 @@ def bench(args: Sequence[str]) -> dict[str, Any]:
     return report
 
 
+HELP = """\
+usage: python -m c3exp.bench [key=value | key=a,b ...]
+
+Training throughput of one or more configurations, timed interleaved in one process on synthetic
+batches; prints a table and writes the raw step times, machine and date to bench.path.
+Comma-separated values define the configurations (their product, in the order given).
+
+  model=NAME, attn=NAME         the networks, e.g. model=resnet20,resnet110 attn=none,c3
+  bench.mode=steps|loop         steps: round-robin training steps; loop: Lightning's Trainer.fit vs a bare loop
+  bench.device=cpu|cuda         where the steps run (default cpu)
+  bench.precision=32|bf16-mixed|16-mixed         default: trainer.precision
+  bench.batch_size=128 bench.warmup=3 bench.steps=10 bench.rounds=3 (loop mode)
+  bench.channels_last=true|false bench.compile=true|false   default: as the model config says
+  bench.threads=N               torch threads (default: PyTorch's, one per core)
+  bench.peak=true               also time a large matmul: each configuration's share of the measured peak
+  bench.path=PATH               where the JSON goes (default outputs/bench/bench.json)
+
+example: python -m c3exp.bench model=resnet110 attn=none,c3 bench.steps=15"""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark the command line describes; -h/--help: print the usage."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if printed_help(args, HELP):
+        return
     try:
         run_reporting_user_errors(lambda: bench(args))
     except HydraException as err:  # e.g. an unknown key: Hydra's first line is the useful one

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from c3exp.errors import ConfigError, DataNotFoundError, OverrideError
@@ -15,6 +15,17 @@ T = TypeVar("T")
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def printed_help(args: Sequence[str], usage: str) -> bool:
+    """-h/--help anywhere on a command line prints `usage` (and the command then stops)."""
+    if any(arg in HELP_FLAGS for arg in args):
+        print(usage)
+        return True
+    return False
 
 
 def run_reporting_user_errors(fn: Callable[[], T]) -> T:

@@ -1,7 +1,9 @@
 """`python -m c3exp.eval ckpt_path=PATH [key=value ...]`: test a checkpoint on its run's data.
 
 The checkpoint carries the resolved config of the run that wrote it; `key=value` arguments change
-settings of it (e.g. `data.root=/datasets data.batch_size=512 trainer.accelerator=cpu`).
+settings of it (e.g. `data.root=/datasets data.batch_size=512 trainer.accelerator=cpu`), and
+`data=NAME` / `trainer=NAME` put another config file of that group in place of the run's. The
+network (model.*, attn.*, data.num_classes) is the checkpoint's and cannot be changed.
 """
 from __future__ import annotations
 
@@ -13,18 +15,48 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from c3exp.cli import run_reporting_user_errors
+from c3exp.cli import printed_help, run_reporting_user_errors
+from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError, check
+from c3exp.models import SPEED_KEYS
+
+HELP = """\
+usage: python -m c3exp.eval ckpt_path=PATH [key=value ...]
+
+Test a checkpoint written by `python -m c3exp` on its run's test data, with the config saved in it.
+Prints the test metrics and writes them beside the checkpoint (<checkpoint>.eval.json).
+
+  ckpt_path=PATH      the checkpoint, e.g. outputs/<run>/checkpoints/last.ckpt (required)
+  data.KEY=VALUE      change a data setting: data.root=/datasets data.batch_size=512 data.num_workers=0
+  data=NAME           another data config with as many classes as the run's (e.g. data=cifar10)
+  trainer.KEY=VALUE   trainer.accelerator=cpu|gpu|auto, trainer.precision=32-true, trainer.limit_test_batches=N
+  trainer=NAME        another trainer config (e.g. trainer=cpu)
+
+The network (model.*, attn.*, data.num_classes) is the checkpoint's and cannot be changed. A GPU
+run's checkpoint is tested on the CPU where no GPU is available, unless the command line asks for one.
+
+example: python -m c3exp.eval ckpt_path=outputs/resnet20-c3/checkpoints/last.ckpt data.root=/datasets"""
+# Groups whose config file may replace the run's: they say where the test data is and what runs it.
+SWAPPABLE_GROUPS = ("data", "trainer")
+# Groups that decide the network: the checkpoint's weights fit only the run's own.
+MODEL_GROUPS = ("model", "attn")
+ACCELERATORS = ("auto", "cpu", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     check(path.is_file(), "ckpt_path", str(path), "an existing checkpoint file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    check("c3exp" in checkpoint, "ckpt_path", str(path), "a checkpoint written by c3exp")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle, zip or end-of-file errors: whatever the file is, it is no checkpoint
+        raise ConfigError(
+            "ckpt_path", str(path), f"a c3exp/Lightning checkpoint (torch.load cannot read this file: {type(err).__name__})"
+        ) from None
+    check(isinstance(checkpoint, dict) and "c3exp" in checkpoint, "ckpt_path", str(path), "a checkpoint written by c3exp")
     return checkpoint
 
 
@@ -38,31 +70,121 @@ def split_ckpt_arg(settings: Sequence[str]) -> tuple[str, list[str]]:
     return paths[0], overrides
 
 
+def swap_group(cfg: DictConfig, group: str, choice: str) -> None:
+    """`data=NAME` / `trainer=NAME`: that group's config file in place of the run's, as in training."""
+    if group in MODEL_GROUPS:
+        raise ConfigError(
+            group, choice, f"the checkpoint's own {group} ({OmegaConf.select(cfg, f'{group}.name')}): "
+            "model settings cannot be changed when evaluating a checkpoint"
+        )
+    check(group in SWAPPABLE_GROUPS, group, choice,
+          "data=NAME or trainer=NAME: evaluation takes its other settings from the checkpoint")
+    check(choice in group_choices(group), group, choice, group_choices(group))
+    node = compose([f"{group}={choice}"])[group]
+    if group == "data":
+        classes, saved = node.get("num_classes"), cfg.data.num_classes
+        check(classes in (None, saved), group, choice,
+              f"a dataset with the checkpoint's {saved} classes ({choice} has {classes}): the network's head is fixed")
+    cfg[group] = node
+
+
+def set_key(cfg: DictConfig, key: str, value: str) -> None:
+    try:
+        OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"x={value}"]).x, merge=True)
+    except (ConfigKeyError, ConfigAttributeError):  # an unknown key, top-level or nested
+        raise ConfigError(key, value, "a key of the checkpoint's config (see its .hydra/config.yaml)") from None
+
+
 def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The run's config, group choices applied first and key=value settings after, as Hydra orders them."""
     cfg = OmegaConf.create(checkpoint["c3exp"]["config"])
     OmegaConf.set_struct(cfg, True)
+    pairs = []
     for item in overrides:
         check("=" in item, "argument", item, "a key=value config override")
         key, _, value = item.partition("=")
-        try:
-            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"x={value}"]).x, merge=True)
-        except (ConfigKeyError, ConfigAttributeError):  # an unknown key, top-level or nested
-            raise ConfigError(key, value, "a key of the checkpoint's config (see its .hydra/config.yaml)") from None
+        pairs.append((key, value))
+    for key, value in pairs:
+        if key in GROUPS:
+            swap_group(cfg, key, value)
+    for key, value in pairs:
+        if key not in GROUPS:
+            set_key(cfg, key, value)
+    check_same_network(OmegaConf.create(checkpoint["c3exp"]["config"]), cfg)
     return cfg
 
 
-def evaluate(ckpt_path: str | Path, overrides: list[str] = ()) -> dict[str, float]:
+def flatten(tree: Any, prefix: str) -> dict[str, Any]:
+    """Nested dicts as dotted keys, so a difference is named as the user would type it."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip("."): tree}
+    return {dotted: leaf for key, value in tree.items() for dotted, leaf in flatten(value, f"{prefix}{key}.").items()}
+
+
+def network_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that decide the weights: model (less its speed options), attn, data.num_classes."""
+    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else {}
+    attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else {}
+    model = {key: value for key, value in model.items() if key not in SPEED_KEYS}
+    return {**flatten(model, "model."), **flatten(attn, "attn."), "data.num_classes": cfg.data.get("num_classes")}
+
+
+def check_same_network(saved: DictConfig, cfg: DictConfig) -> None:
+    """The checkpoint's weights fit only the network it was trained as: name the first setting that differs."""
+    before, after = network_settings(saved), network_settings(cfg)
+    for key in sorted(before.keys() | after.keys()):
+        if key == "data.num_classes" and after[key] is None:  # imagefolder: counted from the class folders later
+            continue
+        check(after.get(key) == before.get(key), key, after.get(key),
+              f"the checkpoint's {before.get(key)!r}: model settings cannot be changed when evaluating a checkpoint")
+
+
+def load_weights(module: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """The stored weights into the rebuilt network; a mismatch is the checkpoint's fault, said in one line."""
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:  # missing, unexpected or reshaped tensors
+        detail = " ".join(str(err).split())[:200]
+        raise ConfigError("ckpt_path", str(path), f"a checkpoint whose weights fit the model of its config ({detail})") from None
+
+
+def accelerator_available(name: str) -> bool:
+    """Whether Lightning finds a device of this kind here (`gpu`: CUDA or Apple MPS)."""
+    if name in ("auto", "cpu"):
+        return True
+    kinds = ("cuda", "mps") if name == "gpu" else (name,)
+    return any(kind in AcceleratorRegistry and AcceleratorRegistry[kind]["accelerator"].is_available() for kind in kinds)
+
+
+def choose_accelerator(cfg: DictConfig, overrides: Sequence[str]) -> str:
+    """The config's accelerator. A GPU run's own setting falls back to the CPU where there is no GPU;
+    one the command line asked for (trainer.accelerator=, trainer=) is an error instead."""
+    wanted = str(cfg.trainer.get("accelerator") or "auto")
+    asked = [item for item in overrides if item.partition("=")[0] in ("trainer", "trainer.accelerator")]
+    key, _, value = asked[-1].partition("=") if asked else ("trainer.accelerator", "", wanted)
+    check(wanted in ACCELERATORS, key, value, ACCELERATORS)
+    if accelerator_available(wanted):
+        return wanted
+    check(not asked, key, value, f"cpu or auto: there is no {wanted} device on this machine (trainer.accelerator={wanted})")
+    print(f"note: the run trained with trainer.accelerator={wanted}; there is none here, so it is tested on the CPU",
+          file=sys.stderr, flush=True)
+    return "cpu"
+
+
+def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, float]:
     """Rebuild the run's model and data from the checkpoint and test the stored weights."""
     from c3exp.train import build_datamodule, build_module
     from c3exp.models import build_model
 
     checkpoint = load_checkpoint(ckpt_path)
     cfg = config_from_checkpoint(checkpoint, list(overrides))
+    accelerator = choose_accelerator(cfg, overrides)
     datamodule = build_datamodule(cfg)
+    check_same_network(OmegaConf.create(checkpoint["c3exp"]["config"]), cfg)  # imagefolder's counted classes
     module = build_module(cfg, build_model(cfg))
-    module.load_state_dict(checkpoint["state_dict"])
+    load_weights(module, checkpoint, ckpt_path)
     trainer = L.Trainer(
-        accelerator=cfg.trainer.get("accelerator", "auto"),
+        accelerator=accelerator,
         devices=1,
         precision=cfg.trainer.get("precision", "32-true"),
         limit_test_batches=cfg.trainer.get("limit_test_batches"),  # the run's own test set, as it was tested
@@ -76,7 +198,10 @@ def evaluate(ckpt_path: str | Path, overrides: list[str] = ()) -> dict[str, floa
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    ckpt_path, overrides = split_ckpt_arg(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if printed_help(args, HELP):
+        return {}
+    ckpt_path, overrides = split_ckpt_arg(args)
     metrics = evaluate(ckpt_path, overrides)
     out = Path(ckpt_path).with_suffix(".eval.json")
     out.write_text(json.dumps({"ckpt_path": ckpt_path, **metrics}, indent=2) + "\n")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from c3exp.cli import run_reporting_user_errors
+from c3exp.cli import printed_help, run_reporting_user_errors
 from c3exp.config import compose
 from c3exp.errors import ConfigError
 from c3exp.models import build_model
@@ -23,6 +23,20 @@ from c3exp.utils.complexity import count_macs, count_params, data_input_shape, m
 
 TABLE_ARG = "table"
 TABLES = ("paper",)
+HELP = """\
+usage: python -m c3exp.summary [key=value ...]
+       python -m c3exp.summary table=paper [key=value ...]
+
+Parameters and MACs of the network the training command would build, without training or writing
+anything: a per-part table (stem, stages, head, total), last line `params=<int> macs=<int>`.
+table=paper prints the paper's Table 1 (ResNet-20/56/110 and WRN x none/SE/CBAM/C3), ours beside theirs.
+
+  model=NAME          the network: resnet20, resnet56, resnet110, wrn, resnet18, ... (default resnet20)
+  attn=NAME           the attention: none, se, cbam, c3 (default none); attn.placement=..., attn.options.*=...
+  data=NAME           sets the classes and the input size: cifar10, cifar100 (default), imagefolder, ...
+  KEY=VALUE           any other override of the training command, e.g. model.depth=32 attn.placement=first_block
+
+example: python -m c3exp.summary model=resnet56 attn=c3"""
 
 # (parameters in M, FLOPs in M) of each Table 1 cell
 PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {key: cell[:2] for key, cell in TABLE1.items()}
@@ -153,8 +167,11 @@ def split_table_arg(argv: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    """Print (and return) the summary for `argv` (default: the command line)."""
-    table, overrides = split_table_arg(sys.argv[1:] if argv is None else argv)
+    """Print (and return) the summary for `argv` (default: the command line); -h/--help: the usage."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if printed_help(args, HELP):
+        return HELP
+    table, overrides = split_table_arg(args)
     text = paper_table(overrides) if table == "paper" else model_summary(compose(overrides))
     print(text)
     return text

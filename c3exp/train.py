@@ -137,7 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     if cfg.get("keep_freed_memory", False):
         keep_freed_memory()
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     net = build_model(cfg)
     complexity = model_complexity(net, cfg.data)

@@ -1,0 +1,170 @@
+"""`python -m c3exp.eval` on checkpoints it cannot use as asked, and -h/--help of eval, summary and bench."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import c3exp.eval as eval_cli
+from c3exp import bench, summary
+from c3exp.eval import evaluate, main as eval_main, network_settings
+from c3exp.train import train
+from tests.conftest import TINY_DIGITS, error_line, run_config
+
+TINY = TINY_DIGITS + [
+    "model=resnet20", "attn=none", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1", "trainer.limit_test_batches=2",
+]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, one_thread) -> str:
+    """last.ckpt of a one-epoch, two-step digits run on the CPU."""
+    return train(run_config(TINY, tmp_path_factory.mktemp("tiny")))["checkpoints"]["last"]
+
+
+def edited_copy(ckpt: str, folder: Path, edit) -> str:
+    """A copy of the checkpoint with `edit(checkpoint)` applied: a run trained elsewhere, a damaged file."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    edit(checkpoint)
+    path = folder / "edited.ckpt"
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def eval_error(capsys, *args: str) -> str:
+    return error_line(lambda: eval_main(list(args)), capsys)
+
+
+def no_gpu(monkeypatch) -> None:
+    """This machine as one without any GPU, whatever the test machine has."""
+    monkeypatch.setattr(eval_cli, "accelerator_available", lambda name: name in ("auto", "cpu"))
+
+
+# 1. a file that is not a checkpoint
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"", b"PK\x03\x04 cut short"], ids=["text", "empty", "zip"])
+def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys, content):
+    path = tmp_path / "fake.ckpt"
+    path.write_bytes(content)
+    line = eval_error(capsys, f"ckpt_path={path}")
+    assert f"ckpt_path='{path}' is not valid: expected a c3exp/Lightning checkpoint" in line
+
+
+def test_a_torch_file_that_is_no_c3exp_checkpoint_is_one_line(tmp_path, capsys):
+    torch.save(torch.zeros(3), tmp_path / "tensor.ckpt")
+    assert "expected a checkpoint written by c3exp" in eval_error(capsys, f"ckpt_path={tmp_path / 'tensor.ckpt'}")
+
+
+# 2. group choices: data= and trainer= replace the run's config file; the others are refused
+
+
+def test_data_choice_tests_on_that_dataset(ckpt, cifar10_root):
+    metrics = evaluate(ckpt, ["data=cifar10", f"data.root={cifar10_root}", "data.download=false",
+                              "data.verify_checksums=false", "data.num_workers=0", "data.batch_size=8"])
+    assert 0 <= metrics["test/acc1"] <= 1 and 0 <= metrics["test/acc5"] <= 1
+
+
+def test_trainer_choice_replaces_the_trainer_config(ckpt):
+    cfg = eval_cli.config_from_checkpoint(eval_cli.load_checkpoint(ckpt), ["trainer=cpu"])
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.limit_test_batches is None
+
+
+@pytest.mark.parametrize(
+    "argument,message",
+    [
+        ("data=cifar100", "data='cifar100' is not valid: expected a dataset with the checkpoint's 10 classes (cifar100 has 100)"),
+        ("data=nope", "data='nope' is not valid: expected one of cifar10, cifar100, digits"),
+        ("model=resnet32", "model='resnet32' is not valid: expected the checkpoint's own model (resnet20): model settings"),
+        ("attn=c3", "attn='c3' is not valid: expected the checkpoint's own attn (none): model settings"),
+        ("optim=cosine", "optim='cosine' is not valid: expected data=NAME or trainer=NAME"),
+    ],
+)
+def test_a_group_choice_evaluation_cannot_take_is_one_line(ckpt, capsys, argument, message):
+    assert message in eval_error(capsys, f"ckpt_path={ckpt}", argument)
+
+
+# 3. accelerators
+
+
+@pytest.mark.parametrize("argument", ["trainer.accelerator=gpu", "trainer=gpu"])
+def test_asking_for_a_gpu_there_is_not_is_one_line(ckpt, capsys, monkeypatch, argument):
+    no_gpu(monkeypatch)
+    key, _, value = argument.partition("=")
+    line = eval_error(capsys, f"ckpt_path={ckpt}", argument)
+    assert f"{key}='{value}' is not valid: expected cpu or auto: there is no gpu device on this machine" in line
+
+
+def test_a_gpu_run_is_tested_on_the_cpu_with_a_notice(ckpt, tmp_path, capsys, monkeypatch):
+    no_gpu(monkeypatch)
+    gpu_ckpt = edited_copy(ckpt, tmp_path, lambda c: c["c3exp"]["config"]["trainer"].update(accelerator="gpu"))
+    metrics = evaluate(gpu_ckpt)
+    assert metrics == pytest.approx(evaluate(ckpt))
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the run trained with trainer.accelerator=gpu; there is none here, so it is tested on the CPU"]
+
+
+def test_an_unknown_accelerator_is_one_line(ckpt, capsys):
+    assert "trainer.accelerator='tpx' is not valid: expected one of auto, cpu, gpu" in eval_error(
+        capsys, f"ckpt_path={ckpt}", "trainer.accelerator=tpx")
+
+
+# 4. the network is the checkpoint's
+
+
+@pytest.mark.parametrize(
+    "argument,message",
+    [
+        ("model.depth=32", "model.depth=32 is not valid: expected the checkpoint's 20: model settings cannot be changed"),
+        ("attn.name=se", "attn.name='se' is not valid: expected the checkpoint's 'none': model settings"),
+        ("data.num_classes=5", "data.num_classes=5 is not valid: expected the checkpoint's 10: model settings"),
+    ],
+)
+def test_changing_the_network_is_one_line(ckpt, capsys, argument, message):
+    assert message in eval_error(capsys, f"ckpt_path={ckpt}", argument)
+
+
+def test_speed_options_are_not_network_settings():
+    cfg = OmegaConf.create({"model": {"depth": 20, "compile": True, "channels_last": True},
+                            "attn": {"options": {"reduction": 8}}, "data": {"num_classes": 10}})
+    assert network_settings(cfg) == {"model.depth": 20, "attn.options.reduction": 8, "data.num_classes": 10}
+
+
+def test_weights_that_do_not_fit_are_one_line(ckpt, tmp_path, capsys):
+    damaged = edited_copy(ckpt, tmp_path, lambda c: c["state_dict"].popitem())
+    line = eval_error(capsys, f"ckpt_path={damaged}")
+    assert f"ckpt_path='{damaged}' is not valid: expected a checkpoint whose weights fit the model of its config" in line
+
+
+# 5. -h / --help
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+@pytest.mark.parametrize("main,usage", [(eval_main, "python -m c3exp.eval ckpt_path=PATH"),
+                                        (summary.main, "python -m c3exp.summary"),
+                                        (bench.main, "python -m c3exp.bench")], ids=["eval", "summary", "bench"])
+def test_help_prints_the_usage(capsys, main, usage, flag):
+    main([flag])
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {usage}") and "example: " in out
+
+
+def test_help_exits_zero_from_the_command_line():
+    done = subprocess.run([sys.executable, "-m", "c3exp.eval", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m c3exp.eval"), done.stderr
+
+
+# 6. no stray lines before an error
+
+
+def test_a_training_error_is_the_only_line_on_stderr(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "c3exp", "data=digits", "trainer=cpu", "attn=c3", "attn.options.reduction=7",
+         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: attn.options.reduction=7") and done.stderr.count("\n") == 1, done.stderr

@@ -5,10 +5,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from c3exp.errors import ConfigError, DataNotFoundError, OverrideError
+from c3exp.errors import ConfigError, DataNotFoundError, OverrideError, TrainerSettingError
 from c3exp.training.callbacks import NonFiniteLossError
 
-USER_ERRORS = (ConfigError, DataNotFoundError, NonFiniteLossError, OverrideError)
+USER_ERRORS = (ConfigError, DataNotFoundError, NonFiniteLossError, OverrideError, TrainerSettingError)
 T = TypeVar("T")
 
 

@@ -196,8 +196,17 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
     check(ok, key, value, "a number >= 0" if allow_zero else "a number > 0")
 
 
+def check_no_missing_values(cfg: DictConfig) -> None:
+    """A `???` left in the config (data.root of imagefolder) is named before anything reads it."""
+    for key in config_keys(cfg):
+        parent, _, name = key.rpartition(".")
+        if not key.startswith("hydra") and OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, name):
+            raise ConfigError(key, "???", f"a value: {key} has no default, set it on the command line ({key}=...)")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Numeric sanity checks that must fail before any data is loaded or any model is built."""
+    check_no_missing_values(cfg)
     _positive(cfg, "optim.optimizer.lr")
     _positive(cfg, "optim.optimizer.weight_decay", allow_zero=True)
     momentum = OmegaConf.select(cfg, "optim.optimizer.momentum")

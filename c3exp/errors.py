@@ -40,3 +40,7 @@ class DataNotFoundError(RuntimeError):
 
 class OverrideError(ValueError):
     """A command-line override Hydra cannot apply (unknown key, bad syntax); the message is Hydra's."""
+
+
+class TrainerSettingError(ValueError):
+    """Lightning's Trainer rejected the trainer settings (no such device here, an unknown precision)."""

@@ -10,11 +10,13 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from c3exp.cli import run_reporting_user_errors
+from c3exp.cli import USER_ERRORS, run_reporting_user_errors
 from c3exp.config import (
     check_command_line,
     instantiate_reporting_user_errors,
@@ -22,14 +24,14 @@ from c3exp.config import (
     register_resolvers,
     validate_config,
 )
-from c3exp.errors import ConfigError, check
+from c3exp.errors import ConfigError, TrainerSettingError, check
 from c3exp.data import ImageDataModule
 from c3exp.models import build_model
 from c3exp.paths import config_dir
 from c3exp.results import summarise_history, write_results
 from c3exp.training import ClassificationModule
 from c3exp.training.csv_rows import carry_over_csv_rows
-from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, pin_ddp_children_to_this_job
+from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, job_failed, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
@@ -68,6 +70,20 @@ def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassificationModule:
 def open_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents with its tensors memory-mapped, not read."""
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer of cfg.trainer; settings Lightning rejects (no GPU here, precision=17) are one line."""
+    loggers, callbacks = instantiate_group(cfg.get("logger")) or False, instantiate_group(cfg.get("callbacks"))
+    try:
+        return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if not isinstance(cause, (MisconfigurationException, ValueError)):
+            raise
+        settings = ", ".join(f"trainer.{key}={cfg.trainer.get(key)}" for key in ("accelerator", "devices", "precision"))
+        hint = "; without a GPU use trainer=cpu" if "gpu" in str(cause).lower() and not torch.cuda.is_available() else ""
+        raise TrainerSettingError(f"Lightning rejects the trainer settings ({settings}): {' '.join(str(cause).split())}{hint}") from None
 
 
 def _loads(path: Path) -> bool:
@@ -144,9 +160,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg, net)
     module.process_started = started
     assign_gpu_for_parallel_job(cfg)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False, callbacks=instantiate_group(cfg.get("callbacks"))
-    )
+    trainer = build_trainer(cfg)
     log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
     ckpt_path = resume_checkpoint(cfg)
     checkpoint = open_checkpoint(ckpt_path) if ckpt_path else None
@@ -221,8 +235,16 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """One run, or one job of a sweep: there an error fails only this job, and the sweep goes on."""
-    results = train(cfg) if in_multirun() else run_reporting_user_errors(lambda: train(cfg))
+    results = run_sweep_job(cfg) if in_multirun() else run_reporting_user_errors(lambda: train(cfg))
     return results.get("best_val_acc1")  # the objective for hyper-parameter sweepers
+
+
+def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
+    """A user error fails this job (the sweep goes on) and, as the sweep's first failure, ends it in one line."""
+    try:
+        return train(cfg)
+    except USER_ERRORS as err:
+        raise job_failed(err) from err
 
 
 def main() -> None:

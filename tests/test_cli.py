@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from c3exp import train as train_cli
 from c3exp.config import check_command_line
@@ -33,6 +34,10 @@ def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
         ("attn.options.spatial_sizes=[[16,16]]", "attn.options.spatial_sizes"),
         ("attn=c3,sparse", "attn='sparse' is not valid: expected one of c3, cbam, none, se"),
         ("keep_freed_memory=sometimes", "keep_freed_memory='sometimes' is not valid: expected true or false"),
+        ("data=imagefolder", "data.root='???' is not valid: expected a value: data.root has no default"),
+        ("trainer.precision=17", "Lightning rejects the trainer settings (trainer.accelerator=cpu, trainer.devices=1, "
+                                 "trainer.precision=17): Precision 17 is invalid"),
+        ("trainer.devices=0", "Lightning rejects the trainer settings (trainer.accelerator=cpu, trainer.devices=0,"),
     ],
 )
 def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, expected):
@@ -45,6 +50,13 @@ def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, ex
     assert lines[-1].startswith("error: ") and expected in lines[-1], err
     assert "Traceback" not in err
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
+def test_asking_for_a_gpu_without_one_is_one_line(monkeypatch, capsys, tmp_path):
+    code, err = run_main(monkeypatch, capsys, [*FAST, "trainer.accelerator=gpu", f"hydra.run.dir={tmp_path}"])
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("No supported gpu backend found!; without a GPU use trainer=cpu")
 
 
 def test_bad_input_from_a_real_shell(tmp_path):

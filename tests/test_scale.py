@@ -82,8 +82,12 @@ def test_a_failing_sweep_job_is_reported_and_the_others_finish(tmp_path):
     assert done.returncode != 0
     summary = {job["job"]: job for job in json.loads((sweep / "sweep_summary.json").read_text())}
     assert summary[0]["status"] == "completed" and summary[1]["status"] == "failed"
-    assert "model.depth=21" in summary[1]["error"]
+    assert summary[1]["error"].startswith("ConfigError: model.depth=21 is not valid")
     assert len(list(sweep.glob("*/results.json"))) == 1
+    # the sweep ends on the first failure's one line, not a traceback
+    assert "Traceback" not in done.stderr
+    assert f"error: job 1: model.depth=21 is not valid: expected 6k+2" in done.stderr
+    assert f"(every job's status: {sweep}/sweep_summary.json)" in done.stderr
 
 
 @pytest.mark.slow

@@ -37,6 +37,10 @@ class ResNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
+# imagefolder leaves the class count to the folders under data.root; summary and bench have none to count.
+NUM_CLASSES_HINT = "a positive integer (imagefolder counts the class folders under data.root; without them set data.num_classes=N)"
+
+
 def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
     """Global average pool, flatten, linear."""
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from c3exp.errors import check
-from c3exp.models.base import ResNet, classifier_head, init_weights
+from c3exp.models.base import NUM_CLASSES_HINT, ResNet, classifier_head, init_weights
 from c3exp.models.placement import AttentionPlan
 
 SHORTCUTS = ("projection", "zero_pad")
@@ -122,7 +122,7 @@ def _cifar_network(
 ) -> ResNet:
     check(_is_int(width) and width >= 1, "model.width", width, "a positive integer")
     check(shortcut in SHORTCUTS, "model.shortcut", shortcut, SHORTCUTS)
-    check(_is_int(num_classes) and num_classes >= 1, "data.num_classes", num_classes, "a positive integer")
+    check(_is_int(num_classes) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     plan = AttentionPlan.from_config(attn, CIFAR_SPATIAL_SIZES)
     stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
     stages, in_channels = [], STEM_CHANNELS

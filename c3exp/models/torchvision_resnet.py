@@ -9,7 +9,7 @@ from torchvision import models
 from torchvision.models.resnet import Bottleneck
 
 from c3exp.errors import check
-from c3exp.models.base import ResNet, init_weights
+from c3exp.models.base import NUM_CLASSES_HINT, ResNet, init_weights
 from c3exp.models.placement import AttentionPlan
 
 ARCHS: dict[str, Callable[..., models.ResNet]] = {
@@ -30,7 +30,7 @@ def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, 
     it and before the residual add; stage-input attention is the first module of its stage.
     """
     check(arch in ARCHS, "model.arch", arch, ARCHS)
-    check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, "a positive integer")
+    check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     net = ARCHS[arch](num_classes=num_classes)
     plan = AttentionPlan.from_config(attn, TORCHVISION_SPATIAL_SIZES)
     stages = []

@@ -14,6 +14,7 @@ except ImportError:  # not POSIX (Windows): no advisory locks, GPUs go by job nu
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
@@ -105,6 +106,22 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
             cfg.trainer.devices = [gpu]
 
 
+class JobFailed(CompactHydraException):
+    """A sweep job's user error (a bad value): Hydra ends the sweep with this one line, not a traceback."""
+
+
+def job_failed(err: Exception) -> JobFailed:
+    """`err` as the line Hydra prints when it re-raises the sweep's first failure."""
+    sweep_dir = HydraConfig.get().sweep.dir
+    return JobFailed(f"error: job {HydraConfig.get().job.num}: {err} (every job's status: {sweep_dir}/{SUMMARY_FILE})")
+
+
+def failure_text(error: BaseException) -> str:
+    """What a failed job's status says: the user error behind JobFailed, else the exception."""
+    cause = error.__cause__ if isinstance(error, JobFailed) and error.__cause__ else error
+    return f"{type(cause).__name__}: {cause}"
+
+
 class SweepSummary(Callback):
     """After a multirun, list which jobs finished and which failed (and why) in one place.
 
@@ -121,7 +138,7 @@ class SweepSummary(Callback):
             "job": HydraConfig.get().job.num,
             "overrides": list(job_return.overrides or []),
             "status": "failed" if failed else "completed",
-            "error": f"{type(job_return._return_value).__name__}: {job_return._return_value}" if failed else None,
+            "error": failure_text(job_return._return_value) if failed else None,
             "run_dir": job_dir,
         }
         Path(job_dir, STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")

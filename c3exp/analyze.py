@@ -14,8 +14,9 @@
       runs' common parent folder.
 
   cam BASELINE_CKPT C3_CKPT [--images N] [--topk K] [--split val|test] [--out FILE]
-      Fig. 6: the first N images of the split (default 4, test) with the maps of each network's K most
-      activated last-stage channels (default 6) over them, baseline and C3 side by side in one PNG.
+      Fig. 6: the first N images of the split (default 4, test; at most the split's size) with the maps of
+      each network's K most activated last-stage channels (default 6) over them, baseline and C3 side by
+      side in one PNG.
       Default FILE: cam_compare.png in the checkpoints' common parent folder.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +43,9 @@ from c3exp.analysis.plots import cam_comparison, correlation_heatmaps, correlati
 from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import check
 from c3exp.results import RESULTS_FILE, read_results
+
+if TYPE_CHECKING:
+    from c3exp.data import ImageDataModule
 
 SPLITS = ("val", "test")
 
@@ -67,6 +72,17 @@ def split_loader(cfg: DictConfig, split: str):
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     return datamodule, getattr(datamodule, f"{split}_dataloader")()
+
+
+def split_size(datamodule: ImageDataModule, split: str) -> int:
+    """How many images `split` holds: the most a command can take from it."""
+    return len(datamodule.dataset(split))
+
+
+def check_images(count: int, datamodule: ImageDataModule, split: str, name: str) -> None:
+    """--images must fit the split: more would draw one figure row per image of the whole split and more."""
+    available = split_size(datamodule, split)
+    check(count <= available, "--images", count, f"1..{available} (the {split} images of {name})")
 
 
 def image_batches(loader, count: int, seen: list[int] | None = None) -> Iterator[torch.Tensor]:
@@ -167,6 +183,7 @@ def run_cam(args: argparse.Namespace) -> Path:
     check(cfg.data.name == c3_cfg.data.name, "c3 checkpoint", args.c3,
           f"a checkpoint trained on the baseline's data ({cfg.data.name}), not {c3_cfg.data.name}")
     datamodule, loader = split_loader(cfg, args.split)
+    check_images(args.images, datamodule, args.split, cfg.data.name)
     images, labels = first_batch(loader, args.images)
     with torch.no_grad():
         channels = min(net.forward_features(images[:1]).shape[1] for net in (baseline, c3))

@@ -1,13 +1,17 @@
 """`python -m c3exp.demo` (`make demo`): ResNet-20 without and with C3 on the bundled digits, on the CPU.
 
 Runs the two trainings as ordinary CLI runs (so their run directories are normal ones) and prints a
-small comparison table from their results.json files.
+small comparison table from their results.json files. Extra arguments are overrides for both runs
+(e.g. `trainer.max_epochs=1`); the title names what actually ran.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from c3exp.results import RESULTS_FILE, read_results
 
@@ -17,12 +21,43 @@ COLUMNS = (("attn", "{}"), ("params", "{:,}"), ("macs", "{:,}"), ("best_val_acc1
 
 
 def run(attn: str, root: Path, extra: list[str]) -> dict:
+    """One training run; a failed one ends the demo with its exit status (it has printed its error)."""
     run_dir = root / attn
     cmd = [sys.executable, "-m", "c3exp", "experiment=quickstart", f"attn={attn}",
            "trainer.enable_progress_bar=false", "resume=never", f"hydra.run.dir={run_dir}", *extra]
     print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
-    return read_results(run_dir / RESULTS_FILE)
+    status = subprocess.run(cmd).returncode
+    if status != 0:
+        raise SystemExit(status)
+    return {**read_results(run_dir / RESULTS_FILE), "accelerator": accelerator(run_dir)}
+
+
+def accelerator(run_dir: Path) -> str | None:
+    """The run's trainer.accelerator, from the config Hydra saved in the run directory (None if unknown)."""
+    try:
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        return str(config["trainer"]["accelerator"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def model_title(name: str) -> str:
+    """resnet20 -> ResNet-20, as the paper writes it; other names as they are."""
+    found = re.fullmatch(r"resnet(\d+)", name)
+    return f"ResNet-{found.group(1)}" if found else name
+
+
+def _joined(values: list) -> str:
+    return "/".join(str(value) for value in dict.fromkeys(values))
+
+
+def title(rows: list[dict]) -> str:
+    """'ResNet-20 on digits (5 epochs, CPU)' from what the runs recorded, not from the defaults."""
+    epochs = _joined([row.get("epochs", row.get("max_epochs")) for row in rows])
+    devices = _joined([row["accelerator"].upper() for row in rows if row.get("accelerator")])
+    details = [f"{epochs} epoch{'s' * (epochs != '1')}"] + ([devices] if devices else [])
+    models = _joined([model_title(row["model"]) for row in rows])
+    return f"{models} on {_joined([row['data'] for row in rows])} ({', '.join(details)})"
 
 
 def table(rows: list[dict]) -> str:
@@ -36,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = list(sys.argv[1:] if argv is None else argv)
     root = Path("outputs/demo")
     rows = [run(attn, root, extra) for attn in ATTNS]
-    print("\nResNet-20 on digits (5 epochs, CPU):\n" + table(rows))
+    print(f"\n{title(rows)}:\n" + table(rows))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """`python -m c3exp.report <sweep or outputs dir> [--out DIR] [--wandb ENTITY/PROJECT]`: Table 1 from your runs.
 
 Collects every run's results.json under the directory (recursively), and/or the finished runs of a
-W&B project, and writes to --out (default: the directory):
+W&B project. Runs of the debug configs (task_name=debug, trainer.fast_dev_run, trainer.overfit_batches)
+are left out unless --include-debug; where a cell has several runs of one seed, the most recent one is
+kept, so means and stds are over distinct seeds; the report says what it left out. Writes to --out
+(default: the directory):
   report.md                 the paper's Table 1 layout: a row per model and data, per attention block its
                             params (M), MACs (M), test top-1 (%, mean ± sample std over seeds) and seed count;
                             the best top-1 of each row in bold; the paper's figure beside ours for CIFAR-100 cells
@@ -15,13 +18,15 @@ import csv
 import re
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from c3exp.analysis.cli import ArgumentParser
 from c3exp.analysis.plots import Band, accuracy_curves
@@ -37,6 +42,7 @@ ATTN_ORDER = ("none", "se", "cbam", "c3")
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
 CSV_COLUMNS = ("model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std", "seeds", "best_in_row",
                "paper_params_m", "paper_macs_m", "paper_top1", "runs")
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saves in every CLI run directory
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,13 @@ class Run:
     curve: tuple[tuple[int, float], ...]  # (0-based epoch, val/acc1 fraction)
     settings: tuple[tuple[str, Any], ...]
     source: str
+    debug: str | None = None  # the debug setting the run was made with (debug_marker), else None
+    finished: float | None = None  # when it finished (POSIX seconds): the newest run of a seed is kept
 
 
-def run_from_results(results: Mapping[str, Any], source: str) -> Run:
+def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[str, Any] | None = None,
+                     finished: float | None = None) -> Run:
+    """A Run from results.json; `config` is the run's composed config, where its debug settings are."""
     return Run(
         model=str(results["model"]),
         attn=str(results["attn"]),
@@ -68,14 +78,42 @@ def run_from_results(results: Mapping[str, Any], source: str) -> Run:
                     if row.get("val/acc1") is not None),  # epochs without validation have no val keys
         settings=tuple((key, results.get(key)) for key in SETTING_KEYS),
         source=source,
+        debug=debug_marker(results) or debug_marker(config or {}),
+        finished=finished,
     )
+
+
+def debug_marker(config: Mapping[str, Any]) -> str | None:
+    """The setting that makes a run a debug run (conf/debug/*), or None.
+
+    fast_dev_run tests one batch and overfit_batches trains on a few: neither accuracy belongs in a
+    table, and results.json still reports the recipe's max_epochs. limit_*_batches alone is not a
+    marker: it also makes legitimately small runs.
+    """
+    if _lookup(config, "trainer.fast_dev_run") not in (None, False, 0):
+        return "trainer.fast_dev_run"
+    if _lookup(config, "trainer.overfit_batches") not in (None, 0, 0.0):
+        return "trainer.overfit_batches"
+    if _lookup(config, "task_name") == "debug":
+        return "task_name=debug"
+    return None
+
+
+def hydra_config(run_dir: Path) -> dict[str, Any]:
+    """The run's composed config as Hydra saved it ({} when absent or unreadable: nothing is marked)."""
+    try:
+        loaded = yaml.safe_load((run_dir / HYDRA_CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def collect_runs(root: str | Path) -> list[Run]:
     """Every results.json below `root` (a sweep, a runs folder, or all of outputs/)."""
     root = Path(root)
     check(root.is_dir(), "source", str(root), "an existing directory of runs (a sweep or outputs/)")
-    return [run_from_results(read_results(path), str(path.parent)) for path in sorted(root.rglob(RESULTS_FILE))]
+    return [run_from_results(read_results(path), str(path.parent), hydra_config(path.parent), path.stat().st_mtime)
+            for path in sorted(root.rglob(RESULTS_FILE))]
 
 
 # -- W&B ---------------------------------------------------------------------------------------------
@@ -111,7 +149,16 @@ def run_from_wandb(run: Any) -> Run | None:
         "test_acc1": float(test_acc1),
         "history": [row for row in rows if row.get("epoch") is not None],
     }
-    return run_from_results(results, source=str(getattr(run, "url", None) or getattr(run, "path", "wandb")))
+    return run_from_results(results, source=str(getattr(run, "url", None) or getattr(run, "path", "wandb")),
+                            config=config, finished=_timestamp(getattr(run, "created_at", None)))
+
+
+def _timestamp(text: Any) -> float | None:
+    """POSIX seconds of an ISO time such as W&B's created_at; None when there is none."""
+    try:
+        return datetime.fromisoformat(str(text)).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 def collect_wandb_runs(project: str, api: Any = None) -> list[Run]:
@@ -128,6 +175,61 @@ def collect_wandb_runs(project: str, api: Any = None) -> list[Run]:
     return [run for run in found if run is not None]
 
 
+# -- which runs count ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Selection:
+    """The runs a report summarises, and one line per kind of run it left out."""
+
+    runs: tuple[Run, ...]
+    notes: tuple[str, ...]
+    skipped_debug: int = 0
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' * (count != 1)}"
+
+
+def without_debug_runs(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """Runs of the debug configs out, with one line saying how many and why."""
+    debug = Counter(run.debug for run in runs if run.debug)
+    if not debug:
+        return list(runs), []
+    why = ", ".join(f"{count} {marker}" for marker, count in debug.most_common())
+    note = f"Skipped {_plural(debug.total(), 'debug run')} ({why}); --include-debug reports them."
+    return [run for run in runs if not run.debug], [note]
+
+
+def _recency(run: Run) -> tuple[float, str]:
+    """Newer finish time first; the source path (timestamped run directories) breaks ties."""
+    return (run.finished if run.finished is not None else float("-inf"), run.source)
+
+
+def one_run_per_seed(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """The most recent run of each (model, data, attention, seed), with a line per seed that had several.
+
+    A re-run of a seed is not a new sample: averaging both would shrink the std and skew the mean.
+    """
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.model, run.data, run.attn, run.seed].append(run)
+    kept, notes = [], []
+    for (model, data, attn, seed), group in groups.items():
+        newest = max(group, key=_recency)
+        kept.append(newest)
+        if len(group) > 1:
+            notes.append(f"{model} / {data} / {attn}: {len(group)} runs with seed {seed}; kept the most recent "
+                         f"({newest.source}), left out {len(group) - 1}.")
+    return kept, notes
+
+
+def select_runs(runs: Sequence[Run], include_debug: bool = False) -> Selection:
+    """The runs to report: no debug runs (unless asked for) and one run per seed of each cell."""
+    kept, notes = (list(runs), []) if include_debug else without_debug_runs(runs)
+    skipped = len(runs) - len(kept)
+    kept, duplicates = one_run_per_seed(kept)
+    return Selection(tuple(kept), tuple(notes + duplicates), skipped)
+
+
 # -- the table -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cell:
@@ -141,6 +243,11 @@ class Cell:
     @property
     def top1(self) -> list[float]:
         return [100.0 * run.test_acc1 for run in self.runs if run.test_acc1 is not None]
+
+    @property
+    def seeds(self) -> int:
+        """How many distinct seeds have a test accuracy (the sample size of mean and std)."""
+        return len({run.seed for run in self.runs if run.test_acc1 is not None})
 
     @property
     def mean(self) -> float | None:
@@ -230,7 +337,7 @@ def markdown_cells(cell: Cell | None, best: bool) -> list[str]:
         _with_paper(_number(cell.params_m, 3), paper[0]),
         _with_paper(_number(cell.macs_m, 1), paper[1]),
         _with_paper(top1, paper[2]),
-        str(len(cell.top1)),
+        str(cell.seeds),
     ]
 
 
@@ -254,7 +361,7 @@ def csv_rows(rows: Mapping[tuple[str, str], Mapping[str, Cell]]) -> list[dict[st
             out.append({
                 "model": cell.model, "data": cell.data, "attn": attn,
                 "params_m": cell.params_m, "macs_m": cell.macs_m,
-                "top1_mean": cell.mean, "top1_std": cell.std, "seeds": len(cell.top1),
+                "top1_mean": cell.mean, "top1_std": cell.std, "seeds": cell.seeds,
                 "best_in_row": attn in best,
                 "paper_params_m": paper[0], "paper_macs_m": paper[1], "paper_top1": paper[2],
                 "runs": ";".join(run.source for run in cell.runs),
@@ -272,7 +379,10 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 # -- curves --------------------------------------------------------------------------------------
 def curve_band(runs: Sequence[Run]) -> Band | None:
-    """Mean and sample std of validation top-1 (%) per epoch over the runs that reached it."""
+    """Mean and sample std of validation top-1 (%) per epoch over the runs that reached it.
+
+    `runs` holds one run per seed (select_runs), so the band's n is the number of seeds with a curve.
+    """
     by_epoch: dict[int, list[float]] = defaultdict(list)
     for run in runs:
         for epoch, acc1 in run.curve:
@@ -285,7 +395,7 @@ def curve_band(runs: Sequence[Run]) -> Band | None:
         x=np.array(epochs) + 1,  # epoch 0 is the first epoch trained
         mean=np.array([statistics.fmean(v) for v in values]),
         std=np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]),
-        runs=len(runs),
+        runs=len({run.seed for run in runs if run.curve}),
     )
 
 
@@ -302,7 +412,7 @@ def curve_plots(rows: Mapping[tuple[str, str], Mapping[str, Cell]], out: Path) -
 
 # -- the report ----------------------------------------------------------------------------------
 def report_markdown(rows: Mapping[tuple[str, str], Mapping[str, Cell]], sources: Sequence[str],
-                    plots: Sequence[Path], out: Path) -> str:
+                    plots: Sequence[Path], out: Path, left_out: Sequence[str] = ()) -> str:
     count = sum(len(cell.runs) for row in rows.values() for cell in row.values())
     notes = [f"- {cell.model} / {cell.data} / {cell.attn}: runs differ in {', '.join(cell.mixed_settings)}"
              for row in rows.values() for cell in row.values() if cell.mixed_settings]
@@ -315,6 +425,8 @@ def report_markdown(rows: Mapping[tuple[str, str], Mapping[str, Cell]], sources:
         "(its FLOPs count BN and ReLU too, about 2% above our MACs; for C3 it also counted the block on "
         "4 tiles with A-wide messages, 3-10% above the default C3's MACs: see BENCHMARKS.md).",
         "",
+        *(f"- {note}" for note in left_out),
+        *([""] if left_out else []),
         table_markdown(rows),
     ]
     if notes:
@@ -325,15 +437,20 @@ def report_markdown(rows: Mapping[tuple[str, str], Mapping[str, Cell]], sources:
     return "\n".join(parts) + "\n"
 
 
-def write_report(runs: Sequence[Run], out: str | Path, sources: Sequence[str]) -> dict[str, Path]:
+def write_report(runs: Sequence[Run], out: str | Path, sources: Sequence[str],
+                 include_debug: bool = False) -> dict[str, Path]:
     """report.md, report.csv and the curve PNGs in `out`; returns their paths."""
     check(bool(runs), "source", ", ".join(sources), f"a source with at least one finished run ({RESULTS_FILE})")
+    selection = select_runs(runs, include_debug)
+    check(bool(selection.runs), "source", ", ".join(sources),
+          f"a source with at least one finished run that is not a debug run (skipped "
+          f"{_plural(selection.skipped_debug, 'debug run')}; --include-debug reports them)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = build_cells(runs)
+    rows = build_cells(selection.runs)
     plots = curve_plots(rows, out)
     markdown = out / "report.md"
-    markdown.write_text(report_markdown(rows, sources, plots, out))
+    markdown.write_text(report_markdown(rows, sources, plots, out, selection.notes))
     return {"markdown": markdown, "csv": write_csv(out / "report.csv", csv_rows(rows)),
             **{path.stem: path for path in plots}}
 
@@ -343,6 +460,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("source", nargs="?", help="a sweep directory or outputs/ (searched recursively)")
     parser.add_argument("--out", help="where to write the report (default: the source directory, else .)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the finished runs of this W&B project")
+    parser.add_argument("--include-debug", action="store_true",
+                        help="also report runs of the debug configs (fast_dev_run, overfit_batches, task_name=debug)")
     args = parser.parse_args(argv)
     if args.source is None and args.wandb is None:
         parser.error("source=None is not valid: expected a runs directory, --wandb ENTITY/PROJECT, or both")
@@ -358,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     if args.wandb is not None:
         runs += collect_wandb_runs(args.wandb)
         sources.append(f"W&B {args.wandb}")
-    written = write_report(runs, args.out or args.source or ".", sources)
+    written = write_report(runs, args.out or args.source or ".", sources, args.include_debug)
     print(written["markdown"].read_text(), end="")
     print(f"wrote {', '.join(str(path) for path in written.values())}")
     return written

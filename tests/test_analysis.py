@@ -201,6 +201,15 @@ def test_cam_topk_beyond_the_channels_is_a_user_error(trained_runs, capsys):
     assert "--topk=65 is not valid: expected at most the 64 channels" in err
 
 
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_cam_images_beyond_the_split_is_a_user_error(trained_runs, split, capsys):
+    """More images than the split holds used to build a figure of the whole split: 11 minutes, 2.9 GB."""
+    ckpts = [trained_runs[attn]["checkpoints"]["last"] for attn in ("none", "c3")]
+    err = error_line(lambda: analyze(["cam", *ckpts, "--images", "100000", "--split", split]), capsys)
+    available = {"test": 359, "val": 180}[split]
+    assert f"--images=100000 is not valid: expected 1..{available} (the {split} images of digits)" in err
+
+
 def test_module_entry_point_reports_errors_in_one_line():
     done = subprocess.run([sys.executable, "-m", "c3exp.analyze", "cam", "x.ckpt", "y.ckpt"],
                           capture_output=True, text=True, timeout=120)

@@ -77,14 +77,18 @@ class Band:
     std: np.ndarray
     runs: int
 
+    def limits(self, low: float = -np.inf, high: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """mean - std and mean + std, clipped to [low, high]: an accuracy band never leaves 0-100%."""
+        return np.clip(self.mean - self.std, low, high), np.clip(self.mean + self.std, low, high)
+
 
 def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path) -> Path:
-    """Validation top-1 against epoch, one line (mean) and shaded band (+- std) per label."""
+    """Validation top-1 (%) against epoch, one line (mean) and shaded band (+- std, within 0-100) per label."""
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     for label, band in bands.items():
         (line,) = ax.plot(band.x, band.mean, marker="o", markersize=3, label=f"{label} (n={band.runs})")
-        ax.fill_between(band.x, band.mean - band.std, band.mean + band.std, color=line.get_color(), alpha=0.2)
+        ax.fill_between(band.x, *band.limits(0.0, 100.0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation top-1 accuracy (%)")

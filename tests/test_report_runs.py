@@ -1,0 +1,153 @@
+"""`python -m c3exp.report` over a real outputs/ folder: debug runs and re-runs of a seed do not count."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+import c3exp.report
+from c3exp.analysis.plots import Band
+from c3exp.report import main as report, run_from_wandb
+from tests.conftest import error_line
+
+DEBUG_FAST = {"task_name": "debug", "trainer": {"fast_dev_run": True, "overfit_batches": 0.0, "max_epochs": 160}}
+DEBUG_OVERFIT = {"task_name": "debug", "trainer": {"fast_dev_run": False, "overfit_batches": 3, "max_epochs": 40}}
+
+
+def write_run(run_dir: Path, attn: str, seed: int, acc: float, config: dict | None = None, age: float = 0.0) -> Path:
+    """A run directory as the CLI leaves it: results.json, and Hydra's .hydra/config.yaml (`age` s old)."""
+    trainer = {"fast_dev_run": False, "overfit_batches": 0.0}
+    config = {"task_name": "train", "seed": seed, "trainer": trainer, **(config or {})}
+    history = [{"epoch": 0, "val/acc1": acc / 2}, {"epoch": 1, "val/acc1": acc}]
+    results = {"model": "resnet20", "attn": attn, "data": "digits", "seed": seed, "params": 1000, "macs": 2000,
+               "max_epochs": 2, "test_acc1": acc, "history": history}
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    path = run_dir / "results.json"
+    path.write_text(json.dumps(results))
+    when = 1_700_000_000 - age
+    os.utime(path, (when, when))
+    return run_dir
+
+
+@pytest.fixture
+def walkthrough(tmp_path) -> Path:
+    """The user's outputs/: a quickstart, a debug=fast and a debug=overfit run, then a 2-seed sweep."""
+    runs = tmp_path / "outputs"
+    write_run(runs / "quickstart" / "runs" / "a_c3", "c3", 0, 0.60, {"task_name": "quickstart"}, age=300)
+    write_run(runs / "debug" / "runs" / "b_c3", "c3", 0, 0.09, DEBUG_FAST, age=200)
+    write_run(runs / "debug" / "runs" / "c_none", "none", 0, 1.00, DEBUG_OVERFIT, age=100)
+    for seed, acc in ((0, 0.90), (1, 0.94)):
+        write_run(runs / "train" / "multiruns" / "d" / f"{seed}_c3", "c3", seed, acc)
+        write_run(runs / "train" / "multiruns" / "d" / f"{seed + 2}_none", "none", seed, acc - 0.1)
+    return runs
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    return {row["attn"]: row for row in csv.DictReader(path.open())}
+
+
+def test_debug_runs_are_skipped_and_seeds_are_distinct(walkthrough, tmp_path):
+    written = report([str(walkthrough), "--out", str(tmp_path / "report")])
+    rows, markdown = read_csv(written["csv"]), written["markdown"].read_text()
+    for attn, top1 in (("c3", [90.0, 94.0]), ("none", [80.0, 84.0])):
+        assert int(rows[attn]["seeds"]) == 2
+        assert float(rows[attn]["top1_mean"]) == pytest.approx(statistics.fmean(top1))
+        assert float(rows[attn]["top1_std"]) == pytest.approx(statistics.stdev(top1))
+        assert all(Path(run).parent.name == "d" for run in rows[attn]["runs"].split(";"))  # the sweep's
+    notes = [line for line in markdown.splitlines() if line.startswith("- ")]
+    assert notes == [
+        "- Skipped 2 debug runs (1 trainer.fast_dev_run, 1 trainer.overfit_batches); --include-debug reports them.",
+        f"- resnet20 / digits / c3: 2 runs with seed 0; kept the most recent ({walkthrough}/train/multiruns/d/0_c3), "
+        "left out 1.",
+    ]
+    assert "4 runs from" in markdown
+
+
+def test_include_debug_reports_them_one_run_per_seed(walkthrough, tmp_path):
+    written = report([str(walkthrough), "--out", str(tmp_path / "report"), "--include-debug"])
+    rows, markdown = read_csv(written["csv"]), written["markdown"].read_text()
+    assert int(rows["c3"]["seeds"]) == 2 and int(rows["none"]["seeds"]) == 2
+    assert "Skipped" not in markdown
+    assert "resnet20 / digits / c3: 3 runs with seed 0" in markdown
+    assert "resnet20 / digits / none: 2 runs with seed 0" in markdown
+
+
+def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
+    drawn: dict[str, Band] = {}
+
+    def record(bands, title, path):
+        drawn.update(bands)
+        return Path(path)
+
+    monkeypatch.setattr(c3exp.report, "accuracy_curves", record)
+    report([str(walkthrough), "--out", str(tmp_path / "report")])
+    assert {attn: band.runs for attn, band in drawn.items()} == {"c3": 2, "none": 2}
+    np.testing.assert_allclose(drawn["c3"].mean, [46.0, 92.0])
+
+
+def test_the_std_band_stays_within_0_and_100_percent():
+    band = Band(x=np.array([1, 2]), mean=np.array([30.0, 95.0]), std=np.array([40.0, 10.0]), runs=2)
+    low, high = band.limits(0.0, 100.0)
+    np.testing.assert_array_equal(low, [0.0, 85.0])
+    np.testing.assert_array_equal(high, [70.0, 100.0])
+
+
+def test_only_debug_runs_is_a_user_error(tmp_path, capsys):
+    write_run(tmp_path / "fast", "c3", 0, 0.09, DEBUG_FAST)
+    err = error_line(lambda: report([str(tmp_path)]), capsys)
+    assert "not a debug run (skipped 1 debug run; --include-debug reports them)" in err
+
+
+def test_wandb_debug_runs_are_marked_from_their_config():
+    def wandb_run(config: dict) -> SimpleNamespace:
+        config = {"model": {"name": "resnet20"}, "attn": {"name": "c3"}, "data": {"name": "digits"}, **config}
+        return SimpleNamespace(config=config, summary={"final/test_acc1": 0.5}, history=lambda keys, pandas: [],
+                               url="run", created_at="2026-01-02T03:04:05Z")
+
+    assert run_from_wandb(wandb_run(DEBUG_FAST)).debug == "trainer.fast_dev_run"
+    assert run_from_wandb(wandb_run({"trainer.overfit_batches": 3})).debug == "trainer.overfit_batches"
+    normal = run_from_wandb(wandb_run({"task_name": "train"}))
+    assert normal.debug is None and normal.finished == pytest.approx(1767323045.0)
+
+
+def test_a_real_fast_dev_run_is_recognised(walkthrough, tmp_path):
+    """The marker the CLI really leaves: `debug=fast` records max_epochs 160 in results.json but one step ran."""
+    run_dir = walkthrough / "debug" / "runs" / "real_fast"
+    done = subprocess.run([sys.executable, "-m", "c3exp", "debug=fast", "data=digits", "attn=se", "trainer=cpu",
+                           "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = report([str(walkthrough), "--out", str(tmp_path / "report")])
+    assert "Skipped 3 debug runs (2 trainer.fast_dev_run, 1 trainer.overfit_batches)" in written["markdown"].read_text()
+    assert set(read_csv(written["csv"])) == {"none", "c3"}  # the only SE run was the debug one
+
+
+# -- the demo: its comparison table of two runs ---------------------------------------------------------------
+def run_demo(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "c3exp.demo", *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_demo_title_names_the_epochs_and_model_that_ran(tmp_path):
+    done = run_demo(["trainer.max_epochs=1", "model=resnet32", "trainer.limit_train_batches=2",
+                     "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\nResNet-32 on digits (1 epoch, CPU):\n" in done.stdout
+    assert "5 epochs" not in done.stdout
+
+
+def test_demo_ends_with_the_failed_runs_status_and_no_traceback(tmp_path):
+    done = run_demo(["model=resnet21"], tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error: ")][0].startswith("error: model=")

@@ -203,6 +203,7 @@ def fit_and_test(
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0]
     return {
         **key_choices(cfg),
+        "task_name": cfg.get("task_name"),  # "debug" for the debug configs, which reports leave out
         **summarise_history(history),
         "test_acc1": test_metrics.get("test/acc1"),
         "test_acc5": test_metrics.get("test/acc5"),

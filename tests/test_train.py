@@ -38,6 +38,7 @@ def test_results_file_has_the_run_summary(two_epochs):
     run_dir = Path(two_epochs["run_dir"])
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["model"] == "resnet20" and on_disk["attn"] == "c3" and on_disk["data"] == "digits"
+    assert on_disk["task_name"] == "train"
     assert on_disk["epochs"] == 2 and [row["epoch"] for row in on_disk["history"]] == [0, 1]
     for key in ("best_val_acc1", "best_val_acc5", "final_val_acc1", "final_val_acc5", "test_acc1", "test_acc5"):
         assert 0.0 <= on_disk[key] <= 1.0, key

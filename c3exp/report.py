@@ -78,7 +78,7 @@ def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[st
                     if row.get("val/acc1") is not None),  # epochs without validation have no val keys
         settings=tuple((key, results.get(key)) for key in SETTING_KEYS),
         source=source,
-        debug=debug_marker(results) or debug_marker(config or {}),
+        debug=debug_marker(config or {}) or debug_marker(results),  # the saved config says which debug setting
         finished=finished,
     )
 

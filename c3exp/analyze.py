@@ -53,14 +53,14 @@ SPLITS = ("val", "test")
 # -- checkpoints and data ------------------------------------------------------------------------
 def load_network(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, DictConfig]:
     """The checkpoint's network with its trained weights (eval mode), and its run config."""
-    from c3exp.eval import config_from_checkpoint, load_checkpoint
+    from c3exp.eval import config_from_checkpoint, load_checkpoint, load_weights
     from c3exp.models import build_model
 
     checkpoint = load_checkpoint(ckpt_path)
     cfg = config_from_checkpoint(checkpoint, list(overrides))
     net = build_model(cfg)
     weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
-    net.load_state_dict(weights)
+    load_weights(net, weights, ckpt_path)
     return net.eval(), cfg
 
 

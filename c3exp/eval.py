@@ -139,10 +139,10 @@ def check_same_network(saved: DictConfig, cfg: DictConfig) -> None:
               f"the checkpoint's {before.get(key)!r}: model settings cannot be changed when evaluating a checkpoint")
 
 
-def load_weights(module: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
     """The stored weights into the rebuilt network; a mismatch is the checkpoint's fault, said in one line."""
     try:
-        module.load_state_dict(checkpoint["state_dict"])
+        module.load_state_dict(state_dict)
     except RuntimeError as err:  # missing, unexpected or reshaped tensors
         detail = " ".join(str(err).split())[:200]
         raise ConfigError("ckpt_path", str(path), f"a checkpoint whose weights fit the model of its config ({detail})") from None
@@ -182,7 +182,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     datamodule = build_datamodule(cfg)
     check_same_network(OmegaConf.create(checkpoint["c3exp"]["config"]), cfg)  # imagefolder's counted classes
     module = build_module(cfg, build_model(cfg))
-    load_weights(module, checkpoint, ckpt_path)
+    load_weights(module, checkpoint["state_dict"], ckpt_path)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,

@@ -229,3 +229,12 @@ def test_correlation_command_reads_a_checkpoint_trained_with_data_on_device(tmp_
         summary = json.loads((out / "correlation.json").read_text())
         assert summary["images"] == images and len(summary["stages"]) == len(correlations) == 3
         assert f"({images} val images)" in capsys.readouterr().out
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_one_line(trained_runs, tmp_path, capsys):
+    checkpoint = torch.load(trained_runs["c3"]["checkpoints"]["last"], map_location="cpu", weights_only=False)
+    del checkpoint["state_dict"]["net.head.2.weight"]
+    damaged = tmp_path / "damaged.ckpt"
+    torch.save(checkpoint, damaged)
+    err = error_line(lambda: analyze(["correlation", f"ckpt_path={damaged}", "--batches", "1"]), capsys)
+    assert "a checkpoint whose weights fit the model of its config" in err and "head.2.weight" in err

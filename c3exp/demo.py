@@ -11,9 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from c3exp.results import RESULTS_FILE, read_results
+from c3exp.results import RESULTS_FILE, hydra_config, read_results
 
 ATTNS = ("none", "c3")
 COLUMNS = (("attn", "{}"), ("params", "{:,}"), ("macs", "{:,}"), ("best_val_acc1", "{:.4f}"),
@@ -34,11 +32,9 @@ def run(attn: str, root: Path, extra: list[str]) -> dict:
 
 def accelerator(run_dir: Path) -> str | None:
     """The run's trainer.accelerator, from the config Hydra saved in the run directory (None if unknown)."""
-    try:
-        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-        return str(config["trainer"]["accelerator"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
+    trainer = hydra_config(run_dir).get("trainer")
+    value = trainer.get("accelerator") if isinstance(trainer, dict) else None
+    return None if value is None else str(value)
 
 
 def model_title(name: str) -> str:

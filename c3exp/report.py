@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from c3exp.analysis.cli import ArgumentParser
 from c3exp.analysis.plots import Band, accuracy_curves
 from c3exp.cli import run_reporting_user_errors
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import ConfigError, check
-from c3exp.results import RESULTS_FILE, read_results
+from c3exp.results import RESULTS_FILE, hydra_config, read_results
 from c3exp.paper import PAPER_DATA, TABLE1
 from c3exp.summary import markdown_table
 
@@ -42,7 +41,6 @@ ATTN_ORDER = ("none", "se", "cbam", "c3")
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
 CSV_COLUMNS = ("model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std", "seeds", "best_in_row",
                "paper_params_m", "paper_macs_m", "paper_top1", "runs")
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saves in every CLI run directory
 
 
 @dataclass(frozen=True)
@@ -97,15 +95,6 @@ def debug_marker(config: Mapping[str, Any]) -> str | None:
     if _lookup(config, "task_name") == "debug":
         return "task_name=debug"
     return None
-
-
-def hydra_config(run_dir: Path) -> dict[str, Any]:
-    """The run's composed config as Hydra saved it ({} when absent or unreadable: nothing is marked)."""
-    try:
-        loaded = yaml.safe_load((run_dir / HYDRA_CONFIG).read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def collect_runs(root: str | Path) -> list[Run]:
@@ -419,7 +408,7 @@ def report_markdown(rows: Mapping[tuple[str, str], Mapping[str, Cell]], sources:
     parts = [
         "# Results (Table 1 layout)",
         "",
-        f"{count} run{'s' * (count != 1)} from {', '.join(sources)}.",
+        f"{_plural(count, 'run')} from {', '.join(sources)}.",
         "Top-1: test accuracy (%), mean ± sample standard deviation over seeds ('-': one seed); "
         "**bold**: best of the row. '(paper x)': the paper's Table 1 value for a CIFAR-100 cell "
         "(its FLOPs count BN and ReLU too, about 2% above our MACs; for C3 it also counted the block on "

@@ -7,7 +7,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 RESULTS_FILE = "results.json"
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saves in every CLI run directory
 
 
 def summarise_history(history: list[dict[str, float]]) -> dict[str, Any]:
@@ -53,3 +56,12 @@ def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
 
 def read_results(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def hydra_config(run_dir: Path) -> dict[str, Any]:
+    """The run's composed config as Hydra saved it ({} when absent or unreadable)."""
+    try:
+        loaded = yaml.safe_load((run_dir / HYDRA_CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}

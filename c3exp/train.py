@@ -198,7 +198,7 @@ def fit_and_test(
 ) -> dict[str, Any]:
     pin_ddp_children_to_this_job()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    history = list(module.history)  # testing the best checkpoint would reload an older history
+    history = list(module.history)
     test_ckpt = "best" if cfg.test_ckpt == "best" and trainer.checkpoint_callback else None
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0]
     return {

@@ -399,6 +399,17 @@ def ratios(summary: dict[str, float], reference: dict[str, float]) -> dict[str, 
     return {"ratio_median": summary["median_s"] / reference["median_s"], "ratio_min": summary["min_s"] / reference["min_s"]}
 
 
+def paired_ratios(times: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
+    """Median and quartiles of the ratios of steps taken in the same round.
+
+    A round times every configuration back to back, so a slow or fast phase of a shared machine
+    moves the whole round and cancels out of its ratio; the ratio of two medians (or of two
+    fastest steps, each from whichever round was luckiest) keeps that noise.
+    """
+    q1, median, q3 = statistics.quantiles([t / r for t, r in zip(times, reference)], n=4, method="inclusive")
+    return {"ratio_paired": median, "ratio_paired_q1": q1, "ratio_paired_q3": q3}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -481,7 +492,7 @@ def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
         rows.append({"label": config.label, "overrides": config.overrides, "settings": asdict(config.settings),
                      **complexity(config), **summary, "step_times_s": step_times})
     for row in rows:
-        row.update(ratios(row, rows[0]))
+        row.update(ratios(row, rows[0]), **paired_ratios(row["step_times_s"], rows[0]["step_times_s"]))
     return rows
 
 
@@ -499,7 +510,8 @@ def run_loops(configs: list[BenchConfig]) -> list[dict[str, Any]]:
 def format_table(rows: list[dict[str, Any]], mode: str) -> str:
     """One line per configuration (steps) or per configuration and loop (loop)."""
     width = max(len("configuration"), *(len(row["label"]) + (12 if mode == "loop" else 0) for row in rows))
-    header = f"{'configuration':<{width}} {'median ms':>10} {'min ms':>9} {'IQR ms':>15} {'max ms':>9} {'img/s':>8} {'x median':>9} {'x min':>7}"
+    header = (f"{'configuration':<{width}} {'median ms':>10} {'min ms':>9} {'IQR ms':>15} {'max ms':>9} {'img/s':>8} "
+              f"{'x median':>9} {'x min':>7}" + (f" {'x paired (IQR)':>22}" if mode == "steps" else ""))
     lines = [header]
     for row in rows:
         parts = [(row["label"], row, row)] if mode == "steps" else [
@@ -508,6 +520,9 @@ def format_table(rows: list[dict[str, Any]], mode: str) -> str:
         for label, summary, ratio in parts:
             iqr = f"{summary['q1_s'] * 1e3:.1f}-{summary['q3_s'] * 1e3:.1f}"
             ratio_text = f"{ratio['ratio_median']:>9.3f} {ratio['ratio_min']:>7.3f}" if ratio else f"{'1':>9} {'1':>7}"
+            if mode == "steps":
+                paired = f"{row['ratio_paired']:.3f} ({row['ratio_paired_q1']:.3f}-{row['ratio_paired_q3']:.3f})"
+                ratio_text += f" {paired:>22}"
             lines.append(
                 f"{label:<{width}} {summary['median_s'] * 1e3:>10.1f} {summary['min_s'] * 1e3:>9.1f} {iqr:>15} "
                 f"{summary['max_s'] * 1e3:>9.1f} {summary['images_per_s']:>8.1f} {ratio_text}"
@@ -551,7 +566,9 @@ HELP = """\
 usage: python -m c3exp.bench [key=value | key=a,b ...]
 
 Training throughput of one or more configurations, timed interleaved in one process on synthetic
-batches; prints a table and writes the raw step times, machine and date to bench.path.
+batches; prints a table (ratios to the first configuration: of the medians, of the fastest steps,
+and the median of same-round ratios, "x paired") and writes the raw step times, machine and date
+to bench.path.
 Comma-separated values define the configurations (their product, in the order given).
 
   model=NAME, attn=NAME         the networks, e.g. model=resnet20,resnet110 attn=none,c3

@@ -9,7 +9,7 @@ from torch.overrides import TorchFunctionMode
 
 import c3exp
 from c3exp.attention import C3Block
-from c3exp.bench import bench, expand_overrides, main
+from c3exp.bench import bench, expand_overrides, main, paired_ratios, ratios, summarise
 from tests.test_attention import C3_CASES, NaiveC3, make_c3
 
 # the resize paths C3's fast code special-cases: integer down/up factors, one tile, arbitrary sizes
@@ -130,11 +130,25 @@ def test_bench_writes_raw_step_times_machine_and_ratios(tmp_path):
         assert row["images_per_s"] == pytest.approx(2 / row["median_s"])
     assert first["ratio_median"] == first["ratio_min"] == 1.0
     assert second["ratio_median"] == pytest.approx(second["median_s"] / first["median_s"])
+    per_round = sorted(t / r for t, r in zip(second["step_times_s"], first["step_times_s"]))
+    assert second["ratio_paired"] == pytest.approx(sum(per_round) / 2)  # two rounds: their mean is the median
+    assert second["ratio_paired_q1"] <= second["ratio_paired"] <= second["ratio_paired_q3"]
+    assert first["ratio_paired"] == first["ratio_paired_q1"] == first["ratio_paired_q3"] == 1.0
     assert second["params"] - first["params"] == 70032 and second["macs"] > first["macs"]
     machine = report["machine"]
     assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["torch_threads"] == 1
     assert machine["cpu"] and report["date"][:2] == "20" and first["settings"]["device"] == "cpu"
     assert machine["matmul_peak"] is None and "fraction_of_peak" not in first  # bench.peak is off by default
+
+
+def test_paired_ratio_cancels_a_slow_phase_that_hits_whole_rounds():
+    # C3 costs 10% in every round; rounds 2 and 3 ran while the machine was twice as slow for the
+    # second configuration only in round 2, and for both in round 3.
+    reference, candidate = [1.0, 1.0, 2.0], [1.1, 2.2, 2.2]
+    paired = paired_ratios(candidate, reference)
+    assert paired["ratio_paired"] == pytest.approx(1.1)
+    assert ratios(summarise(candidate, 1), summarise(reference, 1))["ratio_median"] == pytest.approx(2.2)
+    assert paired["ratio_paired_q1"] == pytest.approx(1.1) and paired["ratio_paired_q3"] == pytest.approx(1.65)
 
 
 def test_bench_peak_gives_achieved_flops_and_their_share_of_the_matmul_peak(tmp_path, capsys):

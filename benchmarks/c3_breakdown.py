@@ -1,6 +1,6 @@
 """Where C3's share of a training step goes: the block taken apart piece by piece, interleaved.
 
-    python benchmarks/c3_breakdown.py [--model resnet20] [--steps 20] [--batch 128] [--threads 2]
+    python benchmarks/c3_breakdown.py [--model resnet20] [--steps 20] [--batch 128] [--threads 2] [--in-step]
 
 Every variant is the default `attn=c3` network with each C3 block replaced by a part of itself:
   none       no attention at all (the baseline network)
@@ -11,11 +11,15 @@ Full training steps (bench's `train_step`) of all variants alternate round-robin
 the table gives the fastest and median step and what each adds to the baseline's; the messages'
 share is c3 minus resize. (Timing the messages without the rest of the block distorts them: any
 way of keeping them in the graph without the residual changes the gradient they receive.) Then
-each block's message computation runs forward and backward on its own, hot in cache.
+each block's message computation runs forward and backward on its own, hot in cache. Last, the
+C3 blocks' own forward and backward time inside full training steps of the default network
+(`--in-step`, clocked by module and gradient hooks): on a shared machine whose speed drifts this
+share of the step is far steadier than any difference of two networks' step times.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 import types
@@ -99,18 +103,77 @@ def message_table(model: str, batch_size: int, repeats: int = 20) -> list[str]:
     return lines
 
 
+class BlockClock:
+    """Wall-clock marks of each block's forward (module hooks) and backward (gradient hooks) in a step.
+
+    Backward runs from the moment the gradient of a block's output is complete to the moment the
+    gradient of its input is: exact for stage-input blocks, whose input feeds nothing else.
+    """
+
+    def __init__(self, blocks: list[nn.Module]):
+        self.marks: dict[tuple[str, int, int], float] = {}
+        for index, block in enumerate(blocks):
+            block.register_forward_pre_hook(functools.partial(self._enter, index))
+            block.register_forward_hook(functools.partial(self._leave, index))
+
+    def _mark(self, phase: str, index: int, end: int) -> None:
+        self.marks[(phase, index, end)] = time.perf_counter()
+
+    def _enter(self, index: int, block: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self._mark("forward", index, 0)
+        if args[0].requires_grad:
+            args[0].register_hook(lambda grad: self._mark("backward", index, 1))
+
+    def _leave(self, index: int, block: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self._mark("forward", index, 1)
+        output.register_hook(lambda grad: self._mark("backward", index, 0))
+
+    def seconds(self, phase: str, index: int) -> float:
+        return self.marks[(phase, index, 1)] - self.marks[(phase, index, 0)]
+
+
+def in_step_table(model: str, steps: int, batch_size: int) -> list[str]:
+    """Each C3 block's forward and backward inside full training steps, and all blocks' share of the step."""
+    net = network(model, "c3")
+    blocks = [m for m in net.modules() if isinstance(m, C3Block)]
+    clock = BlockClock(blocks)
+    generator = torch.Generator().manual_seed(0)
+    step = step_of(net, (torch.randn(batch_size, 3, 32, 32, generator=generator), torch.randint(0, 100, (batch_size,), generator=generator)))
+    for _ in range(3):
+        step()
+    totals, per_block = [], []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        totals.append(time.perf_counter() - start)
+        per_block.append([[clock.seconds(phase, i) for phase in ("forward", "backward")] for i in range(len(blocks))])
+    lines = [f"{'block':<5} {'forward ms':>11} {'backward ms':>12}   (medians over {steps} steps)"]
+    for i in range(len(blocks)):
+        forward, backward = (statistics.median(step[i][k] for step in per_block) * 1e3 for k in (0, 1))
+        lines.append(f"{i + 1:<5} {forward:>11.2f} {backward:>12.2f}")
+    own = [sum(map(sum, step)) for step in per_block]
+    share = statistics.median(c / t for c, t in zip(own, totals))
+    lines.append(f"all C3 blocks: median {statistics.median(own) * 1e3:.1f} ms (fastest {min(own) * 1e3:.1f}) of a "
+                 f"{statistics.median(totals) * 1e3:.1f} ms step, {share:.1%} of it; step / (step - C3) = {1 / (1 - share):.3f}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--in-step", action="store_true", help="only the C3 blocks' own time inside training steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    print("\n".join(step_table(args.model, args.steps, args.batch)))
-    print()
-    print("\n".join(message_table(args.model, args.batch)))
+    if not args.in_step:
+        print("\n".join(step_table(args.model, args.steps, args.batch)))
+        print()
+        print("\n".join(message_table(args.model, args.batch)))
+        print()
+    print("\n".join(in_step_table(args.model, args.steps, args.batch)))
 
 
 if __name__ == "__main__":

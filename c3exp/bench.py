@@ -406,8 +406,15 @@ def paired_ratios(times: Sequence[float], reference: Sequence[float]) -> dict[st
     moves the whole round and cancels out of its ratio; the ratio of two medians (or of two
     fastest steps, each from whichever round was luckiest) keeps that noise.
     """
-    q1, median, q3 = statistics.quantiles([t / r for t, r in zip(times, reference)], n=4, method="inclusive")
+    per_round = [t / r for t, r in zip(times, reference)]
+    q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive") if len(per_round) > 1 else per_round * 3
     return {"ratio_paired": median, "ratio_paired_q1": q1, "ratio_paired_q3": q3}
+
+
+def block_medians(times: Sequence[float], rounds: int) -> list[float]:
+    """The median step of each of `rounds` equal blocks of loop mode's times (one block per round)."""
+    size = len(times) // rounds
+    return [statistics.median(times[i * size : (i + 1) * size]) for i in range(rounds)]
 
 
 def cpu_model() -> str:
@@ -503,7 +510,8 @@ def run_loops(configs: list[BenchConfig]) -> list[dict[str, Any]]:
         summaries = {name: summarise(values, config.settings.batch_size) for name, values in times.items()}
         rows.append({"label": config.label, "overrides": config.overrides, "settings": asdict(config.settings),
                      **complexity(config), **{name: {**summaries[name], "step_times_s": times[name]} for name in times},
-                     **ratios(summaries["lightning"], summaries["bare"])})
+                     **ratios(summaries["lightning"], summaries["bare"]),
+                     **paired_ratios(*(block_medians(times[name], config.settings.rounds) for name in ("lightning", "bare")))})
     return rows
 
 
@@ -511,7 +519,7 @@ def format_table(rows: list[dict[str, Any]], mode: str) -> str:
     """One line per configuration (steps) or per configuration and loop (loop)."""
     width = max(len("configuration"), *(len(row["label"]) + (12 if mode == "loop" else 0) for row in rows))
     header = (f"{'configuration':<{width}} {'median ms':>10} {'min ms':>9} {'IQR ms':>15} {'max ms':>9} {'img/s':>8} "
-              f"{'x median':>9} {'x min':>7}" + (f" {'x paired (IQR)':>22}" if mode == "steps" else ""))
+              f"{'x median':>9} {'x min':>7} {'x paired (IQR)':>22}")
     lines = [header]
     for row in rows:
         parts = [(row["label"], row, row)] if mode == "steps" else [
@@ -520,9 +528,8 @@ def format_table(rows: list[dict[str, Any]], mode: str) -> str:
         for label, summary, ratio in parts:
             iqr = f"{summary['q1_s'] * 1e3:.1f}-{summary['q3_s'] * 1e3:.1f}"
             ratio_text = f"{ratio['ratio_median']:>9.3f} {ratio['ratio_min']:>7.3f}" if ratio else f"{'1':>9} {'1':>7}"
-            if mode == "steps":
-                paired = f"{row['ratio_paired']:.3f} ({row['ratio_paired_q1']:.3f}-{row['ratio_paired_q3']:.3f})"
-                ratio_text += f" {paired:>22}"
+            paired = f"{ratio['ratio_paired']:.3f} ({ratio['ratio_paired_q1']:.3f}-{ratio['ratio_paired_q3']:.3f})" if ratio else "1"
+            ratio_text += f" {paired:>22}"
             lines.append(
                 f"{label:<{width}} {summary['median_s'] * 1e3:>10.1f} {summary['min_s'] * 1e3:>9.1f} {iqr:>15} "
                 f"{summary['max_s'] * 1e3:>9.1f} {summary['images_per_s']:>8.1f} {ratio_text}"
@@ -567,7 +574,8 @@ usage: python -m c3exp.bench [key=value | key=a,b ...]
 
 Training throughput of one or more configurations, timed interleaved in one process on synthetic
 batches; prints a table (ratios to the first configuration: of the medians, of the fastest steps,
-and the median of same-round ratios, "x paired") and writes the raw step times, machine and date
+and the median of same-round ratios, "x paired"; in loop mode, of the two loops' block medians
+per round) and writes the raw step times, machine and date
 to bench.path.
 Comma-separated values define the configurations (their product, in the order given).
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 import pytest
@@ -150,6 +151,7 @@ def test_paired_ratio_cancels_a_slow_phase_that_hits_whole_rounds():
     assert paired["ratio_paired"] == pytest.approx(1.1)
     assert ratios(summarise(candidate, 1), summarise(reference, 1))["ratio_median"] == pytest.approx(2.2)
     assert paired["ratio_paired_q1"] == pytest.approx(1.1) and paired["ratio_paired_q3"] == pytest.approx(1.65)
+    assert paired_ratios([2.0], [1.0]) == {"ratio_paired": 2.0, "ratio_paired_q1": 2.0, "ratio_paired_q3": 2.0}  # one round
 
 
 def test_bench_peak_gives_achieved_flops_and_their_share_of_the_matmul_peak(tmp_path, capsys):
@@ -169,6 +171,13 @@ def test_bench_loop_mode_compares_lightning_with_a_bare_loop(tmp_path):
     (row,) = report["configurations"]
     assert len(row["lightning"]["step_times_s"]) == len(row["bare"]["step_times_s"]) == 4  # 2 rounds x 2 steps
     assert row["ratio_median"] == pytest.approx(row["lightning"]["median_s"] / row["bare"]["median_s"])
+    rounds, steps = row["settings"]["rounds"], row["settings"]["steps"]
+    per_round = sorted(
+        statistics.median(row["lightning"]["step_times_s"][i * steps : (i + 1) * steps])
+        / statistics.median(row["bare"]["step_times_s"][i * steps : (i + 1) * steps])
+        for i in range(rounds)
+    )
+    assert row["ratio_paired"] == pytest.approx(statistics.median(per_round))
 
 
 @pytest.mark.parametrize(

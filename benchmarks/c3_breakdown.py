@@ -138,7 +138,8 @@ def in_step_table(model: str, steps: int, batch_size: int) -> list[str]:
     blocks = [m for m in net.modules() if isinstance(m, C3Block)]
     clock = BlockClock(blocks)
     generator = torch.Generator().manual_seed(0)
-    step = step_of(net, (torch.randn(batch_size, 3, 32, 32, generator=generator), torch.randint(0, 100, (batch_size,), generator=generator)))
+    images = torch.randn(batch_size, 3, 32, 32, generator=generator)
+    step = step_of(net, (images, torch.randint(0, 100, (batch_size,), generator=generator)))
     for _ in range(3):
         step()
     totals, per_block = [], []

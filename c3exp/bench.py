@@ -575,8 +575,7 @@ usage: python -m c3exp.bench [key=value | key=a,b ...]
 Training throughput of one or more configurations, timed interleaved in one process on synthetic
 batches; prints a table (ratios to the first configuration: of the medians, of the fastest steps,
 and the median of same-round ratios, "x paired"; in loop mode, of the two loops' block medians
-per round) and writes the raw step times, machine and date
-to bench.path.
+per round) and writes the raw step times, machine and date to bench.path.
 Comma-separated values define the configurations (their product, in the order given).
 
   model=NAME, attn=NAME         the networks, e.g. model=resnet20,resnet110 attn=none,c3

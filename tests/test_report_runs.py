@@ -138,6 +138,7 @@ def run_demo(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow  # runs the demo's training subprocesses: 17-33 s on a slow 2-core host
 def test_demo_title_names_the_epochs_and_model_that_ran(tmp_path):
     done = run_demo(["trainer.max_epochs=1", "model=resnet32", "trainer.limit_train_batches=2",
                      "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"], tmp_path)
@@ -146,6 +147,7 @@ def test_demo_title_names_the_epochs_and_model_that_ran(tmp_path):
     assert "5 epochs" not in done.stdout
 
 
+@pytest.mark.slow  # runs the demo's training subprocesses: 17-33 s on a slow 2-core host
 def test_demo_ends_with_the_failed_runs_status_and_no_traceback(tmp_path):
     done = run_demo(["model=resnet21"], tmp_path)
     assert done.returncode == 2

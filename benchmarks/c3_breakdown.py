@@ -150,9 +150,9 @@ def in_step_table(model: str, steps: int, batch_size: int) -> list[str]:
         per_block.append([[clock.seconds(phase, i) for phase in ("forward", "backward")] for i in range(len(blocks))])
     lines = [f"{'block':<5} {'forward ms':>11} {'backward ms':>12}   (medians over {steps} steps)"]
     for i in range(len(blocks)):
-        forward, backward = (statistics.median(step[i][k] for step in per_block) * 1e3 for k in (0, 1))
+        forward, backward = (statistics.median(seconds[i][k] for seconds in per_block) * 1e3 for k in (0, 1))
         lines.append(f"{i + 1:<5} {forward:>11.2f} {backward:>12.2f}")
-    own = [sum(map(sum, step)) for step in per_block]
+    own = [sum(map(sum, seconds)) for seconds in per_block]
     share = statistics.median(c / t for c, t in zip(own, totals))
     lines.append(f"all C3 blocks: median {statistics.median(own) * 1e3:.1f} ms (fastest {min(own) * 1e3:.1f}) of a "
                  f"{statistics.median(totals) * 1e3:.1f} ms step, {share:.1%} of it; step / (step - C3) = {1 / (1 - share):.3f}")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from c3exp.attention.c3 import C3Block
-from c3exp.bench import interleave, train_step
+from c3exp.bench import interleave, timed, train_step
 from c3exp.utils.memory import keep_freed_memory
 from c3exp.config import compose
 from c3exp.models import build_model
@@ -93,11 +93,9 @@ def message_table(model: str, batch_size: int, repeats: int = 20) -> list[str]:
         channels = shapes[block][1]
         small = torch.randn(batch_size, channels, *block.spatial_size, requires_grad=True)
         grad = torch.randn_like(small)
-        seconds = []
-        for _ in range(repeats + 5):
-            start = time.perf_counter()
-            torch.autograd.backward(block.message(small), grad, inputs=[small, *block.parameters()])
-            seconds.append(time.perf_counter() - start)
+        inputs = [small, *block.parameters()]
+        seconds = [timed(lambda: torch.autograd.backward(block.message(small), grad, inputs=inputs), "cpu")
+                   for _ in range(repeats + 5)]
         shape = "x".join(map(str, (batch_size, channels, *block.spatial_size)))
         lines.append(f"{index:<5} {shape:>18} {min(seconds[5:]) * 1e3:>20.2f}")
     return lines
@@ -144,9 +142,7 @@ def in_step_table(model: str, steps: int, batch_size: int) -> list[str]:
         step()
     totals, per_block = [], []
     for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        totals.append(time.perf_counter() - start)
+        totals.append(timed(step, "cpu"))
         per_block.append([[clock.seconds(phase, i) for phase in ("forward", "backward")] for i in range(len(blocks))])
     lines = [f"{'block':<5} {'forward ms':>11} {'backward ms':>12}   (medians over {steps} steps)"]
     for i in range(len(blocks)):

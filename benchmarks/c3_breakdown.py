@@ -34,6 +34,7 @@ from c3exp.bench import interleave, timed, train_step
 from c3exp.utils.memory import keep_freed_memory
 from c3exp.config import compose
 from c3exp.models import build_model
+from c3exp.tasks import ClassificationModule
 
 VARIANTS = ("none", "relu", "resize", "c3")
 
@@ -55,8 +56,10 @@ def network(model: str, variant: str) -> nn.Module:
 
 
 def step_of(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], object]:
+    """A training step of CIFAR-100 classification (the task's own loss) with the paper's SGD."""
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    return lambda: train_step(net, optimizer, batch, autocast_dtype=None)
+    module = ClassificationModule(net, num_classes=100, optimizer=torch.optim.SGD)
+    return lambda: train_step(module, optimizer, batch, autocast_dtype=None)
 
 
 def step_table(model: str, steps: int, batch_size: int) -> list[str]:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import instantiate
@@ -33,8 +32,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from c3exp.cli import fail, printed_help, run_reporting_user_errors
 from c3exp.config import compose
 from c3exp.errors import ConfigError, check
-from c3exp.models import build_model
 from c3exp.results import write_json
+from c3exp.tasks import TaskModule, build_network, build_task
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
@@ -183,30 +182,30 @@ def configurations(args: Sequence[str]) -> list[BenchConfig]:
 
 @dataclass
 class Trainee:
-    """A network, its optimizer and one synthetic batch on the device: what one timed step needs."""
+    """A task's module, its optimizer and one synthetic batch on the device: what one timed step needs."""
 
-    net: torch.nn.Module
+    module: TaskModule
     optimizer: torch.optim.Optimizer
     batch: Batch
     autocast_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
 
     def step(self) -> torch.Tensor:
-        return train_step(self.net, self.optimizer, self.batch, self.autocast_dtype, self.scaler)
+        return train_step(self.module, self.optimizer, self.batch, self.autocast_dtype, self.scaler)
 
 
 def train_step(
-    net: torch.nn.Module,
+    module: TaskModule,
     optimizer: torch.optim.Optimizer,
     batch: Batch,
     autocast_dtype: torch.dtype | None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
-    """One full step as Lightning's automatic optimisation does it: zero grads, forward, backward, step."""
-    images, labels = batch
+    """One full step as Lightning's automatic optimisation does it: zero grads, the task's loss, backward, step."""
+    images = batch[0]
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        loss = F.cross_entropy(net(images), labels)
+        loss = module.model_step(batch)[0]
     if scaler is None:
         loss.backward()
         optimizer.step()
@@ -217,35 +216,38 @@ def train_step(
     return loss
 
 
-def synthetic_batch(cfg: DictConfig, settings: BenchSettings, generator: torch.Generator) -> Batch:
-    """Standardised random images and labels of the data config's shape, made on the device."""
+def synthetic_batch(cfg: DictConfig, module: TaskModule, settings: BenchSettings, generator: torch.Generator) -> Batch:
+    """Standardised random images of the data config's shape and the task's kind of targets, on the device."""
     data = cfg.data
     shape = (settings.batch_size, data.channels, data.image_size, data.image_size)
-    images = torch.randn(shape, generator=generator).to(settings.device)
+    images = torch.randn(shape, generator=generator)
+    targets = module.random_targets(images, generator).to(settings.device)
+    images = images.to(settings.device)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, torch.randint(0, data.num_classes, (settings.batch_size,), generator=generator).to(settings.device)
+    return images, targets
 
 
-def build_net(config: BenchConfig, compile_here: bool = True) -> torch.nn.Module:
-    """The network training would build (build_model), seeded, on the device, compiled if asked.
+def build_module(config: BenchConfig, compile_here: bool = True) -> TaskModule:
+    """The task module around the network training would build, seeded, on the device, compiled if asked.
 
-    compile_here=False leaves compiling to ClassificationModule.configure_model, as in training.
+    compile_here=False leaves compiling to TaskModule.configure_model, as in training.
     """
     torch.manual_seed(config.settings.seed)
-    net = build_model(config.cfg).to(config.settings.device).train()
+    run_config = {"model": OmegaConf.to_container(config.cfg.model, resolve=True)}
+    module = build_task(config.cfg, run_config=run_config).to(config.settings.device).train()
     if config.settings.compile and compile_here:
-        net.compile()
-    return net
+        module.net.compile()
+    return module
 
 
 def make_trainee(config: BenchConfig) -> Trainee:
-    net = build_net(config)
+    module = build_module(config)
     settings = config.settings
-    optimizer = instantiate(config.cfg.optim.optimizer)(params=net.parameters())
+    optimizer = instantiate(config.cfg.optim.optimizer)(params=module.net.parameters())
     scaler = settings.grad_scaler()
-    batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
-    return Trainee(net, optimizer, batch, settings.autocast_dtype, scaler)
+    batch = synthetic_batch(config.cfg, module, settings, torch.Generator().manual_seed(settings.seed))
+    return Trainee(module, optimizer, batch, settings.autocast_dtype, scaler)
 
 
 def synchronize(device: str) -> None:
@@ -312,19 +314,11 @@ def between_starts(starts: Sequence[float], skip: int) -> list[float]:
     return [b - a for a, b in zip(starts, starts[1:])][skip:]
 
 
-def lightning_block(config: BenchConfig, net: torch.nn.Module, batches: BatchList) -> list[float]:
+def lightning_block(config: BenchConfig, module: TaskModule, batches: BatchList) -> list[float]:
     """Trainer.fit on `batches` with logging, checkpointing, progress bar and validation off."""
     import lightning as L
 
-    from c3exp.training import ClassificationModule
-
     settings = config.settings
-    module = ClassificationModule(
-        net,
-        num_classes=config.cfg.data.num_classes,
-        optimizer=instantiate(config.cfg.optim.optimizer),
-        run_config={"model": OmegaConf.to_container(config.cfg.model, resolve=True)},
-    )
     clock = _step_clock(settings.device)
     with tempfile.TemporaryDirectory() as root:
         trainer = L.Trainer(
@@ -345,16 +339,16 @@ def lightning_block(config: BenchConfig, net: torch.nn.Module, batches: BatchLis
     return between_starts(clock.starts, config.settings.warmup)
 
 
-def bare_block(config: BenchConfig, net: torch.nn.Module, batches: BatchList) -> list[float]:
+def bare_block(config: BenchConfig, module: TaskModule, batches: BatchList) -> list[float]:
     """The same steps in a hand-written loop, with a fresh optimizer as every fit has."""
     settings = config.settings
-    optimizer = instantiate(config.cfg.optim.optimizer)(params=net.parameters())
+    optimizer = instantiate(config.cfg.optim.optimizer)(params=module.net.parameters())
     scaler = settings.grad_scaler()
     starts = []
     for batch in batches:
         synchronize(settings.device)
         starts.append(time.perf_counter())
-        train_step(net, optimizer, batch, settings.autocast_dtype, scaler)
+        train_step(module, optimizer, batch, settings.autocast_dtype, scaler)
     return between_starts(starts, settings.warmup)
 
 
@@ -364,15 +358,15 @@ def compare_loops(config: BenchConfig) -> dict[str, list[float]]:
     Each block runs warmup + steps + 1 batches and times the `steps` iterations after the warm-up.
     """
     settings = config.settings
-    nets = {"lightning": build_net(config, compile_here=False), "bare": build_net(config)}
-    batch = synthetic_batch(config.cfg, settings, torch.Generator().manual_seed(settings.seed))
+    modules = {"lightning": build_module(config, compile_here=False), "bare": build_module(config)}
+    batch = synthetic_batch(config.cfg, modules["bare"], settings, torch.Generator().manual_seed(settings.seed))
     batches = BatchList(batch, settings.warmup + settings.steps + 1)
     blocks = {"lightning": lightning_block, "bare": bare_block}
     times: dict[str, list[float]] = {"lightning": [], "bare": []}
     for round_index in range(settings.rounds):
         order = ("lightning", "bare") if round_index % 2 == 0 else ("bare", "lightning")
         for name in order:
-            times[name] += blocks[name](config, nets[name], batches)
+            times[name] += blocks[name](config, modules[name], batches)
     return times
 
 
@@ -445,7 +439,7 @@ def machine(device: str) -> dict[str, Any]:
 
 
 def complexity(config: BenchConfig) -> dict[str, int]:
-    return model_complexity(build_model(config.cfg), config.cfg.data)
+    return model_complexity(build_network(config.cfg), config.cfg.data)
 
 
 def matmul_peak(settings: BenchSettings, size: int | None = None, repeats: int = 10) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from c3exp.paths import config_dir
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
 GROUPS = (
-    "model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search", "bench",
+    "task", "model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search", "bench",
 )
 
 
@@ -30,8 +30,14 @@ def parallel_jobs() -> int:
     return torch.cuda.device_count() or 2
 
 
+OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
+
+
 def register_resolvers() -> None:
-    """`${c3exp.pid:}` keeps concurrent run directories apart; `${c3exp.parallel_jobs:}` sizes joblib."""
+    """`${c3exp.pid:}` keeps concurrent run directories apart; `${c3exp.parallel_jobs:}` sizes joblib;
+    `${c3exp.direction:max}` is Optuna's word for a primary metric's mode."""
+    if not OmegaConf.has_resolver("c3exp.direction"):
+        OmegaConf.register_new_resolver("c3exp.direction", OPTUNA_DIRECTIONS.__getitem__)
     if not OmegaConf.has_resolver("c3exp.pid"):
         OmegaConf.register_new_resolver("c3exp.pid", lambda: os.getpid(), use_cache=True)
     if not OmegaConf.has_resolver("c3exp.parallel_jobs"):

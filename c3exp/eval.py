@@ -3,7 +3,7 @@
 The checkpoint carries the resolved config of the run that wrote it; `key=value` arguments change
 settings of it (e.g. `data.root=/datasets data.batch_size=512 trainer.accelerator=cpu`), and
 `data=NAME` / `trainer=NAME` put another config file of that group in place of the run's. The
-network (model.*, attn.*, data.num_classes) is the checkpoint's and cannot be changed.
+network (task.*, model.*, attn.*, data.num_classes) is the checkpoint's and cannot be changed.
 """
 from __future__ import annotations
 
@@ -36,14 +36,14 @@ Prints the test metrics and writes them beside the checkpoint (<checkpoint>.eval
   trainer.KEY=VALUE   trainer.accelerator=cpu|gpu|auto, trainer.precision=32-true, trainer.limit_test_batches=N
   trainer=NAME        another trainer config (e.g. trainer=cpu)
 
-The network (model.*, attn.*, data.num_classes) is the checkpoint's and cannot be changed. A GPU
+The network (task.*, model.*, attn.*, data.num_classes) is the checkpoint's and cannot be changed. A GPU
 run's checkpoint is tested on the CPU where no GPU is available, unless the command line asks for one.
 
 example: python -m c3exp.eval ckpt_path=outputs/resnet20-c3/checkpoints/last.ckpt data.root=/datasets"""
 # Groups whose config file may replace the run's: they say where the test data is and what runs it.
 SWAPPABLE_GROUPS = ("data", "trainer")
 # Groups that decide the network: the checkpoint's weights fit only the run's own.
-MODEL_GROUPS = ("model", "attn")
+MODEL_GROUPS = ("task", "model", "attn")
 ACCELERATORS = ("auto", "cpu", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
 
 
@@ -95,9 +95,17 @@ def set_key(cfg: DictConfig, key: str, value: str) -> None:
         raise ConfigError(key, value, "a key of the checkpoint's config (see its .hydra/config.yaml)") from None
 
 
+def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
+    """The config the checkpoint's run trained with; runs from before tasks were a config group classified."""
+    cfg = OmegaConf.create(checkpoint["c3exp"]["config"])
+    if cfg.get("task") is None:
+        cfg.task = compose([])["task"]
+    return cfg
+
+
 def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> DictConfig:
     """The run's config, group choices applied first and key=value settings after, as Hydra orders them."""
-    cfg = OmegaConf.create(checkpoint["c3exp"]["config"])
+    cfg = saved_config(checkpoint)
     OmegaConf.set_struct(cfg, True)
     pairs = []
     for item in overrides:
@@ -110,7 +118,7 @@ def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> 
     for key, value in pairs:
         if key not in GROUPS:
             set_key(cfg, key, value)
-    check_same_network(OmegaConf.create(checkpoint["c3exp"]["config"]), cfg)
+    check_same_network(saved_config(checkpoint), cfg)
     return cfg
 
 
@@ -122,11 +130,15 @@ def flatten(tree: Any, prefix: str) -> dict[str, Any]:
 
 
 def network_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that decide the weights: model (less its speed options), attn, data.num_classes."""
-    model = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else {}
-    attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else {}
+    """The settings that decide the weights: the task (less its primary metric), model (less its speed
+    options), attn, data.num_classes."""
+    task, model, attn = ({} if cfg.get(group) is None else OmegaConf.to_container(cfg[group], resolve=True)
+                         for group in MODEL_GROUPS)
+    task = {key: value for key, value in task.items() if key != "primary_metric"}
     model = {key: value for key, value in model.items() if key not in SPEED_KEYS}
-    return {**flatten(model, "model."), **flatten(attn, "attn."), "data.num_classes": cfg.data.get("num_classes")}
+    groups = {"task.": task, "model.": model, "attn.": attn}
+    return {**{key: value for prefix, tree in groups.items() if tree for key, value in flatten(tree, prefix).items()},
+            "data.num_classes": cfg.data.get("num_classes")}
 
 
 def check_same_network(saved: DictConfig, cfg: DictConfig) -> None:
@@ -173,15 +185,15 @@ def choose_accelerator(cfg: DictConfig, overrides: Sequence[str]) -> str:
 
 def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, float]:
     """Rebuild the run's model and data from the checkpoint and test the stored weights."""
-    from c3exp.train import build_datamodule, build_module
-    from c3exp.models import build_model
+    from c3exp.tasks import build_task
+    from c3exp.train import build_datamodule
 
     checkpoint = load_checkpoint(ckpt_path)
     cfg = config_from_checkpoint(checkpoint, list(overrides))
     accelerator = choose_accelerator(cfg, overrides)
     datamodule = build_datamodule(cfg)
-    check_same_network(OmegaConf.create(checkpoint["c3exp"]["config"]), cfg)  # imagefolder's counted classes
-    module = build_module(cfg, build_model(cfg))
+    check_same_network(saved_config(checkpoint), cfg)  # imagefolder's counted classes
+    module = build_task(cfg)
     load_weights(module, checkpoint["state_dict"], ckpt_path)
     trainer = L.Trainer(
         accelerator=accelerator,

@@ -4,38 +4,81 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from c3exp.errors import check
+
 RESULTS_FILE = "results.json"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saves in every CLI run directory
+MODES = ("max", "min")
 
 
-def summarise_history(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Best and final validation accuracy, and steady-state training throughput, from the epoch rows.
+@dataclass(frozen=True)
+class PrimaryMetric:
+    """The metric a task is judged by: the best checkpoint, results.json's best epoch, sweeps and reports."""
 
-    Every training epoch has a row; only the epochs that ran validation (every
-    trainer.check_val_every_n_epoch epochs) have val/* keys, and only those count for the val accuracies.
+    name: str = "val/acc1"
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.name, str) and self.name.startswith("val/"), "task.primary_metric.name", self.name,
+              "a validation metric logged by the task, e.g. val/acc1 or val/miou")
+        check(self.mode in MODES, "task.primary_metric.mode", self.mode, MODES)
+
+    @property
+    def metric(self) -> str:
+        """The name after the stage: acc1 for val/acc1."""
+        return self.name.partition("/")[2]
+
+    @property
+    def results_key(self) -> str:
+        """Its best value's key in results.json: best_val_acc1."""
+        return f"best_val_{self.metric}"
+
+    def best(self, values: list[float]) -> float:
+        return max(values) if self.mode == "max" else min(values)
+
+    @classmethod
+    def of(cls, value: PrimaryMetric | Mapping[str, Any] | None) -> PrimaryMetric:
+        if isinstance(value, PrimaryMetric):
+            return value
+        return cls(**dict(value or {}))
+
+
+def summarise_history(
+    history: list[dict[str, float]], primary: PrimaryMetric, metric_modes: Mapping[str, str]
+) -> dict[str, Any]:
+    """The best and final validation metrics, and steady-state training throughput, from the epoch rows.
+
+    The best epoch is the primary metric's; every other metric's best is its own best over the
+    epochs. Every training epoch has a row; only the epochs that ran validation (every
+    trainer.check_val_every_n_epoch epochs) have val/* keys, and only those count here.
     """
     if not history:
         return {"epochs": 0}
     speeds = [row["train/images_per_sec"] for row in history if "train/images_per_sec" in row]
     steady = speeds[1:] or speeds  # the first epoch pays for warm-up
     summary: dict[str, Any] = {"epochs": len(history)}
-    validated = [row for row in history if "val/acc1" in row]
+    validated = [row for row in history if primary.name in row]
     if validated:
-        best = max(validated, key=lambda row: row["val/acc1"])
-        summary.update(
-            best_epoch=int(best["epoch"]),
-            best_val_acc1=best["val/acc1"],
-            best_val_acc5=max(row["val/acc5"] for row in validated),
-            final_val_acc1=validated[-1]["val/acc1"],
-            final_val_acc5=validated[-1]["val/acc5"],
-        )
+        best = next(row for row in validated if row[primary.name] == primary.best([r[primary.name] for r in validated]))
+        summary.update(best_epoch=int(best["epoch"]), **{primary.results_key: best[primary.name]})
+        for metric, mode in metric_modes.items():
+            values = [row[f"val/{metric}"] for row in validated]
+            summary.setdefault(f"best_val_{metric}", max(values) if mode == "max" else min(values))
+        summary.update({f"final_val_{metric}": validated[-1][f"val/{metric}"] for metric in metric_modes})
     summary["train_images_per_sec"] = statistics.median(steady) if steady else None
     return summary
+
+
+def primary_value(results: Mapping[str, Any]) -> float | None:
+    """The best value of a run's primary metric (results.json files from before tasks: val/acc1)."""
+    return results.get(PrimaryMetric.of(results.get("primary_metric") or {}).results_key)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -25,11 +25,9 @@ from c3exp.config import (
     validate_config,
 )
 from c3exp.errors import ConfigError, TrainerSettingError, check
-from c3exp.data import ImageDataModule
-from c3exp.models import build_model
 from c3exp.paths import config_dir
-from c3exp.results import summarise_history, write_results
-from c3exp.training import ClassificationModule
+from c3exp.results import primary_value, summarise_history, write_results
+from c3exp.tasks import TaskModule, build_network, build_task
 from c3exp.training.csv_rows import carry_over_csv_rows
 from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, job_failed, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import model_complexity
@@ -46,25 +44,13 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def build_datamodule(cfg: DictConfig) -> ImageDataModule:
-    datamodule: ImageDataModule = instantiate_reporting_user_errors(cfg.data)
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    datamodule: L.LightningDataModule = instantiate_reporting_user_errors(cfg.data)
     if cfg.data.get("num_classes") is None:  # imagefolder: count the class folders
         datamodule.setup()
         with open_dict(cfg):
             cfg.data.num_classes = datamodule.num_classes
     return datamodule
-
-
-def build_module(cfg: DictConfig, net: torch.nn.Module) -> ClassificationModule:
-    scheduler = cfg.optim.get("scheduler")
-    return ClassificationModule(
-        net,
-        num_classes=cfg.data.num_classes,
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=instantiate(scheduler) if scheduler else None,
-        scheduler_interval=cfg.optim.get("interval", "epoch"),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
-    )
 
 
 def open_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -115,7 +101,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
-def check_checkpoint_fits(cfg: DictConfig, module: ClassificationModule, checkpoint: dict[str, Any], path: str) -> None:
+def check_checkpoint_fits(cfg: DictConfig, module: TaskModule, checkpoint: dict[str, Any], path: str) -> None:
     """The checkpoint's weights must have the names and shapes of this run's network.
 
     A run directory reused with another model or attention (resume=auto picks up its checkpoint)
@@ -155,9 +141,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    net = build_model(cfg)
+    net = build_network(cfg)
     complexity = model_complexity(net, cfg.data)
-    module = build_module(cfg, net)
+    module = build_task(cfg, net)
     module.process_started = started
     assign_gpu_for_parallel_job(cfg)
     trainer = build_trainer(cfg)
@@ -177,7 +163,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finish_wandb_run(exit_code=0)
     if trainer.is_global_zero:
         path = write_results(cfg.output_dir, results)
-        log.info("test/acc1=%.4f test/acc5=%.4f -> %s", results["test_acc1"], results["test_acc5"], path)
+        tested = " ".join(f"{key}={value:.4f}" for key, value in results.items() if key.startswith("test_") and isinstance(value, float))
+        log.info("%s -> %s", tested, path)
     return results
 
 
@@ -194,20 +181,20 @@ def start_loggers(
 
 
 def fit_and_test(
-    cfg: DictConfig, trainer: L.Trainer, module: ClassificationModule, datamodule: ImageDataModule, ckpt_path: str | None
+    cfg: DictConfig, trainer: L.Trainer, module: TaskModule, datamodule: L.LightningDataModule, ckpt_path: str | None
 ) -> dict[str, Any]:
     pin_ddp_children_to_this_job()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     history = list(module.history)
     test_ckpt = "best" if cfg.test_ckpt == "best" and trainer.checkpoint_callback else None
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0]
+    primary = module.primary_metric
     return {
         **key_choices(cfg),
         "task_name": cfg.get("task_name"),  # "debug" for the debug configs, which reports leave out
-        **summarise_history(history),
-        "test_acc1": test_metrics.get("test/acc1"),
-        "test_acc5": test_metrics.get("test/acc5"),
-        "test_loss": test_metrics.get("test/loss"),
+        "primary_metric": {"name": primary.name, "mode": primary.mode},
+        **summarise_history(history, primary, module.metric_modes),
+        **{f"test_{key.partition('/')[2]}": value for key, value in test_metrics.items() if key.startswith("test/")},
         "test_ckpt": cfg.test_ckpt,
         "train_seconds": module.train_seconds,
         "run_dir": str(cfg.output_dir),
@@ -237,7 +224,7 @@ register_resolvers()
 def _hydra_main(cfg: DictConfig) -> float | None:
     """One run, or one job of a sweep: there an error fails only this job, and the sweep goes on."""
     results = run_sweep_job(cfg) if in_multirun() else run_reporting_user_errors(lambda: train(cfg))
-    return results.get("best_val_acc1")  # the objective for hyper-parameter sweepers
+    return primary_value(results)  # the objective for hyper-parameter sweepers: the task's primary metric
 
 
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:

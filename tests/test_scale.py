@@ -15,7 +15,7 @@ import torch
 from c3exp.eval import evaluate
 from c3exp.train import train
 from c3exp.training.callbacks import NonFiniteLossError
-from c3exp.training.module import ClassificationModule
+from c3exp.tasks import ClassificationModule
 from tests.conftest import TINY_DIGITS, run_config
 from tests.wandb_records import read_offline_run
 

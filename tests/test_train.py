@@ -148,11 +148,10 @@ def test_testing_a_checkpoint_leaves_the_run_times_alone():
     import lightning as L
     from lightning.pytorch.trainer.states import TrainerFn
 
-    from c3exp.train import build_module
-    from c3exp.models import build_model
+    from c3exp.tasks import build_task
 
     cfg = run_config(SHORT, Path("/tmp/unused"))
-    module = build_module(cfg, build_model(cfg))
+    module = build_task(cfg)
     saved = {"c3exp": {"history": [{"epoch": 0}], "train_seconds": 5.0, "wall_seconds": 9.0}}
     module.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     module.trainer.state.fn = TrainerFn.TESTING

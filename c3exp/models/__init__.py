@@ -32,14 +32,19 @@ SUPPLIED = ("num_classes", "attn")  # come from cfg.data and cfg.attn, not from 
 SPEED_KEYS = ("channels_last", "compile")
 
 
-def build_model(cfg: DictConfig) -> nn.Module:
-    """Instantiate cfg.model with num_classes = cfg.data.num_classes and the attn group as a plain dict."""
+def build_model(cfg: DictConfig, **task_options: Any) -> nn.Module:
+    """Instantiate cfg.model with num_classes = cfg.data.num_classes and the attn group as a plain dict.
+
+    `task_options` are builder arguments a task sets (segmentation's output_stride), not the model group.
+    """
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     model_cfg.pop("name", None)
     speed = speed_options(model_cfg)
     _check_model_keys(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
-    net = instantiate_reporting_user_errors(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
+    net = instantiate_reporting_user_errors(
+        model_cfg, num_classes=cfg.data.num_classes, attn=attn, **task_options, _convert_="all"
+    )
     return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
 
 

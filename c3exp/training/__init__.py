@@ -1,5 +1,4 @@
-"""Training pieces: the LightningModule, callbacks and the results file."""
+"""Training pieces shared by every task: callbacks, loggers, sweep bookkeeping."""
 from c3exp.training.callbacks import EpochSeed
-from c3exp.training.module import ClassificationModule
 
-__all__ = ["ClassificationModule", "EpochSeed"]
+__all__ = ["EpochSeed"]

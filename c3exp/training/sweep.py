@@ -18,7 +18,7 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from c3exp.results import write_json
 
@@ -139,6 +139,9 @@ class SweepSummary(Callback):
             "overrides": list(job_return.overrides or []),
             "status": "failed" if failed else "completed",
             "error": failure_text(job_return._return_value) if failed else None,
+            # the task's primary metric and the best value the job returned for it
+            "primary_metric": OmegaConf.select(config, "task.primary_metric.name"),
+            "best": None if failed else job_return.return_value,
             "run_dir": job_dir,
         }
         Path(job_dir, STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")

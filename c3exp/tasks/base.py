@@ -1,40 +1,42 @@
-"""The LightningModule: cross-entropy classification with top-1/top-5 accuracy and a per-epoch history."""
+"""What every task shares: optimisation, the per-epoch history that makes resumes exact, and the
+declaration of the task's metrics and primary metric that checkpoints, results and reports read.
+
+A task is a LightningModule subclass of `TaskModule` plus a config in `conf/task/`; it says how to
+build its network (`build_network`), which metrics it computes (`make_metrics`, `metric_modes`) and
+what one step computes (`model_step`). Everything else here serves every task unchanged.
+"""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import lightning as L
-from lightning.pytorch.trainer.states import TrainerFn
 import torch
-import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+
+from c3exp.errors import check
+from c3exp.results import PrimaryMetric
 
 STAGES = ("train", "val", "test")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
-def accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    top5 = min(5, num_classes)
-    return MetricCollection(
-        {
-            "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
-        },
-        prefix=prefix,
-    )
+class TaskModule(L.LightningModule):
+    """Trains `net`; logs `train/*`, `val/*`, `test/*` and keeps one history row per epoch.
 
-
-class ClassificationModule(L.LightningModule):
-    """Trains `net` with cross-entropy; logs `train/*`, `val/*`, `test/*` and keeps an epoch history.
-
-    The history (one dict of epoch-level metrics per epoch) travels in the checkpoint, so a resumed
-    run reports the same curves and best values as an uninterrupted one.
+    The history (epoch-level metrics) travels in the checkpoint, so a resumed run reports the same
+    curves and best values as an uninterrupted one.
     """
+
+    #: Each metric's name after the stage prefix and whether higher ("max") or lower ("min") is better.
+    metric_modes: ClassVar[dict[str, str]] = {}
+    #: The primary metric when the task config names none.
+    default_primary: ClassVar[PrimaryMetric] = PrimaryMetric()
 
     def __init__(
         self,
@@ -44,14 +46,20 @@ class ClassificationModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         run_config: dict[str, Any] | None = None,
+        primary_metric: PrimaryMetric | Mapping[str, Any] | None = None,
+        name: str | None = None,
     ):
         super().__init__()
         self.net = net
+        self.num_classes = num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
         self.run_config = run_config or {}
+        self.primary_metric = PrimaryMetric.of(primary_metric) if primary_metric else self.default_primary
+        check(self.primary_metric.metric in self.metric_modes, "task.primary_metric.name", self.primary_metric.name,
+              [f"val/{metric}" for metric in self.metric_modes])
         # keyed "<stage>_split": a plain "train" key would clash with nn.Module.train
-        self.metrics = nn.ModuleDict({f"{stage}_split": accuracy_metrics(num_classes, f"{stage}/") for stage in STAGES})
+        self.metrics = nn.ModuleDict({f"{stage}_split": self.make_metrics(f"{stage}/") for stage in STAGES})
         self.losses = nn.ModuleDict({f"{stage}_split": MeanMetric() for stage in STAGES})
         self.history: list[dict[str, float]] = []
         self.train_seconds = 0.0
@@ -63,37 +71,57 @@ class ClassificationModule(L.LightningModule):
         self._throughput: dict[str, float] = {}
         self._compiled = False
 
+    # -- what a task provides -----------------------------------------------------------------
+    @classmethod
+    def build_network(cls, cfg: DictConfig) -> nn.Module:
+        """The network this task trains for a composed config: by default the model group's network."""
+        from c3exp.models import build_model
+
+        return build_model(cfg)
+
+    def make_metrics(self, prefix: str) -> MetricCollection:
+        """The metrics of one stage, named `<prefix><metric>` for every metric of `metric_modes`."""
+        raise NotImplementedError
+
+    def model_step(self, batch: Any) -> tuple[torch.Tensor, Any, Any, int]:
+        """(loss, predictions, targets, number of images) of one batch; predictions and targets feed the metrics."""
+        raise NotImplementedError
+
+    def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> Any:
+        """Targets of this task's kind for a batch of `images` (on the CPU): the benchmark's synthetic batches."""
+        raise NotImplementedError
+
+    # -- steps -----------------------------------------------------------------------------------
     def configure_model(self) -> None:
         """model.compile=true: torch.compile the network in place, so parameter names and checkpoints stay the same."""
         if self.run_config.get("model", {}).get("compile") and not self._compiled:
             self.net.compile()
             self._compiled = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels)
-        self.losses[f"{stage}_split"].update(loss.detach(), weight=len(labels))
-        self.metrics[f"{stage}_split"].update(logits.detach(), labels)
+    def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        loss, predictions, targets, images = self.model_step(batch)
+        if stage == "train":
+            self._epoch_images += images
+        self.losses[f"{stage}_split"].update(loss.detach(), weight=images)
+        self.metrics[f"{stage}_split"].update(predictions, targets)
         self.log(f"{stage}/loss", self.losses[f"{stage}_split"], on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.metrics[f"{stage}_split"], on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        self._epoch_images += len(batch[1])
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
     def epoch_summary(self, stage: str) -> dict[str, float]:
-        """This epoch's running loss and accuracies for `stage`, before Lightning resets them."""
+        """This epoch's running loss and metrics for `stage`, before Lightning resets them."""
         summary = {f"{stage}/loss": float(self.losses[f"{stage}_split"].compute())}
         summary.update({key: float(value) for key, value in self.metrics[f"{stage}_split"].compute().items()})
         return summary

@@ -1,0 +1,64 @@
+"""Tasks as plug-ins: one LightningModule per task (conf/task/<name>.yaml names it with `_target_`).
+
+`build_network(cfg)` and `build_task(cfg)` are what every command goes through, whatever the task.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import hydra.utils
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from c3exp.config import instantiate_reporting_user_errors
+from c3exp.results import PrimaryMetric
+from c3exp.tasks.base import TaskModule
+from c3exp.tasks.classification import ClassificationModule
+from c3exp.tasks.segmentation import SegmentationModule
+
+__all__ = [
+    "ClassificationModule",
+    "PrimaryMetric",
+    "SegmentationModule",
+    "TaskModule",
+    "build_network",
+    "build_task",
+    "primary_metric",
+    "task_class",
+]
+
+
+def task_class(cfg: DictConfig) -> type[TaskModule]:
+    """The LightningModule class of cfg.task."""
+    return hydra.utils.get_class(cfg.task._target_)
+
+
+def build_network(cfg: DictConfig) -> nn.Module:
+    """The network the run's task trains (what `python -m c3exp` with this config would build)."""
+    return task_class(cfg).build_network(cfg)
+
+
+def primary_metric(cfg: DictConfig) -> PrimaryMetric:
+    """The task's primary metric: the config's, else the task class's default."""
+    declared = cfg.task.get("primary_metric")
+    return PrimaryMetric.of(OmegaConf.to_container(declared)) if declared else task_class(cfg).default_primary
+
+
+def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[str, Any] | None = None) -> TaskModule:
+    """Instantiate cfg.task (its `_target_` LightningModule) around `net` with the optim group's optimiser.
+
+    `run_config` is what checkpoints carry (default: the whole resolved config, which needs a run's
+    output_dir); the benchmark, outside any run, passes less.
+    """
+    scheduler = cfg.optim.get("scheduler")
+    options: dict[str, Any] = {
+        "net": build_network(cfg) if net is None else net,
+        "num_classes": cfg.data.num_classes,
+        "optimizer": instantiate(cfg.optim.optimizer),
+        "scheduler": instantiate(scheduler) if scheduler else None,
+        "scheduler_interval": cfg.optim.get("interval", "epoch"),
+        "run_config": OmegaConf.to_container(cfg, resolve=True) if run_config is None else run_config,
+    }
+    # not recursive: run_config holds every group's `_target_`, which are settings here, not objects to build
+    return instantiate_reporting_user_errors(cfg.task, **options, _convert_="all", _recursive_=False)

@@ -1,0 +1,84 @@
+"""Semantic segmentation: a DeepLab head on a (dilated) ResNet backbone, the paper's Table 3 (left).
+
+Loss: pixel-wise cross-entropy that skips the `ignore_index` (255: VOC's object borders and padding),
+plus `aux_weight` times the auxiliary head's when it has one. Metrics over the whole split, from one
+confusion matrix per metric: mean IoU, mean class accuracy (the paper's "Mean Acc.") and pixel accuracy.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import hydra.utils
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from c3exp.errors import check
+from c3exp.tasks.base import PrimaryMetric, TaskModule
+
+
+class SegmentationModule(TaskModule):
+    """Trains a `SegmentationNet` on (images, masks) batches; `val/miou` decides the best checkpoint."""
+
+    metric_modes: ClassVar[dict[str, str]] = {"miou": "max", "macc": "max", "pixel_acc": "max"}
+    default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/miou", "max")
+
+    def __init__(
+        self,
+        *args: Any,
+        head: str = "deeplabv2",
+        output_stride: int | None = None,
+        aux_loss: bool = False,
+        aux_weight: float = 0.4,
+        ignore_index: int = 255,
+        head_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        check(isinstance(ignore_index, int), "task.ignore_index", ignore_index, "an integer label that no class uses (255)")
+        check(isinstance(aux_weight, (int, float)) and aux_weight >= 0, "task.aux_weight", aux_weight, "a number >= 0")
+        self.ignore_index, self.aux_weight = ignore_index, float(aux_weight)  # make_metrics reads ignore_index
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def build_network(cls, cfg: DictConfig) -> nn.Module:
+        """The model group's network as backbone (at `task.output_stride` where set), with the task's head."""
+        from c3exp.models import build_model
+        from c3exp.models.segmentation import segmentation_net
+
+        task = cfg.task
+        stride = {"output_stride": task.output_stride} if task.get("output_stride") is not None else {}
+        if stride:
+            builder = hydra.utils.get_method(cfg.model._target_)
+            check("output_stride" in inspect.signature(builder).parameters, "task.output_stride", task.output_stride,
+                  f"null for model={cfg.model.name}: only torchvision ResNets (model=resnet18/34/50/101) can be dilated")
+        options = OmegaConf.to_container(task.head_options, resolve=True) if task.get("head_options") else None
+        backbone = build_model(cfg, **stride)
+        return segmentation_net(backbone, cfg.data.num_classes, head=task.head, aux_loss=task.aux_loss, head_options=options)
+
+    def make_metrics(self, prefix: str) -> MetricCollection:
+        classes, ignore = self.num_classes, self.ignore_index
+        return MetricCollection(
+            {
+                # "macro": the mean over the classes present in the labels or the predictions of the split
+                "miou": MulticlassJaccardIndex(classes, average="macro", ignore_index=ignore),
+                "macc": MulticlassAccuracy(classes, average="macro", ignore_index=ignore),
+                "pixel_acc": MulticlassAccuracy(classes, average="micro", ignore_index=ignore),
+            },
+            prefix=prefix,
+        )
+
+    def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        images, masks = batch
+        outputs = self(images)
+        loss = F.cross_entropy(outputs["out"], masks, ignore_index=self.ignore_index)
+        if "aux" in outputs:
+            loss = loss + self.aux_weight * F.cross_entropy(outputs["aux"], masks, ignore_index=self.ignore_index)
+        return loss, outputs["out"].detach(), masks, len(images)
+
+    def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        return torch.randint(0, self.num_classes, (len(images), height, width), generator=generator)

@@ -231,6 +231,7 @@ def validate_config(cfg: DictConfig) -> None:
 
 # The handful of settings that identify a run in results files, reports and dashboards: name -> config key.
 KEY_CHOICES = {
+    "task": "task.name",
     "model": "model.name",
     "attn": "attn.name",
     "placement": "attn.placement",

@@ -34,7 +34,7 @@ from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
-NETWORK_KEYS = ("model", "attn", "placement", "data")  # the key choices that shape the network
+NETWORK_KEYS = ("task", "model", "attn", "placement", "data")  # the key choices that shape the network
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from c3exp.cli import printed_help, run_reporting_user_errors
 from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError, check
-from c3exp.models import SPEED_KEYS
+from c3exp.models import SPEED_KEYS, without_pretrained
 
 HELP = """\
 usage: python -m c3exp.eval ckpt_path=PATH [key=value ...]
@@ -193,7 +193,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     accelerator = choose_accelerator(cfg, overrides)
     datamodule = build_datamodule(cfg)
     check_same_network(saved_config(checkpoint), cfg)  # imagefolder's counted classes
-    module = build_task(cfg)
+    module = build_task(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones
     load_weights(module, checkpoint["state_dict"], ckpt_path)
     trainer = L.Trainer(
         accelerator=accelerator,

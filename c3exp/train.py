@@ -25,6 +25,7 @@ from c3exp.config import (
     validate_config,
 )
 from c3exp.errors import ConfigError, TrainerSettingError, check
+from c3exp.models import without_pretrained
 from c3exp.paths import config_dir
 from c3exp.results import primary_value, summarise_history, write_results
 from c3exp.tasks import TaskModule, build_network, build_task
@@ -141,14 +142,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         keep_freed_memory()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    net = build_network(cfg)
+    ckpt_path = resume_checkpoint(cfg)
+    net = build_network(without_pretrained(cfg) if ckpt_path else cfg)  # a checkpoint's weights replace pretrained ones
     complexity = model_complexity(net, cfg.data)
     module = build_task(cfg, net)
     module.process_started = started
     assign_gpu_for_parallel_job(cfg)
     trainer = build_trainer(cfg)
     log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
-    ckpt_path = resume_checkpoint(cfg)
     checkpoint = open_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
         check_checkpoint_fits(cfg, module, checkpoint, ckpt_path)

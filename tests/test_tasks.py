@@ -119,3 +119,12 @@ def test_build_model_gives_the_task_network():
     module = build_task(cfg, run_config={})
     assert isinstance(module, ClassificationModule)
     assert [name for name, _ in c3exp.build_model(cfg).named_parameters()] == [n for n, _ in module.net.named_parameters()]
+
+
+def test_resume_and_eval_build_without_downloading_pretrained_weights():
+    from c3exp.models import without_pretrained
+
+    cfg = c3exp.compose(["model=resnet18", "model.weights=imagenet", "data=digits"])
+    assert without_pretrained(cfg).model.weights is None and cfg.model.weights == "imagenet"
+    plain = c3exp.compose(["model=resnet20", "data=digits"])
+    assert without_pretrained(plain) is plain

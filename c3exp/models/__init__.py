@@ -1,28 +1,36 @@
 """Network builders and `build_model(cfg)`, the one entry point the training code uses."""
 from __future__ import annotations
 
+import copy as copy_module
 from typing import Any
 
 import hydra.utils
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from c3exp.config import instantiate_reporting_user_errors
 from c3exp.errors import ConfigError, check_keywords
 from c3exp.models.base import ResNet
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
+from c3exp.models.heads import HEADS, create_head
 from c3exp.models.placement import PLACEMENTS, AttentionPlan
+from c3exp.models.segmentation import SegmentationNet, segmentation_net
 from c3exp.models.torchvision_resnet import torchvision_resnet
 
 __all__ = [
+    "HEADS",
     "PLACEMENTS",
     "AttentionPlan",
     "ResNet",
+    "SegmentationNet",
     "build_model",
     "cifar_resnet",
+    "create_head",
+    "segmentation_net",
     "torchvision_resnet",
     "wide_resnet",
+    "without_pretrained",
 ]
 
 SUPPLIED = ("num_classes", "attn")  # come from cfg.data and cfg.attn, not from the model group
@@ -32,20 +40,29 @@ SUPPLIED = ("num_classes", "attn")  # come from cfg.data and cfg.attn, not from 
 SPEED_KEYS = ("channels_last", "compile")
 
 
-def build_model(cfg: DictConfig, **task_options: Any) -> nn.Module:
-    """Instantiate cfg.model with num_classes = cfg.data.num_classes and the attn group as a plain dict.
-
-    `task_options` are builder arguments a task sets (segmentation's output_stride), not the model group.
-    """
+def build_model(cfg: DictConfig) -> nn.Module:
+    """Instantiate cfg.model with num_classes = cfg.data.num_classes and the attn group as a plain dict."""
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     model_cfg.pop("name", None)
     speed = speed_options(model_cfg)
     _check_model_keys(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
-    net = instantiate_reporting_user_errors(
-        model_cfg, num_classes=cfg.data.num_classes, attn=attn, **task_options, _convert_="all"
-    )
+    net = instantiate_reporting_user_errors(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
     return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
+
+
+def without_pretrained(cfg: DictConfig) -> DictConfig:
+    """cfg, or a copy whose network starts from c3exp's own init where model.weights names pretrained ones.
+
+    For networks whose weights a checkpoint is about to replace (resume, eval): no download, and an
+    offline machine can still resume or evaluate a run that started from ImageNet weights.
+    """
+    if OmegaConf.select(cfg, "model.weights") is None:
+        return cfg
+    copy = copy_module.deepcopy(cfg)
+    with open_dict(copy):
+        copy.model.weights = None
+    return copy
 
 
 def speed_options(model_cfg: dict[str, Any]) -> dict[str, bool]:

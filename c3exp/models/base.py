@@ -21,6 +21,11 @@ class ResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = head
 
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        """Every stage's output channels, in order: what a head on `stage_outputs` is built for."""
+        return tuple(stage_out_channels(stage) for stage in self.stages)
+
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's output map, in order (channel correlations read them all)."""
         outputs = []
@@ -35,6 +40,21 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+
+def stage_out_channels(stage: nn.Module) -> int:
+    """The output channels of a stage of residual blocks: those of its last convolution outside attention.
+
+    In a residual block the main path's last convolution and the projection shortcut both produce
+    the block's output channels, whichever comes last in module order; attention modules (CBAM's
+    2 -> 1 spatial convolution) keep the channel count and are skipped.
+    """
+    gates = [module for module in stage.modules() if getattr(module, "is_attention", False)]
+    attention = {m for gate in gates for m in gate.modules()}
+    convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d) and m not in attention]
+    if not convs:
+        raise ValueError(f"no convolution in stage {type(stage).__name__} to read its output channels from")
+    return convs[-1].out_channels
 
 
 # imagefolder leaves the class count to the folders under data.root; summary and bench have none to count.

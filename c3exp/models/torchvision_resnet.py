@@ -1,4 +1,8 @@
-"""torchvision's ImageNet ResNets with the same attention options, for larger imagefolder data."""
+"""torchvision's ImageNet ResNets with the same attention options, for larger imagefolder data.
+
+They are also the segmentation backbones: output stride 16 or 8 (the last stages dilated instead
+of strided), torchvision's ImageNet weights or a file of them.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -6,11 +10,12 @@ from typing import Any
 
 from torch import nn
 from torchvision import models
-from torchvision.models.resnet import Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from c3exp.errors import check
 from c3exp.models.base import NUM_CLASSES_HINT, ResNet, init_weights
 from c3exp.models.placement import AttentionPlan
+from c3exp.models.pretrained import load_torchvision_weights, module_names
 
 ARCHS: dict[str, Callable[..., models.ResNet]] = {
     "resnet18": models.resnet18,
@@ -21,17 +26,31 @@ ARCHS: dict[str, Callable[..., models.ResNet]] = {
 # C3's block size before each of the 4 stages, for 224x224 inputs (stage inputs 56, 56, 28, 14): the
 # CIFAR sizes' A = 256 positions (divisible by the default reduction 8), and 8x8 on the 14x14 stage.
 TORCHVISION_SPATIAL_SIZES = ((16, 16), (16, 16), (16, 16), (8, 8))
+# Output stride -> torchvision's replace_stride_with_dilation for layer2, layer3, layer4 (DeepLab: 16 or 8).
+OUTPUT_STRIDES = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
+# torchvision's builders refuse dilation in BasicBlock; these archs are rebuilt from their block counts.
+BASIC_BLOCKS_PER_STAGE = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
 
-def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, arch: str = "resnet18") -> ResNet:
+def torchvision_resnet(
+    num_classes: int,
+    attn: Mapping[str, Any] | None = None,
+    arch: str = "resnet18",
+    output_stride: int = 32,
+    weights: str | None = None,
+) -> ResNet:
     """torchvision.models.<arch>(num_classes=...) rearranged as stem / stages / head, with attention.
 
     Block attention wraps the block's last BN (bn2 or bn3) as Sequential(bn, attention), i.e. after
     it and before the residual add; stage-input attention is the first module of its stage.
+    `weights` ("imagenet" or a state dict file) is loaded last, over c3exp's initialisation.
     """
     check(arch in ARCHS, "model.arch", arch, ARCHS)
     check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
-    net = ARCHS[arch](num_classes=num_classes)
+    valid_stride = isinstance(output_stride, int) and not isinstance(output_stride, bool) and output_stride in OUTPUT_STRIDES
+    check(valid_stride, "model.output_stride", output_stride, OUTPUT_STRIDES)
+    net = _torchvision_network(arch, num_classes, OUTPUT_STRIDES[output_stride])
+    torchvision_names = module_names(net)  # before the modules move
     plan = AttentionPlan.from_config(attn, TORCHVISION_SPATIAL_SIZES)
     stages = []
     for index, layer in enumerate((net.layer1, net.layer2, net.layer3, net.layer4)):
@@ -42,7 +61,42 @@ def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, 
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     model = ResNet(stem, stages, nn.Sequential(net.avgpool, nn.Flatten(), net.fc))
     init_weights(model)
+    if weights is not None:
+        load_torchvision_weights(model, weights, arch, torchvision_names)
     return model
+
+
+def _torchvision_network(arch: str, num_classes: int, dilate: tuple[bool, bool, bool]) -> models.ResNet:
+    """torchvision's network, its later stages dilated as `dilate` says (torchvision's own bookkeeping)."""
+    replace = list(dilate)
+    if any(replace) and arch in BASIC_BLOCKS_PER_STAGE:
+        return models.ResNet(
+            DilatedBasicBlock, BASIC_BLOCKS_PER_STAGE[arch], num_classes=num_classes, replace_stride_with_dilation=replace
+        )
+    return ARCHS[arch](num_classes=num_classes, replace_stride_with_dilation=replace)
+
+
+class DilatedBasicBlock(BasicBlock):
+    """torchvision's BasicBlock with the dilation it refuses: both 3x3 convolutions dilated and padded alike.
+
+    torchvision's ResNet hands every block its dilation (the first block of a dilated stage gets the
+    previous one, as its Bottleneck's 3x3 convolution does); the parameters are BasicBlock's.
+    """
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = None,
+    ):
+        super().__init__(inplanes, planes, stride, downsample, groups, base_width, 1, norm_layer)
+        for conv in (self.conv1, self.conv2):
+            conv.dilation = conv.padding = (dilation, dilation)
 
 
 def _last_bn_name(block: nn.Module) -> str:

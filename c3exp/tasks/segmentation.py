@@ -6,10 +6,8 @@ confusion matrix per metric: mean IoU, mean class accuracy (the paper's "Mean Ac
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
-import hydra.utils
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -31,7 +29,6 @@ class SegmentationModule(TaskModule):
         self,
         *args: Any,
         head: str = "deeplabv2",
-        output_stride: int | None = None,
         aux_loss: bool = False,
         aux_weight: float = 0.4,
         ignore_index: int = 255,
@@ -45,19 +42,13 @@ class SegmentationModule(TaskModule):
 
     @classmethod
     def build_network(cls, cfg: DictConfig) -> nn.Module:
-        """The model group's network as backbone (at `task.output_stride` where set), with the task's head."""
-        from c3exp.models import build_model
-        from c3exp.models.segmentation import segmentation_net
+        """The model group's network as backbone (its classifier dropped), with the task's head."""
+        from c3exp.models import build_model, segmentation_net
 
         task = cfg.task
-        stride = {"output_stride": task.output_stride} if task.get("output_stride") is not None else {}
-        if stride:
-            builder = hydra.utils.get_method(cfg.model._target_)
-            check("output_stride" in inspect.signature(builder).parameters, "task.output_stride", task.output_stride,
-                  f"null for model={cfg.model.name}: only torchvision ResNets (model=resnet18/34/50/101) can be dilated")
         options = OmegaConf.to_container(task.head_options, resolve=True) if task.get("head_options") else None
-        backbone = build_model(cfg, **stride)
-        return segmentation_net(backbone, cfg.data.num_classes, head=task.head, aux_loss=task.aux_loss, head_options=options)
+        return segmentation_net(build_model(cfg), cfg.data.num_classes, head=task.head, aux_loss=task.aux_loss,
+                                head_options=options)
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         classes, ignore = self.num_classes, self.ignore_index

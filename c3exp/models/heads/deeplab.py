@@ -1,0 +1,65 @@
+"""Segmentation heads on a backbone's last map: DeepLabv2's ASPP, torchvision's DeepLabv3 and FCN heads."""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+
+from c3exp.errors import check, check_keywords
+
+HEAD_KEY = "task.head"
+HEAD_OPTIONS_KEY = "task.head_options"
+DEEPLABV2_RATES = (6, 12, 18, 24)
+
+
+class DeepLabV2Head(nn.Module):
+    """DeepLabv2's ASPP (Chen et al., 2017): parallel dilated 3x3 convolutions to class scores, summed.
+
+    Each branch looks at the same map with its own field of view (dilation = padding = rate, so the
+    size is kept); no BN and no image-pooling branch, unlike DeepLabv3's ASPP. Initialised as
+    DeepLab's classifier: weights normal with std 0.01, biases 0.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int] = DEEPLABV2_RATES):
+        super().__init__()
+        valid = isinstance(rates, Sequence) and len(rates) > 0 and all(_is_positive_int(rate) for rate in rates)
+        hint = f"a non-empty list of positive integers (DeepLabv2: {list(DEEPLABV2_RATES)})"
+        check(valid, f"{HEAD_OPTIONS_KEY}.rates", rates, hint)
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=rate, dilation=rate) for rate in rates
+        )
+        for branch in self.branches:
+            nn.init.normal_(branch.weight, std=0.01)
+            nn.init.zeros_(branch.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functools.reduce(torch.add, (branch(x) for branch in self.branches))
+
+
+HEADS: dict[str, Callable[..., nn.Module]] = {
+    "deeplabv2": DeepLabV2Head,
+    "deeplabv3": DeepLabHead,  # ASPP with BN and image pooling, then a 3x3 conv and the 1x1 classifier
+}
+
+
+def create_head(name: str, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
+    """Head `name` from maps of `in_channels` channels to `num_classes` scores; options are the head's keywords."""
+    check(name in HEADS, HEAD_KEY, name, HEADS)
+    head = HEADS[name]
+    owner = f"an option of the {name} head"
+    check_keywords(options, head, f"{HEAD_OPTIONS_KEY}.", owner, supplied=("in_channels", "num_classes"))
+    return head(in_channels, num_classes, **options)
+
+
+def create_aux_head(in_channels: int, num_classes: int) -> nn.Module:
+    """torchvision's FCN head, which its DeepLabV3 puts on layer3 for the auxiliary loss."""
+    return FCNHead(in_channels, num_classes)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

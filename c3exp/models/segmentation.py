@@ -1,0 +1,63 @@
+"""Semantic segmentation on c3exp's ResNets: a head on the last stage, an optional auxiliary head."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c3exp.errors import check
+from c3exp.models.base import NUM_CLASSES_HINT, ResNet
+from c3exp.models.heads import create_aux_head, create_head
+
+
+class SegmentationNet(nn.Module):
+    """backbone stages -> head (-> aux head on the stage before), returning torchvision's {"out", "aux"} dict.
+
+    The backbone's classifier is not kept: parameters no loss reaches make DDP fail (or need
+    find_unused_parameters). Logits are upsampled bilinearly to the input size, as torchvision does.
+    """
+
+    def __init__(self, backbone: ResNet, head: nn.Module, aux_head: nn.Module | None = None):
+        super().__init__()
+        self.backbone = ResNet(backbone.stem, backbone.stages, nn.Identity())
+        self.head = head
+        self.aux_head = aux_head
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        return self.backbone.stage_channels
+
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's stage maps (channel statistics and CAMs read them as for classification)."""
+        return self.backbone.stage_outputs(x)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        stages = self.stage_outputs(x)
+        size = x.shape[-2:]
+        result = {"out": _upsample(self.head(stages[-1]), size)}
+        if self.aux_head is not None:
+            result["aux"] = _upsample(self.aux_head(stages[-2]), size)
+        return result
+
+
+def segmentation_net(
+    backbone: ResNet,
+    num_classes: int,
+    head: str = "deeplabv2",
+    aux_loss: bool = False,
+    head_options: Mapping[str, Any] | None = None,
+) -> SegmentationNet:
+    """`head` on the backbone's last stage and, with `aux_loss`, an FCN head on the one before."""
+    check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
+    check(isinstance(aux_loss, bool), "task.aux_loss", aux_loss, "true or false")
+    channels = backbone.stage_channels
+    main = create_head(head, channels[-1], num_classes, **dict(head_options or {}))
+    aux = create_aux_head(channels[-2], num_classes) if aux_loss else None
+    return SegmentationNet(backbone, main, aux)
+
+
+def _upsample(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

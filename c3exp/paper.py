@@ -1,4 +1,4 @@
-"""Table 1 of "Cross-channel Communication Networks" (NeurIPS 2019): the figures we reproduce."""
+"""Tables 1 and 3 of "Cross-channel Communication Networks" (Yang et al., NeurIPS 2019): the figures we reproduce."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -29,4 +29,35 @@ TABLE1: dict[tuple[str, str], PaperCell] = {
     ("wrn", "none"): PaperCell(26.86, 3840.0, 77.96),
     ("wrn", "se"): PaperCell(27.26, 3840.0, 78.57),
     ("wrn", "c3"): PaperCell(26.93, 3870.0, 78.34),
+}
+
+
+# Table 3 of the same paper: the attention blocks in dense-prediction networks.
+SEGMENTATION_DATA = "voc2012"
+
+
+class SegmentationCell(NamedTuple):
+    miou: float | None  # mean IoU, %; None where the source is illegible
+    macc: float | None  # mean class accuracy ("Mean Acc."), %
+
+
+#: Table 3 (left): DeepLabv2 with a ResNet-101 backbone, PASCAL VOC 2012 val; attn -> the paper's figures.
+#: The baseline's mean IoU is illegible in the source; there is no CBAM row.
+TABLE3_SEGMENTATION: dict[str, SegmentationCell] = {
+    "none": SegmentationCell(None, 85.3),
+    "se": SegmentationCell(75.6, 85.6),
+    "c3": SegmentationCell(75.1, 86.0),
+}
+
+
+class DetectionCell(NamedTuple):
+    voc07_map50: float  # PASCAL VOC 2007, mAP at IoU 0.5, %
+    coco_map: float  # COCO, mAP (IoU 0.5:0.95), %
+
+
+#: Table 3 (right): object detection; attn -> the paper's figures. Unused until the detection task lands.
+TABLE3_DETECTION: dict[str, DetectionCell] = {
+    "none": DetectionCell(74.6, 33.9),
+    "se": DetectionCell(74.8, 34.3),
+    "c3": DetectionCell(75.6, 34.8),
 }

@@ -1,25 +1,31 @@
-"""`python -m c3exp.report <sweep or outputs dir> [--out DIR] [--wandb ENTITY/PROJECT]`: Table 1 from your runs.
+"""`python -m c3exp.report <sweep or outputs dir> [--out DIR] [--wandb ENTITY/PROJECT]`: the paper's tables, your runs.
 
 Collects every run's results.json under the directory (recursively), and/or the finished runs of a
-W&B project. Runs of the debug configs (task_name=debug, trainer.fast_dev_run, trainer.overfit_batches)
+W&B project, and reports each task the runs declare (results.json's `task`; none: classification) in
+its own section. Runs of the debug configs (task_name=debug, trainer.fast_dev_run, trainer.overfit_batches)
 are left out unless --include-debug; where a cell has several runs of one seed, the most recent one is
 kept, so means and stds are over distinct seeds; the report says what it left out. Writes to --out
 (default: the directory):
-  report.md                 the paper's Table 1 layout: a row per model and data, per attention block its
-                            params (M), MACs (M), test top-1 (%, mean ± sample std over seeds) and seed count;
-                            the best top-1 of each row in bold; the paper's figure beside ours for CIFAR-100 cells
-  report.csv                the same, one line per (model, data, attention), with a best_in_row flag
-  curves_<model>_<data>.png validation top-1 per epoch, mean ± std band over seeds, one line per attention
+  report.md        a table per task, a row per model and data, per attention block its columns and seed count
+                   (report_tables.TABLE_SPECS); the best of each row in bold; the paper's figure beside ours:
+                     classification  Table 1: params (M), MACs (M), test top-1 (%, mean ± sample std over
+                                     seeds); the paper's for CIFAR-100 cells
+                     segmentation    Table 3 (left): params (M), mean IoU, mean class accuracy, pixel
+                                     accuracy (%, mean ± std); the paper's for VOC 2012 cells
+  report.csv       the same, one line per (model, data, attention), with a best_in_row flag (and a task
+                   column when the runs span several tasks)
+  curves_<model>_<data>.png, curves_<task>_<model>_<data>.png (tasks other than classification)
+                   the task's primary validation metric per epoch, mean ± std band over seeds, one line per attention
 """
 from __future__ import annotations
 
 import argparse
-import csv
+import numbers
 import re
 import statistics
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,33 +34,34 @@ from typing import Any
 import numpy as np
 
 from c3exp.analysis.cli import ArgumentParser
-from c3exp.analysis.plots import Band, accuracy_curves
+from c3exp.analysis.plots import ACCURACY_LABEL, Band, accuracy_curves
 from c3exp.cli import run_reporting_user_errors
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import ConfigError, check
-from c3exp.results import RESULTS_FILE, hydra_config, read_results
-from c3exp.paper import PAPER_DATA, TABLE1
-from c3exp.summary import markdown_table
+from c3exp.report_tables import (DEFAULT_TASK, SETTING_KEYS, Cell, Table, TableSpec, build_tables, table_markdown,
+                                 write_csv)
+from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config, read_results
 
-ATTN_ORDER = ("none", "se", "cbam", "c3")
-# Settings that should agree within a cell; a cell mixing them gets a note.
-SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
-CSV_COLUMNS = ("model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std", "seeds", "best_in_row",
-               "paper_params_m", "paper_macs_m", "paper_top1", "runs")
+__all__ = ["Cell", "Run", "collect_runs", "collect_wandb_runs", "main", "run_from_results",
+           "run_from_wandb", "select_runs", "write_report"]
+NOT_METRICS = ("loss",)  # test_<name> numbers of results.json that are not metrics in 0..1
+WANDB_TEST_KEY = re.compile(r"(?:final/test_|test/)(\w+)")  # a test number in a W&B summary
 
 
 @dataclass(frozen=True)
 class Run:
     """What a report needs from one run, whether read from results.json or from W&B."""
 
+    task: str
+    primary: PrimaryMetric
     model: str
     attn: str
     data: str
     seed: int | None
     params: int | None
     macs: int | None
-    test_acc1: float | None
-    curve: tuple[tuple[int, float], ...]  # (0-based epoch, val/acc1 fraction)
+    test_metrics: Mapping[str, float]  # metric -> its test value, a fraction: {"acc1": 0.71, "acc5": 0.92}
+    curve: tuple[tuple[int, float], ...]  # (0-based epoch, the primary validation metric, a fraction)
     settings: tuple[tuple[str, Any], ...]
     source: str
     debug: str | None = None  # the debug setting the run was made with (debug_marker), else None
@@ -63,22 +70,38 @@ class Run:
 
 def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[str, Any] | None = None,
                      finished: float | None = None) -> Run:
-    """A Run from results.json; `config` is the run's composed config, where its debug settings are."""
+    """A Run from results.json; `config` is the run's composed config, where its debug settings are.
+
+    Results from before tasks have no task and no primary metric: classification, judged by val/acc1.
+    """
+    primary = PrimaryMetric.of(results.get("primary_metric"))
     return Run(
+        task=str(results.get("task") or DEFAULT_TASK),
+        primary=primary,
         model=str(results["model"]),
         attn=str(results["attn"]),
         data=str(results["data"]),
         seed=results.get("seed"),
         params=results.get("params"),
         macs=results.get("macs"),
-        test_acc1=results.get("test_acc1"),
-        curve=tuple((int(row["epoch"]), float(row["val/acc1"])) for row in results.get("history", [])
-                    if row.get("val/acc1") is not None),  # epochs without validation have no val keys
+        test_metrics=test_metrics(results),
+        curve=tuple((int(row["epoch"]), float(row[primary.name])) for row in results.get("history", [])
+                    if row.get(primary.name) is not None),  # epochs without validation have no val keys
         settings=tuple((key, results.get(key)) for key in SETTING_KEYS),
         source=source,
         debug=debug_marker(config or {}) or debug_marker(results),  # the saved config says which debug setting
         finished=finished,
     )
+
+
+def test_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """metric -> test value of every test_<metric> number in results (not the loss, not test_ckpt's name)."""
+    return {key.removeprefix("test_"): float(value) for key, value in results.items()
+            if key.startswith("test_") and key.removeprefix("test_") not in NOT_METRICS and _is_number(value)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def debug_marker(config: Mapping[str, Any]) -> str | None:
@@ -124,22 +147,35 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
 
 
 def run_from_wandb(run: Any) -> Run | None:
-    """A finished c3exp run of the W&B API (its config is the resolved run config), or None."""
+    """A finished c3exp run of the W&B API (its config is the resolved run config), or None.
+
+    Finished: its summary has the test value of its primary metric (final/test_<metric> or test/<metric>).
+    """
     config, summary = dict(run.config), dict(run.summary)
-    test_acc1 = _first(summary, "final/test_acc1", "test/acc1")
+    declared = {key: value for key in ("name", "mode") if (value := _lookup(config, f"task.primary_metric.{key}"))}
+    primary = PrimaryMetric.of(declared)
+    tested = wandb_test_numbers(summary, primary)
     choices = {name: _lookup(config, key) for name, key in KEY_CHOICES.items()}
-    if test_acc1 is None or choices["model"] is None:
+    if f"test_{primary.metric}" not in tested or choices["model"] is None:
         return None
-    rows = run.history(keys=["epoch", "val/acc1"], pandas=False)
+    rows = run.history(keys=["epoch", primary.name], pandas=False)
     results = {
         **choices,
+        "primary_metric": {"name": primary.name, "mode": primary.mode},
         "params": _first(summary, "final/params", "model/params"),
         "macs": _first(summary, "final/macs", "model/macs"),
-        "test_acc1": float(test_acc1),
+        **tested,
         "history": [row for row in rows if row.get("epoch") is not None],
     }
     return run_from_results(results, source=str(getattr(run, "url", None) or getattr(run, "path", "wandb")),
                             config=config, finished=_timestamp(getattr(run, "created_at", None)))
+
+
+def wandb_test_numbers(summary: Mapping[str, Any], primary: PrimaryMetric) -> dict[str, Any]:
+    """results.json's test_<name> keys from a W&B summary: every final/test_<name> or test/<name> (final/ first)."""
+    names = {match[1] for key in summary if (match := WANDB_TEST_KEY.fullmatch(str(key)))} | {primary.metric}
+    found = {name: _first(summary, f"final/test_{name}", f"test/{name}") for name in sorted(names)}
+    return {f"test_{name}": value for name, value in found.items() if value is not None}
 
 
 def _timestamp(text: Any) -> float | None:
@@ -200,9 +236,9 @@ def one_run_per_seed(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     """
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[run.model, run.data, run.attn, run.seed].append(run)
+        groups[run.task, run.model, run.data, run.attn, run.seed].append(run)
     kept, notes = [], []
-    for (model, data, attn, seed), group in groups.items():
+    for (_, model, data, attn, seed), group in groups.items():
         newest = max(group, key=_recency)
         kept.append(newest)
         if len(group) > 1:
@@ -219,163 +255,16 @@ def select_runs(runs: Sequence[Run], include_debug: bool = False) -> Selection:
     return Selection(tuple(kept), tuple(notes + duplicates), skipped)
 
 
-# -- the table -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Cell:
-    """The runs of one (model, data, attention) and their summary."""
-
-    model: str
-    data: str
-    attn: str
-    runs: tuple[Run, ...]
-
-    @property
-    def top1(self) -> list[float]:
-        return [100.0 * run.test_acc1 for run in self.runs if run.test_acc1 is not None]
-
-    @property
-    def seeds(self) -> int:
-        """How many distinct seeds have a test accuracy (the sample size of mean and std)."""
-        return len({run.seed for run in self.runs if run.test_acc1 is not None})
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.top1) if self.top1 else None
-
-    @property
-    def std(self) -> float | None:
-        """Sample standard deviation over seeds; None for a single run."""
-        return statistics.stdev(self.top1) if len(self.top1) > 1 else None
-
-    @property
-    def params_m(self) -> float | None:
-        return _mean_in_millions(run.params for run in self.runs)
-
-    @property
-    def macs_m(self) -> float | None:
-        return _mean_in_millions(run.macs for run in self.runs)
-
-    @property
-    def paper(self) -> tuple[float, float, float] | None:
-        """The paper's (params M, FLOPs M, top-1 %) for this cell, when it is one of Table 1's."""
-        key = (self.model, self.attn)
-        if self.data != PAPER_DATA or key not in TABLE1:
-            return None
-        return tuple(TABLE1[key])
-
-    @property
-    def mixed_settings(self) -> list[str]:
-        """The settings that differ between this cell's runs (their means would mix recipes)."""
-        return [key for key in SETTING_KEYS if len({dict(run.settings).get(key) for run in self.runs}) > 1]
-
-
-def _mean_in_millions(values: Iterable[int | None]) -> float | None:
-    known = [value for value in values if value is not None]
-    return statistics.fmean(known) / 1e6 if known else None
-
-
-def natural_key(text: str) -> tuple:
-    """resnet20 < resnet32 < resnet110: digits compare as numbers."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
-
-
-def attn_key(attn: str) -> tuple:
-    return (ATTN_ORDER.index(attn), "") if attn in ATTN_ORDER else (len(ATTN_ORDER), attn)
-
-
-def build_cells(runs: Iterable[Run]) -> dict[tuple[str, str], dict[str, Cell]]:
-    """Rows keyed (model, data), each a dict attn -> Cell, in a stable, readable order."""
-    grouped: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
-    for run in runs:
-        grouped[run.model, run.data, run.attn].append(run)
-    rows: dict[tuple[str, str], dict[str, Cell]] = {}
-    for model, data, attn in sorted(grouped, key=lambda k: (natural_key(k[0]), k[1], attn_key(k[2]))):
-        runs_of_cell = tuple(sorted(grouped[model, data, attn], key=lambda run: (run.seed is None, run.seed or 0)))
-        rows.setdefault((model, data), {})[attn] = Cell(model, data, attn, runs_of_cell)
-    return rows
-
-
-def best_attns(row: Mapping[str, Cell]) -> set[str]:
-    """The attention(s) with the highest mean top-1 of a row (ties all count)."""
-    means = {attn: cell.mean for attn, cell in row.items() if cell.mean is not None}
-    top = max(means.values(), default=None)
-    return {attn for attn, mean in means.items() if mean == top}
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _with_paper(ours: str, paper: float | None) -> str:
-    return ours if paper is None else f"{ours} (paper {paper:g})"
-
-
-def top1_text(cell: Cell) -> str:
-    """'85.31 ± 1.20' (mean ± sample std, %), '85.31 ± -' for one seed."""
-    return f"{_number(cell.mean, 2)} ± {_number(cell.std, 2)}"
-
-
-def markdown_cells(cell: Cell | None, best: bool) -> list[str]:
-    """The four Table 1 columns of one attention block: params, MACs, top-1, seeds."""
-    if cell is None:
-        return ["", "", "", ""]
-    paper = cell.paper or (None, None, None)
-    top1 = top1_text(cell)
-    top1 = f"**{top1}**" if best else top1
-    return [
-        _with_paper(_number(cell.params_m, 3), paper[0]),
-        _with_paper(_number(cell.macs_m, 1), paper[1]),
-        _with_paper(top1, paper[2]),
-        str(cell.seeds),
-    ]
-
-
-def table_markdown(rows: Mapping[tuple[str, str], Mapping[str, Cell]]) -> str:
-    attns = sorted({attn for row in rows.values() for attn in row}, key=attn_key)
-    headers = ["model", "data"] + [f"{attn} {what}" for attn in attns
-                                   for what in ("params (M)", "MACs (M)", "top-1 (%)", "seeds")]
-    lines = []
-    for (model, data), row in rows.items():
-        best = best_attns(row)
-        lines.append([model, data] + [text for attn in attns for text in markdown_cells(row.get(attn), attn in best)])
-    return markdown_table(headers, lines)
-
-
-def csv_rows(rows: Mapping[tuple[str, str], Mapping[str, Cell]]) -> list[dict[str, Any]]:
-    out = []
-    for row in rows.values():
-        best = best_attns(row)
-        for attn, cell in row.items():
-            paper = cell.paper or (None, None, None)
-            out.append({
-                "model": cell.model, "data": cell.data, "attn": attn,
-                "params_m": cell.params_m, "macs_m": cell.macs_m,
-                "top1_mean": cell.mean, "top1_std": cell.std, "seeds": cell.seeds,
-                "best_in_row": attn in best,
-                "paper_params_m": paper[0], "paper_macs_m": paper[1], "paper_top1": paper[2],
-                "runs": ";".join(run.source for run in cell.runs),
-            })
-    return out
-
-
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-    return path
-
-
 # -- curves --------------------------------------------------------------------------------------
 def curve_band(runs: Sequence[Run]) -> Band | None:
-    """Mean and sample std of validation top-1 (%) per epoch over the runs that reached it.
+    """Mean and sample std of the primary validation metric (%) per epoch over the runs that reached it.
 
     `runs` holds one run per seed (select_runs), so the band's n is the number of seeds with a curve.
     """
     by_epoch: dict[int, list[float]] = defaultdict(list)
     for run in runs:
-        for epoch, acc1 in run.curve:
-            by_epoch[epoch].append(100.0 * acc1)
+        for epoch, value in run.curve:
+            by_epoch[epoch].append(100.0 * value)
     if not by_epoch:
         return None
     epochs = sorted(by_epoch)
@@ -388,41 +277,59 @@ def curve_band(runs: Sequence[Run]) -> Band | None:
     )
 
 
-def curve_plots(rows: Mapping[tuple[str, str], Mapping[str, Cell]], out: Path) -> list[Path]:
-    """One PNG per (model, data): validation accuracy curves of each attention block."""
+def curve_path(out: Path, task: str, model: str, data: str) -> Path:
+    """curves_<model>_<data>.png, as before tasks; other tasks' names lead theirs, so no two tables share a file."""
+    parts = (model, data) if task == DEFAULT_TASK else (task, model, data)
+    return out / f"curves_{'_'.join(parts)}.png"
+
+
+def draw_curves(bands: Mapping[str, Band], title: str, path: Path, ylabel: str) -> Path:
+    """accuracy_curves, naming the y axis only for a metric other than the one it labels itself (top-1)."""
+    named = {} if ylabel == ACCURACY_LABEL else {"ylabel": ylabel}
+    return accuracy_curves(bands, title, path, **named)
+
+
+def curve_plots(table: Table, out: Path) -> list[Path]:
+    """One PNG per (model, data) of a task: each attention block's curve of the runs' primary validation metric."""
     paths = []
-    for (model, data), row in rows.items():
+    for (model, data), row in table.rows.items():
         bands = {attn: band for attn, cell in row.items() if (band := curve_band(cell.runs)) is not None}
         if bands:
-            title = f"{model} on {data}: validation top-1 accuracy"
-            paths.append(accuracy_curves(bands, title, out / f"curves_{model}_{data}.png"))
+            metric = validation_metric_name(table.spec, row)
+            paths.append(draw_curves(bands, f"{model} on {data}: {metric}", curve_path(out, table.task, model, data),
+                                     f"{metric} (%)"))
     return paths
 
 
+def validation_metric_name(spec: TableSpec, row: Mapping[str, Cell]) -> str:
+    """'validation top-1 accuracy': the long name of the primary metric a row's runs declare."""
+    primary = next(run.primary for cell in row.values() for run in cell.runs)
+    return f"validation {spec.describe(primary.metric)}"
+
+
 # -- the report ----------------------------------------------------------------------------------
-def report_markdown(rows: Mapping[tuple[str, str], Mapping[str, Cell]], sources: Sequence[str],
-                    plots: Sequence[Path], out: Path, left_out: Sequence[str] = ()) -> str:
-    count = sum(len(cell.runs) for row in rows.values() for cell in row.values())
-    notes = [f"- {cell.model} / {cell.data} / {cell.attn}: runs differ in {', '.join(cell.mixed_settings)}"
-             for row in rows.values() for cell in row.values() if cell.mixed_settings]
-    parts = [
-        "# Results (Table 1 layout)",
-        "",
-        f"{_plural(count, 'run')} from {', '.join(sources)}.",
-        "Top-1: test accuracy (%), mean ± sample standard deviation over seeds ('-': one seed); "
-        "**bold**: best of the row. '(paper x)': the paper's Table 1 value for a CIFAR-100 cell "
-        "(its FLOPs count BN and ReLU too, about 2% above our MACs; for C3 it also counted the block on "
-        "4 tiles with A-wide messages, 3-10% above the default C3's MACs: see BENCHMARKS.md).",
-        "",
-        *(f"- {note}" for note in left_out),
-        *([""] if left_out else []),
-        table_markdown(rows),
-    ]
-    if notes:
-        parts += ["", "Cells whose runs used different settings:", *notes]
+def section_markdown(table: Table, plots: Sequence[Path], out: Path) -> list[str]:
+    """One task's section: what its numbers are, its table, cells that mix settings, its curves."""
+    mixed = [f"- {cell.model} / {cell.data} / {cell.attn}: runs differ in {', '.join(cell.mixed_settings)}"
+             for cell in table.cells if cell.mixed_settings]
+    parts = [f"## {table.spec.heading}", "", table.spec.legend, "", table_markdown(table)]
+    if mixed:
+        parts += ["", "Cells whose runs used different settings:", *mixed]
     if plots:
-        parts += ["", "## Validation accuracy curves", ""]
+        parts += ["", "### Validation curves", ""]
         parts += [f"![{path.stem}]({path.relative_to(out).as_posix()})" for path in plots]
+    return parts
+
+
+def report_markdown(tables: Mapping[str, Table], sources: Sequence[str], plots: Mapping[str, Sequence[Path]],
+                    out: Path, left_out: Sequence[str] = ()) -> str:
+    """report.md: how many runs from where and what was left out, then a section per task."""
+    count = sum(len(cell.runs) for table in tables.values() for cell in table.cells)
+    parts = ["# Results", "", f"{_plural(count, 'run')} from {', '.join(sources)}."]
+    if left_out:
+        parts += ["", *(f"- {note}" for note in left_out)]
+    for task, table in tables.items():
+        parts += ["", *section_markdown(table, plots.get(task, ()), out)]
     return "\n".join(parts) + "\n"
 
 
@@ -436,12 +343,12 @@ def write_report(runs: Sequence[Run], out: str | Path, sources: Sequence[str],
           f"{_plural(selection.skipped_debug, 'debug run')}; --include-debug reports them)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = build_cells(selection.runs)
-    plots = curve_plots(rows, out)
+    tables = build_tables(selection.runs)
+    plots = {task: curve_plots(table, out) for task, table in tables.items()}
     markdown = out / "report.md"
-    markdown.write_text(report_markdown(rows, sources, plots, out, selection.notes))
-    return {"markdown": markdown, "csv": write_csv(out / "report.csv", csv_rows(rows)),
-            **{path.stem: path for path in plots}}
+    markdown.write_text(report_markdown(tables, sources, plots, out, selection.notes))
+    return {"markdown": markdown, "csv": write_csv(out / "report.csv", list(tables.values())),
+            **{path.stem: path for paths in plots.values() for path in paths}}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

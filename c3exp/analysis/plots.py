@@ -21,6 +21,7 @@ from c3exp.analysis.cam import ChannelMaps
 
 DPI = 80
 CORRELATION_LABEL = "Pearson correlation"
+ACCURACY_LABEL = "validation top-1 accuracy (%)"
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -82,8 +83,9 @@ class Band:
         return np.clip(self.mean - self.std, low, high), np.clip(self.mean + self.std, low, high)
 
 
-def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path) -> Path:
-    """Validation top-1 (%) against epoch, one line (mean) and shaded band (+- std, within 0-100) per label."""
+def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path, ylabel: str = ACCURACY_LABEL) -> Path:
+    """A validation metric (%, top-1 unless `ylabel` names another) against epoch, one line (mean) and
+    shaded band (+- std, within 0-100) per label."""
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     for label, band in bands.items():
@@ -91,7 +93,7 @@ def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path) -> 
         ax.fill_between(band.x, *band.limits(0.0, 100.0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("validation top-1 accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(title="attention (mean ± std over seeds)")

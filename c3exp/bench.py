@@ -34,7 +34,7 @@ from c3exp.config import compose
 from c3exp.errors import ConfigError, check
 from c3exp.results import write_json
 from c3exp.tasks import TaskModule, build_network, build_task
-from c3exp.utils.complexity import model_complexity
+from c3exp.utils.complexity import data_input_shape, model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
 MODES = ("steps", "loop")
@@ -218,8 +218,7 @@ def train_step(
 
 def synthetic_batch(cfg: DictConfig, module: TaskModule, settings: BenchSettings, generator: torch.Generator) -> Batch:
     """Standardised random images of the data config's shape and the task's kind of targets, on the device."""
-    data = cfg.data
-    shape = (settings.batch_size, data.channels, data.image_size, data.image_size)
+    shape = (settings.batch_size, *data_input_shape(cfg.data)[1:])
     images = torch.randn(shape, generator=generator)
     targets = module.random_targets(images, generator).to(settings.device)
     images = images.to(settings.device)

@@ -2,7 +2,7 @@
 
 Loss: pixel-wise cross-entropy that skips the `ignore_index` (255: VOC's object borders and padding),
 plus `aux_weight` times the auxiliary head's when it has one. Metrics over the whole split, from one
-confusion matrix per metric: mean IoU, mean class accuracy (the paper's "Mean Acc.") and pixel accuracy.
+shared confusion matrix: mean IoU, mean class accuracy (the paper's "Mean Acc.") and pixel accuracy.
 """
 from __future__ import annotations
 
@@ -13,10 +13,30 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from c3exp.errors import check
 from c3exp.tasks.base import PrimaryMetric, TaskModule
+
+
+class MeanClassAccuracy(MulticlassConfusionMatrix):
+    """The mean over the labelled classes of the share of their pixels predicted right (FCN's "mean accuracy").
+
+    torchmetrics' macro accuracy also averages in, as 0, a class that is predicted but never labelled.
+    """
+
+    def compute(self) -> torch.Tensor:
+        matrix = super().compute()  # rows: labels, columns: predictions
+        labelled = matrix.sum(1)
+        return (matrix.diag()[labelled > 0] / labelled[labelled > 0]).mean()
+
+
+class PixelAccuracy(MulticlassConfusionMatrix):
+    """The share of all labelled pixels predicted right."""
+
+    def compute(self) -> torch.Tensor:
+        matrix = super().compute()
+        return matrix.diag().sum() / matrix.sum().clamp(min=1)
 
 
 class SegmentationModule(TaskModule):
@@ -52,12 +72,13 @@ class SegmentationModule(TaskModule):
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         classes, ignore = self.num_classes, self.ignore_index
+        # Three views of one confusion matrix: MetricCollection's compute groups update it once per batch.
         return MetricCollection(
             {
                 # "macro": the mean over the classes present in the labels or the predictions of the split
                 "miou": MulticlassJaccardIndex(classes, average="macro", ignore_index=ignore),
-                "macc": MulticlassAccuracy(classes, average="macro", ignore_index=ignore),
-                "pixel_acc": MulticlassAccuracy(classes, average="micro", ignore_index=ignore),
+                "macc": MeanClassAccuracy(classes, ignore_index=ignore),
+                "pixel_acc": PixelAccuracy(classes, ignore_index=ignore),
             },
             prefix=prefix,
         )

@@ -42,8 +42,12 @@ def count_macs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> in
 
 
 def data_input_shape(data: Any) -> InputShape:
-    """One image of a data config's size (`data.channels`, `data.image_size`): what counts are per."""
-    return (1, data.channels, data.image_size, data.image_size)
+    """One image as the network sees it in training: what counts are per.
+
+    `data.crop_size` where the data is cropped (segmentation), else `data.image_size`; `data.channels`, RGB where unset.
+    """
+    size = data.get("crop_size") or data.image_size
+    return (1, data.get("channels", 3), size, size)
 
 
 def model_complexity(net: nn.Module, data: Any) -> dict[str, int]:

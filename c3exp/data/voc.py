@@ -1,0 +1,314 @@
+"""PASCAL VOC semantic segmentation through torchvision's VOCSegmentation, with DeepLab's augmentation.
+
+Training samples are randomly scaled (relative to each image, DeepLab's `scale_range`), padded to
+`crop_size` (image with the mean colour, mask with `ignore_index`), randomly cropped and flipped;
+evaluation keeps full images and pads each batch to its largest image instead. Image and mask go
+through the same torchvision.transforms.v2 pipeline as tv_tensors, so they move together.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, tv_tensors
+from torchvision.datasets.voc import DATASET_YEAR_DICT
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from c3exp.data.base import ImageDataModule
+from c3exp.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from c3exp.errors import DataNotFoundError, check
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+TORCHVISION_LISTS = ("train", "trainval", "val")  # the image sets torchvision's VOCSegmentation accepts
+KNOWN_LISTS = (*TORCHVISION_LISTS, "train_aug")
+YEARS = [year for year in DATASET_YEAR_DICT if year.isdigit()]  # 2007..2012
+Sample = tuple[torch.Tensor, torch.Tensor]
+
+
+class SBDAugmentedVOC(datasets.VOCSegmentation):
+    """SBD's 'train_aug' in DeepLab's layout: ImageSets/Segmentation/train_aug.txt, masks in SegmentationClassAug/."""
+
+    def __init__(self, root: str, year: str = "2012"):
+        super().__init__(root, year, "train")  # torchvision's checks of root and year; then our list
+        folder = voc_folder(root, year)
+        ids = (folder / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split()
+        self.images = [str(folder / "JPEGImages" / f"{i}.jpg") for i in ids]
+        self.targets = [str(folder / "SegmentationClassAug" / f"{i}.png") for i in ids]
+        self.image_set = "train_aug"
+
+
+def voc_folder(root: Path | str, year: str) -> Path:
+    """Where torchvision looks for VOC `year` under `root` (VOCdevkit/VOC2012 for 2012)."""
+    return Path(root, DATASET_YEAR_DICT[year]["base_dir"])
+
+
+def missing_voc_message(name: str, folder: Path, reason: str) -> str:
+    return (
+        f"{name} not found: looked for {folder.resolve()} ({reason}). Either let torchvision download "
+        f"VOC 2012 once on a machine with internet access (data.download=true, 2 GB), or copy the extracted "
+        f"'VOCdevkit' folder to a local directory and point data.root at the directory that contains it, "
+        f"e.g. `python -m c3exp task=segmentation data=voc2012 data.root=/datasets` (the default is "
+        f"data.root=data, relative to where you run, or $C3EXP_DATA). For an offline run without any "
+        f"download, use data=shapes, which writes its own scenes in the VOC layout."
+    )
+
+
+class RandomScale:
+    """Resize image (bilinear) and mask (nearest) by one factor drawn uniformly from `scale_range`.
+
+    DeepLab's scale augmentation is relative to each image; v2.RandomResize sets an absolute size.
+    The factor comes from torch's global RNG, as v2's own random transforms draw theirs.
+    """
+
+    def __init__(self, scale_range: tuple[float, float]):
+        self.low, self.high = scale_range
+
+    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        scale = self.low + (self.high - self.low) * float(torch.rand(()))
+        height, width = image.shape[-2:]
+        size = [max(1, round(height * scale)), max(1, round(width * scale))]
+        return (F.resize(image, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+                F.resize(mask, size, interpolation=v2.InterpolationMode.NEAREST_EXACT))
+
+
+class CropFits:
+    """With padding off, a crop larger than the (scaled) image is the user's setting to fix: one line naming it."""
+
+    def __init__(self, crop_size: int):
+        self.crop_size = crop_size
+
+    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        height, width = image.shape[-2:]
+        check(min(height, width) >= self.crop_size, "data.crop_size", self.crop_size,
+              f"at most {min(height, width)}, the shorter side of a {width}x{height} training image after random "
+              f"scaling, as data.pad_to_crop=false (pad it: data.pad_to_crop=true)")
+        return image, mask
+
+
+def segmentation_transform(
+    train: bool,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_size: int = 321,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    hflip: bool = True,
+    ignore_index: int = 255,
+    pad_to_crop: bool = True,
+) -> v2.Compose:
+    """(PIL image, Mask) -> (float image normalised, int64 mask); training adds scale, pad, crop and flip.
+
+    Padding happens on the uint8 image with the mean colour, which is 0 after normalisation, like
+    the evaluation batches' padding (`pad_collate`).
+    """
+    steps: list = [v2.ToImage()]
+    if train:
+        mean_colour = [round(255 * m) for m in mean]
+        steps += [RandomScale(scale_range)] + ([] if pad_to_crop else [CropFits(crop_size)])
+        steps.append(v2.RandomCrop(crop_size, pad_if_needed=pad_to_crop,
+                                   fill={tv_tensors.Image: mean_colour, tv_tensors.Mask: ignore_index}))
+        steps += [v2.RandomHorizontalFlip()] if hflip else []
+    steps += [
+        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        v2.Normalize(list(mean), list(std)),
+        v2.ToPureTensor(),
+    ]
+    return v2.Compose(steps)
+
+
+def pad_collate(batch: Sequence[Sample], ignore_index: int = 255) -> Sample:
+    """Stack samples of different sizes: pad each to the batch's largest H and W (images 0, masks ignore_index)."""
+    height = max(image.shape[-2] for image, _ in batch)
+    width = max(image.shape[-1] for image, _ in batch)
+    images = torch.zeros(len(batch), batch[0][0].shape[0], height, width, dtype=batch[0][0].dtype)
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
+    for i, (image, mask) in enumerate(batch):
+        images[i, :, : image.shape[-2], : image.shape[-1]] = image
+        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    return images, masks
+
+
+class CheckedSegmentation(Dataset):
+    """A VOCSegmentation's samples, checked against the settings (one-line errors naming the file), then transformed."""
+
+    def __init__(self, voc: datasets.VOCSegmentation, transform: v2.Transform, num_classes: int,
+                 ignore_index: int, check_masks: bool = True):
+        self.voc, self.transform, self.check_masks = voc, transform, check_masks
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.voc)
+
+    def __getitem__(self, index: int) -> Sample:
+        image, mask_image = self.voc[index]
+        mask = self._mask(mask_image, image, index)
+        return self.transform(image, mask)
+
+    def _mask(self, mask_image: Image.Image, image: Image.Image, index: int) -> tv_tensors.Mask:
+        path = self.voc.masks[index]
+        labels = np.array(mask_image)
+        if labels.ndim != 2:
+            raise DataNotFoundError(f"{path} is a {mask_image.mode} image: a mask must be a palette or greyscale "
+                                    f"PNG of class indices (check data.root={self.voc.root})")
+        if mask_image.size != image.size:
+            raise DataNotFoundError(f"the mask {path} is {'x'.join(map(str, mask_image.size))} (width x height) but "
+                                    f"its image {self.voc.images[index]} is {'x'.join(map(str, image.size))}: "
+                                    f"every mask must match its image (check data.root={self.voc.root})")
+        if self.check_masks:
+            present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
+            bad = [int(label) for label in present if label >= self.num_classes and label != self.ignore_index]
+            check(not bad, "data.num_classes", self.num_classes,
+                  f"more than the labels {bad} in {path} (masks hold 0..{self.num_classes - 1} and "
+                  f"data.ignore_index={self.ignore_index})")
+        return tv_tensors.Mask(labels)
+
+
+class VOCSegmentationDataModule(L.LightningDataModule):
+    """PASCAL VOC segmentation (or any dataset in its layout under `root`/VOCdevkit/VOC<year>).
+
+    `train_split: train_aug` reads SBD's augmented list (SBDAugmentedVOC). `data.batch_size` is
+    the global batch, split over data-parallel processes. `seed` is kept for the config interface:
+    augmentation draws from the global RNG, which c3exp reseeds every epoch.
+    """
+
+    def __init__(
+        self,
+        name: str = "voc2012",
+        root: str = "data",
+        year: str = "2012",
+        download: bool = False,
+        num_classes: int = 21,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        crop_size: int = 321,
+        scale_range: Sequence[float] = (0.5, 2.0),
+        hflip: bool = True,
+        augment: bool = True,
+        pad_to_crop: bool = True,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        ignore_index: int = 255,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+        check_masks: bool = True,
+    ):
+        super().__init__()
+        year, scale_range = str(year), tuple(float(s) for s in scale_range)
+        check(year in YEARS, "data.year", year, YEARS)
+        check(isinstance(num_classes, int) and 1 <= num_classes <= 255, "data.num_classes", num_classes,
+              "an integer in 1..255")
+        check(isinstance(ignore_index, int) and num_classes <= ignore_index <= 255, "data.ignore_index", ignore_index,
+              f"a label no class uses that fits 8-bit masks: {num_classes}..255 (VOC's void is 255)")
+        check(isinstance(crop_size, int) and crop_size >= 1, "data.crop_size", crop_size, "an integer >= 1")
+        check(len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1], "data.scale_range", list(scale_range),
+              "[low, high] with 0 < low <= high")
+        check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+        check(eval_batch_size is None or (isinstance(eval_batch_size, int) and eval_batch_size >= 1),
+              "data.eval_batch_size", eval_batch_size, "null (= data.batch_size) or an integer >= 1")
+        check(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
+        check(len(mean) == 3, "data.mean", list(mean), "3 numbers, one per RGB channel")
+        check(len(std) == 3 and min(std) > 0, "data.std", list(std), "3 positive numbers, one per RGB channel")
+        self.name, self.root, self.year, self.download = name, Path(root).expanduser(), year, download
+        self.num_classes, self.ignore_index, self.check_masks = num_classes, ignore_index, check_masks
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.crop_size, self.scale_range, self.hflip, self.augment = crop_size, scale_range, hflip, augment
+        self.pad_to_crop = pad_to_crop
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.seed = num_workers, seed
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        generic = [f"class{i}" for i in range(num_classes)]
+        self.class_names = list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else generic
+        self.datasets: dict[str, CheckedSegmentation] = {}
+
+    @property
+    def folder(self) -> Path:
+        return voc_folder(self.root, self.year)
+
+    # -- opening the lists ----------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download (data.download=true) once, on one process; torchvision re-extracts 2 GB if asked again."""
+        if self.download and not self.folder.is_dir():
+            try:
+                datasets.VOCSegmentation(str(self.root), self.year, "train", download=True)
+            except (OSError, RuntimeError) as err:  # URLError, DNS, checksum failures
+                reason = f"the download failed: {err}"
+                raise DataNotFoundError(missing_voc_message(self.name, self.folder, reason)) from None
+
+    def _lists(self) -> list[str]:
+        lists = sorted(p.stem for p in (self.folder / "ImageSets" / "Segmentation").glob("*.txt"))
+        if not self.folder.is_dir() or not lists:
+            reason = "no such folder" if not self.folder.is_dir() else "it has no ImageSets/Segmentation/*.txt lists"
+            raise DataNotFoundError(missing_voc_message(self.name, self.folder, reason))
+        return lists
+
+    def open_split(self, role: str) -> datasets.VOCSegmentation:
+        """torchvision's dataset for the list data.<role>_split, with every file it names checked to exist."""
+        split, lists = self.splits[role], self._lists()
+        check(split in KNOWN_LISTS and split in lists, f"data.{role}_split", split,
+              f"a list VOC readers know ({', '.join(KNOWN_LISTS)}) that exists in "
+              f"{self.folder / 'ImageSets' / 'Segmentation'}; found: {', '.join(lists)}")
+        try:
+            voc = (SBDAugmentedVOC(str(self.root), self.year) if split == "train_aug"
+                   else datasets.VOCSegmentation(str(self.root), self.year, split))
+        except FileNotFoundError as err:  # train_aug also opens torchvision's train.txt
+            raise DataNotFoundError(f"{err.filename} does not exist (needed for data.{role}_split={split!r} "
+                                    f"under data.root={self.root})") from None
+        for image, mask in zip(voc.images, voc.masks):
+            for path in (image, mask):
+                if not Path(path).is_file():
+                    raise DataNotFoundError(
+                        f"{self.folder / 'ImageSets' / 'Segmentation' / split}.txt names '{Path(path).stem}' but "
+                        f"{path} does not exist: fix the list or the files under data.root={self.root}")
+        return voc
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for role in roles.get(stage, ("train", "val", "test")):
+            self.dataset(role)
+
+    def transform(self, train: bool) -> v2.Compose:
+        return segmentation_transform(train and self.augment, self.mean, self.std, self.crop_size,
+                                      self.scale_range, self.hflip, self.ignore_index, self.pad_to_crop)
+
+    def dataset(self, role: str) -> CheckedSegmentation:
+        """The samples of data.<role>_split (role: train, val or test), opened once."""
+        if role not in self.datasets:
+            self.datasets[role] = CheckedSegmentation(self.open_split(role), self.transform(role == "train"),
+                                                      self.num_classes, self.ignore_index, self.check_masks)
+        return self.datasets[role]
+
+    # the global batch divided by the data-parallel processes, with its one-line error: the classifiers' rule
+    per_process_batch_size = ImageDataModule.per_process_batch_size
+
+    def _loader(self, role: str) -> DataLoader:
+        return DataLoader(
+            self.dataset(role),
+            batch_size=self.per_process_batch_size(role),
+            shuffle=role == "train",
+            num_workers=self.num_workers,
+            collate_fn=functools.partial(pad_collate, ignore_index=self.ignore_index),
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -281,7 +281,7 @@ def test_the_voc2012_config_builds_the_data_module(tmp_path):
 
 def test_the_shapes_config_trains_from_nothing(tmp_path):
     settings = config("shapes")
-    assert settings.pop("_target_") == "c3exp.data.ShapesDataModule"
+    assert settings.pop("_target_") == "c3exp.data.shapes.ShapesDataModule"
     data = ShapesDataModule(**{**settings, "root": str(tmp_path), "train_images": 16, "val_images": 4})
     data.prepare_data()
     data.setup("fit")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import itertools
 
+import lightning as L
 import pytest
 from hydra.utils import instantiate
 
 import c3exp
 from c3exp.config import group_choices, key_choices
-from c3exp.data import ImageDataModule
 
 MODELS = group_choices("model")
 ATTNS = group_choices("attn")
@@ -45,7 +45,7 @@ def test_every_datamodule_instantiates(data):
     overrides = [f"data={data}"] + (["data.root=/nonexistent"] if data == "imagefolder" else [])
     cfg = c3exp.compose(overrides)
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, ImageDataModule) and datamodule.name == data
+    assert isinstance(datamodule, L.LightningDataModule) and datamodule.name == data
 
 
 def test_optimizer_recipes():

@@ -24,7 +24,6 @@ __all__ = [
     "TaskModule",
     "build_network",
     "build_task",
-    "primary_metric",
     "task_class",
 ]
 
@@ -37,12 +36,6 @@ def task_class(cfg: DictConfig) -> type[TaskModule]:
 def build_network(cfg: DictConfig) -> nn.Module:
     """The network the run's task trains (what `python -m c3exp` with this config would build)."""
     return task_class(cfg).build_network(cfg)
-
-
-def primary_metric(cfg: DictConfig) -> PrimaryMetric:
-    """The task's primary metric: the config's, else the task class's default."""
-    declared = cfg.task.get("primary_metric")
-    return PrimaryMetric.of(OmegaConf.to_container(declared)) if declared else task_class(cfg).default_primary
 
 
 def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[str, Any] | None = None) -> TaskModule:

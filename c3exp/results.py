@@ -66,7 +66,8 @@ def summarise_history(
     summary: dict[str, Any] = {"epochs": len(history)}
     validated = [row for row in history if primary.name in row]
     if validated:
-        best = next(row for row in validated if row[primary.name] == primary.best([r[primary.name] for r in validated]))
+        best_value = primary.best([row[primary.name] for row in validated])
+        best = next(row for row in validated if row[primary.name] == best_value)  # the first epoch to reach it
         summary.update(best_epoch=int(best["epoch"]), **{primary.results_key: best[primary.name]})
         for metric, mode in metric_modes.items():
             values = [row[f"val/{metric}"] for row in validated]

@@ -22,6 +22,11 @@ def check(condition: bool, key: str, value: Any, allowed: str | Iterable[Any]) -
         raise ConfigError(key, value, allowed)
 
 
+def is_int(value: Any) -> bool:
+    """An integer setting: YAML's true/false are bools, which Python counts as ints."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_keywords(
     settings: Mapping[str, Any], target: Callable[..., Any], key_prefix: str, owner: str, supplied: Collection[str] = ()
 ) -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c3exp.errors import check
+from c3exp.errors import check, is_int
 from c3exp.models.base import NUM_CLASSES_HINT, ResNet, classifier_head, init_weights
 from c3exp.models.placement import AttentionPlan
 
@@ -97,7 +97,7 @@ def cifar_resnet(
     The stem keeps 16 channels whatever the width, as Wide-ResNets do, so width=10 and depth 20 is
     the paper's Wide-ResNet.
     """
-    check(_is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
+    check(is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
     return _cifar_network(num_classes, attn, (depth - 2) // 6, width, shortcut)
 
 
@@ -113,16 +113,16 @@ def wide_resnet(
     Same network as cifar_resnet(depth - 2, width): WRN naming counts the two projection shortcut
     convolutions of stages 2 and 3 as layers.
     """
-    check(_is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
+    check(is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
     return _cifar_network(num_classes, attn, (depth - 4) // 6, width, shortcut)
 
 
 def _cifar_network(
     num_classes: int, attn: Mapping[str, Any] | None, blocks: int, width: int, shortcut: str
 ) -> ResNet:
-    check(_is_int(width) and width >= 1, "model.width", width, "a positive integer")
+    check(is_int(width) and width >= 1, "model.width", width, "a positive integer")
     check(shortcut in SHORTCUTS, "model.shortcut", shortcut, SHORTCUTS)
-    check(_is_int(num_classes) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
+    check(is_int(num_classes) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     plan = AttentionPlan.from_config(attn, CIFAR_SPATIAL_SIZES)
     stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
     stages, in_channels = [], STEM_CHANNELS
@@ -132,7 +132,3 @@ def _cifar_network(
     model = ResNet(stem, stages, classifier_head(in_channels, num_classes))
     init_weights(model)
     return model
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

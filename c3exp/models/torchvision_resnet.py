@@ -12,7 +12,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from c3exp.errors import check
+from c3exp.errors import check, is_int
 from c3exp.models.base import NUM_CLASSES_HINT, ResNet, init_weights
 from c3exp.models.placement import AttentionPlan
 from c3exp.models.pretrained import load_torchvision_weights, module_names
@@ -47,8 +47,7 @@ def torchvision_resnet(
     """
     check(arch in ARCHS, "model.arch", arch, ARCHS)
     check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
-    valid_stride = isinstance(output_stride, int) and not isinstance(output_stride, bool) and output_stride in OUTPUT_STRIDES
-    check(valid_stride, "model.output_stride", output_stride, OUTPUT_STRIDES)
+    check(is_int(output_stride) and output_stride in OUTPUT_STRIDES, "model.output_stride", output_stride, OUTPUT_STRIDES)
     net = _torchvision_network(arch, num_classes, OUTPUT_STRIDES[output_stride])
     torchvision_names = module_names(net)  # before the modules move
     plan = AttentionPlan.from_config(attn, TORCHVISION_SPATIAL_SIZES)

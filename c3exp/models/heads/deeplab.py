@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
-from c3exp.errors import check, check_keywords
+from c3exp.errors import check, check_keywords, is_int
 
 HEAD_KEY = "task.head"
 HEAD_OPTIONS_KEY = "task.head_options"
@@ -27,7 +27,7 @@ class DeepLabV2Head(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int] = DEEPLABV2_RATES):
         super().__init__()
-        valid = isinstance(rates, Sequence) and len(rates) > 0 and all(_is_positive_int(rate) for rate in rates)
+        valid = isinstance(rates, Sequence) and len(rates) > 0 and all(is_int(rate) and rate >= 1 for rate in rates)
         hint = f"a non-empty list of positive integers (DeepLabv2: {list(DEEPLABV2_RATES)})"
         check(valid, f"{HEAD_OPTIONS_KEY}.rates", rates, hint)
         self.branches = nn.ModuleList(
@@ -59,7 +59,3 @@ def create_head(name: str, in_channels: int, num_classes: int, **options: Any) -
 def create_aux_head(in_channels: int, num_classes: int) -> nn.Module:
     """torchvision's FCN head, which its DeepLabV3 puts on layer3 for the auxiliary loss."""
     return FCNHead(in_channels, num_classes)
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

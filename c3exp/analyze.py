@@ -1,4 +1,5 @@
-"""`python -m c3exp.analyze <command>`: the paper's Fig. 4 and Fig. 6 from c3exp checkpoints and runs.
+"""`python -m c3exp.analyze <command>`: the paper's Fig. 4 and Fig. 6 from c3exp checkpoints and runs, and
+detections side by side.
 
   correlation ckpt_path=PATH [key=value ...] [--batches N] [--split val|test] [--out DIR]
       Channel correlation at every stage output of a checkpoint's network over N batches of its data
@@ -18,6 +19,13 @@
       each network's K most activated last-stage channels (default 6) over them, baseline and C3 side by
       side in one PNG.
       Default FILE: cam_compare.png in the checkpoints' common parent folder.
+
+  boxes BASELINE_CKPT C3_CKPT [--images N] [--score S] [--split val|test] [--out FILE]
+      Two detection checkpoints (task=detection) on the same data: the first N images of the split
+      (default 4, test; at most the split's size), one row each, with the ground-truth boxes, the
+      baseline's and the C3 network's detections scoring at least S (default 0.5, in [0, 1]), each box
+      with its class name and score, in one PNG.
+      Default FILE: boxes_compare.png in the checkpoints' common parent folder.
 """
 from __future__ import annotations
 
@@ -32,14 +40,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from c3exp.analysis.callback import first_batch, load_correlation_history
 from c3exp.analysis.cam import top_channel_maps
 from c3exp.analysis.cli import ArgumentParser, positive_int
 from c3exp.analysis.correlation import StageCorrelation, stage_correlations
-from c3exp.analysis.plots import cam_comparison, correlation_heatmaps, correlation_over_training
+from c3exp.analysis.plots import box_comparison, cam_comparison, correlation_heatmaps, correlation_over_training
 from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import check
 from c3exp.results import RESULTS_FILE, read_results
@@ -52,16 +60,29 @@ SPLITS = ("val", "test")
 
 # -- checkpoints and data ------------------------------------------------------------------------
 def load_network(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, DictConfig]:
-    """The checkpoint's network with its trained weights (eval mode), and its run config."""
+    """The checkpoint's network (the one its task trains) with its trained weights (eval mode), and its run config."""
     from c3exp.eval import config_from_checkpoint, load_checkpoint, load_weights
-    from c3exp.models import build_model
+    from c3exp.models import without_pretrained
+    from c3exp.tasks import build_network
 
     checkpoint = load_checkpoint(ckpt_path)
     cfg = config_from_checkpoint(checkpoint, list(overrides))
-    net = build_model(cfg)
+    net = build_network(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones: no download
     weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
     load_weights(net, weights, ckpt_path)
     return net.eval(), cfg
+
+
+def check_task(cfg: DictConfig, task: str, role: str, ckpt_path: str | Path) -> None:
+    """The command reads networks of one task: another's is a one-line error, not a traceback deep inside."""
+    found = OmegaConf.select(cfg, "task.name")
+    check(found == task, role, str(ckpt_path), f"a {task} checkpoint (task={task}), not task={found}")
+
+
+def check_same_data(cfg: DictConfig, other: DictConfig, ckpt_path: str | Path) -> None:
+    """Both networks of a comparison are drawn on the baseline's data: the other must have trained on it."""
+    check(cfg.data.name == other.data.name, "c3 checkpoint", ckpt_path,
+          f"a checkpoint trained on the baseline's data ({cfg.data.name}), not {other.data.name}")
 
 
 def split_loader(cfg: DictConfig, split: str):
@@ -123,6 +144,7 @@ def run_correlation(args: argparse.Namespace) -> list[StageCorrelation]:
 
     ckpt_path, overrides = split_ckpt_arg(args.settings)
     net, cfg = load_network(ckpt_path, overrides)
+    check_task(cfg, "classification", "ckpt_path", ckpt_path)
     _, loader = split_loader(cfg, args.split)
     seen: list[int] = []
     correlations = stage_correlations(net, image_batches(loader, args.batches, seen))
@@ -180,8 +202,9 @@ def display_images(images: torch.Tensor, datamodule) -> np.ndarray:
 
 def run_cam(args: argparse.Namespace) -> Path:
     (baseline, cfg), (c3, c3_cfg) = load_network(args.baseline), load_network(args.c3)
-    check(cfg.data.name == c3_cfg.data.name, "c3 checkpoint", args.c3,
-          f"a checkpoint trained on the baseline's data ({cfg.data.name}), not {c3_cfg.data.name}")
+    check_task(cfg, "classification", "baseline checkpoint", args.baseline)
+    check_task(c3_cfg, "classification", "c3 checkpoint", args.c3)
+    check_same_data(cfg, c3_cfg, args.c3)
     datamodule, loader = split_loader(cfg, args.split)
     check_images(args.images, datamodule, args.split, cfg.data.name)
     images, labels = first_batch(loader, args.images)
@@ -203,9 +226,54 @@ def run_cam(args: argparse.Namespace) -> Path:
     return out
 
 
+# -- boxes ---------------------------------------------------------------------------------------
+def first_detection_samples(loader, count: int) -> tuple[list[torch.Tensor], list[dict]]:
+    """The first `count` (image, target) pairs of a non-shuffled detection loader: lists, as it yields them."""
+    images, targets = [], []
+    for batch_images, batch_targets in loader:
+        images.extend(image.cpu() for image in batch_images)
+        targets.extend(batch_targets)
+        if len(images) >= count:
+            break
+    return images[:count], targets[:count]
+
+
+@torch.no_grad()
+def detections_above(net: nn.Module, images: Sequence[torch.Tensor], score: float) -> list[dict[str, np.ndarray]]:
+    """The detector's boxes, labels and scores per image, those scoring at least `score`."""
+    found = []
+    for detection in net(list(images)):
+        keep = detection["scores"] >= score
+        found.append({key: detection[key][keep].numpy() for key in ("boxes", "labels", "scores")})
+    return found
+
+
+def run_boxes(args: argparse.Namespace) -> Path:
+    check(0.0 <= args.score <= 1.0, "--score", args.score, "a detection score in [0, 1]")
+    (baseline, cfg), (c3, c3_cfg) = load_network(args.baseline), load_network(args.c3)
+    check_task(cfg, "detection", "baseline checkpoint", args.baseline)
+    check_task(c3_cfg, "detection", "c3 checkpoint", args.c3)
+    check_same_data(cfg, c3_cfg, args.c3)
+    datamodule, loader = split_loader(cfg, args.split)
+    check_images(args.images, datamodule, args.split, cfg.data.name)
+    images, targets = first_detection_samples(loader, args.images)
+    columns = {"ground truth": [{key: target[key].numpy() for key in ("boxes", "labels")} for target in targets]}
+    for role, net, net_cfg in (("baseline", baseline, cfg), ("C3", c3, c3_cfg)):
+        columns[f"{role}: {net_cfg.model.name} + {net_cfg.attn.name}"] = detections_above(net, images, args.score)
+    class_names = getattr(datamodule, "class_names", None) or [f"class {i}" for i in range(cfg.data.num_classes)]
+    out = Path(args.out) if args.out else common_parent([args.baseline, args.c3]) / "boxes_compare.png"
+    box_comparison([image.permute(1, 2, 0).clamp(0, 1).numpy() for image in images], columns, class_names, out)
+    for label, rows in columns.items():
+        print(f"{label}: boxes per image {[len(row['labels']) for row in rows]}"
+              + ("" if label == "ground truth" else f" (score >= {args.score:g})"))
+    print(f"wrote {out}")
+    return out
+
+
 # -- command line --------------------------------------------------------------------------------
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m c3exp.analyze", description="Fig. 4 and Fig. 6 of the C3 paper from c3exp runs.",
+    parser = ArgumentParser(prog="python -m c3exp.analyze",
+                            description="Fig. 4 and Fig. 6 of the C3 paper, and detections, from c3exp runs.",
                             epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -232,6 +300,15 @@ def build_parser() -> ArgumentParser:
     cam.add_argument("--split", choices=SPLITS, default="test")
     cam.add_argument("--out", help="output PNG (default: <common parent>/cam_compare.png)")
     cam.set_defaults(run=run_cam)
+
+    boxes = commands.add_parser("boxes", help="ground-truth and detected boxes, baseline vs C3")
+    boxes.add_argument("baseline", help="baseline detection checkpoint")
+    boxes.add_argument("c3", help="C3 detection checkpoint")
+    boxes.add_argument("--images", type=positive_int, default=4, help="how many images (default 4)")
+    boxes.add_argument("--score", type=float, default=0.5, help="the lowest score of a drawn detection (default 0.5)")
+    boxes.add_argument("--split", choices=SPLITS, default="test")
+    boxes.add_argument("--out", help="output PNG (default: <common parent>/boxes_compare.png)")
+    boxes.set_defaults(run=run_boxes)
     return parser
 
 

@@ -27,6 +27,7 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import instantiate
+from lightning.fabric.utilities import move_data_to_device
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from c3exp.cli import fail, printed_help, run_reporting_user_errors
@@ -220,7 +221,7 @@ def synthetic_batch(cfg: DictConfig, module: TaskModule, settings: BenchSettings
     """Standardised random images of the data config's shape and the task's kind of targets, on the device."""
     shape = (settings.batch_size, *data_input_shape(cfg.data)[1:])
     images = torch.randn(shape, generator=generator)
-    targets = module.random_targets(images, generator).to(settings.device)
+    targets = move_data_to_device(module.random_targets(images, generator), settings.device)  # a tensor or a list of dicts
     images = images.to(settings.device)
     if settings.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)

@@ -51,11 +51,14 @@ TABLE3_SEGMENTATION: dict[str, SegmentationCell] = {
 
 
 class DetectionCell(NamedTuple):
-    voc07_map50: float  # PASCAL VOC 2007, mAP at IoU 0.5, %
-    coco_map: float  # COCO, mAP (IoU 0.5:0.95), %
+    voc07_map50: float | None  # PASCAL VOC 2007, mAP at IoU 0.5, %
+    coco_map: float | None  # COCO, mAP (IoU 0.5:0.95), %
 
 
-#: Table 3 (right): object detection; attn -> the paper's figures. Unused until the detection task lands.
+#: The data configs whose cells the paper's detection figures stand beside, and the field of each.
+DETECTION_DATA = {"voc2007": "voc07_map50", "coco2017": "coco_map"}
+
+#: Table 3 (right): Faster R-CNN (the paper does not name its backbone's depth); attn -> the paper's figures.
 TABLE3_DETECTION: dict[str, DetectionCell] = {
     "none": DetectionCell(74.6, 33.9),
     "se": DetectionCell(74.8, 34.3),

@@ -16,7 +16,15 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from c3exp.paper import PAPER_DATA, SEGMENTATION_DATA, TABLE1, TABLE3_SEGMENTATION
+from c3exp.paper import (
+    DETECTION_DATA,
+    PAPER_DATA,
+    SEGMENTATION_DATA,
+    TABLE1,
+    TABLE3_DETECTION,
+    TABLE3_SEGMENTATION,
+    DetectionCell,
+)
 from c3exp.results import PrimaryMetric
 from c3exp.summary import markdown_table
 
@@ -127,6 +135,14 @@ def table3_segmentation(model: str, data: str, attn: str) -> PaperFigures | None
     return TABLE3_SEGMENTATION.get(attn) if data == SEGMENTATION_DATA else None
 
 
+def table3_detection(model: str, data: str, attn: str) -> PaperFigures | None:
+    """The paper's VOC 2007 mAP@0.5 beside a voc2007 cell, its COCO mAP beside a coco2017 cell (%)."""
+    cell, field = TABLE3_DETECTION.get(attn), DETECTION_DATA.get(data)
+    if cell is None or field is None:
+        return None
+    return DetectionCell(**{name: getattr(cell, name) if name == field else None for name in DetectionCell._fields})
+
+
 PARAMS = CostColumn("params", "params (M)", 3)
 TABLE_SPECS: dict[str, TableSpec] = {
     "classification": TableSpec(
@@ -153,6 +169,20 @@ TABLE_SPECS: dict[str, TableSpec] = {
                "theirs is DeepLabv2 with ResNet-101 (its baseline mean IoU is illegible in the source; no pixel "
                "accuracy, no CBAM row).",
         paper=table3_segmentation,
+    ),
+    "detection": TableSpec(
+        heading="Detection (Table 3 right layout)",
+        columns=(PARAMS,
+                 MetricColumn("map_50", "map50", "mAP@0.5 (%)", "mAP@0.5", "voc07_map50"),
+                 MetricColumn("map", "map", "mAP (%)", "mAP@[.5:.95]", "coco_map"),
+                 MetricColumn("map_75", "map75", "mAP@0.75 (%)", "mAP@0.75")),
+        best=PrimaryMetric("val/map_50", "max"),
+        legend="Box AP on the test split by COCO's protocol (101-point interpolation; VOC 'difficult' objects "
+               "ignored), %, mean ± sample standard deviation over seeds ('-': one seed); **bold**: best mAP@0.5 "
+               "of the row. '(paper x)': the paper's Table 3 (right) value, its VOC 2007 mAP@0.5 beside a voc2007 "
+               "cell (VOC 2007's own 11-point AP) and its COCO mAP beside a coco2017 cell, whatever our network "
+               "(theirs: Faster R-CNN on a ResNet; no CBAM row). Per-class AP: the runs' results.json.",
+        paper=table3_detection,
     ),
 }
 

@@ -252,3 +252,16 @@ def test_every_training_epoch_has_a_history_row_when_validation_is_sparser(tmp_p
                                tmp_path / "resumed"))
     assert without_timing(resumed["history"]) == without_timing(history)
     assert resumed["best_val_acc1"] == on_disk["best_val_acc1"] and resumed["epochs"] == 4
+
+
+def test_onecycle_gets_the_run_length_in_steps_from_lightning(tmp_path):
+    """2 epochs x 3 batches: OneCycleLR (which needs total_steps) spans exactly the run's 6 steps.
+
+    Too few steps would raise when stepped past its end; too many would leave the rate still warming
+    up (rising) at the end of the run instead of annealed below its first epoch's.
+    """
+    results = train(run_config([*TINY_DIGITS, "model=resnet20", "attn=none", "optim=onecycle", "optim.optimizer.lr=0.01",
+                                "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+                                "trainer.limit_test_batches=1"], tmp_path))
+    first, last = (row["lr"] for row in results["history"])
+    assert last < first < 0.01 and last < 0.002

@@ -1,4 +1,4 @@
-"""The analysis figures: correlation heatmaps, accuracy curves, correlation over training, CAMs.
+"""The analysis figures: correlation heatmaps, accuracy curves, correlation over training, CAMs, boxes.
 
 Figures are built with matplotlib's object API (``Figure``, no pyplot state) and rendered by the Agg
 canvas explicitly: safe in callbacks, threads and headless machines, and it leaves the user's pyplot
@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from c3exp.analysis.cam import ChannelMaps
@@ -137,8 +138,8 @@ def correlation_over_training(
     return save_figure(fig, path)
 
 
-def _show_image(ax, image: np.ndarray) -> None:
-    ax.imshow(image, interpolation="nearest")
+def _show_image(ax, image: np.ndarray, extent: tuple[float, float, float, float] | None = None) -> None:
+    ax.imshow(image, interpolation="nearest", extent=extent)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -174,4 +175,38 @@ def cam_comparison(
                 ax.set_title(f"ch {int(maps.channels[row, rank])}", fontsize=7)
         column.suptitle(f"{label}: top-{k} channels of the last stage (by mean activation)", fontsize=10)
     fig.colorbar(overlay, ax=axes.ravel().tolist(), label="activation (each map scaled to [0, 1])", shrink=0.8)
+    return save_figure(fig, path)
+
+
+def box_comparison(
+    images: Sequence[np.ndarray],
+    columns: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+    class_names: Sequence[str],
+    path: str | Path,
+) -> Path:
+    """Boxes side by side: one row per image, one panel per column (e.g. ground truth, then each network).
+
+    `images` are (H, W, 3) arrays in [0, 1]; `columns` maps a column's title to one dict per image with
+    `boxes` (N, 4: x1, y1, x2, y2 in pixels), `labels` (N,) and, for predictions, `scores` (N,). Each box
+    is drawn in its class's colour with `class_names[label]` (and its score); each panel is titled with
+    its number of boxes.
+    """
+    count, colours = len(images), matplotlib.colormaps["tab10"]
+    fig = Figure(figsize=(2.6 * len(columns), 2.5 * count + 0.5), layout="constrained")
+    for panel, (title, rows) in zip(fig.subfigures(1, len(columns), squeeze=False)[0], columns.items()):
+        axes = panel.subplots(count, 1, squeeze=False)[:, 0]
+        for ax, image, found in zip(axes, images, rows):
+            height, width = image.shape[:2]
+            _show_image(ax, image, extent=(0, width, height, 0))  # pixel edges at integers, as the boxes count them
+            scores, labels = found.get("scores"), np.asarray(found["labels"]).tolist()
+            for index, ((x1, y1, x2, y2), label) in enumerate(zip(np.asarray(found["boxes"]).tolist(), labels)):
+                colour = colours(label % colours.N)
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.2))
+                name = class_names[label] if 0 <= label < len(class_names) else f"class {label}"
+                text = name if scores is None else f"{name} {float(scores[index]):.2f}"
+                ax.text(x1, y1, text, fontsize=6, color="white", va="top", clip_on=True,
+                        bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.5, "alpha": 0.8})
+            ax.set(xlim=(0, width), ylim=(height, 0))
+            ax.set_title(f"{len(labels)} {'objects' if scores is None else 'detections'}", fontsize=8)
+        panel.suptitle(title, fontsize=9)
     return save_figure(fig, path)

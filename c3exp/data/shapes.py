@@ -1,10 +1,11 @@
-"""Offline segmentation data: coloured shapes on textured backgrounds, written in PASCAL VOC's layout.
+"""Offline segmentation and detection data: coloured shapes on textured backgrounds, in PASCAL VOC's layout.
 
 The scenes are files in the real VOC 2012 layout (JPEGImages, palette PNGs in SegmentationClass,
 ImageSets lists, detection XML) plus a COCO instances JSON, so the segmentation pipeline reads
-them through exactly the code path real VOC takes (c3exp.data.voc) and runs, and learns, without
-a download. Each object's colour is drawn independently of its class: a network has to learn the
-shape, not the colour.
+them through exactly the code path real VOC takes (c3exp.data.voc), and detection through real
+VOC's (c3exp.data.detection) or COCO's (c3exp.data.coco): each runs, and learns, without a
+download. One generation under a root serves all three data modules. Each object's colour is
+drawn independently of its class: a network has to learn the shape, not the colour.
 
     python -m c3exp.data.shapes --root data/shapes --train 300 --val 100 --size 64 --seed 0
 """
@@ -25,8 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from c3exp.data.coco import COCODetectionDataModule
+from c3exp.data.detection import VOCDetectionDataModule
 from c3exp.data.voc import VOCSegmentationDataModule
-from c3exp.errors import ConfigError
+from c3exp.errors import ConfigError, is_int
 
 CLASSES = ("circle", "square", "triangle")
 NUM_CLASSES = len(CLASSES) + 1  # with the background, label 0
@@ -316,7 +319,37 @@ def ensure_shapes_dataset(
                           f"({found}, not {wanted}): delete it or choose another data.root")
 
 
-class ShapesDataModule(VOCSegmentationDataModule):
+class WritesShapes:
+    """What the shapes data modules share: the scenes are written into `self.root` on first use.
+
+    Mixed in before a real data module, which then reads the files exactly as it reads real data.
+    """
+
+    root: Path
+
+    def shapes_generator(self, train_images: int, val_images: int, image_size: int, generator_seed: int) -> None:
+        """Check and keep the generator's settings (data.train_images, val_images, image_size, generator_seed)."""
+        for key, value in (("train_images", train_images), ("val_images", val_images), ("image_size", image_size)):
+            if not (is_int(value) and value >= 1):
+                raise ConfigError(f"data.{key}", value, "an integer >= 1")
+        splits = {"train": train_images, "val": val_images}
+        self.generator = {"splits": splits, "image_size": image_size, "seed": generator_seed}
+
+    def prepare_data(self) -> None:
+        ensure_shapes_dataset(self.root, **self.generator)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # cheap when written; lets setup() alone (evaluation, tests) work on a fresh root
+        super().setup(stage)  # type: ignore[misc]
+
+
+def _num_classes_is_the_shapes(num_classes: int, data: str) -> None:
+    if num_classes != NUM_CLASSES:
+        raise ConfigError("data.num_classes", num_classes,
+                          f"{NUM_CLASSES} for data={data} (background + {', '.join(CLASSES)})")
+
+
+class ShapesDataModule(WritesShapes, VOCSegmentationDataModule):
     """The shapes scenes, written into `root` on first use and then read exactly as real VOC is."""
 
     def __init__(
@@ -330,22 +363,64 @@ class ShapesDataModule(VOCSegmentationDataModule):
         kwargs.setdefault("name", "shapes")
         kwargs.setdefault("num_classes", NUM_CLASSES)
         super().__init__(**kwargs)
-        for key, value in (("train_images", train_images), ("val_images", val_images), ("image_size", image_size)):
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"data.{key}", value, "an integer >= 1")
-        if self.num_classes != NUM_CLASSES:
-            raise ConfigError("data.num_classes", self.num_classes,
-                              f"{NUM_CLASSES} for data=shapes (background + {', '.join(CLASSES)})")
-        splits = {"train": train_images, "val": val_images}
-        self.generator = {"splits": splits, "image_size": image_size, "seed": generator_seed}
+        self.shapes_generator(train_images, val_images, image_size, generator_seed)
+        _num_classes_is_the_shapes(self.num_classes, "shapes")
         self.class_names = ["background", *CLASSES]
 
-    def prepare_data(self) -> None:
-        ensure_shapes_dataset(self.root, **self.generator)
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare_data()  # cheap when written; lets setup() alone (evaluation, tests) work on a fresh root
-        super().setup(stage)
+class ShapesDetectionDataModule(WritesShapes, VOCDetectionDataModule):
+    """The shapes scenes' detection XML (VOC 2012 layout, ImageSets/Main lists), read as real VOC detection is.
+
+    min_size and max_size default to the image size: the images keep their size.
+    """
+
+    def __init__(
+        self,
+        train_images: int = 300,
+        val_images: int = 100,
+        image_size: int = 64,
+        generator_seed: int = 0,
+        min_size: int | Sequence[int] | None = None,
+        max_size: int | None = None,
+        **kwargs,
+    ):
+        self.shapes_generator(train_images, val_images, image_size, generator_seed)
+        settings = {"name": "shapes_detection", "year": "2012", "class_names": CLASSES, "num_classes": NUM_CLASSES,
+                    "train_split": "train", "val_split": "val", "test_split": "val", **kwargs}
+        _num_classes_is_the_shapes(settings["num_classes"], settings["name"])
+        super().__init__(min_size=image_size if min_size is None else min_size,
+                         max_size=image_size if max_size is None else max_size, **settings)
+
+
+class ShapesCOCODataModule(WritesShapes, COCODetectionDataModule):
+    """The shapes scenes' COCO JSON (annotations/instances_<split>.json over VOC's JPEGImages), read as COCO is.
+
+    Here data.train_images and data.val_images count the generated scenes, as for data=shapes: the
+    image folder and JSON files are the generator's. min_size and max_size default to the image size.
+    """
+
+    def __init__(
+        self,
+        train_images: int = 300,
+        val_images: int = 100,
+        image_size: int = 64,
+        generator_seed: int = 0,
+        min_size: int | Sequence[int] | None = None,
+        max_size: int | None = None,
+        **kwargs,
+    ):
+        self.shapes_generator(train_images, val_images, image_size, generator_seed)
+        for key in ("train_annotations", "val_annotations", "test_images", "test_annotations"):
+            if key in kwargs:
+                raise ConfigError(f"data.{key}", kwargs[key], "no setting for data=shapes_coco: its files are the "
+                                  "generator's (annotations/instances_<split>.json, VOCdevkit/VOC2012/JPEGImages)")
+        folder = str(VOC_FOLDER / "JPEGImages")
+        files = {"train_images": folder, "train_annotations": "annotations/instances_train.json",
+                 "val_images": folder, "val_annotations": "annotations/instances_val.json"}
+        settings = {"name": "shapes_coco", "num_classes": NUM_CLASSES, **kwargs, **files}
+        _num_classes_is_the_shapes(settings["num_classes"], settings["name"])
+        super().__init__(min_size=image_size if min_size is None else min_size,
+                         max_size=image_size if max_size is None else max_size, **settings)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

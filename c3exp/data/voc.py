@@ -7,22 +7,20 @@ through the same torchvision.transforms.v2 pipeline as tv_tensors, so they move 
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import datasets, tv_tensors
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from c3exp.data.base import ImageDataModule
 from c3exp.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from c3exp.data.splits import SplitsDataModule
 from c3exp.errors import DataNotFoundError, check
 
 VOC_CLASSES = (
@@ -172,7 +170,7 @@ class CheckedSegmentation(Dataset):
         return tv_tensors.Mask(labels)
 
 
-class VOCSegmentationDataModule(L.LightningDataModule):
+class VOCSegmentationDataModule(SplitsDataModule):
     """PASCAL VOC segmentation (or any dataset in its layout under `root`/VOCdevkit/VOC<year>).
 
     `train_split: train_aug` reads SBD's augmented list (SBDAugmentedVOC). `data.batch_size` is
@@ -230,7 +228,6 @@ class VOCSegmentationDataModule(L.LightningDataModule):
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         generic = [f"class{i}" for i in range(num_classes)]
         self.class_names = list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else generic
-        self.datasets: dict[str, CheckedSegmentation] = {}
 
     @property
     def folder(self) -> Path:
@@ -253,7 +250,7 @@ class VOCSegmentationDataModule(L.LightningDataModule):
             raise DataNotFoundError(missing_voc_message(self.name, self.folder, reason))
         return lists
 
-    def open_split(self, role: str) -> datasets.VOCSegmentation:
+    def open_voc(self, role: str) -> datasets.VOCSegmentation:
         """torchvision's dataset for the list data.<role>_split, with every file it names checked to exist."""
         split, lists = self.splits[role], self._lists()
         check(split in KNOWN_LISTS and split in lists, f"data.{role}_split", split,
@@ -273,42 +270,14 @@ class VOCSegmentationDataModule(L.LightningDataModule):
                         f"{path} does not exist: fix the list or the files under data.root={self.root}")
         return voc
 
-    # -- Lightning hooks ------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for role in roles.get(stage, ("train", "val", "test")):
-            self.dataset(role)
+    def open_split(self, role: str) -> CheckedSegmentation:
+        """The checked, transformed samples of data.<role>_split (role: train, val or test)."""
+        return CheckedSegmentation(self.open_voc(role), self.transform(role == "train"), self.num_classes,
+                                   self.ignore_index, self.check_masks)
 
     def transform(self, train: bool) -> v2.Compose:
         return segmentation_transform(train and self.augment, self.mean, self.std, self.crop_size,
                                       self.scale_range, self.hflip, self.ignore_index, self.pad_to_crop)
 
-    def dataset(self, role: str) -> CheckedSegmentation:
-        """The samples of data.<role>_split (role: train, val or test), opened once."""
-        if role not in self.datasets:
-            self.datasets[role] = CheckedSegmentation(self.open_split(role), self.transform(role == "train"),
-                                                      self.num_classes, self.ignore_index, self.check_masks)
-        return self.datasets[role]
-
-    # the global batch divided by the data-parallel processes, with its one-line error: the classifiers' rule
-    per_process_batch_size = ImageDataModule.per_process_batch_size
-
-    def _loader(self, role: str) -> DataLoader:
-        return DataLoader(
-            self.dataset(role),
-            batch_size=self.per_process_batch_size(role),
-            shuffle=role == "train",
-            num_workers=self.num_workers,
-            collate_fn=functools.partial(pad_collate, ignore_index=self.ignore_index),
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def collate(self, samples: list[Sample]) -> Sample:
+        return pad_collate(samples, self.ignore_index)

@@ -13,6 +13,7 @@ from c3exp.config import instantiate_reporting_user_errors
 from c3exp.errors import ConfigError, check_keywords
 from c3exp.models.base import ResNet
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
+from c3exp.models.detection import StagePyramid, faster_rcnn
 from c3exp.models.heads import HEADS, create_head
 from c3exp.models.placement import PLACEMENTS, AttentionPlan
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
@@ -24,9 +25,11 @@ __all__ = [
     "AttentionPlan",
     "ResNet",
     "SegmentationNet",
+    "StagePyramid",
     "build_model",
     "cifar_resnet",
     "create_head",
+    "faster_rcnn",
     "segmentation_net",
     "torchvision_resnet",
     "wide_resnet",

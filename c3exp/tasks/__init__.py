@@ -15,10 +15,12 @@ from c3exp.config import instantiate_reporting_user_errors
 from c3exp.results import PrimaryMetric
 from c3exp.tasks.base import TaskModule
 from c3exp.tasks.classification import ClassificationModule
+from c3exp.tasks.detection import DetectionModule
 from c3exp.tasks.segmentation import SegmentationModule
 
 __all__ = [
     "ClassificationModule",
+    "DetectionModule",
     "PrimaryMetric",
     "SegmentationModule",
     "TaskModule",

@@ -7,6 +7,7 @@ what one step computes (`model_step`). Everything else here serves every task un
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -83,8 +84,12 @@ class TaskModule(L.LightningModule):
         """The metrics of one stage, named `<prefix><metric>` for every metric of `metric_modes`."""
         raise NotImplementedError
 
-    def model_step(self, batch: Any) -> tuple[torch.Tensor, Any, Any, int]:
-        """(loss, predictions, targets, number of images) of one batch; predictions and targets feed the metrics."""
+    def model_step(self, batch: Any) -> tuple[torch.Tensor | None, Any, Any, int]:
+        """(loss, predictions, targets, number of images) of one batch; predictions and targets feed the metrics.
+
+        A task whose network gives no loss in eval mode (detectors) returns loss None there, and one
+        that predicts nothing in training mode returns predictions None there.
+        """
         raise NotImplementedError
 
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> Any:
@@ -101,14 +106,15 @@ class TaskModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> Any:
         return self.net(x)
 
-    def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: Any, stage: str) -> torch.Tensor | None:
         loss, predictions, targets, images = self.model_step(batch)
         if stage == "train":
             self._epoch_images += images
-        self.losses[f"{stage}_split"].update(loss.detach(), weight=images)
-        self.metrics[f"{stage}_split"].update(predictions, targets)
-        self.log(f"{stage}/loss", self.losses[f"{stage}_split"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log_dict(self.metrics[f"{stage}_split"], on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if loss is not None:
+            self.losses[f"{stage}_split"].update(loss.detach(), weight=images)
+            self.log(f"{stage}/loss", self.losses[f"{stage}_split"], on_step=False, on_epoch=True, prog_bar=True)
+        if predictions is not None:
+            self.metrics[f"{stage}_split"].update(predictions, targets)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -121,14 +127,25 @@ class TaskModule(L.LightningModule):
         self._shared_step(batch, "test")
 
     def epoch_summary(self, stage: str) -> dict[str, float]:
-        """This epoch's running loss and metrics for `stage`, before Lightning resets them."""
-        summary = {f"{stage}/loss": float(self.losses[f"{stage}_split"].compute())}
-        summary.update({key: float(value) for key, value in self.metrics[f"{stage}_split"].compute().items()})
+        """This epoch's running loss (where the task has one for `stage`) and metrics, before they are reset."""
+        losses = self.losses[f"{stage}_split"]
+        summary = {f"{stage}/loss": float(losses.compute())} if losses.update_count else {}
+        summary.update({key: float(value) for key, value in self.split_metrics(stage).items()})
         return summary
+
+    def split_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        """The metrics of `stage` over the epoch's batches so far (computed once, then cached by torchmetrics)."""
+        metrics = self.metrics[f"{stage}_split"]
+        return metrics.compute() if any(metric.update_count for metric in metrics.values()) else {}
+
+    def _log_split_metrics(self, stage: str) -> None:
+        """Log the epoch's metrics of `stage`, computed over the whole split (mAP needs every image at once)."""
+        self.log_dict(self.split_metrics(stage), prog_bar=stage != "train")
 
     # -- epoch bookkeeping -----------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self._epoch_started, self._epoch_images = time.perf_counter(), 0
+        self.metrics["train_split"].reset()
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def _validating_during_fit(self) -> bool:
@@ -157,11 +174,19 @@ class TaskModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         """Validation runs at the end of a training epoch: stop the epoch's training clock here."""
+        self.metrics["val_split"].reset()
         if self._validating_during_fit() and not self._has_row():
             self._throughput = self._stop_epoch_clock()
 
+    def on_test_epoch_start(self) -> None:
+        self.metrics["test_split"].reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split_metrics("test")
+
     def on_validation_epoch_end(self) -> None:
-        """Append this epoch's row (train and val metrics) before the checkpoints of on_validation_end are saved."""
+        """Log the val metrics; append this epoch's row (train and val) before on_validation_end's checkpoints."""
+        self._log_split_metrics("val")
         if not self._validating_during_fit():
             return
         row = self._epoch_row(("train", "val"), self._throughput)
@@ -176,6 +201,7 @@ class TaskModule(L.LightningModule):
         Lightning calls this after the epoch's validation loop and before the checkpoint callbacks'
         on_train_epoch_end, so last.ckpt always holds the row of the epoch it ends.
         """
+        self._log_split_metrics("train")
         if not self._has_row():
             self.history.append(self._epoch_row(("train",), self._stop_epoch_clock()))
 
@@ -201,5 +227,14 @@ class TaskModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **self._run_length(self.scheduler_factory))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def _run_length(self, factory: SchedulerFactory) -> dict[str, int]:
+        """{"total_steps": N} for a scheduler that takes the run's length in steps (OneCycleLR) and was not given it.
+
+        N is Lightning's count of optimiser steps in the whole run (epochs x batches, limits applied).
+        """
+        given = getattr(factory, "keywords", {})
+        takes = "total_steps" in inspect.signature(factory).parameters
+        return {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes and "total_steps" not in given else {}

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from c3exp.utils.modes import evaluating
 
@@ -44,15 +45,28 @@ def count_macs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> in
 def data_input_shape(data: Any) -> InputShape:
     """One image as the network sees it in training: what counts are per.
 
-    `data.crop_size` where the data is cropped (segmentation), else `data.image_size`; `data.channels`, RGB where unset.
+    `data.crop_size` where the data is cropped (segmentation), a square of `data.min_size` where images
+    are resized to a shorter side (detection; the largest of a list), else `data.image_size`;
+    `data.channels`, RGB where unset.
     """
-    size = data.get("crop_size") or data.image_size
+    min_size = data.get("min_size")
+    if min_size is not None and not isinstance(min_size, int):
+        min_size = max(min_size)
+    size = data.get("crop_size") or min_size or data.image_size
     return (1, data.get("channels", 3), size, size)
 
 
+def per_image_network(net: nn.Module) -> nn.Module:
+    """The part of `net` whose work is per image: a detector's backbone and FPN.
+
+    A detector's RPN and box head work on proposals whose number depends on the data, not on the shapes.
+    """
+    return net.backbone if isinstance(net, GeneralizedRCNN) else net
+
+
 def model_complexity(net: nn.Module, data: Any) -> dict[str, int]:
-    """Parameters and per-image MACs of `net` on the images of a data config, as runs report them."""
-    return {"params": count_params(net), "macs": count_macs(net, data_input_shape(data))}
+    """Parameters and per-image MACs of `net` (a detector: of its backbone and FPN) on a data config's images."""
+    return {"params": count_params(net), "macs": count_macs(per_image_network(net), data_input_shape(data))}
 
 
 def part_costs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> list[PartCost]:

@@ -1,0 +1,73 @@
+"""What the data modules of files on disk share (VOC segmentation, VOC and COCO detection).
+
+Each split is opened once, by the role it plays (train, val or test), and batched by the data
+module's own `collate`: such samples differ in size, so each task stacks or pads them its own way.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from c3exp.data.base import ImageDataModule
+
+ROLES = ("train", "val", "test")
+ROLES_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+class SplitsDataModule(L.LightningDataModule):
+    """Splits by role, per-process batches and loaders; subclasses write `open_split` and `collate`.
+
+    A subclass sets `batch_size` (the global training batch), `eval_batch_size` and `num_workers`.
+    """
+
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datasets: dict[str, Dataset] = {}
+
+    def open_split(self, role: str) -> Dataset:
+        """The checked, transformed samples of the split that plays `role`."""
+        raise NotImplementedError
+
+    def collate(self, samples: list[Any]) -> Any:
+        """One batch from a list of samples."""
+        raise NotImplementedError
+
+    def dataset(self, role: str) -> Dataset:
+        """The samples of the split that plays `role`, opened once."""
+        if role not in self.datasets:
+            self.datasets[role] = self.open_split(role)
+        return self.datasets[role]
+
+    def setup(self, stage: str | None = None) -> None:
+        for role in ROLES_OF_STAGE.get(stage, ROLES):
+            self.dataset(role)
+
+    # the global batch divided by the data-parallel processes, with its one-line error: the classifiers' rule
+    per_process_batch_size = ImageDataModule.per_process_batch_size
+
+    def _loader(self, role: str) -> DataLoader:
+        return DataLoader(
+            self.dataset(role),
+            batch_size=self.per_process_batch_size(role),
+            shuffle=role == "train",
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -36,7 +36,7 @@ def shapes_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def straight(shapes_root, tmp_path_factory) -> dict:
-    return train(run_config(tiny(shapes_root) + ["attn=c3", "trainer.max_epochs=2", "optim.scheduler.T_max=2"],
+    return train(run_config(tiny(shapes_root) + ["attn=c3", "trainer.max_epochs=2", "+optim.scheduler.total_steps=4"],
                             tmp_path_factory.mktemp("straight")))
 
 
@@ -159,7 +159,7 @@ def test_the_coco_layout_trains_exactly_as_the_voc_layout(shapes_root, tmp_path)
 
 
 def test_resuming_a_detection_run_equals_the_uninterrupted_run(straight, shapes_root, tmp_path):
-    args = tiny(shapes_root) + ["attn=c3", "optim.scheduler.T_max=2"]
+    args = tiny(shapes_root) + ["attn=c3", "+optim.scheduler.total_steps=4"]  # the first leg's schedule is the whole run's
     first = train(run_config(args + ["trainer.max_epochs=1"], tmp_path / "legs"))
     resumed = train(run_config(args + ["trainer.max_epochs=2", f"ckpt_path={first['checkpoints']['last']}"],
                                tmp_path / "legs"))

@@ -79,7 +79,7 @@ def test_trainer_choice_replaces_the_trainer_config(ckpt):
     "argument,message",
     [
         ("data=cifar100", "data='cifar100' is not valid: expected a dataset with the checkpoint's 10 classes (cifar100 has 100)"),
-        ("data=nope", "data='nope' is not valid: expected one of cifar10, cifar100, digits"),
+        ("data=nope", "data='nope' is not valid: expected one of cifar10, cifar100, coco2017, digits"),
         ("model=resnet32", "model='resnet32' is not valid: expected the checkpoint's own model (resnet20): model settings"),
         ("attn=c3", "attn='c3' is not valid: expected the checkpoint's own attn (none): model settings"),
         ("optim=cosine", "optim='cosine' is not valid: expected data=NAME or trainer=NAME"),

@@ -222,14 +222,14 @@ def test_debug_and_rerun_rules_apply_to_segmentation(tmp_path):
 
 
 def test_a_task_without_a_spec_gets_a_table_of_its_declared_metrics(tmp_path):
-    write_results(tmp_path / "det", task="detection", primary_metric={"name": "val/map50", "mode": "max"},
-                  model="resnet50", attn="c3", data="voc07", seed=0, params=1_000_000, test_map50=0.75,
-                  test_map=0.45, test_loss=0.9, history=[{"epoch": 0, "val/map50": 0.7}])
+    write_results(tmp_path / "kp", task="keypoints", primary_metric={"name": "val/oks_ap", "mode": "max"},
+                  model="resnet50", attn="c3", data="mpii", seed=0, params=1_000_000, test_oks_ap=0.75,
+                  test_pck=0.45, test_loss=0.9, history=[{"epoch": 0, "val/oks_ap": 0.7}])
     written = report([str(tmp_path)])
-    lines = table_lines(written["markdown"].read_text(), "Detection")
-    assert cell_text(lines, "voc07", "c3 map50 (%)") == "**75.00 ± -**"
-    assert cell_text(lines, "voc07", "c3 map (%)") == "45.00 ± -"
-    assert (tmp_path / "curves_detection_resnet50_voc07.png").is_file()
+    lines = table_lines(written["markdown"].read_text(), "Keypoints")
+    assert cell_text(lines, "mpii", "c3 oks_ap (%)") == "**75.00 ± -**"
+    assert cell_text(lines, "mpii", "c3 pck (%)") == "45.00 ± -"
+    assert (tmp_path / "curves_keypoints_resnet50_mpii.png").is_file()
 
 
 def test_a_wandb_segmentation_run():
@@ -244,3 +244,30 @@ def test_a_wandb_segmentation_run():
     assert run.curve == ((0, 0.7),)
     unfinished = SimpleNamespace(config=config, summary={"final/test_acc1": 0.9}, history=None, url="u")
     assert run_from_wandb(unfinished) is None  # no test value of its primary metric
+
+
+def detection_run(run_dir: Path, attn: str, data: str, map50: float, map_: float) -> Path:
+    primary = {"name": "val/map_50" if data != "coco2017" else "val/map", "mode": "max"}
+    tests = {"map_50": map50, "map": map_, "map_75": map_ / 2, "ap50_cat": map50}
+    return write_results(run_dir, task="detection", primary_metric=primary, model="resnet50", attn=attn, data=data,
+                         seed=0, params=41_000_000, macs=None, max_epochs=1, task_name="train", test_ckpt="last",
+                         **{f"test_{metric}": value for metric, value in tests.items()},
+                         history=[{"epoch": 0, **{f"val/{metric}": value for metric, value in tests.items()}}])
+
+
+def test_detection_gets_the_table3_right_layout_with_the_papers_figure_of_its_data(tmp_path):
+    runs = tmp_path / "runs"
+    for attn, map50, map_ in (("none", 0.70, 0.40), ("se", 0.74, 0.38), ("c3", 0.72, 0.41)):
+        detection_run(runs / f"voc_{attn}", attn, "voc2007", map50, map_)
+        detection_run(runs / f"coco_{attn}", attn, "coco2017", map50 - 0.2, map_ - 0.1)
+    written = report([str(runs), "--out", str(tmp_path / "report")])
+    lines = table_lines(written["markdown"].read_text(), "Detection (Table 3 right layout)")
+    assert cell_text(lines, "voc2007", "none mAP@0.5 (%)") == "70.00 ± - (paper 74.6)"
+    assert cell_text(lines, "voc2007", "se mAP@0.5 (%)") == "**74.00 ± -** (paper 74.8)"  # the row's best mAP@0.5
+    assert cell_text(lines, "voc2007", "c3 mAP (%)") == "41.00 ± -"  # the paper's COCO figure is not VOC's
+    assert cell_text(lines, "coco2017", "c3 mAP (%)") == "31.00 ± - (paper 34.8)"
+    assert "(paper" not in cell_text(lines, "coco2017", "c3 mAP@0.5 (%)")
+    _, rows = read_csv(written["csv"])
+    assert {(row["data"], row["attn"]): (row["paper_map50"], row["paper_map"]) for row in rows} == {
+        ("voc2007", "none"): ("74.6", ""), ("voc2007", "se"): ("74.8", ""), ("voc2007", "c3"): ("75.6", ""),
+        ("coco2017", "none"): ("", "33.9"), ("coco2017", "se"): ("", "34.3"), ("coco2017", "c3"): ("", "34.8")}

@@ -5,7 +5,8 @@ classification and box regression); evaluation is COCO's protocol through torchm
 MeanAveragePrecision: mAP@[.5:.95] (the paper's COCO figure), mAP@0.5 (its VOC 2007 figure, here
 with COCO's 101-point interpolation, not VOC 2007's 11 points) and AP per class. VOC's "difficult"
 and COCO's crowd objects reach the metric as crowd regions, which neither count as misses nor make
-a detection on them a false positive.
+a detection on them a false positive (a detection falls on one by the share of it inside the region,
+COCO's rule, where VOC's evaluation takes the IoU with a difficult object).
 """
 from __future__ import annotations
 

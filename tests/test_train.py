@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from c3exp.cli import run_reporting_user_errors
+from c3exp.errors import ConfigError
 from c3exp.eval import evaluate, main as eval_main
 from c3exp.train import newest_good_checkpoint, train
 from tests.conftest import TINY_DIGITS, run_config
@@ -265,3 +266,12 @@ def test_onecycle_gets_the_run_length_in_steps_from_lightning(tmp_path):
                                 "trainer.limit_test_batches=1"], tmp_path))
     first, last = (row["lr"] for row in results["history"])
     assert last < first < 0.01 and last < 0.002
+
+
+def test_resuming_onecycle_for_more_epochs_than_its_schedule_is_one_line(tmp_path):
+    """The checkpoint's OneCycleLR spans 3 steps; 2 epochs of 3 would step past its end mid-run."""
+    args = [*TINY_DIGITS, "model=resnet20", "attn=none", "optim=onecycle", "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+    first = train(run_config([*args, "trainer.max_epochs=1"], tmp_path))
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs=2 .*at most the 3 steps .*\(6 asked\)"):
+        train(run_config([*args, "trainer.max_epochs=2", f"ckpt_path={first['checkpoints']['last']}"], tmp_path))

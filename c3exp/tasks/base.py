@@ -148,6 +148,20 @@ class TaskModule(L.LightningModule):
         self.metrics["train_split"].reset()
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
+    def on_train_start(self) -> None:
+        """A schedule of a fixed length in steps (OneCycleLR's total_steps) must cover the run, or it fails mid-run.
+
+        A resumed run keeps the schedule of the run it continues: more trainer.max_epochs than that
+        run had would step past its end.
+        """
+        needed = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            total = getattr(config.scheduler, "total_steps", None)
+            check(total is None or config.interval != "step" or total >= needed, "trainer.max_epochs",
+                  self.trainer.max_epochs, f"a run of at most the {total} steps the learning-rate schedule spans "
+                  f"({needed} asked); a checkpoint keeps the schedule its run started with: train longer in a new run "
+                  f"(resume=never) or give optim.scheduler.total_steps={needed} from the start")
+
     def _validating_during_fit(self) -> bool:
         return self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
 

@@ -42,6 +42,12 @@ class ResNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
+def attention_modules(net: nn.Module) -> set[nn.Module]:
+    """Every module inside an attention block (SE, CBAM, C3) of `net`: the blocks mark themselves `is_attention`."""
+    gates = [module for module in net.modules() if getattr(module, "is_attention", False)]
+    return {inner for gate in gates for inner in gate.modules()}
+
+
 def stage_out_channels(stage: nn.Module) -> int:
     """The output channels of a stage of residual blocks: those of its last convolution outside attention.
 
@@ -49,8 +55,7 @@ def stage_out_channels(stage: nn.Module) -> int:
     the block's output channels, whichever comes last in module order; attention modules (CBAM's
     2 -> 1 spatial convolution) keep the channel count and are skipped.
     """
-    gates = [module for module in stage.modules() if getattr(module, "is_attention", False)]
-    attention = {m for gate in gates for m in gate.modules()}
+    attention = attention_modules(stage)
     convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d) and m not in attention]
     if not convs:
         raise ValueError(f"no convolution in stage {type(stage).__name__} to read its output channels from")

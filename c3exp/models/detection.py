@@ -20,7 +20,7 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScale
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from c3exp.errors import check, check_keywords, is_int
-from c3exp.models.base import ResNet
+from c3exp.models.base import ResNet, attention_modules
 from c3exp.utils.modes import evaluating
 
 # FasterRCNN settings the builder supplies itself; every other keyword of FasterRCNN is a task.detector option
@@ -110,12 +110,6 @@ def faster_rcnn(
         pyramid, None, min_size=min_size, max_size=max_size, image_mean=list(image_mean), image_std=list(image_std),
         rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=box_head, box_predictor=predictor, **options,
     )
-
-
-def attention_modules(net: nn.Module) -> set[nn.Module]:
-    """Every module inside an attention block (SE, CBAM, C3): new to a pretrained backbone, so always trained."""
-    gates = [module for module in net.modules() if getattr(module, "is_attention", False)]
-    return {inner for gate in gates for inner in gate.modules()}
 
 
 def freeze_stages(backbone: ResNet, trainable_stages: int | None) -> None:

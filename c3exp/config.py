@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from numbers import Number
@@ -88,6 +89,35 @@ def check_overrides(overrides: Iterable[str]) -> list:
             if value is not None and str(value) not in choices:
                 raise ConfigError(group, value, choices)
     return parsed
+
+
+_SUBMITIT = ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
+_JOBLIB = ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")
+_OPTUNA = ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper")
+#: Choices served by a Hydra plugin of the `cluster` extras: group -> choice -> (plugin module, package).
+PLUGIN_CHOICES = {
+    "hydra/launcher": {"slurm": _SUBMITIT, "submitit_slurm": _SUBMITIT, "submitit_local": _SUBMITIT,
+                       "parallel": _JOBLIB, "joblib": _JOBLIB},
+    "hydra/sweeper": {"optuna": _OPTUNA},
+    "hparams_search": {"optuna": _OPTUNA},
+}
+
+
+def check_plugins(parsed: Iterable) -> None:
+    """A launcher or sweeper whose Hydra plugin is not installed: one line naming the pip install.
+
+    Hydra itself reports the plugin's config as missing from its search path, in a dozen lines.
+    """
+    for override in parsed:
+        plugins = PLUGIN_CHOICES.get(override.key_or_group)
+        if not plugins or override.is_delete() or isinstance(override.value(), Glob):
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        for value in values:
+            module, package = plugins.get(str(value), (None, None))
+            if module and importlib.util.find_spec(module) is None:
+                raise OverrideError(f"{override.key_or_group}={value} needs {package}, which is not installed: "
+                                    f"pip install -e '.[cluster]' (or pip install {package})")
 
 
 def _compose(overrides: Sequence[str], config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
@@ -186,6 +216,7 @@ def check_command_line(args: Sequence[str]) -> None:
     if flags.config_name or flags.config_path or flags.config_dir or flags.experimental_rerun or flags.shell_completion:
         return
     parsed = check_overrides(flags.overrides)
+    check_plugins(parsed)
     if flags.help or flags.hydra_help or flags.info:
         return
     if flags.multirun or any(override.is_sweep_override() for override in parsed):

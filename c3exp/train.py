@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,15 @@ from c3exp.paths import config_dir
 from c3exp.results import primary_value, summarise_history, write_results
 from c3exp.tasks import TaskModule, build_network, build_task
 from c3exp.training.csv_rows import carry_over_csv_rows
-from c3exp.training.sweep import assign_gpu_for_parallel_job, in_multirun, job_failed, pin_ddp_children_to_this_job
+from c3exp.training.sweep import (
+    Stopped,
+    assign_gpu_for_parallel_job,
+    in_multirun,
+    job_failed,
+    pin_ddp_children_to_this_job,
+    sigterm_received,
+    watch_for_sigterm,
+)
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
@@ -159,7 +168,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results.update(complexity, wall_seconds=module.wall_seconds_before + time.time() - started)
         log_final_results(trainer, results)
     except BaseException:
-        finish_wandb_run(exit_code=1)
+        with suppress(Exception):  # W&B's service may be gone too (SIGTERM): keep the error that stopped the run
+            finish_wandb_run(exit_code=1)
         raise
     finish_wandb_run(exit_code=0)
     if trainer.is_global_zero:
@@ -229,11 +239,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
-    """A user error fails this job (the sweep goes on) and, as the sweep's first failure, ends it in one line."""
+    """A user error fails this job (the sweep goes on) and, as the sweep's first failure, ends it in one line.
+
+    A job that SLURM stops (preemption, requeue, time limit) neither fails nor finishes: SLURM runs it
+    again and it resumes from its last checkpoint.
+    """
+    watch_for_sigterm()
     try:
         return train(cfg)
     except USER_ERRORS as err:
         raise job_failed(err) from err
+    except Exception as err:
+        if sigterm_received():
+            raise Stopped() from err
+        raise
 
 
 def main() -> None:

@@ -1,7 +1,10 @@
 """Shared fixtures: the real Hydra configs shrunk to test sizes, and CIFAR files written on the spot."""
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +84,11 @@ def error_line(command, capsys) -> str:
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     return err
+
+
+def c3exp_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m c3exp args` in a subprocess, W&B without credentials (offline); `env` entries set to "" are removed."""
+    env = {**os.environ, "WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": "/nonexistent", **(env or {})}
+    env = {k: v for k, v in env.items() if v != ""}
+    return subprocess.run([sys.executable, "-m", "c3exp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)

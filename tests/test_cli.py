@@ -60,6 +60,21 @@ def test_asking_for_a_gpu_without_one_is_one_line(monkeypatch, capsys, tmp_path)
     assert err.strip().splitlines()[-1].endswith("No supported gpu backend found!; without a GPU use trainer=cpu")
 
 
+@pytest.mark.parametrize(
+    "override, module, package",
+    [
+        ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+        ("hydra/launcher=parallel", "hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+        ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+    ],
+)
+def test_a_sweep_plugin_that_is_not_installed_is_one_line_naming_the_install(monkeypatch, capsys, tmp_path, override, module, package):
+    monkeypatch.setitem(sys.modules, module, None)  # what Python sees where the package is not installed
+    code, err = run_main(monkeypatch, capsys, ["-m", override, "seed=0,1", f"hydra.sweep.dir={tmp_path}"])
+    assert code == 2
+    assert err == f"error: {override} needs {package}, which is not installed: pip install -e '.[cluster]' (or pip install {package})\n"
+
+
 def test_bad_input_from_a_real_shell(tmp_path):
     done = subprocess.run([sys.executable, "-m", "c3exp", "data=cifar1000", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, timeout=120)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,19 +15,12 @@ from c3exp.eval import evaluate
 from c3exp.train import train
 from c3exp.training.callbacks import NonFiniteLossError
 from c3exp.tasks import ClassificationModule
-from tests.conftest import TINY_DIGITS, run_config
+from tests.conftest import TINY_DIGITS, c3exp_cli, run_config
 from tests.wandb_records import read_offline_run
 
 SMALL = ["data=digits", "trainer.enable_progress_bar=false", "trainer.limit_train_batches=4",
          "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 TIMING = {"train/epoch_time", "train/images_per_sec"}
-
-
-def c3exp_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": "/nonexistent", **(env or {})}
-    env = {k: v for k, v in env.items() if v != ""}
-    return subprocess.run([sys.executable, "-m", "c3exp", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def history(results: dict) -> list[dict]:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -106,6 +109,45 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
             cfg.trainer.devices = [gpu]
 
 
+class Stopped(SystemExit):
+    """SLURM stopped this job (preemption, requeue, time limit, scancel): neither a result nor a failure.
+
+    A SystemExit passes through the `except Exception` of Hydra's run_job and of submitit, so the job
+    writes no status and no result: the sweep's launcher waits for SLURM's rerun of the job, which
+    resumes from the run directory's last checkpoint (resume=auto).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("stopped by SIGTERM before it finished: a requeued job resumes from its last checkpoint")
+
+
+_sigterm = threading.Event()
+
+
+def watch_for_sigterm() -> None:
+    """Remember a SIGTERM, passing it on to the handler already installed (submitit's, in a SLURM job).
+
+    When SLURM preempts or requeues a job it sends SIGTERM to every process of the job: W&B's service
+    process dies with it, and the training process then fails on a lost connection. Knowing that a
+    SIGTERM came first tells that failure apart from a real one. Only where a handler is installed:
+    otherwise SIGTERM ends the process anyway.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous) or getattr(previous, "c3exp_watch", False) or threading.current_thread() is not threading.main_thread():
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        _sigterm.set()
+        previous(signum, frame)
+
+    note.c3exp_watch = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, note)
+
+
+def sigterm_received() -> bool:
+    return _sigterm.is_set()
+
+
 class JobFailed(CompactHydraException):
     """A sweep job's user error (a bad value): Hydra ends the sweep with this one line, not a traceback."""
 
@@ -130,7 +172,7 @@ class SweepSummary(Callback):
     """
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if not in_multirun():
+        if not in_multirun() or os.environ.get("SLURM_PROCID", "0") != "0":  # DDP over SLURM tasks: rank 0 reports
             return
         job_dir = HydraConfig.get().runtime.output_dir  # job_return.working_dir is the cwd, not the job dir
         failed = job_return.status == JobStatus.FAILED
@@ -143,6 +185,7 @@ class SweepSummary(Callback):
             "primary_metric": OmegaConf.select(config, "task.primary_metric.name"),
             "best": None if failed else job_return.return_value,
             "run_dir": job_dir,
+            **slurm_job(),
         }
         Path(job_dir, STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
         if failed:
@@ -153,6 +196,21 @@ class SweepSummary(Callback):
         """Only reached when every job succeeded (Hydra raises the first failure before it)."""
         jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
         log.info("sweep finished: all %d jobs completed (%s)", len(jobs), config.hydra.sweep.dir)
+
+
+def slurm_job() -> dict[str, str]:
+    """Under SLURM, the job's id and the files its output went to (submitit's logs), for the job's status."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return {}
+    status = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])}
+    if "SLURM_ARRAY_TASK_ID" in os.environ:
+        status["slurm_job_id"] += "_" + os.environ["SLURM_ARRAY_TASK_ID"]
+    if "SUBMITIT_FOLDER" in os.environ:  # set by submitit in the jobs it runs
+        import submitit
+
+        paths = submitit.JobEnvironment().paths
+        status.update(stdout=str(paths.stdout), stderr=str(paths.stderr))
+    return status
 
 
 def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:

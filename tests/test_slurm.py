@@ -77,10 +77,12 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     up = subprocess.run(["bash", str(SCRIPT), "up", str(state_dir)], capture_output=True, text=True, timeout=120)
     if up.returncode != 0:  # installed but not starting: a failure to look at, not a skip
         pytest.fail(f"the local SLURM cluster did not start: {up.stderr.strip()}")
+    daemons = [int((state_dir / f"{name}.pid").read_text()) for name in ("munged", "slurmctld", "slurmd")]
     try:
         yield Cluster(state_dir, {"SLURM_CONF": str(state_dir / "slurm.conf")})
     finally:
         subprocess.run(["bash", str(SCRIPT), "down", str(state_dir)], timeout=120)
+        assert not [pid for pid in daemons if Path(f"/proc/{pid}").exists()], "slurm-local.sh down left daemons running"
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:

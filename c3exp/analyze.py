@@ -61,7 +61,8 @@ SPLITS = ("val", "test")
 # -- checkpoints and data ------------------------------------------------------------------------
 def load_network(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, DictConfig]:
     """The checkpoint's network (the one its task trains) with its trained weights (eval mode), and its run config."""
-    from c3exp.eval import config_from_checkpoint, load_checkpoint, load_weights
+    from c3exp.checkpoints import load_checkpoint
+    from c3exp.eval import config_from_checkpoint, load_weights
     from c3exp.models import without_pretrained
     from c3exp.tasks import build_network
 

@@ -19,6 +19,7 @@ from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from c3exp.checkpoints import load_checkpoint
 from c3exp.cli import printed_help, run_reporting_user_errors
 from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError, check
@@ -45,19 +46,6 @@ SWAPPABLE_GROUPS = ("data", "trainer")
 # Groups that decide the network: the checkpoint's weights fit only the run's own.
 MODEL_GROUPS = ("task", "model", "attn")
 ACCELERATORS = ("auto", "cpu", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    check(path.is_file(), "ckpt_path", str(path), "an existing checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle, zip or end-of-file errors: whatever the file is, it is no checkpoint
-        raise ConfigError(
-            "ckpt_path", str(path), f"a c3exp/Lightning checkpoint (torch.load cannot read this file: {type(err).__name__})"
-        ) from None
-    check(isinstance(checkpoint, dict) and "c3exp" in checkpoint, "ckpt_path", str(path), "a checkpoint written by c3exp")
-    return checkpoint
 
 
 def split_ckpt_arg(settings: Sequence[str]) -> tuple[str, list[str]]:

@@ -17,6 +17,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from c3exp.checkpoints import load_checkpoint, open_checkpoint
 from c3exp.cli import USER_ERRORS, run_reporting_user_errors
 from c3exp.config import (
     check_command_line,
@@ -25,7 +26,8 @@ from c3exp.config import (
     register_resolvers,
     validate_config,
 )
-from c3exp.errors import ConfigError, TrainerSettingError, check
+from c3exp.data.base import per_process_batch_size
+from c3exp.errors import ConfigError, TrainerSettingError
 from c3exp.models import without_pretrained
 from c3exp.paths import config_dir
 from c3exp.results import primary_value, summarise_history, write_results
@@ -63,11 +65,6 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def open_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents with its tensors memory-mapped, not read."""
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-
-
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer of cfg.trainer; settings Lightning rejects (no GPU here, precision=17) are one line."""
     loggers, callbacks = instantiate_group(cfg.get("logger")) or False, instantiate_group(cfg.get("callbacks"))
@@ -101,9 +98,8 @@ def newest_good_checkpoint(folder: Path) -> Path | None:
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """An explicit ckpt_path wins; `resume=auto` picks the run directory's newest good checkpoint."""
     if cfg.get("ckpt_path"):
-        path = Path(cfg.ckpt_path)
-        check(path.is_file(), "ckpt_path", str(path), "an existing checkpoint file")
-        return str(path)
+        load_checkpoint(cfg.ckpt_path)  # a file that is no checkpoint (cut short, another format) is one line
+        return str(cfg.ckpt_path)
     if cfg.get("resume") == "auto":
         found = newest_good_checkpoint(Path(cfg.output_dir) / "checkpoints")
         log.info("resume=auto: %s", f"continuing from {found}" if found else "no checkpoint yet, starting fresh")
@@ -158,6 +154,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module.process_started = started
     assign_gpu_for_parallel_job(cfg)
     trainer = build_trainer(cfg)
+    per_process_batch_size(cfg.data.batch_size, trainer.world_size)  # here, not once in every DDP process it starts
     log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
     checkpoint = open_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +72,23 @@ def test_a_sweep_plugin_that_is_not_installed_is_one_line_naming_the_install(mon
     code, err = run_main(monkeypatch, capsys, ["-m", override, "seed=0,1", f"hydra.sweep.dir={tmp_path}"])
     assert code == 2
     assert err == f"error: {override} needs {package}, which is not installed: pip install -e '.[cluster]' (or pip install {package})\n"
+
+
+def test_a_truncated_checkpoint_to_train_from_is_one_line(monkeypatch, capsys, tmp_path):
+    ckpt = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"weight": torch.zeros(4096)}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:4000])  # a copy or a kill cut it short
+    code, err = run_main(monkeypatch, capsys, [*FAST, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: ckpt_path='{ckpt}' is not valid: expected a c3exp/Lightning checkpoint (torch.load cannot read")
+
+
+def test_more_ddp_processes_than_the_batch_divides_into_is_one_line_before_any_starts(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "c3exp", *FAST, "trainer=ddp_sim", "trainer.devices=3",
+                           "data.batch_size=32", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    error = "error: data.batch_size=32 is not valid: expected a multiple of the 3 data-parallel processes"
+    assert done.stderr.strip().splitlines()[-1] == error and done.stderr.count("error:") == 1  # not once per process
 
 
 def test_bad_input_from_a_real_shell(tmp_path):

@@ -7,7 +7,6 @@ from torchvision.transforms.v2 import functional as TF
 
 from c3exp.data import ArrayDataset, DigitsDataModule, build_transforms
 from c3exp.data.device import (
-    Augmentation,
     CropFlipDraws,
     DeviceBatches,
     crop_flip_batch,

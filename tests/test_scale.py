@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from c3exp.config import check_command_line
 from c3exp.eval import evaluate
 from c3exp.train import train
 from c3exp.training.callbacks import NonFiniteLossError
@@ -135,9 +137,13 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, mon
         return loss * float("nan") if self.current_epoch == 1 and batch_idx == 1 else loss
 
     monkeypatch.setattr(ClassificationModule, "training_step", poisoned)
-    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1"):
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1") as error:
         train(run_config(TINY_DIGITS + ["trainer.max_epochs=3", "trainer.limit_train_batches=3",
                                         "trainer.limit_val_batches=2", "resume=auto"], tmp_path))
+    suggested = re.findall(r"\b((?:optim|trainer)\.[\w.]*\w)(=[\d.]+)?", str(error.value))
+    assert [key for key, _ in suggested] == ["optim.optimizer.lr", "trainer.gradient_clip_val"]
+    for key, value in suggested:  # what the message suggests is a setting the command line takes
+        check_command_line([f"{key}{value or '=0.05'}"])
     assert (last.stat().st_mtime_ns, torch.load(last, weights_only=False)["epoch"]) == before
 
 

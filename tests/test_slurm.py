@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from c3exp.eval import evaluate
-from c3exp.train import open_checkpoint
+from c3exp.checkpoints import open_checkpoint
 from tests.conftest import c3exp_cli
 from tests.wandb_records import read_offline_run
 

@@ -13,6 +13,12 @@ from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip
 from c3exp.errors import check
 
 
+def per_process_batch_size(batch_size: int, world_size: int) -> int:
+    """`data.batch_size` is the global batch: with N data-parallel processes each loads 1/N of it."""
+    check(batch_size % world_size == 0, "data.batch_size", batch_size, f"a multiple of the {world_size} data-parallel processes")
+    return batch_size // world_size
+
+
 @dataclass
 class ImageArrays:
     """A split held in memory: images (N, C, H, W) uint8 and integer labels (N,)."""
@@ -155,12 +161,8 @@ class ImageDataModule(L.LightningDataModule):
         return ArrayDataset(self.splits[split], self.transform(train=train), repeats=self.train_repeats if train else 1)
 
     def per_process_batch_size(self, split: str) -> int:
-        """`data.batch_size` is the global batch: with N data-parallel processes each loads 1/N of it."""
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        check(batch_size % world_size == 0, "data.batch_size", batch_size,
-              f"a multiple of the {world_size} data-parallel processes")
-        return batch_size // world_size
+        return per_process_batch_size(batch_size, self.trainer.world_size if self.trainer is not None else 1)
 
     def _loader(self, split: str) -> DataLoader | DeviceBatches:
         train = split == "train"

@@ -63,5 +63,5 @@ class StopOnNonFiniteLoss(L.Callback):
             raise NonFiniteLossError(
                 f"training loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
                 f"step {trainer.global_step}; stopped without saving it (the last good checkpoint is kept). "
-                f"Try a lower optim.optimizer.lr or trainer.gradient_clip_val"
+                f"Try a lower optim.optimizer.lr or trainer.gradient_clip_val=1.0"
             )

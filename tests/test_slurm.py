@@ -145,7 +145,8 @@ def test_a_2x2_sweep_is_four_slurm_jobs_with_their_own_run_dirs_and_wandb_runs(s
         result = results(job_dir)
         assert (result["model"], result["attn"]) == tuple(o.partition("=")[2] for o in job["overrides"][:2])
         assert job["best"] == pytest.approx(result["best_val_acc1"])
-        assert "resume=auto: no checkpoint yet" in Path(job["stdout"]).read_text()  # the job's log, as summarised
+        log = Path(job["stdout"]).read_text()  # SLURM's output file of the job, as summarised
+        assert "resume=auto: no checkpoint yet" in log and "epoch 1/1: train/loss=" in log
         run = read_offline_run(job_dir)
         assert [row["val/acc1"] for row in run["history"] if "val/acc1" in row] == pytest.approx(
             [row["val/acc1"] for row in result["history"]])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 import platform
 import subprocess
 import sys
@@ -33,6 +35,19 @@ def three_epochs(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory) -> dict:
     return train(run_config(SHORT + ["trainer.max_epochs=2"], tmp_path_factory.mktemp("first_leg")))
+
+
+def test_every_epoch_is_one_line_in_the_log(tmp_path, caplog):
+    """Progress where there is no progress bar (train.log, nohup, SLURM's output files)."""
+    args = TINY_DIGITS + ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                          "trainer.limit_test_batches=1"]
+    with caplog.at_level(logging.INFO, logger="c3exp.tasks.base"):
+        results = train(run_config(args, tmp_path))
+    lines = [record.getMessage() for record in caplog.records if record.name == "c3exp.tasks.base"]
+    assert [line.partition(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    for line, row in zip(lines, results["history"]):
+        assert f"train/loss={row['train/loss']:.4f}" in line and f"val/acc1={row['val/acc1']:.4f}" in line
+        assert re.search(r" lr=0\.1 \(\d+\.\d s\)$", line), line
 
 
 def test_results_file_has_the_run_summary(two_epochs):

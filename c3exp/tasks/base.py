@@ -8,6 +8,7 @@ what one step computes (`model_step`). Everything else here serves every task un
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -21,6 +22,9 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from c3exp.errors import check
 from c3exp.results import PrimaryMetric
+
+log = logging.getLogger(__name__)
+THROUGHPUT = ("train/epoch_time", "train/images_per_sec")
 
 STAGES = ("train", "val", "test")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -218,6 +222,8 @@ class TaskModule(L.LightningModule):
         self._log_split_metrics("train")
         if not self._has_row():
             self.history.append(self._epoch_row(("train",), self._stop_epoch_clock()))
+        if self.trainer.is_global_zero:
+            log.info(epoch_line(self.history[-1], self.trainer.max_epochs))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["c3exp"] = {
@@ -252,3 +258,9 @@ class TaskModule(L.LightningModule):
         given = getattr(factory, "keywords", {})
         takes = "total_steps" in inspect.signature(factory).parameters
         return {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes and "total_steps" not in given else {}
+
+
+def epoch_line(row: Mapping[str, float], epochs: int) -> str:
+    """One line of progress per epoch for train.log and logs without a progress bar (nohup, SLURM, CI)."""
+    metrics = " ".join(f"{key}={value:.4f}" for key, value in row.items() if "/" in key and key not in THROUGHPUT)
+    return f"epoch {int(row['epoch']) + 1}/{epochs}: {metrics} lr={row['lr']:.4g} ({row.get('train/epoch_time', 0.0):.1f} s)"

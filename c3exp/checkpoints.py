@@ -1,6 +1,13 @@
-"""Reading checkpoints: one loader for training's resume, eval and analyze."""
+"""Reading checkpoints: one loader for training's resume, eval and analyze.
+
+Checkpoints are opened with `weights_only=True`: tensors and plain data only. A checkpoint shared by
+someone else (a W&B artifact, a colleague's folder) could otherwise run whatever its pickle holds.
+"""
 from __future__ import annotations
 
+import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -8,10 +15,26 @@ import torch
 
 from c3exp.errors import ConfigError, check
 
+#: Set to 1 to open checkpoints that hold other Python objects (older files from a source you trust).
+TRUST_ENV = "C3EXP_TRUST_CHECKPOINTS"
 
-def open_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents with its tensors memory-mapped, not read."""
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+def trusted() -> bool:
+    return os.environ.get(TRUST_ENV) == "1"
+
+
+def open_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """The checkpoint's contents with its tensors memory-mapped, not read; refused in one line if unsafe."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted(), mmap=True)
+    except pickle.UnpicklingError as err:
+        if trusted() or "weights only load failed" not in str(err).lower():
+            raise
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        raise ConfigError(
+            key, str(path), f"a checkpoint of tensors and plain data, which loading cannot turn into code: this one "
+            f"holds {found.group(1) if found else 'other Python objects'}; {TRUST_ENV}=1 opens a file you trust"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
@@ -19,7 +42,9 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     path = Path(path)
     check(path.is_file(), key, str(path), "an existing checkpoint file")
     try:
-        checkpoint = open_checkpoint(path)
+        checkpoint = open_checkpoint(path, key)
+    except ConfigError:
+        raise
     except Exception as err:  # pickle, zip or end-of-file errors: whatever the file is, it is no checkpoint
         raise ConfigError(
             key, str(path), f"a c3exp/Lightning checkpoint (torch.load cannot read this file: {type(err).__name__})"

@@ -7,6 +7,7 @@ small comparison table from their results.json files. Extra arguments are overri
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ def run(attn: str, root: Path, extra: list[str]) -> dict:
     run_dir = root / attn
     cmd = [sys.executable, "-m", "c3exp", "experiment=quickstart", f"attn={attn}",
            "trainer.enable_progress_bar=false", "resume=never", f"hydra.run.dir={run_dir}", *extra]
-    print("$", " ".join(cmd[1:]), flush=True)
+    print("$ python", shlex.join(cmd[1:]), flush=True)
     status = subprocess.run(cmd).returncode
     if status != 0:
         raise SystemExit(status)

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     metrics = evaluate(ckpt_path, overrides)
     out = Path(ckpt_path).with_suffix(".eval.json")
     out.write_text(json.dumps({"ckpt_path": ckpt_path, **metrics}, indent=2) + "\n")
-    print(" ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
+    print(" ".join(f"{key}={value:.4f}" for key, value in metrics.items()), "->", out)
     return metrics
 
 

@@ -3,8 +3,10 @@
 Collects every run's results.json under the directory (recursively), and/or the finished runs of a
 W&B project, and reports each task the runs declare (results.json's `task`; none: classification) in
 its own section. Runs of the debug configs (task_name=debug, trainer.fast_dev_run, trainer.overfit_batches)
-are left out unless --include-debug; where a cell has several runs of one seed, the most recent one is
-kept, so means and stds are over distinct seeds; the report says what it left out. Writes to --out
+are left out unless --include-debug. Only seeds are pooled: a cell whose runs differ in any setting that can
+change their numbers (their config less the seed and NON_RESULT_KEYS) reports the settings with the most
+seeds; where it has several runs of one seed, the most recent one is kept, so means and stds are over
+distinct seeds; the report says what it left out, and which setting differed. Writes to --out
 (default: the directory):
   report.md        a table per task, a row per model and data, per attention block its columns and seed count
                    (report_tables.TABLE_SPECS); the best of each row in bold; the paper's figure beside ours:
@@ -20,6 +22,7 @@ kept, so means and stds are over distinct seeds; the report says what it left ou
 from __future__ import annotations
 
 import argparse
+import json
 import numbers
 import re
 import statistics
@@ -28,6 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,19 @@ __all__ = ["Cell", "Run", "collect_runs", "collect_wandb_runs", "main", "run_fro
            "run_from_wandb", "select_runs", "write_report"]
 NOT_METRICS = ("loss",)  # test_<name> numbers of results.json that are not metrics in 0..1
 WANDB_TEST_KEY = re.compile(r"(?:final/test_|test/)(\w+)")  # a test number in a W&B summary
+# Config keys that cannot change a run's numbers ('*': any part; a key covers the keys below it). A cell pools
+# runs as seeds only when their configs agree on every other key (Run.recipe).
+SEED_KEYS = ("seed", "data.seed", "callbacks.epoch_seed.seed")  # the seed, and where the config copies it
+NON_RESULT_KEYS = (
+    *SEED_KEYS,
+    "task_name", "run_name", "output_dir", "hydra", "_wandb", "trainer.default_root_dir",  # names and places
+    "logger", "callbacks.*.dirpath", "callbacks.*.filename", "callbacks.channel_correlation",  # what is recorded
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+    "trainer.num_sanity_val_steps", "ckpt_path", "resume",  # a resumed run ends as an uninterrupted one (README)
+    "trainer.accelerator", "trainer.devices", "trainer.strategy",  # data.batch_size is the global batch (README)
+    "trainer.benchmark", "trainer.deterministic", "keep_freed_memory", "bench",  # speed and reproducibility
+    "data.num_workers", "data.on_device", "model.channels_last", "model.compile",  # the same draws and network
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class Run:
     source: str
     debug: str | None = None  # the debug setting the run was made with (debug_marker), else None
     finished: float | None = None  # when it finished (POSIX seconds): the newest run of a seed is kept
+    recipe: tuple[tuple[str, str], ...] = ()  # (dotted key, JSON value) of each setting that counts (recipe_of)
 
 
 def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[str, Any] | None = None,
@@ -91,6 +109,7 @@ def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[st
         source=source,
         debug=debug_marker(config or {}) or debug_marker(results),  # the saved config says which debug setting
         finished=finished,
+        recipe=recipe_of(config or {}, results),
     )
 
 
@@ -118,6 +137,36 @@ def debug_marker(config: Mapping[str, Any]) -> str | None:
     if _lookup(config, "task_name") == "debug":
         return "task_name=debug"
     return None
+
+
+def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> leaf value of a nested config; W&B's flattened keys ('a.b', 'a/b') read the same.
+
+    An empty mapping (attn.options: {}) has no leaves: it sets nothing, as if absent.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = prefix + str(key).replace("/", ".")
+        if isinstance(value, Mapping):
+            flat.update(flat_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def is_non_result(key: str) -> bool:
+    """Whether a dotted config key is one of NON_RESULT_KEYS, or below one."""
+    return any(fnmatchcase(key, pattern) or fnmatchcase(key, f"{pattern}.*") for pattern in NON_RESULT_KEYS)
+
+
+def recipe_of(config: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Every setting that can change a run's numbers: only runs with equal recipes are seeds of one mean.
+
+    The saved config less NON_RESULT_KEYS; a run without one (results.json alone): results.json's settings.
+    """
+    flat = flat_config(config) if config else {KEY_CHOICES[key]: results.get(key) for key in SETTING_KEYS}
+    return tuple(sorted((key, json.dumps(value, sort_keys=True, default=str)) for key, value in flat.items()
+                        if not is_non_result(key)))
 
 
 def collect_runs(root: str | Path) -> list[Run]:
@@ -229,6 +278,41 @@ def _recency(run: Run) -> tuple[float, str]:
     return (run.finished if run.finished is not None else float("-inf"), run.source)
 
 
+def differences(left: Sequence[tuple[str, str]], reported: Sequence[tuple[str, str]], shown: int = 3) -> str:
+    """'trainer.limit_train_batches=10 (reported: null)' for the first `shown` settings that differ."""
+    mine, theirs = dict(left), dict(reported)
+    keys = sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+    texts = [f"{key}={mine.get(key, 'unset')} (reported: {theirs.get(key, 'unset')})" for key in keys[:shown]]
+    return ", ".join(texts) + (f" and {_plural(len(keys) - shown, 'other setting')}" if len(keys) > shown else "")
+
+
+def _sources(runs: Sequence[Run]) -> str:
+    return ", ".join(run.source for run in runs)
+
+
+def _weight(group: Sequence[Run]) -> tuple:
+    """The recipe a cell reports: the most seeds, then the most runs, then the most recent run."""
+    return len({run.seed for run in group}), len(group), max(_recency(run) for run in group)
+
+
+def one_recipe_per_cell(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """The runs of one recipe per (model, data, attention), with a line per recipe left out and what differed.
+
+    A mean over seeds estimates one recipe: averaging a 10-batch run with a full one measures neither.
+    """
+    cells: dict[tuple, dict[tuple, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        cells[run.task, run.model, run.data, run.attn][run.recipe].append(run)
+    kept, notes = [], []
+    for (_, model, data, attn), recipes in cells.items():
+        reported = max(recipes.values(), key=_weight)
+        kept += reported
+        notes += [f"{model} / {data} / {attn}: left out {_plural(len(group), 'run')} whose settings differ from the "
+                  f"reported seeds' ({differences(recipe, reported[0].recipe)}): {_sources(group)}."
+                  for recipe, group in recipes.items() if group is not reported]
+    return kept, notes
+
+
 def one_run_per_seed(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     """The most recent run of each (model, data, attention, seed), with a line per seed that had several.
 
@@ -248,11 +332,12 @@ def one_run_per_seed(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
 
 
 def select_runs(runs: Sequence[Run], include_debug: bool = False) -> Selection:
-    """The runs to report: no debug runs (unless asked for) and one run per seed of each cell."""
+    """The runs to report: no debug runs (unless asked for), one recipe per cell, and one run per seed of it."""
     kept, notes = (list(runs), []) if include_debug else without_debug_runs(runs)
     skipped = len(runs) - len(kept)
+    kept, other_settings = one_recipe_per_cell(kept)
     kept, duplicates = one_run_per_seed(kept)
-    return Selection(tuple(kept), tuple(notes + duplicates), skipped)
+    return Selection(tuple(kept), tuple(notes + other_settings + duplicates), skipped)
 
 
 # -- curves --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from contextlib import suppress
@@ -17,7 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from c3exp.checkpoints import load_checkpoint, open_checkpoint
+from c3exp.checkpoints import load_checkpoint, open_checkpoint, trusted
 from c3exp.cli import USER_ERRORS, run_reporting_user_errors
 from c3exp.config import (
     check_command_line,
@@ -82,8 +83,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 def _loads(path: Path) -> bool:
     """Whether the checkpoint opens: its zip directory and pickle read."""
     try:
-        open_checkpoint(path)
+        open_checkpoint(path, key="resume")
         return True
+    except ConfigError:  # a checkpoint refused as unsafe is said, not skipped
+        raise
     except Exception:  # a file cut short by a kill during saving
         log.warning("skipping unreadable checkpoint %s", path)
         return False
@@ -192,10 +195,10 @@ def fit_and_test(
     cfg: DictConfig, trainer: L.Trainer, module: TaskModule, datamodule: L.LightningDataModule, ckpt_path: str | None
 ) -> dict[str, Any]:
     pin_ddp_children_to_this_job()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trusted())
     history = list(module.history)
     test_ckpt = "best" if cfg.test_ckpt == "best" and trainer.checkpoint_callback else None
-    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0]
+    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False, weights_only=not trusted())[0]
     primary = module.primary_metric
     return {
         **key_choices(cfg),
@@ -231,8 +234,23 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """One run, or one job of a sweep: there an error fails only this job, and the sweep goes on."""
-    results = run_sweep_job(cfg) if in_multirun() else run_reporting_user_errors(lambda: train(cfg))
+    results = run_sweep_job(cfg) if in_multirun() else run_reporting_user_errors(lambda: run_single(cfg))
     return primary_value(results)  # the objective for hyper-parameter sweepers: the task's primary metric
+
+
+def run_single(cfg: DictConfig) -> dict[str, Any]:
+    """A run that a bad value stops before any work leaves no run directory behind (only Hydra's files)."""
+    try:
+        return train(cfg)
+    except USER_ERRORS:
+        remove_if_unused(Path(cfg.output_dir))
+        raise
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Delete a run directory that holds nothing but what Hydra writes at start (.hydra/, train.log)."""
+    if run_dir.is_dir() and {path.name for path in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir)
 
 
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:

@@ -92,3 +92,13 @@ def c3exp_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None =
     env = {k: v for k, v in env.items() if v != ""}
     return subprocess.run([sys.executable, "-m", "c3exp", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
+    """`python -m c3exp args` in this process, as its __main__ does: the exit status and stderr."""
+    from c3exp import train as train_cli
+
+    monkeypatch.setattr(sys, "argv", ["c3exp", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main()
+    return exit_info.value.code, capsys.readouterr().err

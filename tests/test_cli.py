@@ -9,18 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from c3exp import train as train_cli
 from c3exp.config import check_command_line, group_choices
 from c3exp.errors import ConfigError, OverrideError
+from tests.conftest import run_main
 
 FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false"]
-
-
-def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["c3exp", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        train_cli.main()
-    return exit_info.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -41,15 +34,22 @@ def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
     ],
 )
 def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, expected):
-    args = FAST + ["attn=c3", override, f"hydra.run.dir={tmp_path}"]
+    run_dir = tmp_path / "run"
+    args = FAST + ["attn=c3", override, f"hydra.run.dir={run_dir}"]
     if override.startswith("attn="):
-        args = ["-m", *FAST, override, f"hydra.sweep.dir={tmp_path}"]
+        args = ["-m", *FAST, override, f"hydra.sweep.dir={run_dir}"]
     code, err = run_main(monkeypatch, capsys, args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2
     assert lines[-1].startswith("error: ") and expected in lines[-1], err
     assert "Traceback" not in err
-    assert not (tmp_path / "checkpoints").exists()
+    assert not run_dir.exists()  # no run directory left holding nothing but Hydra's files
+
+
+def test_a_bad_value_in_a_run_directory_with_checkpoints_leaves_it_as_it_was(monkeypatch, capsys, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    code, _ = run_main(monkeypatch, capsys, [*FAST, "model.depth=21", f"hydra.run.dir={tmp_path}"])
+    assert code == 2 and (tmp_path / "checkpoints").is_dir() and (tmp_path / "train.log").is_file()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")

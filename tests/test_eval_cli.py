@@ -1,6 +1,8 @@
 """`python -m c3exp.eval` on checkpoints it cannot use as asked, and -h/--help of eval, summary and bench."""
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +45,14 @@ def eval_error(capsys, *args: str) -> str:
 def no_gpu(monkeypatch) -> None:
     """This machine as one without any GPU, whatever the test machine has."""
     monkeypatch.setattr(eval_cli, "accelerator_available", lambda name: name in ("auto", "cpu"))
+
+
+def test_eval_prints_the_metrics_and_where_it_wrote_them(ckpt, capsys):
+    eval_main([f"ckpt_path={ckpt}"])
+    written = Path(ckpt).with_suffix(".eval.json")
+    saved = json.loads(written.read_text())
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == " ".join(f"{key}={saved[key]:.4f}" for key in saved if key != "ckpt_path") + f" -> {written}"
 
 
 # 1. a file that is not a checkpoint

@@ -74,12 +74,18 @@ def test_debug_runs_are_skipped_and_seeds_are_distinct(walkthrough, tmp_path):
 
 
 def test_include_debug_reports_them_one_run_per_seed(walkthrough, tmp_path):
+    """A debug run is reported where it is alone; it is never pooled with runs of the real settings."""
+    write_run(walkthrough / "debug" / "runs" / "e_se", "se", 0, 0.50, DEBUG_FAST, age=50)
     written = report([str(walkthrough), "--out", str(tmp_path / "report"), "--include-debug"])
     rows, markdown = read_csv(written["csv"]), written["markdown"].read_text()
-    assert int(rows["c3"]["seeds"]) == 2 and int(rows["none"]["seeds"]) == 2
+    assert int(rows["c3"]["seeds"]) == 2 and int(rows["none"]["seeds"]) == 2 and int(rows["se"]["seeds"]) == 1
+    assert float(rows["c3"]["top1_mean"]) == pytest.approx(92.0)  # the sweep's seeds, not the 9% fast_dev_run
     assert "Skipped" not in markdown
-    assert "resnet20 / digits / c3: 3 runs with seed 0" in markdown
-    assert "resnet20 / digits / none: 2 runs with seed 0" in markdown
+    assert (f"resnet20 / digits / c3: left out 1 run whose settings differ from the reported seeds' "
+            f"(trainer.fast_dev_run=true (reported: false), trainer.max_epochs=160 (reported: unset)): "
+            f"{walkthrough}/debug/runs/b_c3.") in markdown
+    assert "resnet20 / digits / none: left out 1 run whose settings differ" in markdown
+    assert "resnet20 / digits / c3: 2 runs with seed 0" in markdown  # the quickstart run: a re-run of seed 0
 
 
 def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
@@ -132,6 +138,93 @@ def test_a_real_fast_dev_run_is_recognised(walkthrough, tmp_path):
     assert set(read_csv(written["csv"])) == {"none", "c3"}  # the only SE run was the debug one
 
 
+# -- only seeds are pooled: runs of other settings are never averaged into one cell ----------------------------
+def full_config(seed: int, **trainer: object) -> dict:
+    """A run's saved config, the settings a report must not pool over: the trainer's, data's, optimizer's."""
+    return {
+        "model": {"name": "resnet20", "depth": 20, "width": 1},
+        "attn": {"name": "c3", "placement": "every_block", "options": {}},
+        "data": {"name": "digits", "batch_size": 32, "num_workers": 0, "seed": "${seed}"},
+        "optim": {"name": "paper", "optimizer": {"lr": 0.1, "weight_decay": 0.0001},
+                  "scheduler": {"milestones": [120, 140]}},
+        "trainer": {"fast_dev_run": False, "overfit_batches": 0.0, "max_epochs": 2, "limit_train_batches": None,
+                    "devices": 1, "enable_progress_bar": True, **trainer},
+        "run_name": f"resnet20-c3-digits-s{seed}",
+        "logger": {"csv": {"save_dir": "${output_dir}"}},
+    }
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` laid over it, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict) and value
+        out[key] = merged(out[key], value) if nested else value
+    return out
+
+
+def dotted_path(setting: dict) -> list[str]:
+    """['trainer', 'max_epochs'] of {'trainer': {'max_epochs': 160}}: the path to the single leaf."""
+    key, value = next(iter(setting.items()))
+    return [key, *dotted_path(value)] if isinstance(value, dict) and value else [key]
+
+
+def test_a_short_run_is_not_averaged_with_a_full_run_as_a_seed(tmp_path, capsys):
+    """A limit_train_batches=10 run and a full run of one config: one cell of each, never '53.06 ± 62.44'."""
+    runs = tmp_path / "runs"
+    write_run(runs / "short", "c3", 1, 0.0891, full_config(1, limit_train_batches=10), age=100)
+    write_run(runs / "full", "c3", 0, 0.9721, full_config(0))
+    written = report([str(runs), "--out", str(tmp_path / "report")])
+    row, markdown = read_csv(written["csv"])["c3"], written["markdown"].read_text()
+    assert (int(row["seeds"]), row["runs"], row["top1_std"]) == (1, str(runs / "full"), "")
+    assert float(row["top1_mean"]) == pytest.approx(97.21)
+    assert "53.06" not in markdown and "62.44" not in markdown
+    note = (f"- resnet20 / digits / c3: left out 1 run whose settings differ from the reported seeds' "
+            f"(trainer.limit_train_batches=10 (reported: null)): {runs / 'short'}.")
+    assert note in markdown.splitlines() and note in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("setting", [
+    {"trainer": {"max_epochs": 160}}, {"trainer": {"limit_val_batches": 2}}, {"data": {"batch_size": 128}},
+    {"data": {"train_repeats": 1}}, {"optim": {"optimizer": {"lr": 0.05}}},
+    {"optim": {"optimizer": {"weight_decay": 0.0005}}}, {"optim": {"scheduler": {"milestones": [1]}}},
+    {"attn": {"placement": "last_block"}}, {"attn": {"options": {"fold_messages": False}}}, {"model": {"width": 2}},
+], ids=lambda setting: ".".join(dotted_path(setting)))
+def test_runs_of_any_other_setting_are_left_out_not_pooled(tmp_path, setting):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(runs / f"s{seed}", "c3", seed, 0.90 + seed / 100, full_config(seed))
+    write_run(runs / "other", "c3", 2, 0.10, merged(full_config(2), setting))
+    written = report([str(runs), "--out", str(tmp_path / "report")])
+    row, markdown = read_csv(written["csv"])["c3"], written["markdown"].read_text()
+    assert int(row["seeds"]) == 2 and float(row["top1_mean"]) == pytest.approx(90.5)
+    key = ".".join(dotted_path(setting))
+    assert f"left out 1 run whose settings differ from the reported seeds' ({key}=" in markdown
+
+
+def test_genuine_seeds_are_pooled_whatever_their_paths_loggers_and_workers(tmp_path):
+    """Only the seed and settings that cannot change the numbers differ: one cell, mean ± sample std."""
+    runs = tmp_path / "runs"
+    for seed, acc in ((0, 0.90), (1, 0.94), (2, 0.95)):
+        config = merged(full_config(seed), {
+            "output_dir": f"/scratch/{seed}", "task_name": f"sweep{seed}",
+            "data": {"num_workers": 4 * seed, "seed": seed},  # the seed as a resolved config (W&B's) holds it
+            "trainer": {"devices": 1 + seed, "enable_progress_bar": seed == 0, "default_root_dir": f"/scratch/{seed}"},
+            "logger": {"wandb": {"name": f"run{seed}"}} if seed else {"csv": {"save_dir": "/x"}},
+            "callbacks": {"epoch_seed": {"seed": seed},
+                          "model_checkpoint": {"dirpath": f"/scratch/{seed}/checkpoints"}},
+        })
+        write_run(runs / f"s{seed}", "c3", seed, acc, config)
+    written = report([str(runs), "--out", str(tmp_path / "report")])
+    row, markdown = read_csv(written["csv"])["c3"], written["markdown"].read_text()
+    top1 = [90.0, 94.0, 95.0]
+    assert int(row["seeds"]) == 3 and len(row["runs"].split(";")) == 3
+    assert float(row["top1_mean"]) == pytest.approx(statistics.fmean(top1))
+    assert float(row["top1_std"]) == pytest.approx(statistics.stdev(top1))
+    assert f"**{statistics.fmean(top1):.2f} ± {statistics.stdev(top1):.2f}**" in markdown
+    assert "left out" not in markdown
+
+
 # -- the demo: its comparison table of two runs ---------------------------------------------------------------
 def run_demo(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "c3exp.demo", *argv], cwd=cwd, capture_output=True, text=True,
@@ -144,6 +237,7 @@ def test_demo_title_names_the_epochs_and_model_that_ran(tmp_path):
                      "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "\nResNet-32 on digits (1 epoch, CPU):\n" in done.stdout
+    assert "$ python -m c3exp experiment=quickstart attn=none " in done.stdout  # the command, to copy as it is
     assert "5 epochs" not in done.stdout
 
 

@@ -1,18 +1,63 @@
 """Any folder of class subfolders (`<root>/train/<class>/*.jpg`, `<root>/val/<class>/*.jpg`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
-
-import torch
 
 from c3exp.data.base import ImageDataModule
 from c3exp.errors import DataNotFoundError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_EXTENSIONS = ", ".join(IMG_EXTENSIONS)
+_EXPECTED = f"one sub-folder per class, each holding images ending in {_EXTENSIONS} (what torchvision's ImageFolder reads)"
+
+
+def _has_image(folder: Path) -> bool:
+    """Whether ImageFolder would find a sample in `folder` (it walks sub-folders and follows links too)."""
+    walk = os.walk(folder, followlinks=True)
+    return any(has_file_allowed_extension(name, IMG_EXTENSIONS) for _, _, names in walk for name in names)
+
+
+def _loose_images_hint(path: Path) -> str:
+    """Images straight in the split folder are the usual slip: ImageFolder only looks one level down."""
+    loose = any(entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS) for entry in os.scandir(path))
+    return " (its images lie directly in it: move them into one sub-folder per class)" if loose else ""
+
+
+def _quoted(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def empty_folder_message(path: Path) -> str | None:
+    """Why ImageFolder finds nothing to load in split folder `path`, or None if every class folder has images."""
+    classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
+    if not classes:
+        return f"imagefolder: {path.resolve()} has no class sub-folders{_loose_images_hint(path)}: expected {_EXPECTED}."
+    empty = [name for name in classes if not _has_image(path / name)]
+    if not empty:
+        return None
+    return (
+        f"imagefolder: {path.resolve()} has class folders without images ({_quoted(empty)}): expected {_EXPECTED}; "
+        f"add images to them or remove them."
+    )
+
+
+def open_image_folder(path: Path) -> datasets.ImageFolder:
+    """torchvision's ImageFolder, with an empty split or class folder reported as one line instead of a traceback."""
+    try:
+        return datasets.ImageFolder(str(path))
+    except FileNotFoundError:
+        message = empty_folder_message(path)
+        if message is None:
+            raise
+        raise DataNotFoundError(message) from None
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -40,7 +85,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.folders:
-            self.folders = {split: datasets.ImageFolder(str(self._folder(split))) for split in self.dirs}
+            self.folders = {split: open_image_folder(self._folder(split)) for split in self.dirs}
             if self.num_classes is None:
                 self.num_classes = len(self.folders["train"].classes)
 

@@ -7,6 +7,7 @@ results.json history, which travels in the checkpoint, keeps them.
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
@@ -38,7 +39,9 @@ def carry_over_csv_rows(logger: CSVLogger, checkpoint: str | Path, global_step: 
     """
     source = Path(checkpoint).resolve().parent.parent / Path(logger.log_dir).name / "metrics.csv"
     kept = rows_before(source, global_step)  # read before the writer below deletes the file
-    writer = logger.experiment
+    with warnings.catch_warnings():  # "Previous log files ... will be deleted": the rows they hold are kept here
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        writer = logger.experiment
     if kept:
         writer.metrics.extend(kept)
         writer.save()

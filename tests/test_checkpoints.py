@@ -1,0 +1,65 @@
+"""Checkpoints from elsewhere: a pickle that would run code is refused in one line, and nothing runs."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from c3exp import train as train_cli
+from c3exp.checkpoints import TRUST_ENV, open_checkpoint
+from c3exp.eval import main as eval_main
+from tests.conftest import error_line
+
+
+class RunsCode:
+    """Unpickling this calls Path.touch(marker): a stand-in for whatever a malicious checkpoint would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    return tmp_path / "code-ran"
+
+
+def booby_trapped(path: Path, marker: Path) -> Path:
+    """A file that looks like a c3exp checkpoint and runs code when unpickled."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"c3exp": {"history": []}, "state_dict": {"weight": torch.zeros(2)}, "extra": RunsCode(marker)}, path)
+    return path
+
+
+REFUSAL = (r"is not valid: expected a checkpoint of tensors and plain data, which loading cannot turn into code: "
+           rf"this one holds [\w.]+; {TRUST_ENV}=1 opens a file you trust\n")
+
+
+def test_eval_refuses_a_checkpoint_that_would_run_code(tmp_path, marker, capsys):
+    ckpt = booby_trapped(tmp_path / "shared.ckpt", marker)
+    assert re.fullmatch(f"error: ckpt_path='{ckpt}' {REFUSAL}", error_line(lambda: eval_main([f"ckpt_path={ckpt}"]), capsys))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["ckpt_path", "resume=auto"])
+def test_training_refuses_a_checkpoint_that_would_run_code(tmp_path, marker, capsys, monkeypatch, how):
+    run_dir = tmp_path / "run"
+    ckpt = booby_trapped(run_dir / "checkpoints" / "last.ckpt", marker)
+    args = ["data=digits", "trainer=cpu", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
+    monkeypatch.setattr(sys, "argv", ["c3exp", *args, f"ckpt_path={ckpt}" if how == "ckpt_path" else "resume=auto"])
+    key = "ckpt_path" if how == "ckpt_path" else "resume"
+    assert re.fullmatch(f"error: {key}='{ckpt}' {REFUSAL}", error_line(train_cli.main, capsys))
+    assert not marker.exists()
+
+
+def test_the_documented_opt_in_opens_a_trusted_file(tmp_path, marker, monkeypatch):
+    """What the refusals above prevent: the same file, opened with the opt-in, runs its code."""
+    ckpt = booby_trapped(tmp_path / "mine.ckpt", marker)
+    monkeypatch.setenv(TRUST_ENV, "1")
+    open_checkpoint(ckpt)
+    assert marker.exists()

@@ -45,6 +45,7 @@ from c3exp.training.sweep import (
 )
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
+from c3exp.utils.threads import use_the_cpus_slurm_gave
 
 log = logging.getLogger(__name__)
 NETWORK_KEYS = ("task", "model", "attn", "placement", "data")  # the key choices that shape the network
@@ -148,6 +149,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     if cfg.get("keep_freed_memory", False):
         keep_freed_memory()
+    use_the_cpus_slurm_gave()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     ckpt_path = resume_checkpoint(cfg)

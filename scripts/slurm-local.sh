@@ -94,6 +94,10 @@ up() {
     for program in munged slurmctld slurmd sbatch; do
         command -v "$program" >/dev/null || die "$program not found: apt-get install slurmctld slurmd slurm-client munge"
     done
+    # DIR is wiped: only an empty folder or one this script wrote (a mistyped DIR must not lose files)
+    if [[ -d $dir && -n $(ls -A "$dir") ]] && ! grep -qs "written by scripts/slurm-local.sh" "$dir/slurm.conf"; then
+        die "$dir is not empty and holds no cluster of this script: give a new or empty folder"
+    fi
     down
     rm -rf "$dir"
     mkdir -p "$dir/state" "$dir/spool"

@@ -1,3 +1,3 @@
-from c3exp.train import main
+from c3exp.run import main
 
 main()

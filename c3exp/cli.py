@@ -5,8 +5,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from c3exp.errors import ConfigError, DataNotFoundError, OverrideError, TrainerSettingError
-from c3exp.training.callbacks import NonFiniteLossError
+from c3exp.errors import ConfigError, DataNotFoundError, NonFiniteLossError, OverrideError, TrainerSettingError
 
 USER_ERRORS = (ConfigError, DataNotFoundError, NonFiniteLossError, OverrideError, TrainerSettingError)
 T = TypeVar("T")

@@ -1,6 +1,7 @@
 """Composing, checking and describing configs, for the CLIs, notebooks and tests alike."""
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib.util
 import os
@@ -9,7 +10,6 @@ from numbers import Number
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
@@ -20,7 +20,7 @@ from c3exp.paths import config_dir
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
 GROUPS = (
-    "task", "model", "attn", "data", "optim", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search", "bench",
+    "task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search",
 )
 
 
@@ -155,16 +155,16 @@ def _group_selections(parsed: Iterable) -> list[list[str]]:
     return variants
 
 
-def config_keys(node: DictConfig, prefix: str = "") -> list[str]:
+def config_keys(node: DictConfig) -> list[str]:
     """Every dotted key of a config, inner nodes included, values set or not (`???`)."""
-    keys = []
-    for key in node.keys():
-        path = f"{prefix}{key}"
-        keys.append(path)
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            keys += config_keys(child, f"{path}.")
-    return keys
+    return list(_dotted_keys(OmegaConf.to_container(node, resolve=False, throw_on_missing=False)))
+
+
+def _dotted_keys(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        yield f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, f"{prefix}{key}.")
 
 
 def check_keys(parsed: Sequence) -> None:
@@ -200,14 +200,32 @@ def nearest_keys(key: str, keys: Sequence[str]) -> list[str]:
     return same_name[:3] or difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
 
 
+def hydra_flags_parser() -> argparse.ArgumentParser:
+    """The flags of a Hydra app's command line, so that -m, --cfg job and --info keep their meaning here.
+
+    Hydra's own parser is private (hydra._internal.utils.get_args_parser); these are its flags.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("overrides", nargs="*")
+    for flags in (("--help", "-h"), ("--hydra-help",), ("--version",), ("--resolve",), ("--run", "-r"), ("--multirun", "-m"),
+                  ("--shell-completion", "-sc")):
+        parser.add_argument(*flags, action="store_true")
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+    parser.add_argument("--info", "-i", nargs="?", const="all")
+    for flags in (("--package", "-p"), ("--config-path", "-cp"), ("--config-name", "-cn"), ("--config-dir", "-cd"),
+                  ("--experimental-rerun",)):
+        parser.add_argument(*flags)
+    return parser
+
+
 def check_command_line(args: Sequence[str]) -> None:
     """Compose a single run's command line up front, so a bad override is one line, not Hydra's report.
 
-    The command line is split by Hydra's own argument parser, so its flags (`--cfg job`, `-m`,
+    The command line is split by Hydra's flags (hydra_flags_parser), so they (`--cfg job`, `-m`,
     `--info`) keep their meaning. Sweeps are checked choice by choice and key by key: their jobs
     compose one at a time later. Another primary config (`-cn`, `-cp`, `-cd`) is left to Hydra.
     """
-    flags, stray = get_args_parser().parse_known_args(list(args))
+    flags, stray = hydra_flags_parser().parse_known_args(list(args))
     if stray:
         raise OverrideError(
             f"unrecognized arguments {' '.join(stray)!r}: the key=value overrides go in one group, "
@@ -217,7 +235,7 @@ def check_command_line(args: Sequence[str]) -> None:
         return
     parsed = check_overrides(flags.overrides)
     check_plugins(parsed)
-    if flags.help or flags.hydra_help or flags.info:
+    if flags.help or flags.hydra_help or flags.info or flags.version:
         return
     if flags.multirun or any(override.is_sweep_override() for override in parsed):
         check_keys(parsed)
@@ -235,10 +253,10 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
 
 def check_no_missing_values(cfg: DictConfig) -> None:
     """A `???` left in the config (data.root of imagefolder) is named before anything reads it."""
-    for key in config_keys(cfg):
-        parent, _, name = key.rpartition(".")
-        if not key.startswith("hydra") and OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, name):
-            raise ConfigError(key, "???", f"a value: {key} has no default, set it on the command line ({key}=...)")
+    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra"))
+    if missing:
+        key = missing[0]
+        raise ConfigError(key, "???", f"a value: {key} has no default, set it on the command line ({key}=...)")
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -49,3 +49,7 @@ class OverrideError(ValueError):
 
 class TrainerSettingError(ValueError):
     """Lightning's Trainer rejected the trainer settings (no such device here, an unknown precision)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""

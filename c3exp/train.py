@@ -1,15 +1,13 @@
-"""`python -m c3exp [overrides]`: train, then test, and write results.json in the run directory."""
+"""Train, then test, and write results.json in the run directory (`python -m c3exp` calls `train`)."""
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
@@ -19,32 +17,17 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from c3exp.checkpoints import load_checkpoint, open_checkpoint, trusted
-from c3exp.cli import USER_ERRORS, run_reporting_user_errors
-from c3exp.config import (
-    check_command_line,
-    instantiate_reporting_user_errors,
-    key_choices,
-    register_resolvers,
-    validate_config,
-)
+from c3exp.config import instantiate_reporting_user_errors, key_choices, validate_config
 from c3exp.data.base import per_process_batch_size
 from c3exp.errors import ConfigError, TrainerSettingError
 from c3exp.models import without_pretrained
-from c3exp.paths import config_dir
-from c3exp.results import primary_value, summarise_history, write_results
+from c3exp.results import summarise_history, write_results
 from c3exp.tasks import TaskModule, build_network, build_task
 from c3exp.training.csv_rows import carry_over_csv_rows
-from c3exp.training.sweep import (
-    Stopped,
-    assign_gpu_for_parallel_job,
-    in_multirun,
-    job_failed,
-    pin_ddp_children_to_this_job,
-    sigterm_received,
-    watch_for_sigterm,
-)
+from c3exp.training.sweep import assign_gpu_for_parallel_job, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
+from c3exp.utils.noise import silence_library_noise
 from c3exp.utils.threads import use_the_cpus_slurm_gave
 
 log = logging.getLogger(__name__)
@@ -147,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate data, model, loggers and trainer from `cfg`, fit, test, and return the results."""
     validate_config(cfg)
     started = time.time()
+    silence_library_noise()
     if cfg.get("keep_freed_memory", False):
         keep_freed_memory()
     use_the_cpus_slurm_gave()
@@ -228,54 +212,3 @@ def finish_wandb_run(exit_code: int) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish(exit_code=exit_code)
-
-
-register_resolvers()
-
-
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> float | None:
-    """One run, or one job of a sweep: there an error fails only this job, and the sweep goes on."""
-    results = run_sweep_job(cfg) if in_multirun() else run_reporting_user_errors(lambda: run_single(cfg))
-    return primary_value(results)  # the objective for hyper-parameter sweepers: the task's primary metric
-
-
-def run_single(cfg: DictConfig) -> dict[str, Any]:
-    """A run that a bad value stops before any work leaves no run directory behind (only Hydra's files)."""
-    try:
-        return train(cfg)
-    except USER_ERRORS:
-        remove_if_unused(Path(cfg.output_dir))
-        raise
-
-
-def remove_if_unused(run_dir: Path) -> None:
-    """Delete a run directory that holds nothing but what Hydra writes at start (.hydra/, train.log)."""
-    if run_dir.is_dir() and {path.name for path in run_dir.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(run_dir)
-
-
-def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
-    """A user error fails this job (the sweep goes on) and, as the sweep's first failure, ends it in one line.
-
-    A job that SLURM stops (preemption, requeue, time limit) neither fails nor finishes: SLURM runs it
-    again and it resumes from its last checkpoint.
-    """
-    watch_for_sigterm()
-    try:
-        return train(cfg)
-    except USER_ERRORS as err:
-        raise job_failed(err) from err
-    except Exception as err:
-        if sigterm_received():
-            raise Stopped() from err
-        raise
-
-
-def main() -> None:
-    run_reporting_user_errors(lambda: check_command_line(sys.argv[1:]))
-    _hydra_main()
-
-
-if __name__ == "__main__":
-    main()

@@ -96,7 +96,7 @@ def c3exp_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None =
 
 def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
     """`python -m c3exp args` in this process, as its __main__ does: the exit status and stderr."""
-    from c3exp import train as train_cli
+    from c3exp import run as train_cli
 
     monkeypatch.setattr(sys, "argv", ["c3exp", *args])
     with pytest.raises(SystemExit) as exit_info:

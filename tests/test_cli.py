@@ -182,3 +182,55 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "depth: 56" in done.stdout and "name: c3" in done.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+CONFIG_ONLY = [["--help"], ["--cfg", "job", "attn=c3"], ["data=cifar1000"], ["optim.optimizer.lr=-1", "data=digits"], ["optim.lr=1"]]
+
+
+@pytest.mark.parametrize("args", CONFIG_ONLY, ids=" ".join)
+def test_config_questions_are_answered_without_importing_torch_or_lightning(tmp_path, args):
+    """Help, --cfg and bad values must not wait seconds for torch and Lightning to import (BENCHMARKS: CLI latency)."""
+    probe = ("import sys; sys.argv = ['c3exp', *sys.argv[1:]]\n"
+             "from c3exp.run import main\n"
+             "try:\n    main()\n"
+             "finally:\n    print('heavy:', sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []", done.stdout[-500:] + done.stderr[-2000:]
+
+
+def test_help_is_c3exps_own_page_with_every_group_and_its_choices(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "c3exp", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("c3exp: channel attention") and "powered by Hydra" not in done.stdout
+    listed = dict(line.split(": ", 1) for line in done.stdout.splitlines() if re.fullmatch(r"[\w/]+: [\w, ]+", line))
+    for group in ("task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "experiment", "debug"):
+        assert listed[group].split(", ") == group_choices(group), group
+    assert "python -m c3exp -m " in done.stdout and "python -m c3exp.report" in done.stdout
+
+
+def test_the_optimizer_of_a_recipe_is_a_group_of_its_own():
+    from c3exp.config import compose
+
+    cfg = compose(["optim=paper", "optim/optimizer=adamw"])
+    assert cfg.optim.name == "paper" and cfg.optim.optimizer._target_ == "torch.optim.AdamW"
+    with pytest.raises(ConfigError, match=r"optim/optimizer='adam' is not valid: expected one of adamw, sgd"):
+        check_command_line(["optim/optimizer=adam"])
+
+
+def test_a_failed_sweep_job_ends_the_sweep_with_its_one_line_and_status_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "c3exp", "-m", *FAST, "optim.optimizer.lr=-1,-2", f"hydra.sweep.dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: job 0: optim.optimizer.lr=-1 is not valid")
+    assert "HYDRA_FULL_ERROR" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_run_prints_no_library_advertisements_or_expected_warnings(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "c3exp", *FAST, f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout + done.stderr
+    for noise in ("💡 Tip", "LeafSpec", "smaller than the logging interval", "`srun` command is available"):
+        assert noise not in printed, noise
+    assert printed.count("GPU available: False") == 1  # Lightning's lines once, through Hydra's handlers
+    assert "GPU available: False" in (tmp_path / "train.log").read_text()

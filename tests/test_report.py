@@ -11,7 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from c3exp.report import Cell, collect_runs, main as report, run_from_results
+from c3exp.report import main as report
+from c3exp.report.runs import collect_runs, run_from_results
+from c3exp.report.tables import Cell
 from c3exp.results import RESULTS_FILE
 from c3exp.train import train
 from tests.conftest import TINY_DIGITS, run_config

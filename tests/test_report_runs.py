@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-import c3exp.report
+import c3exp.report.plots
 from c3exp.analysis.plots import Band
-from c3exp.report import main as report, run_from_wandb
+from c3exp.report import main as report
+from c3exp.report.wandb_runs import run_from_wandb
 from tests.conftest import error_line
 
 DEBUG_FAST = {"task_name": "debug", "trainer": {"fast_dev_run": True, "overfit_batches": 0.0, "max_epochs": 160}}
@@ -95,7 +96,7 @@ def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
         drawn.update(bands)
         return Path(path)
 
-    monkeypatch.setattr(c3exp.report, "accuracy_curves", record)
+    monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)
     report([str(walkthrough), "--out", str(tmp_path / "report")])
     assert {attn: band.runs for attn, band in drawn.items()} == {"c3": 2, "none": 2}
     np.testing.assert_allclose(drawn["c3"].mean, [46.0, 92.0])

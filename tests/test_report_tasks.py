@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-import c3exp.report
-from c3exp.report import collect_runs, main as report, run_from_wandb
+import c3exp.report.plots
+from c3exp.report import main as report
+from c3exp.report.runs import collect_runs
+from c3exp.report.wandb_runs import run_from_wandb
 from c3exp.results import PrimaryMetric
 
 CLASSIFICATION_CSV = ("model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std", "seeds", "best_in_row",
@@ -188,7 +190,7 @@ def test_curves_of_the_primary_metric_per_segmentation_row(mixed, tmp_path, monk
         drawn[Path(path).name] = (bands, title, options)
         return Path(path)
 
-    monkeypatch.setattr(c3exp.report, "accuracy_curves", record)
+    monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)
     written = report([str(mixed), "--out", str(tmp_path / "report")])
     assert set(drawn) == {"curves_resnet20_digits.png", "curves_segmentation_resnet101_voc2012.png",
                           "curves_segmentation_resnet101_shapes.png"}

@@ -15,7 +15,7 @@ import torch
 from c3exp.config import check_command_line
 from c3exp.eval import evaluate
 from c3exp.train import train
-from c3exp.training.callbacks import NonFiniteLossError
+from c3exp.errors import NonFiniteLossError
 from c3exp.tasks import ClassificationModule
 from tests.conftest import TINY_DIGITS, c3exp_cli, run_config
 from tests.wandb_records import read_offline_run

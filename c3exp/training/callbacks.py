@@ -5,6 +5,8 @@ import os
 
 import lightning as L
 
+from c3exp.errors import NonFiniteLossError
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible seed for every (run seed, epoch) pair."""
@@ -45,10 +47,6 @@ class EpochSeed(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reseed(trainer.current_epoch)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
 class StopOnNonFiniteLoss(L.Callback):

@@ -1,0 +1,78 @@
+"""A report's files: report.csv, and write_report, which selects the runs and writes report.md, report.csv
+and the curve PNGs.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+from c3exp.errors import check
+from c3exp.report.markdown import report_markdown
+from c3exp.report.plots import curve_plots
+from c3exp.report.runs import Run
+from c3exp.report.selection import plural, select_runs
+from c3exp.report.specs import paper_value
+from c3exp.report.tables import Table, best_attns, build_tables
+from c3exp.results import RESULTS_FILE
+
+
+def csv_rows(table: Table) -> list[dict[str, Any]]:
+    """One line per (model, data, attention) of a table, with a best_in_row flag and the paper's figures."""
+    out = []
+    for row in table.rows.values():
+        best = best_attns(row)
+        for attn, cell in row.items():
+            paper = cell.paper
+            out.append({
+                "model": cell.model, "data": cell.data, "attn": attn,
+                **{key: value for column in table.spec.columns for key, value in column.csv_values(cell).items()},
+                "seeds": cell.seeds, "best_in_row": attn in best,
+                **{f"paper_{column.name}": paper_value(paper, column) for column in table.spec.columns
+                   if column.paper_field},
+                "runs": ";".join(run.source for run in cell.runs),
+            })
+    return out
+
+
+def csv_columns(tables: Sequence[Table]) -> tuple[str, ...]:
+    """Every table's columns once, section by section, and a leading task column when several tasks share the file.
+
+    One task's file keeps exactly its own columns (classification: the columns reports had before tasks).
+    """
+    same_kind = zip(*(table.spec.csv_sections() for table in tables))  # (all identities), (all figures), ...
+    names = [name for sections in same_kind for name in dict.fromkeys(chain.from_iterable(sections))]
+    return ("task", *names) if len(tables) > 1 else tuple(names)
+
+
+def write_csv(path: Path, tables: Sequence[Table]) -> Path:
+    """report.csv: the lines of every table, under the columns of all of them (blank where a task has none)."""
+    columns = csv_columns(tables)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for table in tables:
+            for row in csv_rows(table):
+                row = {"task": table.task, **row} if "task" in columns else row
+                writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return path
+
+
+def write_report(runs: Sequence[Run], out: str | Path, sources: Sequence[str],
+                 include_debug: bool = False) -> dict[str, Path]:
+    """report.md, report.csv and the curve PNGs in `out`; returns their paths."""
+    check(bool(runs), "source", ", ".join(sources), f"a source with at least one finished run ({RESULTS_FILE})")
+    selection = select_runs(runs, include_debug)
+    check(bool(selection.runs), "source", ", ".join(sources),
+          f"a source with at least one finished run that is not a debug run (skipped "
+          f"{plural(selection.skipped_debug, 'debug run')}; --include-debug reports them)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(selection.runs)
+    plots = {task: curve_plots(table, out) for task, table in tables.items()}
+    markdown = out / "report.md"
+    markdown.write_text(report_markdown(tables, sources, plots, out, selection.notes))
+    return {"markdown": markdown, "csv": write_csv(out / "report.csv", list(tables.values())),
+            **{path.stem: path for paths in plots.values() for path in paths}}

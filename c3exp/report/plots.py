@@ -1,0 +1,67 @@
+"""The report's curves: per (model, data) of a task, each attention block's primary validation metric per
+epoch, mean ± std band over seeds.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from c3exp.analysis.plots import ACCURACY_LABEL, Band, accuracy_curves
+from c3exp.report.runs import DEFAULT_TASK, Run
+from c3exp.report.specs import TableSpec
+from c3exp.report.tables import Cell, Table
+
+
+def curve_band(runs: Sequence[Run]) -> Band | None:
+    """Mean and sample std of the primary validation metric (%) per epoch over the runs that reached it.
+
+    `runs` holds one run per seed (select_runs), so the band's n is the number of seeds with a curve.
+    """
+    by_epoch: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for epoch, value in run.curve:
+            by_epoch[epoch].append(100.0 * value)
+    if not by_epoch:
+        return None
+    epochs = sorted(by_epoch)
+    values = [by_epoch[epoch] for epoch in epochs]
+    return Band(
+        x=np.array(epochs) + 1,  # epoch 0 is the first epoch trained
+        mean=np.array([statistics.fmean(v) for v in values]),
+        std=np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]),
+        runs=len({run.seed for run in runs if run.curve}),
+    )
+
+
+def curve_path(out: Path, task: str, model: str, data: str) -> Path:
+    """curves_<model>_<data>.png, as before tasks; other tasks' names lead theirs, so no two tables share a file."""
+    parts = (model, data) if task == DEFAULT_TASK else (task, model, data)
+    return out / f"curves_{'_'.join(parts)}.png"
+
+
+def draw_curves(bands: Mapping[str, Band], title: str, path: Path, ylabel: str) -> Path:
+    """accuracy_curves, naming the y axis only for a metric other than the one it labels itself (top-1)."""
+    named = {} if ylabel == ACCURACY_LABEL else {"ylabel": ylabel}
+    return accuracy_curves(bands, title, path, **named)
+
+
+def validation_metric_name(spec: TableSpec, row: Mapping[str, Cell]) -> str:
+    """'validation top-1 accuracy': the long name of the primary metric a row's runs declare."""
+    primary = next(run.primary for cell in row.values() for run in cell.runs)
+    return f"validation {spec.describe(primary.metric)}"
+
+
+def curve_plots(table: Table, out: Path) -> list[Path]:
+    """One PNG per (model, data) of a task: each attention block's curve of the runs' primary validation metric."""
+    paths = []
+    for (model, data), row in table.rows.items():
+        bands = {attn: band for attn, cell in row.items() if (band := curve_band(cell.runs)) is not None}
+        if bands:
+            metric = validation_metric_name(table.spec, row)
+            paths.append(draw_curves(bands, f"{model} on {data}: {metric}", curve_path(out, table.task, model, data),
+                                     f"{metric} (%)"))
+    return paths

@@ -1,0 +1,40 @@
+"""Keep the console to what a researcher acts on: library advertisements and warnings about things
+c3exp does on purpose are dropped; everything else is left alone."""
+from __future__ import annotations
+
+import logging
+import warnings
+
+#: Warnings c3exp triggers by design: (message regex, why it is noise here).
+EXPECTED_WARNINGS = (
+    # Lightning's own pytree helper calls a torch API that torch deprecated; nothing in c3exp to change.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # Metrics are logged per epoch; small data sets (digits, tests) have fewer batches than the interval.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # A machine with SLURM's client but a job started without srun (a laptop cluster's login node).
+    r"The `srun` command is available on your system but is not used",
+)
+
+
+class DropTips(logging.Filter):
+    """Lightning's "💡 Tip: try installing ..." advertisements."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def silence_library_noise() -> None:
+    """Drop the expected warnings and Lightning's tips; print each Lightning info line once.
+
+    `lightning` adds its own console handler at import; when Hydra has configured the root logger,
+    Lightning's lines also reach Hydra's handlers (console and train.log), so its own is removed.
+    """
+    for message in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(DropTips())
+    lightning = logging.getLogger("lightning")
+    if logging.getLogger().hasHandlers():
+        for handler in [h for h in lightning.handlers if type(h) is logging.StreamHandler]:
+            lightning.removeHandler(handler)

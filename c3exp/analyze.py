@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -50,7 +49,7 @@ from c3exp.analysis.correlation import StageCorrelation, stage_correlations
 from c3exp.analysis.plots import box_comparison, cam_comparison, correlation_heatmaps, correlation_over_training
 from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import check
-from c3exp.results import RESULTS_FILE, read_results
+from c3exp.results import RESULTS_FILE, read_results, write_json
 
 if TYPE_CHECKING:
     from c3exp.data import ImageDataModule
@@ -132,7 +131,7 @@ def correlation_outputs(correlations: Sequence[StageCorrelation], out: Path, nam
     summary = {"checkpoint": name, "images": images,
                "stages": [{"stage": c.stage, "channels": len(c.matrix), "mean_abs_corr": c.mean_abs,
                            "constant_channels": c.constant} for c in correlations]}
-    (out / "correlation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out / "correlation.json", summary)
     return [
         correlation_heatmaps([c.matrix], [f"{len(c.matrix)} channels, mean |corr| {c.mean_abs:.3f}"],
                              f"{name}: stage {c.stage} channel correlation", out / f"stage{c.stage}.png")

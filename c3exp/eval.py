@@ -7,7 +7,6 @@ network (task.*, model.*, attn.*, data.num_classes) is the checkpoint's and cann
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from c3exp.cli import printed_help, run_reporting_user_errors
 from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError, check
 from c3exp.models import SPEED_KEYS, without_pretrained
+from c3exp.results import write_json
 
 HELP = """\
 usage: python -m c3exp.eval ckpt_path=PATH [key=value ...]
@@ -93,6 +93,7 @@ def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
 
 def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> DictConfig:
     """The run's config, group choices applied first and key=value settings after, as Hydra orders them."""
+    # Not load_from_checkpoint: the data module must be rebuilt too, with the command line's overrides (data.root).
     cfg = saved_config(checkpoint)
     OmegaConf.set_struct(cfg, True)
     pairs = []
@@ -183,6 +184,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     check_same_network(saved_config(checkpoint), cfg)  # imagefolder's counted classes
     module = build_task(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones
     load_weights(module, checkpoint["state_dict"], ckpt_path)
+    # Not train.build_trainer: re-testing one checkpoint uses none of the run's DDP, loggers or checkpoints.
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ckpt_path, overrides = split_ckpt_arg(args)
     metrics = evaluate(ckpt_path, overrides)
     out = Path(ckpt_path).with_suffix(".eval.json")
-    out.write_text(json.dumps({"ckpt_path": ckpt_path, **metrics}, indent=2) + "\n")
+    write_json(out, {"ckpt_path": ckpt_path, **metrics})
     print(" ".join(f"{key}={value:.4f}" for key, value in metrics.items()), "->", out)
     return metrics
 

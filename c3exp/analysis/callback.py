@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from c3exp.analysis.correlation import StageCorrelation, stage_correlations
 from c3exp.analysis.plots import CorrelationHistory, correlation_heatmaps
 from c3exp.errors import ConfigError, check
+from c3exp.results import write_json
 
 ANALYSIS_DIR = "analysis"
 RECORD_FILE = "correlation.json"
@@ -109,7 +110,7 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
     """
     records = json.loads(path.read_text()) if path.is_file() else []
     records = [r for r in records if r["epoch"] < record["epoch"]] + [record]
-    path.write_text(json.dumps(records, indent=1) + "\n")
+    write_json(path, records)
 
 
 def log_image_to_wandb(trainer: L.Trainer, png: Path) -> None:

@@ -30,6 +30,7 @@ from c3exp.data.coco import COCODetectionDataModule
 from c3exp.data.detection import VOCDetectionDataModule
 from c3exp.data.voc import VOCSegmentationDataModule
 from c3exp.errors import ConfigError, is_int
+from c3exp.results import write_json
 
 CLASSES = ("circle", "square", "triangle")
 NUM_CLASSES = len(CLASSES) + 1  # with the background, label 0
@@ -281,8 +282,8 @@ def write_shapes_dataset(
         for folder in lists:
             (folder / f"{split}.txt").write_text(listing)
         coco = {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco, indent=1) + "\n")
-    (root / METADATA).write_text(json.dumps(_metadata(splits, image_size, seed, max_objects), indent=1) + "\n")
+        write_json(root / "annotations" / f"instances_{split}.json", coco)
+    write_json(root / METADATA, _metadata(splits, image_size, seed, max_objects))
     return root
 
 

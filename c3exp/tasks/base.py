@@ -150,6 +150,7 @@ class TaskModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._epoch_started, self._epoch_images = time.perf_counter(), 0
         self.metrics["train_split"].reset()
+        # Not LearningRateMonitor: it needs a logger and writes only to loggers; the history and epoch line need lr too.
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def on_train_start(self) -> None:

@@ -187,7 +187,7 @@ class SweepSummary(Callback):
             "run_dir": job_dir,
             **slurm_job(),
         }
-        Path(job_dir, STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+        write_json(Path(job_dir, STATUS_FILE), status)
         if failed:
             log.error("job %s failed (%s): %s", status["job"], " ".join(status["overrides"]), status["error"])
         write_sweep_summary(Path(config.hydra.sweep.dir))

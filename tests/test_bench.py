@@ -1,17 +1,25 @@
 """Fast C3 against the naive equations (compiled, channels_last, bf16) and `python -m c3exp.bench` end to end."""
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.overrides import TorchFunctionMode
 
 import c3exp
 from c3exp.attention import C3Block
 from c3exp.bench import bench, expand_overrides, main, paired_ratios, ratios, summarise
+from c3exp.config import compose
+from c3exp.errors import OverrideError
 from tests.test_attention import C3_CASES, NaiveC3, make_c3
 
 # the resize paths C3's fast code special-cases: integer down/up factors, one tile, arbitrary sizes
@@ -190,7 +198,10 @@ def test_bench_loop_mode_compares_lightning_with_a_bare_loop(tmp_path):
         (["bench.peak=maybe"], "bench.peak='maybe' is not valid: expected true or false"),
         (["attn=none,sk"], "attn='sk' is not valid"),
         (["bench.threads=1,2"], "bench.threads=[1, 2] is not valid: expected one value for all configurations"),
-        (["bench.nope=1"], "bench.nope"),
+        (["bench.nope=1"], "bench.nope is not a config key or group (bench.nope=1): did you mean bench.peak"),
+        (["bench=foo"], "bench is not a config key or group (bench=foo): did you mean bench."),
+        (["model.nope=1", "bench.steps=3"], "model.nope is not a config key or group (model.nope=1): did you mean model.name"),
+        (["bench.path="], "bench.path='' is not valid"),
     ],
 )
 def test_bad_bench_settings_are_one_line_errors(args, message, capsys):
@@ -198,6 +209,49 @@ def test_bad_bench_settings_are_one_line_errors(args, message, capsys):
         main(args)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_training_configs_carry_no_bench_settings():
+    """bench.* lives in the bench's own primary config: not in training configs, checkpoints or W&B configs."""
+    assert "bench" not in compose([]) and "bench" not in compose(["experiment=detection_shapes"])
+    with pytest.raises(OverrideError, match="bench.steps is not a config key"):
+        compose(["bench.steps=3"])  # a training command line has no bench settings to set
+    from c3exp.bench import compose_bench
+
+    timed_cfg = compose_bench(["model=resnet110", "attn=c3", "bench.steps=15"])
+    assert timed_cfg.bench.steps == 15 and timed_cfg.bench.mode == "steps" and timed_cfg.bench.path is None
+    training_part = OmegaConf.masked_copy(timed_cfg, [key for key in timed_cfg if key != "bench"])
+    assert training_part == compose(["model=resnet110", "attn=c3"])  # the bench times the training config itself
+
+
+def test_two_bench_runs_write_two_files(tmp_path, monkeypatch, capsys):
+    """Without bench.path every run writes a file of its own: a second run leaves the first one's intact."""
+    monkeypatch.chdir(tmp_path)
+    reports = [bench(["model=resnet20", "attn=none", *TINY]) for _ in range(2)]
+    files = sorted((tmp_path / "outputs" / "bench").glob("*.json"))
+    assert len(files) == 2 and all(f"-p{os.getpid()}" in f.name for f in files)
+    written = [json.loads(f.read_text()) for f in files]
+    assert all(report in written for report in reports)
+    wrote = [line.removeprefix("wrote ") for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert sorted(tmp_path / path for path in wrote) == files  # each run prints where it wrote
+
+
+def test_report_names_are_never_reused_within_one_second(tmp_path):
+    from c3exp.bench import new_report_path
+
+    started = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    stem = f"20260102-030405-p{os.getpid()}"
+    names = [new_report_path(started, tmp_path / "bench").name for _ in range(3)]
+    assert names == [f"{stem}.json", f"{stem}-2.json", f"{stem}-3.json"]
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted(names)  # claimed at once
+
+
+def test_python_m_c3exp_bench_reports_a_bad_setting_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run([sys.executable, "-m", "c3exp.bench", "bench.mode=fast"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2 and result.stderr == "error: bench.mode='fast' is not valid: expected one of steps, loop\n"
+    assert result.stdout == "" and not (tmp_path / "outputs").exists()
 
 
 def test_c3_breakdown_takes_the_block_apart_and_runs():

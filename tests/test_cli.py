@@ -206,6 +206,7 @@ def test_help_is_c3exps_own_page_with_every_group_and_its_choices(tmp_path):
     for group in ("task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "experiment", "debug"):
         assert listed[group].split(", ") == group_choices(group), group
     assert "python -m c3exp -m " in done.stdout and "python -m c3exp.report" in done.stdout
+    assert "bench" not in listed  # the bench's settings are its own config, not a training group
 
 
 def test_the_optimizer_of_a_recipe_is_a_group_of_its_own():

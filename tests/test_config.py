@@ -35,6 +35,8 @@ def test_every_combination_composes(model, attn, data):
 @pytest.mark.parametrize("model,attn", list(itertools.product([m for m in MODELS if m != "resnet1202"], ATTNS)))
 def test_every_model_and_attention_instantiates(model, attn):
     cfg = c3exp.compose([f"model={model}", f"attn={attn}", "data=cifar10"])
+    if "torchvision" in cfg.model._target_:  # C3's default blocks of the ImageNet networks fit 224 px maps
+        cfg = c3exp.compose([f"model={model}", f"attn={attn}", "data=cifar10", "data.image_size=224"])
     net = c3exp.build_model(cfg)
     assert net.head is not None and len(net.stages) >= 3
     assert net.stages and sum(p.numel() for p in net.parameters()) > 0

@@ -12,10 +12,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from c3exp.errors import ConfigError
-from c3exp.models import ResNet, build_model
+from c3exp.models import ResNet, build_model, cifar_resnet
 from c3exp.paths import config_dir
 from c3exp.summary import PAPER_FIGURES
+from c3exp.tasks import build_network
 from c3exp.utils.complexity import count_macs, count_params, part_costs
+from tests.conftest import run_main
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,10 +44,11 @@ NETWORKS = {
     "resnet20": ((), 32, (3, 3, 3)),
     "resnet32": ((), 32, (5, 5, 5)),
     "wrn": (("model.width=2",), 32, (3, 3, 3)),  # the real width is checked by the Table 1 tests
-    "resnet18": (("data.num_classes=10",), 64, (2, 2, 2, 2)),
+    "resnet18": (("data.num_classes=10", "data.image_size=64"), 64, (2, 2, 2, 2)),
 }
-# C3 on resnet18 at 64x64: block sizes that divide (or are multiples of) the 16/8/4/2 maps.
-TORCHVISION_C3_SIZES = "attn.options.spatial_sizes=[[8,8],[8,8],[8,8],[4,4]]"
+# C3 on resnet18 at 64x64: blocks that divide the maps of every placement (stage inputs 16/16/8/4,
+# block outputs 16/8/4/2) and are no larger than them; reduction 4 divides A = 4 of the 2x2 block.
+TORCHVISION_C3_SIZES = ("attn.options.spatial_sizes=[[8,8],[8,8],[4,4],[2,2]]", "attn.options.reduction=4")
 ATTENTION_CASES = [("none", "every_block")] + [
     (name, placement) for name in ("se", "cbam", "c3") for placement in ("every_block", "first_block", "stage_input")
 ]
@@ -61,7 +64,7 @@ def test_network_trains_with_attention(network: str, attn: str, placement: str):
     extra, size, blocks = NETWORKS[network]
     overrides = [f"model={network}", f"attn={attn}", f"attn.placement={placement}", *extra]
     if network == "resnet18" and attn == "c3":
-        overrides.append(TORCHVISION_C3_SIZES)
+        overrides.extend(TORCHVISION_C3_SIZES)
     cfg = compose(*overrides)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -77,7 +80,7 @@ def test_network_trains_with_attention(network: str, attn: str, placement: str):
 @pytest.mark.parametrize("network", NETWORKS)
 def test_uniform_interface(network: str):
     extra, size, blocks = NETWORKS[network]
-    overrides = [*extra, TORCHVISION_C3_SIZES] if network == "resnet18" else list(extra)
+    overrides = [*extra, *TORCHVISION_C3_SIZES] if network == "resnet18" else list(extra)
     model = build(f"model={network}", "attn=c3", *overrides).eval()
     assert isinstance(model.stem, nn.Module) and isinstance(model.stages, nn.ModuleList)
     assert len(model.stages) == len(blocks)
@@ -125,7 +128,7 @@ def _as_resnet(net: torchvision.models.ResNet) -> ResNet:
 
 
 def test_torchvision_default_c3_sizes_at_224():
-    model = build("model=resnet18", "attn=c3", "data.num_classes=10")
+    model = build("model=resnet18", "attn=c3", "data.num_classes=10", "data.image_size=224")
     assert [stage[0].spatial_size for stage in model.stages] == [(16, 16), (16, 16), (16, 16), (8, 8)]
     assert count_macs(model, (1, 3, 224, 224)) > count_macs(build("model=resnet18", "data.num_classes=10"), (1, 3, 224, 224))
 
@@ -222,6 +225,114 @@ def test_c3_tile_on_maps_that_are_not_multiples_fails_clearly():
     model = build("attn=c3", "attn.options.resize=tile", "attn.options.spatial_sizes=[[16,16],[16,16],[12,12]]")
     with pytest.raises(ConfigError, match="attn.options.spatial_sizes.*16x16"):
         model(torch.randn(1, 3, 32, 32))
+
+
+# ----------------------------------------------------------------------------------------------
+# C3 blocks no larger than the maps they run on: C3's MLPs are sized by the block (A = H*W positions),
+# so a larger block only upsamples its map, for many times the parameters.
+
+BLOCK_RULE = "is not valid: expected blocks no larger than the feature maps they run on, in height and in width,"
+
+
+def c3_params(height: int, width: int, reduction: int = 8) -> int:
+    """Closed form of one C3 block's parameters: encoder and decoder A -> A/r -> A with biases, BN over the A positions."""
+    positions = height * width
+    hidden = positions // reduction
+    return 2 * (2 * positions * hidden + hidden + positions) + 2 * positions
+
+
+def sizes_override(sizes: list[list[int]]) -> str:
+    return "attn.options.spatial_sizes=" + str(sizes).replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    "placement,sizes,blocks",
+    [
+        ("stage_input", None, (1, 1, 1)),  # the CIFAR defaults 16/16/8 on the 32/32/16 stage inputs
+        ("every_block", None, (3, 3, 3)),  # ... on the 32/16/8 block outputs
+        ("first_block", None, (1, 1, 1)),
+        ("stage_input", [[32, 32], [32, 32], [16, 16]], (1, 1, 1)),  # blocks as large as their maps
+        ("every_block", [[32, 16], [16, 8], [8, 8]], (3, 3, 3)),  # as large in one dimension only
+    ],
+)
+def test_c3_blocks_that_fit_their_maps_build_with_the_closed_form_parameter_count(
+    placement: str, sizes: list[list[int]] | None, blocks: tuple[int, ...]
+):
+    overrides = ["data=digits", "attn=c3", f"attn.placement={placement}", *([sizes_override(sizes)] if sizes else [])]
+    added = count_params(build(*overrides)) - count_params(build("data=digits"))
+    expected = sum(count * c3_params(*size) for count, size in zip(blocks, sizes or [[16, 16], [16, 16], [8, 8]]))
+    assert added == expected
+    if sizes is None and placement == "stage_input":
+        assert added == 70032  # Table 1's +0.07M
+
+
+@pytest.mark.parametrize(
+    "overrides,value,maps",
+    [
+        # 64x64 blocks on 32 px digits: 25.5M parameters instead of 0.34M
+        (("data=digits", "attn.options.spatial_sizes=[[64,64],[64,64],[64,64]]"), "[[64, 64], [64, 64], [64, 64]]",
+         "at 32 px inputs (data.image_size): stage 1 32x32, stage 2 32x32, stage 3 16x16"),
+        # one dimension too large is enough
+        (("attn.options.spatial_sizes=[[16,16],[16,16],[8,32]]",), "[[16, 16], [16, 16], [8, 32]]",
+         "at 32 px inputs (data.image_size): stage 1 32x32, stage 2 32x32, stage 3 16x16"),
+        # the maps are the placement's: blocks that fit the stage inputs do not fit the block outputs
+        (("attn.placement=every_block", "attn.options.spatial_sizes=[[32,32],[32,32],[16,16]]"),
+         "[[32, 32], [32, 32], [16, 16]]", "at 32 px inputs (data.image_size): stage 1 32x32, stage 2 16x16, stage 3 8x8"),
+        # and the data's input size: the CIFAR blocks, which fit 32 px inputs, do not fit 8 px ones
+        (("data.image_size=8", "attn.options.spatial_sizes=[[16,16],[16,16],[8,8]]"), "[[16, 16], [16, 16], [8, 8]]",
+         "at 8 px inputs (data.image_size): stage 1 8x8, stage 2 8x8, stage 3 4x4"),
+    ],
+)
+def test_c3_blocks_larger_than_their_maps_are_a_config_error(overrides: tuple[str, ...], value: str, maps: str):
+    with pytest.raises(ConfigError) as error:
+        build("attn=c3", *overrides)
+    assert error.value.key == "attn.options.spatial_sizes"
+    assert str(error.value) == f"attn.options.spatial_sizes={value} {BLOCK_RULE} {maps}"
+
+
+def test_c3_defaults_too_large_for_the_inputs_are_named_as_the_defaults():
+    with pytest.raises(ConfigError) as error:
+        build("model=resnet18", "attn=c3", "data.num_classes=10")  # torchvision's blocks are for 224 px, not 32
+    assert str(error.value) == (
+        f"attn.options.spatial_sizes=[[16, 16], [16, 16], [16, 16], [8, 8]] {BLOCK_RULE} at 32 px inputs "
+        "(data.image_size): stage 1 8x8, stage 2 8x8, stage 3 4x4, stage 4 2x2 (these are the model's default "
+        "blocks, as attn.options.spatial_sizes is null: set one [H, W] per stage)"
+    )
+
+
+@pytest.mark.parametrize("task,data,key", [("segmentation", "shapes", "crop_size"), ("detection", "shapes_detection", "min_size")])
+def test_c3_blocks_are_checked_at_the_input_size_segmentation_and_detection_train_on(task: str, data: str, key: str):
+    overrides = [f"task={task}", f"data={data}", "attn=c3", "attn.options.spatial_sizes=[[16,16],[16,16],[32,32]]"]
+    if task == "detection":
+        overrides += ["task.network.fpn_channels=16", "task.network.representation_size=16"]
+    net = build_network(compose(*overrides))  # 64 px: stage inputs 64/64/32
+    assert max(getattr(m, "spatial_size", (0, 0)) for m in net.modules()) == (32, 32)
+    with pytest.raises(ConfigError) as error:
+        build_network(compose(*overrides, f"data.{key}=32"))
+    assert str(error.value).endswith(f"at 32 px inputs (data.{key}): stage 1 32x32, stage 2 32x32, stage 3 16x16")
+
+
+def test_c3_blocks_larger_than_their_maps_are_one_line_from_the_cli(monkeypatch, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false", "attn=c3",
+            "attn.options.spatial_sizes=[[64,64],[64,64],[64,64]]", f"hydra.run.dir={run_dir}"]
+    code, err = run_main(monkeypatch, capsys, args)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: attn.options.spatial_sizes=[[64, 64], [64, 64], [64, 64]] {BLOCK_RULE} at 32 px inputs "
+        "(data.image_size): stage 1 32x32, stage 2 32x32, stage 3 16x16"
+    )
+    assert not run_dir.exists()
+
+
+def test_checking_the_c3_blocks_leaves_the_seeded_network_as_the_builder_makes_it():
+    attn = {"name": "c3", "placement": "stage_input", "options": {}}
+    torch.manual_seed(5)
+    direct = cifar_resnet(100, attn)
+    torch.manual_seed(5)
+    built = build("attn=c3")  # the blocks are measured on a meta-device copy first: no random numbers drawn
+    for (name, a), b in zip(direct.state_dict().items(), built.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -120,8 +120,10 @@ def test_an_unknown_head_is_one_line():
 
 @pytest.mark.parametrize("head, aux", [("deeplabv2", False), ("deeplabv3", True)])
 def test_the_cli_and_build_model_give_the_same_segmentation_network(head, aux):
+    # C3 blocks no larger than the stage inputs of 64 px crops at output stride 8 (16, 16, 8, 8)
     overrides = ["task=segmentation", "data=shapes", "model=resnet18", "model.output_stride=8", "attn=c3",
-                 f"task.head={head}", f"task.aux_loss={str(aux).lower()}"]
+                 "attn.options.spatial_sizes=[[16,16],[16,16],[8,8],[8,8]]", f"task.head={head}",
+                 f"task.aux_loss={str(aux).lower()}"]
     cfg = c3exp.compose(overrides)
     net = c3exp.build_model(cfg)
     module = build_task(cfg, run_config={})

@@ -12,7 +12,7 @@ from c3exp.attention.cbam import CBAM
 from c3exp.attention.se import SqueezeExcite
 from c3exp.errors import ConfigError, check_keywords
 
-__all__ = ["ATTENTION_BLOCKS", "ATTENTION_NAMES", "C3Block", "CBAM", "SqueezeExcite", "create_attn"]
+__all__ = ["ATTENTION_BLOCKS", "ATTENTION_NAMES", "CBAM", "C3Block", "SqueezeExcite", "create_attn", "sized_by_map"]
 
 ATTENTION_BLOCKS: dict[str, Callable[..., nn.Module]] = {
     "se": SqueezeExcite,
@@ -36,9 +36,14 @@ def create_attn(
         raise ConfigError("attn.name", name, ATTENTION_NAMES)
     block = ATTENTION_BLOCKS[name]
     check_keywords(options, block, "attn.options.", f"an option of {name}", supplied=("channels", "spatial_size"))
-    if "spatial_size" in inspect.signature(block).parameters:
+    if sized_by_map(name):
         if spatial_size is None:
             raise ConfigError("attn.options.spatial_sizes", None, f"a [H, W] per stage for {name}")
         options["spatial_size"] = spatial_size
     return block(channels, **options)
 
+
+def sized_by_map(name: str) -> bool:
+    """Whether attention `name` takes a block `spatial_size` that its weights depend on (C3)."""
+    block = ATTENTION_BLOCKS.get(name)
+    return block is not None and "spatial_size" in inspect.signature(block).parameters

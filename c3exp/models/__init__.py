@@ -9,13 +9,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from c3exp.attention import sized_by_map
 from c3exp.config import instantiate_reporting_user_errors
 from c3exp.errors import ConfigError, check_keywords
 from c3exp.models.base import ResNet
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
 from c3exp.models.detection import StagePyramid, faster_rcnn
 from c3exp.models.heads import HEADS, create_head
-from c3exp.models.placement import PLACEMENTS, AttentionPlan
+from c3exp.models.placement import PLACEMENTS, AttentionPlan, check_blocks_fit_maps
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
 from c3exp.models.torchvision_resnet import torchvision_resnet
 
@@ -50,8 +51,22 @@ def build_model(cfg: DictConfig) -> nn.Module:
     speed = speed_options(model_cfg)
     _check_model_keys(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
+    if attn is not None and sized_by_map(attn.get("name", "none")):
+        # Block sizes are checked against the maps on a meta-device copy first: an oversized block's
+        # MLPs (A^2/r weights for A = H*W positions) are never allocated. Meta tensors draw no random
+        # numbers, so the real network below is the one a seed always gave.
+        with torch.device("meta"):
+            probe = instantiate_reporting_user_errors(
+                _without_weights(model_cfg), num_classes=cfg.data.num_classes, attn=attn, _convert_="all"
+            )
+        check_blocks_fit_maps(probe, cfg.data, (attn.get("options") or {}).get("spatial_sizes"))
     net = instantiate_reporting_user_errors(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
     return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
+
+
+def _without_weights(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """model_cfg without pretrained weights to load (model.weights null), for a network that only gets measured."""
+    return {**model_cfg, "weights": None} if model_cfg.get("weights") is not None else model_cfg
 
 
 def without_pretrained(cfg: DictConfig) -> DictConfig:

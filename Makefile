@@ -7,9 +7,9 @@ install:            ## editable install with the test and cluster extras
 	$(PYTHON) -m pip install -e ".[dev]"
 
 test:               ## the full suite, slow end-to-end tests included, as CI runs it
-	$(PYTHON) -m pytest -m "slow or not slow"
+	$(PYTHON) -m pytest -m "slow or not slow" --durations=25
 
-test-fast:          ## the default suite: everything but the tests marked slow (under 10 minutes)
+test-fast:          ## the default suite: everything but the tests marked slow (about 4 minutes on 2 cores)
 	$(PYTHON) -m pytest
 
 demo:               ## ResNet-20 without and with C3 on the bundled digits, on the CPU, then a comparison table

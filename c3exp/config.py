@@ -260,7 +260,11 @@ def check_no_missing_values(cfg: DictConfig) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Numeric sanity checks that must fail before any data is loaded or any model is built."""
+    """Numeric sanity checks that must fail before any data is loaded or any model is built.
+
+    Not a structured-config schema: each group choice has its own `_target_` keywords, which a schema
+    would repeat from every YAML; the constructors check their own, and the shared ranges are here.
+    """
     check_no_missing_values(cfg)
     _positive(cfg, "optim.optimizer.lr")
     _positive(cfg, "optim.optimizer.weight_decay", allow_zero=True)

@@ -50,6 +50,7 @@ def lightning_block(config: BenchConfig, module: TaskModule, batches: BatchList)
     settings = config.settings
     clock = _step_clock(settings.device)
     with tempfile.TemporaryDirectory() as root:
+        # Not train.build_trainer: the loop is timed bare, without the run's loggers, checkpoints and validation.
         trainer = L.Trainer(
             accelerator="gpu" if settings.device == "cuda" else "cpu",
             devices=1,

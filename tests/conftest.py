@@ -1,20 +1,33 @@
-"""Shared fixtures: the real Hydra configs shrunk to test sizes, and CIFAR files written on the spot."""
+"""Shared fixtures and helpers: the real Hydra configs shrunk to test sizes, data files written on the spot,
+the CLIs run as their __main__ does, and the small oracles more than one test module uses.
+
+tests/ mirrors the package: tests/<subpackage>/test_<module>.py tests c3exp/<subpackage>/<module>.py, and
+tests/test_<module>.py a top-level module (test_run.py: the `python -m c3exp` entry).
+"""
 from __future__ import annotations
 
+import csv
+import itertools
 import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
+from torch import nn
 
 import c3exp
 from c3exp.cli import run_reporting_user_errors
+from c3exp.errors import DataNotFoundError
+from c3exp.paths import config_dir
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_DIGITS = ["data=digits", "trainer=cpu", "trainer.enable_progress_bar=false"]
 
 
@@ -102,3 +115,168 @@ def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_info:
         train_cli.main()
     return exit_info.value.code, capsys.readouterr().err
+
+
+def hydra_compose(*overrides: str) -> DictConfig:
+    """The real configs composed by Hydra alone: no up-front command-line check, as a notebook would."""
+    with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra.compose("config", overrides=list(overrides))
+
+
+def build(*overrides: str) -> nn.Module:
+    """build_model of the real configs composed by Hydra with `overrides`."""
+    from c3exp.models import build_model
+
+    return build_model(hydra_compose(*overrides))
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+TIMING = {"train/epoch_time", "train/images_per_sec"}
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    """History rows without their wall-clock keys: what must repeat exactly across runs and resumes."""
+    return [{key: value for key, value in row.items() if key not in TIMING} for row in history]
+
+
+# The digits for 4 training and 2 validation and test batches an epoch, for `python -m c3exp` (SIGKILL, sweeps, DDP)
+SMALL_DIGITS = ["data=digits", "trainer.enable_progress_bar=false", "trainer.limit_train_batches=4",
+                "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+# ResNet-20 + C3 on the digits, 6 training batches an epoch (test_train.py; test_eval.py re-tests its checkpoints)
+SHORT_RUN = TINY_DIGITS + ["model=resnet20", "attn=c3", "trainer.limit_train_batches=6", "trainer.limit_test_batches=4"]
+
+
+@pytest.fixture(scope="session")
+def two_epochs(tmp_path_factory) -> dict:
+    """The results of a 2-epoch SHORT_RUN; tests that train on in its run directory copy it first."""
+    from c3exp.train import train
+
+    return train(run_config(SHORT_RUN + ["trainer.max_epochs=2"], tmp_path_factory.mktemp("first_leg")))
+
+
+def cli_error_line(monkeypatch, capsys, tmp_path: Path, data: list[str]) -> str:
+    """Train from the CLI on `data` for a step; check it exits 2 with exactly one stderr line, `error: ...`; return it."""
+    tiny = ["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.enable_progress_bar=false",
+            "data.num_workers=0"]
+    code, err = run_main(monkeypatch, capsys, [*data, *tiny, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# -- attention blocks ----------------------------------------------------------------------------------------
+def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights everywhere, BN running statistics included, so nothing is an identity by chance."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            else:
+                tensor.copy_(0.5 * torch.randn(tensor.shape, generator=generator))
+    return module
+
+
+def permutation_error(block: nn.Module, channels: int) -> float:
+    """How far block(x permuted over channels) is from block(x) permuted alike: 0 for an equivariant block."""
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, channels, 8, 8, generator=generator)
+    permutation = torch.randperm(channels, generator=generator)
+    with torch.no_grad():
+        return (block(x[:, permutation]) - block(x)[:, permutation]).abs().max().item()
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# -- networks ------------------------------------------------------------------------------------------------
+# attention on the backbones: none, a block with weights of its own in every block, C3 at the stage inputs
+BACKBONE_ATTENTION = {
+    "none": None,
+    "cbam": {"name": "cbam", "placement": "every_block"},  # has a 2 -> 1 convolution of its own
+    "c3": {"name": "c3", "placement": "stage_input"},
+}
+
+
+def output_channels(model: nn.Module, size: int) -> tuple[int, ...]:
+    """The channels of each stage's output on a size x size input."""
+    with torch.no_grad():
+        return tuple(out.shape[1] for out in model.eval().stage_outputs(torch.randn(1, 3, size, size)))
+
+
+def torchvision_key_in_ours(key: str, stage_input: bool = False, wrapped_bn: str | None = None) -> str:
+    """Where c3exp puts a torchvision tensor, written out by hand (the tests' own oracle)."""
+    root, rest = key.split(".", 1)
+    if root in ("conv1", "bn1", "fc"):
+        return {"conv1": "stem.0.", "bn1": "stem.1.", "fc": "head.2."}[root] + rest
+    block, tail = rest.split(".", 1)
+    if wrapped_bn and tail.startswith(wrapped_bn + "."):
+        tail = f"{wrapped_bn}.0.{tail[len(wrapped_bn) + 1:]}"
+    return f"stages.{int(root[len('layer'):]) - 1}.{int(block) + stage_input}.{tail}"
+
+
+@pytest.fixture(scope="module")
+def c3_network() -> torch.nn.Module:
+    """ResNet-20 + C3 for the digits, seeded, in eval mode."""
+    torch.manual_seed(0)
+    return c3exp.build_model(c3exp.compose(["model=resnet20", "attn=c3", "data=digits"])).eval()
+
+
+# -- data ----------------------------------------------------------------------------------------------------
+def data_config(name: str) -> dict:
+    """conf/data/<name>.yaml as the data module receives it (interpolations resolved)."""
+    node = OmegaConf.load(config_dir() / "data" / f"{name}.yaml")
+    return OmegaConf.to_container(OmegaConf.merge({"seed": 0}, {"data": node}), resolve=True)["data"]
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    """An empty folder the shapes data modules write their scenes into on first use (tests/data/test_voc.py
+    overrides it with one that already holds a dataset)."""
+    return tmp_path_factory.mktemp("shapes")
+
+
+WIDTH, HEIGHT = 40, 20  # the hand-written detection images: wide, so resizing has a shorter and a longer side
+SMALL = {"min_size": HEIGHT, "max_size": WIDTH, "batch_size": 2, "num_workers": 0}  # no resize of 40x20 images
+
+
+def picture(box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """A grey WIDTH x HEIGHT image, red inside `box` (0-based, right/bottom exclusive): shows where the object went."""
+    image = Image.new("RGB", (WIDTH, HEIGHT), (128, 128, 128))
+    if box is not None:
+        image.paste((255, 0, 0), box)
+    return image
+
+
+def error_of(build, kind: type[Exception] = DataNotFoundError) -> str:
+    """The message `build()` raises: one line."""
+    with pytest.raises(kind) as caught:
+        build()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# -- analysis ------------------------------------------------------------------------------------------------
+ANALYSIS_RUN = TINY_DIGITS + ["model=resnet20", "callbacks=analysis", "trainer.max_epochs=2", "data.batch_size=8",
+                              "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+                              "trainer.limit_test_batches=2", "callbacks.channel_correlation.num_images=16"]
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, dict]:
+    """ResNet-20 without and with C3, 2 tiny epochs each, with the correlation callback on."""
+    from c3exp.train import train
+
+    root = tmp_path_factory.mktemp("analysis_runs")
+    return {attn: train(run_config(ANALYSIS_RUN + [f"attn={attn}"], root / attn)) for attn in ("none", "c3")}
+
+
+# -- reports -------------------------------------------------------------------------------------------------
+def rows_by_attn(path: Path) -> dict[str, dict[str, str]]:
+    """A report's CSV, one row per attention."""
+    return {row["attn"]: row for row in csv.DictReader(path.open())}

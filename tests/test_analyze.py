@@ -1,16 +1,109 @@
-"""`python -m c3exp.analyze boxes`: ground truth and two detectors' boxes side by side, and its one-line errors."""
+"""`python -m c3exp.analyze` (c3exp/analyze.py): correlation, correlation-compare, cam and boxes from real
+checkpoints and runs, and their one-line errors."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from c3exp.analyze import main as analyze
 from c3exp.train import train
-from tests.conftest import TINY_DIGITS, error_line, run_config
+from tests.conftest import ANALYSIS_RUN, TINY_DIGITS, error_line, run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- correlation, correlation-compare and cam, on the runs of tests/conftest.py's trained_runs ---------------
+
+
+def test_correlation_command_writes_matrices_heatmaps_and_prints_stages(trained_runs, tmp_path, capsys):
+    ckpt = trained_runs["c3"]["checkpoints"]["last"]
+    correlations = analyze(["correlation", f"ckpt_path={ckpt}", "--batches", "1", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "correlation.json").read_text())
+    with np.load(tmp_path / "correlation.npz") as stored:
+        for c, stage in zip(correlations, summary["stages"]):
+            np.testing.assert_array_equal(stored[f"stage{c.stage}"], c.matrix)
+            assert stage["mean_abs_corr"] == pytest.approx(c.mean_abs)
+            assert f"stage {c.stage}: mean |corr| = {c.mean_abs:.4f}" in printed
+            assert (tmp_path / f"stage{c.stage}.png").stat().st_size > 5_000
+
+
+def test_correlation_compare_and_cam_commands_draw_their_figures(trained_runs, tmp_path):
+    runs = {attn: Path(results["run_dir"]) for attn, results in trained_runs.items()}
+    compare = analyze(["correlation-compare", str(runs["none"]), str(runs["c3"]), "--out", str(tmp_path / "fig4.png")])
+    ckpts = [trained_runs[attn]["checkpoints"]["last"] for attn in ("none", "c3")]
+    cam = analyze(["cam", *ckpts, "--images", "2", "--topk", "3", "--out", str(tmp_path / "fig6.png")])
+    for figure in (compare, cam):
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cam", "a.ckpt", "b.ckpt", "--topk", "0"], "'0' is not valid: expected an integer >= 1"),
+        (["correlation", "ckpt_path=missing.ckpt"], "ckpt_path='missing.ckpt' is not valid"),
+        (["correlation", "data.root=/x"], "ckpt_path=None is not valid"),
+        (["correlation-compare", ".", "."], "run_dir='.' is not valid"),
+        (["colour"], "invalid choice: 'colour'"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
+    assert message in error_line(lambda: analyze(argv), capsys)
+
+
+def test_cam_topk_beyond_the_channels_is_a_user_error(trained_runs, capsys):
+    ckpts = [trained_runs[attn]["checkpoints"]["last"] for attn in ("none", "c3")]
+    err = error_line(lambda: analyze(["cam", *ckpts, "--topk", "65", "--images", "1"]), capsys)
+    assert "--topk=65 is not valid: expected at most the 64 channels" in err
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_cam_images_beyond_the_split_is_a_user_error(trained_runs, split, capsys):
+    """More images than the split holds used to build a figure of the whole split: 11 minutes, 2.9 GB."""
+    ckpts = [trained_runs[attn]["checkpoints"]["last"] for attn in ("none", "c3")]
+    err = error_line(lambda: analyze(["cam", *ckpts, "--images", "100000", "--split", split]), capsys)
+    available = {"test": 359, "val": 180}[split]
+    assert f"--images=100000 is not valid: expected 1..{available} (the {split} images of digits)" in err
+
+
+def test_module_entry_point_reports_errors_in_one_line():
+    done = subprocess.run([sys.executable, "-m", "c3exp.analyze", "cam", "x.ckpt", "y.ckpt"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: ckpt_path='x.ckpt' is not valid: expected an existing checkpoint file"
+    ]
+
+
+def test_correlation_command_reads_a_checkpoint_trained_with_data_on_device(tmp_path, capsys):
+    """data.on_device's loader (DeviceBatches) has no `.dataset`: the images used are counted as they are read."""
+    overrides = [item for item in ANALYSIS_RUN if not item.startswith("callbacks")] + [
+        "attn=c3", "data.on_device=true", "trainer.max_epochs=1"]
+    ckpt = train(run_config(overrides, tmp_path / "run"))["checkpoints"]["last"]
+    for batches, images in (("2", 16), ("1000", 180)):  # 180: the whole digits val split, fewer than 1000 batches of 8
+        out = tmp_path / f"out{batches}"
+        correlations = analyze(["correlation", f"ckpt_path={ckpt}", "--batches", batches, "--out", str(out)])
+        summary = json.loads((out / "correlation.json").read_text())
+        assert summary["images"] == images and len(summary["stages"]) == len(correlations) == 3
+        assert f"({images} val images)" in capsys.readouterr().out
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_one_line(trained_runs, tmp_path, capsys):
+    checkpoint = torch.load(trained_runs["c3"]["checkpoints"]["last"], map_location="cpu", weights_only=False)
+    del checkpoint["state_dict"]["net.head.2.weight"]
+    damaged = tmp_path / "damaged.ckpt"
+    torch.save(checkpoint, damaged)
+    err = error_line(lambda: analyze(["correlation", f"ckpt_path={damaged}", "--batches", "1"]), capsys)
+    assert "a checkpoint whose weights fit the model of its config" in err and "head.2.weight" in err
+
+
+# -- boxes: ground truth and two detectors' boxes side by side --------------------------------------------
 
 
 def tiny_detection(root: Path, attn: str) -> list[str]:

@@ -1,29 +1,47 @@
-"""Every model x attn x data composes from the real configs; models and data modules instantiate."""
+"""Configs (c3exp/config.py): every model x attn x data composes from the real configs, models and data modules
+instantiate, the recipes hold the paper's values, and the up-front command-line check."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import lightning as L
 import pytest
 from hydra.utils import instantiate
 
 import c3exp
-from c3exp.config import group_choices, key_choices
+from c3exp.attention import ATTENTION_BLOCKS, ATTENTION_NAMES
+from c3exp.config import GROUPS, check_command_line, group_choices, key_choices
+from c3exp.errors import ConfigError, OverrideError
+from tests.conftest import REPO
+
 
 MODELS = group_choices("model")
+
+
 ATTNS = group_choices("attn")
+
+
 DATA = group_choices("data")
 
 
+def documented_choices() -> set[tuple[str, str]]:
+    """Every (group, choice) of a `group=choice` or `group=a,b` in the README and BENCHMARKS.md (not placeholders: NAME)."""
+    groups = "|".join(re.escape(group) for group in sorted(GROUPS, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w./+-])({groups})=([\w,]+)")
+    found = set()
+    for doc in ("README.md", "BENCHMARKS.md"):
+        for group, choices in pattern.findall((REPO / doc).read_text()):
+            found.update((group, choice) for choice in choices.split(",") if re.fullmatch(r"[a-z0-9_]+", choice))
+    return found
+
+
 def test_groups_offer_the_designed_choices():
-    assert {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "wrn"} <= set(MODELS)
-    assert set(ATTNS) == {"none", "se", "cbam", "c3"}
-    assert {"cifar10", "cifar100", "digits", "synthetic", "imagefolder"} <= set(DATA)
-    assert {"default", "cpu", "gpu", "ddp"} <= set(group_choices("trainer"))
-    assert {"paper", "cosine"} <= set(group_choices("optim"))
-    assert {"csv", "wandb", "tensorboard"} <= set(group_choices("logger"))
-    assert {"quickstart", "paper_cifar100"} <= set(group_choices("experiment"))
-    assert {"fast", "overfit"} <= set(group_choices("debug"))
+    """attn= offers exactly the blocks the code registers; every group=choice the documentation shows exists."""
+    assert ATTNS == sorted(ATTENTION_NAMES)
+    documented = documented_choices()
+    assert {("model", "resnet110"), ("attn", "c3"), ("data", "digits"), ("experiment", "quickstart")} <= documented
+    assert sorted(f"{group}={choice}" for group, choice in documented if choice not in group_choices(group)) == []
 
 
 @pytest.mark.parametrize("model,attn,data", list(itertools.product(MODELS, ATTNS, DATA)))
@@ -38,8 +56,9 @@ def test_every_model_and_attention_instantiates(model, attn):
     if "torchvision" in cfg.model._target_:  # C3's default blocks of the ImageNet networks fit 224 px maps
         cfg = c3exp.compose([f"model={model}", f"attn={attn}", "data=cifar10", "data.image_size=224"])
     net = c3exp.build_model(cfg)
-    assert net.head is not None and len(net.stages) >= 3
-    assert net.stages and sum(p.numel() for p in net.parameters()) > 0
+    assert net.head[-1].out_features == cfg.data.num_classes == 10
+    blocks = {type(module) for module in net.modules() if getattr(module, "is_attention", False)}
+    assert blocks == ({ATTENTION_BLOCKS[attn]} if attn != "none" else set())
 
 
 @pytest.mark.parametrize("data", DATA)
@@ -58,3 +77,86 @@ def test_optimizer_recipes():
     assert cfg.optim.scheduler.T_max == 7 and cfg.optim.optimizer.lr == 0.1
     default = c3exp.compose([])
     assert default.trainer.max_epochs == 160 and default.data.batch_size == 128 and default.data.name == "cifar100"
+
+
+def test_the_optimizer_of_a_recipe_is_a_group_of_its_own():
+    from c3exp.config import compose
+
+    cfg = compose(["optim=paper", "optim/optimizer=adamw"])
+    assert cfg.optim.name == "paper" and cfg.optim.optimizer._target_ == "torch.optim.AdamW"
+    choices = ", ".join(group_choices("optim/optimizer"))
+    with pytest.raises(ConfigError, match=re.escape(f"optim/optimizer='adam' is not valid: expected one of {choices}")):
+        check_command_line(["optim/optimizer=adam"])
+
+
+def test_the_default_task_is_classification_with_val_acc1():
+    cfg = c3exp.compose(["data=digits"])
+    assert cfg.task.name == "classification" and cfg.task.primary_metric.name == "val/acc1"
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc1" and cfg.callbacks.model_checkpoint.mode == "max"
+
+
+def test_the_checkpoint_monitor_follows_the_task():
+    cfg = c3exp.compose(["data=digits", "task=segmentation"])
+    assert cfg.callbacks.model_checkpoint.monitor == "val/miou"
+
+
+# ----------------------------------------------------------------------------------------------
+# The up-front check of a command line: Hydra's flags, unknown keys, globs.
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cfg", "job", "model=resnet56", "attn=c3"],
+        ["-c", "job", "-p", "model"],
+        ["--info", "config"],
+        ["-m", "model=glob(resnet2*)", "attn=none,c3"],
+        ["-cn", "another_primary_config", "whatever.key=1"],
+    ],
+)
+def test_hydra_flags_keep_their_meaning(args):
+    """Hydra's own flags (print the config, sweep a glob) pass the up-front check untouched."""
+    check_command_line(args)
+
+
+def test_overrides_split_by_a_flag_are_one_clear_line():
+    """argparse (and so Hydra) takes one group of overrides: `a=1 -m b=2` would end in a usage dump."""
+    with pytest.raises(OverrideError, match="unrecognized arguments 'attn=c3': the key=value overrides go in one group"):
+        check_command_line(["data=digits", "-m", "attn=c3"])
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["optim.lr=-1"], "optim.lr is not a config key or group (optim.lr=-1): did you mean optim.optimizer.lr?"),
+        (["atn=c3"], "atn is not a config key or group (atn=c3): did you mean attn?"),
+        (["data.batch_sise=4"], "did you mean data.batch_size"),
+        (["foo=1"], "foo is not a config key or group (foo=1): `python -m c3exp --cfg job` prints the keys"),
+        (["-m", "atn=none,c3", "data=digits"], "atn is not a config key or group (atn=none,c3): did you mean attn?"),
+        (["-m", "logger=csv,wandb", "logger.wandb.projekt=x"], "did you mean logger.wandb.project or"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_nearest_real_ones(args, expected):
+    """Hydra's report would suggest `+key=value`, which adds a key nothing reads; sweeps failed job by job."""
+    with pytest.raises(OverrideError) as error:
+        check_command_line(args)
+    assert expected in str(error.value) and "+" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data=imagefolder", "data.root=/somewhere"],  # a key whose value is still ??? exists
+        ["logger=wandb", "logger.wandb.project=x"],  # a key of a group chosen on the same line
+        ["-m", "logger=csv,wandb", "logger.wandb.project=x"],
+        ["+foo=1"],  # adding a key is explicit
+    ],
+)
+def test_keys_of_the_chosen_groups_pass_the_key_check(args):
+    check_command_line(args)
+
+
+def test_a_glob_that_matches_no_choice_is_one_clear_line():
+    choices = ", ".join(group_choices("model"))
+    with pytest.raises(ConfigError, match=re.escape(f"model='glob(vgg*)' is not valid: expected one of {choices}")):
+        check_command_line(["-m", "model=glob(vgg*)"])

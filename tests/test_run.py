@@ -1,4 +1,5 @@
-"""Bad input fails before training with one line naming the key, the value and what is allowed."""
+"""`python -m c3exp` (c3exp/run.py): bad input fails before training with one line naming the key, the value and
+what is allowed; Hydra's flags and help; run directories; no noise."""
 from __future__ import annotations
 
 import re
@@ -9,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from c3exp.config import check_command_line, group_choices
-from c3exp.errors import ConfigError, OverrideError
+from c3exp.config import GROUPS, group_choices
 from tests.conftest import run_main
+
 
 FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false"]
 
@@ -108,6 +109,14 @@ def test_missing_cifar_is_a_clear_error_not_a_traceback(tmp_path):
     assert last.startswith("error: cifar10 not found") and "data.root" in last and str(tmp_path) in last
 
 
+def test_a_training_error_is_the_only_line_on_stderr(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "c3exp", "data=digits", "trainer=cpu", "attn=c3", "attn.options.reduction=7",
+         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: attn.options.reduction=7") and done.stderr.count("\n") == 1, done.stderr
+
+
 def test_runs_started_together_get_their_own_directories(tmp_path):
     cmd = [sys.executable, "-m", "c3exp", *FAST, "task_name=collide"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
@@ -115,64 +124,6 @@ def test_runs_started_together_get_their_own_directories(tmp_path):
         assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
     runs = list(Path(tmp_path, "outputs", "collide", "runs").iterdir())
     assert len(runs) == 2 and runs[0].name != runs[1].name
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--cfg", "job", "model=resnet56", "attn=c3"],
-        ["-c", "job", "-p", "model"],
-        ["--info", "config"],
-        ["-m", "model=glob(resnet2*)", "attn=none,c3"],
-        ["-cn", "another_primary_config", "whatever.key=1"],
-    ],
-)
-def test_hydra_flags_keep_their_meaning(args):
-    """Hydra's own flags (print the config, sweep a glob) pass the up-front check untouched."""
-    check_command_line(args)
-
-
-def test_overrides_split_by_a_flag_are_one_clear_line():
-    """argparse (and so Hydra) takes one group of overrides: `a=1 -m b=2` would end in a usage dump."""
-    with pytest.raises(OverrideError, match="unrecognized arguments 'attn=c3': the key=value overrides go in one group"):
-        check_command_line(["data=digits", "-m", "attn=c3"])
-
-
-@pytest.mark.parametrize(
-    "args,expected",
-    [
-        (["optim.lr=-1"], "optim.lr is not a config key or group (optim.lr=-1): did you mean optim.optimizer.lr?"),
-        (["atn=c3"], "atn is not a config key or group (atn=c3): did you mean attn?"),
-        (["data.batch_sise=4"], "did you mean data.batch_size"),
-        (["foo=1"], "foo is not a config key or group (foo=1): `python -m c3exp --cfg job` prints the keys"),
-        (["-m", "atn=none,c3", "data=digits"], "atn is not a config key or group (atn=none,c3): did you mean attn?"),
-        (["-m", "logger=csv,wandb", "logger.wandb.projekt=x"], "did you mean logger.wandb.project or"),
-    ],
-)
-def test_an_unknown_key_is_named_with_the_nearest_real_ones(args, expected):
-    """Hydra's report would suggest `+key=value`, which adds a key nothing reads; sweeps failed job by job."""
-    with pytest.raises(OverrideError) as error:
-        check_command_line(args)
-    assert expected in str(error.value) and "+" not in str(error.value)
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["data=imagefolder", "data.root=/somewhere"],  # a key whose value is still ??? exists
-        ["logger=wandb", "logger.wandb.project=x"],  # a key of a group chosen on the same line
-        ["-m", "logger=csv,wandb", "logger.wandb.project=x"],
-        ["+foo=1"],  # adding a key is explicit
-    ],
-)
-def test_keys_of_the_chosen_groups_pass_the_key_check(args):
-    check_command_line(args)
-
-
-def test_a_glob_that_matches_no_choice_is_one_clear_line():
-    choices = ", ".join(group_choices("model"))
-    with pytest.raises(ConfigError, match=re.escape(f"model='glob(vgg*)' is not valid: expected one of {choices}")):
-        check_command_line(["-m", "model=glob(vgg*)"])
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
@@ -203,19 +154,10 @@ def test_help_is_c3exps_own_page_with_every_group_and_its_choices(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("c3exp: channel attention") and "powered by Hydra" not in done.stdout
     listed = dict(line.split(": ", 1) for line in done.stdout.splitlines() if re.fullmatch(r"[\w/]+: [\w, ]+", line))
-    for group in ("task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "experiment", "debug"):
+    for group in GROUPS:
         assert listed[group].split(", ") == group_choices(group), group
     assert "python -m c3exp -m " in done.stdout and "python -m c3exp.report" in done.stdout
     assert "bench" not in listed  # the bench's settings are its own config, not a training group
-
-
-def test_the_optimizer_of_a_recipe_is_a_group_of_its_own():
-    from c3exp.config import compose
-
-    cfg = compose(["optim=paper", "optim/optimizer=adamw"])
-    assert cfg.optim.name == "paper" and cfg.optim.optimizer._target_ == "torch.optim.AdamW"
-    with pytest.raises(ConfigError, match=r"optim/optimizer='adam' is not valid: expected one of adamw, sgd"):
-        check_command_line(["optim/optimizer=adam"])
 
 
 def test_a_failed_sweep_job_ends_the_sweep_with_its_one_line_and_status_2(tmp_path):

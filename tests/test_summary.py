@@ -1,18 +1,16 @@
-"""`python -m c3exp.summary`: the per-stage table, its last line, and the paper's Table 1."""
+"""`python -m c3exp.summary` (c3exp/summary.py): the per-stage table, its last line, and the paper's Table 1."""
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
 
-import hydra
 import pytest
 
 from c3exp.errors import ConfigError
-from c3exp.models import build_model
-from c3exp.paths import config_dir
-from c3exp.summary import main
+from c3exp.summary import PAPER_FIGURES, main
 from c3exp.utils.complexity import count_macs, count_params
+from tests.conftest import build
 
 
 @pytest.mark.parametrize(
@@ -29,8 +27,7 @@ def test_summary_last_line_matches_the_counters(overrides: list[str], shape, cap
     last = text.strip().splitlines()[-1]
     match = re.fullmatch(r"params=(\d+) macs=(\d+)", last)
     assert match, last
-    with hydra.initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        model = build_model(hydra.compose("config", overrides=overrides))
+    model = build(*overrides)
     assert int(match[1]) == count_params(model)
     assert int(match[2]) == count_macs(model, shape)
 
@@ -55,8 +52,32 @@ def test_unknown_table_is_a_config_error():
         main(["table=paper2"])
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage(capsys, flag):
+    main([flag])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m c3exp.summary") and "example: " in out
+
+
+# ----------------------------------------------------------------------------------------------
+# Table 1: parameters (M, two decimals) and MACs against the paper's FLOPs (M), as in paper.md.
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("model,attn", PAPER_FIGURES, ids=["-".join(k) for k in PAPER_FIGURES])
+def test_table1_cell(model: str, attn: str):
+    """Params round to the paper's figure; MACs within 3% (6% for C3, counted tiled as the paper does)."""
+    params_m, flops_m = PAPER_FIGURES[model, attn]
+    tiled = ("attn.options.resize=tile",) if attn == "c3" else ()
+    net = build(f"model={model}", f"attn={attn}", "data=cifar100", *tiled)
+    assert round(count_params(net) / 1e6, 2) == params_m
+    tolerance = 0.06 if attn == "c3" else 0.03
+    assert count_macs(net) / 1e6 == pytest.approx(flops_m, rel=tolerance)
+
+
 # ----------------------------------------------------------------------------------------------
 # table=paper
+
 
 CELL = re.compile(r"(?P<ours>[\d.]+) / (?:(?P<paper>[\d.]+) \((?P<diff>[+-][\d.]+)%\)|-)")
 

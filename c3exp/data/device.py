@@ -3,7 +3,7 @@
 CIFAR-sized data fits in GPU memory many times over; cropping, flipping and normalising a batch
 there costs microseconds, where per-sample transforms in worker processes cost a CPU core per few
 thousand images a second. Both paths draw the same random variables, (top, left, flip) per image,
-through `draw_crop_flip`, and cut the same pixels for the same draws (tests/test_device_data.py).
+through `draw_crop_flip`, and cut the same pixels for the same draws (tests/data/test_device.py).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The attention blocks against their equations, their parameter formulas and their symmetries."""
+"""C3 (c3exp/attention/c3.py) against a naive float64 transcription of the paper's equations, eager, compiled,
+channels_last and under bf16 autocast; its closed-form sizes; its channel-permutation equivariance."""
 from __future__ import annotations
 
 import itertools
@@ -9,23 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from c3exp.attention import CBAM, C3Block, SqueezeExcite, create_attn
+import c3exp
+from c3exp.attention import C3Block, create_attn
 from c3exp.attention.c3 import channel_groups, resize_nearest
 from c3exp.errors import ConfigError
+from c3exp.utils.complexity import count_macs, count_params
+from tests.conftest import build, n_params, permutation_error, randomize
 
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights everywhere, BN running statistics included, so nothing is an identity by chance."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(0.5 * torch.randn(tensor.shape, generator=generator))
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,10 +143,67 @@ def test_c3_detach_changes_gradients_not_outputs():
     assert not torch.allclose(grads[0], grads[1])
 
 
-def test_c3_tile_needs_multiples_of_block_size():
-    block = C3Block(4, (4, 4), reduction=4, resize="tile")
-    with pytest.raises(ConfigError, match="attn.options.spatial_sizes.*6x8"):
-        block(torch.randn(1, 4, 6, 8))
+# ----------------------------------------------------------------------------------------------
+# The fast paths: compiled, channels_last and the resize autograd functions against the naive equations.
+
+
+# the resize paths C3's fast code special-cases: integer down/up factors, one tile, arbitrary sizes
+FAST_PATHS = ["block size", "resize", "resize up", "resize odd", "tile", "groups + tile"]
+
+
+def case_input(case: str, seed: int = 1) -> tuple[C3Block, torch.Tensor]:
+    spec = dict(C3_CASES[case])
+    channels, shape, size = spec.pop("channels"), spec.pop("shape"), spec.pop("size")
+    x = torch.randn(2, channels, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return make_c3(channels, size, **spec), x
+
+
+def outputs_and_input_grads(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_()
+    out = block(x)
+    out.square().sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("case", FAST_PATHS)
+def test_compiled_c3_matches_naive_equations(case: str):
+    block, x = case_input(case)
+    with torch.no_grad():
+        expected = NaiveC3(block)(x)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")  # fullgraph: no graph breaks
+    actual, grad = outputs_and_input_grads(compiled, x)
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad, outputs_and_input_grads(block, x)[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", FAST_PATHS)
+def test_channels_last_c3_matches_naive_equations(case: str):
+    block, x = case_input(case, seed=2)
+    with torch.no_grad():
+        expected = NaiveC3(block)(x)
+    actual, grad = outputs_and_input_grads(block, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad, outputs_and_input_grads(block, x)[1], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["resize", "resize odd"])
+def test_c3_input_gradient_matches_naive_equations(case: str):
+    """The subsample/upsample autograd functions: the input's gradient, through both of its paths."""
+    block, x = case_input(case, seed=3)
+    naive_grad = outputs_and_input_grads(NaiveC3(block), x)[1]
+    torch.testing.assert_close(outputs_and_input_grads(block, x)[1], naive_grad, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("resize", ["interpolate", "tile"])
+def test_c3_compiles_without_graph_breaks(resize: str):
+    block = C3Block(8, (4, 4), reduction=4, resize=resize, max_group_channels=4)
+    x = torch.randn(2, 8, 8, 8)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), block(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Resizing: any map size against the block's size is the naive nearest resize, both ways; or tiles.
 
 
 @pytest.mark.parametrize(
@@ -167,21 +216,57 @@ def test_resize_nearest_equals_interpolate(shape, size):
     torch.testing.assert_close(resize_nearest(x, size), F.interpolate(x, size=size, mode="nearest"), rtol=0, atol=0)
 
 
+def naive_c3(block: C3Block, x: torch.Tensor) -> torch.Tensor:
+    """Nearest-resize to the block size, the block's messages there, nearest-resize back, add, ReLU."""
+    small = F.interpolate(x, size=block.spatial_size, mode="nearest")
+    return torch.relu(x + F.interpolate(block.message(small), size=x.shape[-2:], mode="nearest"))
+
+
+@pytest.mark.parametrize(
+    "map_size,block_size",
+    [((81, 81), 16), ((41, 41), 8), ((41, 81), 16), ((80, 80), 16), ((64, 64), 16), ((8, 8), 16)],
+    ids=["81-16", "41-8", "41x81-16", "80-16", "64-16", "8-16"],
+)
+def test_c3_any_map_size_equals_the_naive_resize(map_size: tuple[int, int], block_size: int):
+    torch.manual_seed(0)
+    block = C3Block(16, (block_size, block_size)).double()
+    x = torch.randn(2, 16, *map_size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 16, *map_size, dtype=torch.float64)
+    results = []
+    for forward in (block, lambda inputs: naive_c3(block, inputs)):
+        out = forward(x)
+        grads = torch.autograd.grad((out * weight).sum(), [x, *block.parameters()])
+        results.append((out, grads))
+    (out, grads), (expected, expected_grads) = results
+    torch.testing.assert_close(out, expected)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
+
+
+def test_c3_tile_needs_multiples_of_block_size():
+    block = C3Block(4, (4, 4), reduction=4, resize="tile")
+    with pytest.raises(ConfigError, match="attn.options.spatial_sizes.*6x8"):
+        block(torch.randn(1, 4, 6, 8))
+
+
+def test_c3_tile_on_maps_that_are_not_multiples_fails_clearly():
+    model = build("attn=c3", "attn.options.resize=tile", "attn.options.spatial_sizes=[[16,16],[16,16],[12,12]]")
+    with pytest.raises(ConfigError, match="attn.options.spatial_sizes.*16x16"):
+        model(torch.randn(1, 3, 32, 32))
+
+
 @pytest.mark.parametrize("channels,limit,groups", [(8, 4, 2), (16, 512, 1), (1024, 512, 2), (640, 512, 2), (2048, 512, 4), (7, 4, 7)])
 def test_channel_groups(channels, limit, groups):
     assert channel_groups(channels, limit) == groups
 
 
+def test_c3_needs_a_spatial_size():
+    with pytest.raises(ConfigError, match="attn.options.spatial_sizes"):
+        create_attn("c3", 16)
+
+
 # ----------------------------------------------------------------------------------------------
-# Symmetry: C3 talks across channels the same way whatever their order; SE and CBAM do not.
-
-
-def permutation_error(block: nn.Module, channels: int) -> float:
-    generator = torch.Generator().manual_seed(4)
-    x = torch.randn(2, channels, 8, 8, generator=generator)
-    permutation = torch.randperm(channels, generator=generator)
-    with torch.no_grad():
-        return (block(x[:, permutation]) - block(x)[:, permutation]).abs().max().item()
+# Symmetry: C3 talks across channels the same way whatever their order (SE and CBAM do not).
 
 
 @pytest.mark.parametrize("resize", ["interpolate", "tile"])
@@ -190,28 +275,8 @@ def test_c3_is_channel_permutation_equivariant(resize: str):
     assert permutation_error(block, 16) < 1e-5
 
 
-@pytest.mark.parametrize("block", [SqueezeExcite(16, 4), CBAM(16, 4)], ids=["se", "cbam"])
-def test_se_and_cbam_are_not_channel_permutation_equivariant(block: nn.Module):
-    assert permutation_error(randomize(block).eval(), 16) > 1e-2
-
-
 # ----------------------------------------------------------------------------------------------
-# Parameter counts: the closed forms behind Table 1.
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@pytest.mark.parametrize("channels,reduction", [(16, 8), (64, 8), (640, 16)])
-def test_se_params(channels, reduction):
-    assert n_params(SqueezeExcite(channels, reduction)) == 2 * channels * channels // reduction
-
-
-@pytest.mark.parametrize("channels,reduction", [(16, 16), (64, 16), (256, 8)])
-def test_cbam_params(channels, reduction):
-    hidden = channels // reduction
-    assert n_params(CBAM(channels, reduction)) == 2 * channels * hidden + hidden + channels + 2 * 49 + 2
+# Sizes: the closed forms behind Table 1.
 
 
 @pytest.mark.parametrize("size,reduction", [((16, 16), 8), ((8, 8), 8), ((14, 14), 4)])
@@ -228,83 +293,86 @@ def test_c3_paper_sizes_add_about_0_07m():
     assert total == 70032 and round(total / 1e6, 2) == 0.07
 
 
+def test_c3_adds_the_same_parameters_to_every_cifar_resnet():
+    added = {count_params(build(f"model={m}", "attn=c3")) - count_params(build(f"model={m}")) for m in ("resnet20", "resnet110")}
+    assert added == {70032}
+
+
+def c3_macs(channels: int, map_size: int, block_size: int, tiles: int, fold: bool, reduction: int = 8) -> int:
+    """Closed form for one C3 block per image: encoder + decoder MLPs per channel, plus the C x C message product.
+
+    Folded, the messages are A/r wide and the encoder's output layer and the decoder's input layer
+    become one A/r x A/r layer (its own formation, once per batch, is not charged to the image).
+    """
+    positions = block_size * block_size
+    hidden = positions // reduction
+    assert map_size % block_size == 0
+    if fold:
+        per_tile = channels * (2 * positions * hidden + hidden * hidden) + hidden * channels * channels
+    else:
+        per_tile = channels * 4 * positions * hidden + positions * channels * channels
+    return tiles * per_tile
+
+
+@pytest.mark.parametrize("model,stage_inputs", [("resnet20", (16, 16, 32)), ("wrn", (16, 160, 320))])
+def test_c3_macs_closed_form_for_every_path(model: str, stage_inputs: tuple[int, int, int]):
+    baseline = count_macs(build(f"model={model}"))
+    shapes = list(zip(stage_inputs, (32, 32, 16), (16, 16, 8)))  # channels, map size, block size
+    for (resize, tiles), fold in itertools.product((("interpolate", 1), ("tile", 4)), (True, False)):
+        net = build(f"model={model}", "attn=c3", f"attn.options.resize={resize}", f"attn.options.fold_messages={fold}")
+        assert count_macs(net) - baseline == sum(c3_macs(*shape, tiles, fold) for shape in shapes)
+
+
 # ----------------------------------------------------------------------------------------------
-# Speed-related contracts: compile without graph breaks, channels_last, float32 affinity.
+# Mixed precision: the affinity in float32 under bf16 autocast.
 
 
-@pytest.mark.parametrize("resize", ["interpolate", "tile"])
-def test_c3_compiles_without_graph_breaks(resize: str):
-    block = C3Block(8, (4, 4), reduction=4, resize=resize, max_group_channels=4)
-    x = torch.randn(2, 8, 8, 8)
-    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x), block(x))
-
-
-@pytest.mark.parametrize("name", ["se", "cbam", "c3"])
-def test_attention_accepts_channels_last(name: str):
-    block = create_attn(name, 16, (4, 4))
-    x = torch.randn(2, 16, 8, 8)
-    torch.testing.assert_close(block(x.to(memory_format=torch.channels_last)), block(x))
-
-
-class SoftmaxDtypes(TorchFunctionMode):
-    """Records the dtype of every softmax input."""
+class DtypeSpy(TorchFunctionMode):
+    """The dtypes softmax and the affinity's square see."""
 
     def __init__(self):
         super().__init__()
-        self.dtypes: list[torch.dtype] = []
+        self.seen: dict[str, list[torch.dtype]] = {"softmax": [], "square": []}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") == "softmax":
-            self.dtypes.append(args[0].dtype)
+        name = getattr(func, "__name__", "")
+        if name in self.seen:
+            self.seen[name].append(args[0].dtype)
         return func(*args, **(kwargs or {}))
 
 
 def test_c3_affinity_in_float32_under_autocast():
     block = C3Block(16, (4, 4), reduction=4).eval()
     x = torch.randn(2, 16, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16), SoftmaxDtypes() as spy:
+    with torch.autocast("cpu", dtype=torch.bfloat16), DtypeSpy() as spy:
         out = block(x)
-    assert spy.dtypes == [torch.float32]
+    assert spy.seen["softmax"] == [torch.float32]
     assert out.dtype == torch.float32  # the residual keeps the input's precision
     torch.testing.assert_close(out, block(x), rtol=0.05, atol=0.05)
 
 
-# ----------------------------------------------------------------------------------------------
-# The factory.
+def test_bf16_autocast_network_close_to_float32_with_float32_affinity():
+    torch.manual_seed(0)
+    net = c3exp.build_model(c3exp.compose(["model=resnet20", "attn=c3", "data=cifar10"])).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16), DtypeSpy() as spy:
+            low = net(x)
+    assert spy.seen["softmax"] == [torch.float32] * 3 and set(spy.seen["square"]) == {torch.float32}
+    assert (low.float() - reference).abs().max() < 0.05 * reference.abs().max()
 
 
-def test_create_attn_none_is_none():
-    assert create_attn("none", 16) is None
-
-
-@pytest.mark.parametrize("name,cls", [("se", SqueezeExcite), ("cbam", CBAM), ("c3", C3Block)])
-def test_create_attn_builds_marked_modules(name, cls):
-    block = create_attn(name, 32, (8, 8))
-    assert isinstance(block, cls) and block.is_attention is True
-
-
-@pytest.mark.parametrize(
-    "name,options,key",
-    [
-        ("sk", {}, "attn.name"),
-        ("se", {"kernel_size": 7}, "attn.options.kernel_size"),
-        ("c3", {"groups": 2}, "attn.options.groups"),
-        ("c3", {"resize": "bilinear"}, "attn.options.resize"),
-        ("c3", {"reduction": 3}, "attn.options.reduction"),
-        ("se", {"reduction": 3}, "attn.options.reduction"),
-        ("cbam", {"kernel_size": 4}, "attn.options.kernel_size"),
-        ("c3", {"bn": "yes"}, "attn.options.bn"),
-        ("c3", {"max_group_channels": 0}, "attn.options.max_group_channels"),
-        ("c3", {"fold_messages": 1}, "attn.options.fold_messages"),
-    ],
-)
-def test_create_attn_rejects_bad_settings_by_key(name, options, key):
-    with pytest.raises(ConfigError) as error:
-        create_attn(name, 16, (8, 8), **options)
-    assert error.value.key == key
-
-
-def test_c3_needs_a_spatial_size():
-    with pytest.raises(ConfigError, match="attn.options.spatial_sizes"):
-        create_attn("c3", 16)
+def test_bf16_autocast_training_step_gradients_close_to_float32():
+    block = C3Block(16, (4, 4), reduction=4).train()
+    x = torch.randn(4, 16, 8, 8)
+    grads = []
+    for enabled in (False, True):
+        block.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = block(x)
+        assert out.dtype == torch.float32  # the residual keeps the input's precision
+        out.square().sum().backward()
+        grads.append(block.encoder[0].weight.grad.clone())
+    assert torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[1], grads[0], rtol=0.1, atol=0.1 * grads[0].abs().max().item())

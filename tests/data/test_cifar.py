@@ -1,19 +1,17 @@
-"""Data: CIFAR through torchvision's real code path on files written here, the digits, the errors."""
+"""CIFAR (c3exp/data/cifar.py) through torchvision's real code path on files written here: the splits, the batches,
+and dataset files that are missing, unofficial, truncated or in another format, each one line."""
 from __future__ import annotations
 
 import urllib.error
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torchvision import datasets
 
-import c3exp
-
-from c3exp.data import CIFARDataModule, DigitsDataModule, SyntheticDataModule
+from c3exp.data import CIFARDataModule
 from c3exp.errors import DataNotFoundError
-from tests.conftest import write_cifar
+from tests.conftest import cli_error_line, write_cifar
 
 
 def cifar(root: Path, name: str = "cifar10", **kwargs) -> CIFARDataModule:
@@ -70,73 +68,49 @@ def test_offline_download_failure_is_a_clear_error(tmp_path, monkeypatch):
         cifar(tmp_path, "cifar100", download=True, verify_checksums=True).setup()
 
 
-def test_digits_are_real_images_with_a_fixed_split():
-    first = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
-    second = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
-    first.setup()
-    second.setup()
-    sizes = {split: len(arrays) for split, arrays in first.splits.items()}
-    assert sizes == {"train": 1797 - 359 - 180, "val": 180, "test": 359}
-    for split in first.splits:
-        assert torch.equal(first.splits[split].labels, second.splits[split].labels)
-        assert torch.equal(first.splits[split].images, second.splits[split].images)
-    _, train_index, test_index = first._partition()
-    assert len(set(train_index.tolist()) | set(test_index.tolist())) == 1797
-    assert not set(train_index.tolist()) & set(test_index.tolist())
-    images = first.splits["train"].images
-    assert images.shape[1:] == (3, 32, 32) and images.dtype == torch.uint8
-    assert images.float().std() > 50  # real strokes on a dark background, not a constant
-    assert set(first.splits["test"].labels.tolist()) == set(range(10))
+# ----------------------------------------------------------------------------------------------
+# Dataset files that are there but unusable fail with one line saying what is wrong with them, not a traceback.
 
 
-def test_synthetic_is_deterministic_and_cifar_shaped():
-    datamodule = SyntheticDataModule(name="synthetic", num_classes=100, num_train=64, num_test=16, num_workers=0)
-    datamodule.setup()
-    again = SyntheticDataModule(name="synthetic", num_classes=100, num_train=64, num_test=16, num_workers=0)
-    again.setup()
-    assert datamodule.splits["train"].images.shape == (64, 3, 32, 32)
-    assert torch.equal(datamodule.splits["train"].images, again.splits["train"].images)
-    assert np.all(datamodule.splits["test"].labels.numpy() < 100)
+def cifar_overrides(variant: str, root: Path, *settings: str) -> list[str]:
+    return [f"data={variant}", f"data.root={root}", "data.download=false", *settings]
 
 
-def write_image_folder(root: Path, classes: int = 2, per_class: int = 4, size: int = 40) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for label in range(classes):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def test_imagefolder_counts_classes_and_trains_a_torchvision_resnet(tmp_path):
-    from c3exp.train import train
-    from tests.conftest import run_config
-
-    root = write_image_folder(tmp_path / "images", classes=3)
-    overrides = ["data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
-                 "model=resnet18", "attn=se", "trainer=cpu", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
-    results = train(run_config(overrides, tmp_path / "run"))
-    assert results["epochs"] == 1 and results["data"] == "imagefolder"
-    three_classes = c3exp.build_model(c3exp.compose([*overrides, "data.num_classes=3"]))
-    assert results["params"] == sum(p.numel() for p in three_classes.parameters())
+@pytest.mark.parametrize("verify", ["true", "false"])
+def test_a_truncated_cifar_batch_is_named_as_truncated(monkeypatch, capsys, cifar10_root, verify):
+    batch = cifar10_root / "cifar-10-batches-py" / "data_batch_1"
+    truncate(batch)
+    line = cli_error_line(monkeypatch, capsys, cifar10_root, cifar_overrides("cifar10", cifar10_root, f"data.verify_checksums={verify}"))
+    assert f"{batch.resolve()} is truncated or corrupt" in line
+    assert "not found" not in line and "data.verify_checksums" not in line  # turning checks off would not help
 
 
-def test_imagefolder_missing_root_names_the_setting(tmp_path):
-    from c3exp.data import ImageFolderDataModule
+@pytest.mark.parametrize("variant,folder,files", [
+    ("cifar10", "cifar-10-batches-py", ", ".join([*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"])),
+    ("cifar100", "cifar-100-python", "train, test, meta"),
+], ids=["cifar10", "cifar100"])
+def test_cifar_files_failing_the_checksum_are_called_unofficial_not_missing(
+    monkeypatch, capsys, tmp_path, variant, folder, files
+):
+    write_cifar(tmp_path, variant, per_file=4)
+    line = cli_error_line(monkeypatch, capsys, tmp_path, cifar_overrides(variant, tmp_path))
+    assert line.startswith(f"error: {variant}: the files in {tmp_path.resolve() / folder} fail torchvision's md5 "
+                           f"checksum ({files}), so they are not the official")
+    assert "for a deliberately modified copy in the same format, set data.verify_checksums=false" in line
+    assert "not found" not in line
 
-    with pytest.raises(DataNotFoundError, match="data.root"):
-        ImageFolderDataModule(root=str(tmp_path / "none"), name="imagefolder", num_classes=None).setup()
+
+def test_a_cifar_batch_in_another_format_is_named(monkeypatch, capsys, cifar10_root):
+    (cifar10_root / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x02]q\x00.")  # a pickled empty list
+    line = cli_error_line(monkeypatch, capsys, cifar10_root, cifar_overrides("cifar10", cifar10_root, "data.verify_checksums=false"))
+    assert "test_batch is not a python-version CIFAR file: it holds a list, not a dict" in line
 
 
-def test_digits_normalisation_constants_are_the_data_statistics():
-    """Normalised digits have zero mean and unit spread over the images training may see."""
-    data = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
-    everything, train_index, _ = data._partition()
-    pixels = everything.subset(train_index).images.float() / 255
-    assert data.mean == pytest.approx((pixels.mean().item(),) * 3, abs=5e-4)
-    assert data.std == pytest.approx((pixels.std().item(),) * 3, abs=5e-4)
+def test_a_missing_cifar_dataset_keeps_the_not_found_advice(monkeypatch, capsys, tmp_path):
+    line = cli_error_line(monkeypatch, capsys, tmp_path, cifar_overrides("cifar10", tmp_path))
+    assert line.startswith(f"error: cifar10 not found: looked for {tmp_path.resolve() / 'cifar-10-batches-py'} "
+                           "(Dataset not found or corrupted). Either let c3exp download it")

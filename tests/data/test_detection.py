@@ -1,12 +1,8 @@
-"""Detection data: VOC XML through torchvision's VOCDetection, COCO JSON through CocoDetection, on real files.
-
-The shapes generator's files (both layouts of the same scenes) and small hand-written VOC XML and
-COCO JSON files with PIL JPEGs: boxes, labels, difficult/crowd objects, negatives, resizing and
-flipping, the batch format, and the one-line errors for bad files.
-"""
+"""VOC detection data (c3exp/data/detection.py): VOC XML through torchvision's VOCDetection on small hand-written
+files with PIL JPEGs: boxes, labels, difficult objects, negatives, resizing and flipping, the batch format, and
+the one-line errors for bad files."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,22 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from c3exp.data.coco import COCODetectionDataModule
 from c3exp.data.detection import VOCDetectionDataModule, detection_collate
-from c3exp.data.shapes import CLASSES, ShapesCOCODataModule, ShapesDetectionDataModule
 from c3exp.errors import ConfigError, DataNotFoundError
-
-WIDTH, HEIGHT = 40, 20  # the hand-written images: wide, so resizing has a shorter and a longer side
-SMALL = {"min_size": HEIGHT, "max_size": WIDTH, "batch_size": 2, "num_workers": 0}  # no resize of 40x20 images
+from tests.conftest import HEIGHT, SMALL, WIDTH, error_of, picture
 
 
-# -- writing files in the real formats ----------------------------------------------------------------
-def picture(box: tuple[int, int, int, int] | None = None) -> Image.Image:
-    """A grey WIDTH x HEIGHT image, red inside `box` (0-based, right/bottom exclusive): shows where the object went."""
-    image = Image.new("RGB", (WIDTH, HEIGHT), (128, 128, 128))
-    if box is not None:
-        image.paste((255, 0, 0), box)
-    return image
+# -- writing files in VOC's format ----------------------------------------------------------------------------
 
 
 def voc_xml(objects: list[dict], size: tuple[int, int] | None = (WIDTH, HEIGHT)) -> str:
@@ -68,87 +54,9 @@ def voc(root: Path, **kwargs) -> VOCDetectionDataModule:
     return VOCDetectionDataModule(root=str(root), **settings)
 
 
-CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}]  # out of order, not contiguous: labels by id
-
-
-def write_coco(root: Path, annotations: list[dict], images: list[dict] | None = None, text: str | None = None) -> Path:
-    """Images 1 and 2 (WIDTH x HEIGHT JPEGs) in root/images and a COCO instances file root/annotations.json."""
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    images = images if images is not None else [
-        {"id": number, "file_name": f"{number}.jpg", "width": WIDTH, "height": HEIGHT} for number in (1, 2)]
-    for entry in images:
-        picture((4, 2, 14, 12)).save(root / "images" / entry["file_name"], quality=100, subsampling=0)  # crisp edges
-    content = {"images": images, "annotations": annotations, "categories": CATEGORIES}
-    (root / "annotations.json").write_text(text if text is not None else json.dumps(content, indent=1))
-    return root
-
-
-def coco(root: Path, **kwargs) -> COCODetectionDataModule:
-    files = {f"{role}_{kind}": path for role in ("train", "val")
-             for kind, path in (("images", "images"), ("annotations", "annotations.json"))}
-    return COCODetectionDataModule(root=str(root), **files, **{"num_classes": 3, **SMALL, **kwargs})
-
-
-def annotation(number: int, image: int, category: int, bbox: list[float], crowd: int = 0) -> dict:
-    return {"id": number, "image_id": image, "category_id": category, "bbox": bbox, "iscrowd": crowd,
-            "area": bbox[2] * bbox[3]}
-
-
-def error_of(build, kind: type[Exception] = DataNotFoundError) -> str:
-    """The message `build()` raises: one line."""
-    with pytest.raises(kind) as caught:
-        build()
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
-
-
-# -- the shapes scenes through both code paths ------------------------------------------------------------
-SHAPES = {"train_images": 6, "val_images": 4, "image_size": 48, "batch_size": 4, "num_workers": 0}
-
-
-def test_shapes_voc_xml_and_coco_json_give_the_same_samples(tmp_path):
-    from_xml = ShapesDetectionDataModule(root=str(tmp_path), **SHAPES)
-    from_json = ShapesCOCODataModule(root=str(tmp_path), **SHAPES)  # one generation serves both layouts
-    from_xml.setup(), from_json.setup()
-    assert from_xml.class_names == from_json.class_names == ["background", *CLASSES]
-    assert from_xml.name == "shapes_detection" and from_json.name == "shapes_coco"
-    for role, count in (("val", 4), ("test", 4)):
-        xml_split, json_split = from_xml.dataset(role), from_json.dataset(role)
-        assert len(xml_split) == len(json_split) == count
-        for index in range(count):
-            (image, target), (same_image, same_target) = xml_split[index], json_split[index]
-            assert image.shape == (3, 48, 48) and torch.equal(image, same_image)  # no resize at min = max = 48
-            assert len(target["boxes"]) >= 1
-            for key in ("boxes", "labels", "iscrowd"):
-                assert torch.equal(target[key], same_target[key]), key  # 1-based inclusive VOC == COCO XYWH exactly
-    torch.manual_seed(0)  # training samples: the same flips under the same seed
-    xml_train = [from_xml.dataset("train")[i] for i in range(6)]
-    torch.manual_seed(0)
-    json_train = [from_json.dataset("train")[i] for i in range(6)]
-    for (image, target), (same_image, same_target) in zip(xml_train, json_train):
-        assert torch.equal(image, same_image) and torch.equal(target["boxes"], same_target["boxes"])
-
-
-def test_a_batch_has_the_documented_structure(tmp_path):
-    for module in (ShapesDetectionDataModule, ShapesCOCODataModule):
-        data = module(root=str(tmp_path), **SHAPES)
-        data.setup("fit")
-        images, targets = next(iter(data.train_dataloader()))
-        assert isinstance(images, list) and isinstance(targets, list) and len(images) == len(targets) == 4
-        for image, target in zip(images, targets):
-            assert type(image) is torch.Tensor and image.dtype == torch.float32 and image.shape == (3, 48, 48)
-            assert 0 <= image.min() and image.max() <= 1 and image.max() > 0.2  # 0..1, not normalised
-            assert set(target) == {"boxes", "labels", "iscrowd", "image_id"} and isinstance(target["image_id"], int)
-            boxes, labels = target["boxes"], target["labels"]
-            assert type(boxes) is torch.Tensor and boxes.dtype == torch.float32 and boxes.shape == (len(labels), 4)
-            assert labels.dtype == torch.int64 and target["iscrowd"].dtype == torch.int64
-            assert ((1 <= labels) & (labels <= 3)).all() and target["iscrowd"].eq(0).all()
-            assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= 48
-        assert len(next(iter(data.val_dataloader()))[0]) == 4
-
-
 # -- hand-written VOC ------------------------------------------------------------------------------------
+
+
 def test_voc_boxes_are_zero_based_and_follow_resize_and_flip(tmp_path):
     # the object covers pixels 4..13 x 2..11 (0-based): VOC writes 5..14 x 3..12, 1-based inclusive
     write_voc(tmp_path, {"a": (picture((4, 2, 14, 12)), voc_xml([{"name": "dog", "box": (5, 3, 14, 12)}]))})
@@ -267,88 +175,3 @@ def test_missing_voc_is_a_paragraph_naming_data_root(tmp_path):
     write_voc(tmp_path, {"a": (picture(), voc_xml([]))})  # trainval only: the test set is its own archive
     message = str(pytest.raises(DataNotFoundError, VOCDetectionDataModule(root=str(tmp_path)).setup, "test").value)
     assert "no ImageSets/Main/test.txt" in message and "VOCtest_06-Nov-2007.tar" in message and "data.root" in message
-
-
-# -- hand-written COCO -----------------------------------------------------------------------------------
-def test_coco_categories_become_contiguous_labels_crowds_and_negatives_are_kept(tmp_path, capsys):
-    write_coco(tmp_path, [annotation(1, 1, 7, [4, 2, 10, 10]), annotation(2, 1, 3, [20, 5, 10.5, 8], crowd=1),
-                          annotation(3, 1, 7, [-0.6, 0, 40.8, 20.4])])  # the last: rounding past the edges, clipped
-    data = coco(tmp_path)
-    data.setup("fit")
-    assert "loading annotations" not in capsys.readouterr().out  # pycocotools' prints silenced
-    assert data.class_names == ["background", "cat", "dog"]  # ascending category id: 3 -> 1, 7 -> 2
-    image, target = data.dataset("val")[0]
-    assert image.shape == (3, HEIGHT, WIDTH) and target["image_id"] == 1
-    assert target["labels"].tolist() == [2, 1, 2] and target["iscrowd"].tolist() == [0, 1, 0]
-    torch.testing.assert_close(target["boxes"], torch.tensor([[4, 2, 14, 12], [20, 5, 30.5, 13], [0, 0, 40, 20]]))
-    image, negative = data.dataset("val")[1]  # image 2 has no annotations
-    assert negative["image_id"] == 2 and negative["boxes"].shape == (0, 4) and negative["labels"].dtype == torch.int64
-    images, targets = next(iter(coco(tmp_path, min_size=40, max_size=100).val_dataloader()))
-    assert images[0].shape == (3, 40, 80) and targets[0]["boxes"][0].tolist() == [8, 4, 28, 24]
-    assert targets[1]["boxes"].shape == (0, 4)
-
-
-def test_coco_num_classes_must_count_the_categories(tmp_path):
-    write_coco(tmp_path, [annotation(1, 1, 7, [4, 2, 10, 10])])
-    message = error_of(lambda: coco(tmp_path, num_classes=81).setup("fit"), ConfigError)
-    assert "data.num_classes=81" in message and "3: the background and the 2 categories" in message
-    assert "annotations.json" in message
-
-
-@pytest.mark.parametrize("case,expected", [
-    ("json", ["is not valid JSON: Expecting ',' delimiter at line 5, column 4"]),
-    ("keys", ["lacks the top-level list categories", "expected images, annotations, categories"]),
-    ("category", ["annotation 5 has category_id 4", "not among the categories (ids 3, 7)"]),
-    ("image", ["annotation 5 names image_id 9", "not among the file's 2 images"]),
-    ("outside", ["annotation 5 (image id 1) has bbox [x, y, width, height] = [35, 2, 8, 5]", "outside its 40x20",
-                 "data.invalid_boxes=drop"]),
-    ("empty", ["annotation 5 (image id 1) has bbox [x, y, width, height] = [5, 2, 0, 5]", "zero or negative area"]),
-    ("file", ["names the image '2.jpg' (id 2)", "2.jpg does not exist"]),
-])
-def test_bad_coco_files_are_one_line_naming_the_file_and_value(tmp_path, case, expected):
-    bad = {"category": annotation(5, 1, 4, [1, 1, 5, 5]), "image": annotation(5, 9, 3, [1, 1, 5, 5]),
-           "outside": annotation(5, 1, 3, [35, 2, 8, 5]), "empty": annotation(5, 1, 3, [5, 2, 0, 5])}
-    write_coco(tmp_path, [annotation(1, 1, 7, [4, 2, 10, 10]), *([bad[case]] if case in bad else [])])
-    path = tmp_path / "annotations.json"
-    if case == "json":
-        path.write_text(path.read_text().replace('"id": 1,', '"id": 1', 1))
-    elif case == "keys":
-        path.write_text(json.dumps({"images": [], "annotations": []}))
-    elif case == "file":
-        (tmp_path / "images" / "2.jpg").unlink()
-    message = error_of(lambda: coco(tmp_path).setup("fit"))
-    assert str(path) in message
-    for text in expected:
-        assert text in message
-
-
-def test_bad_coco_boxes_can_be_dropped_with_one_warning(tmp_path, caplog):
-    write_coco(tmp_path, [annotation(1, 1, 7, [4, 2, 10, 10]), annotation(2, 1, 3, [35, 2, 8, 5]),
-                          annotation(3, 2, 3, [5, 2, 0, 5])])
-    with caplog.at_level(logging.WARNING, logger="c3exp.data.detection"):
-        data = coco(tmp_path, invalid_boxes="drop")
-        data.setup("validate")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "dropped 2 boxes" in warnings[0] and "annotations.json" in warnings[0]
-    split = data.dataset("val")
-    assert split[0][1]["labels"].tolist() == [2] and split[1][1]["boxes"].shape == (0, 4)
-
-
-def test_missing_coco_is_a_paragraph_naming_data_root_and_where_to_get_it(tmp_path):
-    message = str(pytest.raises(DataNotFoundError, COCODetectionDataModule(root=str(tmp_path)).setup, "fit").value)
-    assert str((tmp_path / "annotations" / "instances_train2017.json").resolve()) in message
-    assert "data.root" in message and "cocodataset.org" in message and "train2017/*.jpg" in message
-    assert "data=shapes_coco" in message
-    write_coco(tmp_path, [])
-    (tmp_path / "images").rename(tmp_path / "elsewhere")
-    message = str(pytest.raises(DataNotFoundError, coco(tmp_path).setup, "fit").value)
-    assert "no such folder: data.train_images=images" in message and "data.root" in message
-
-
-def test_shapes_settings_are_checked(tmp_path):
-    message = error_of(lambda: ShapesDetectionDataModule(root=str(tmp_path), train_images=0), ConfigError)
-    assert "data.train_images=0" in message
-    message = error_of(lambda: ShapesCOCODataModule(root=str(tmp_path), num_classes=5), ConfigError)
-    assert "data.num_classes=5" in message and "circle, square, triangle" in message
-    message = error_of(lambda: ShapesCOCODataModule(root=str(tmp_path), val_annotations="x.json"), ConfigError)
-    assert "data.val_annotations='x.json'" in message

@@ -1,4 +1,5 @@
-"""data.on_device: batched crop/flip/normalise on the device, the same as the DataLoader path, and exact resume."""
+"""data.on_device (c3exp/data/device.py): batched crop/flip/normalise on the device, the same as the DataLoader path,
+and exact resume."""
 from __future__ import annotations
 
 import pytest
@@ -14,9 +15,8 @@ from c3exp.data.device import (
     draw_crop_flip,
     normalize_batch,
 )
-from c3exp.errors import ConfigError
 from c3exp.train import train
-from tests.conftest import TINY_DIGITS, run_config
+from tests.conftest import TINY_DIGITS, run_config, without_timing
 
 MEAN, STD = DigitsDataModule.mean, DigitsDataModule.std
 
@@ -99,19 +99,8 @@ def test_on_device_datamodule_batches_like_the_loader(digits):
     assert len(on_device.train_dataloader()) == -(-len(on_device.splits["train"]) * 2 // 16)
 
 
-def test_on_device_is_refused_for_image_folders(tmp_path):
-    from c3exp.data import ImageFolderDataModule
-
-    with pytest.raises(ConfigError, match="data.on_device"):
-        ImageFolderDataModule(root=str(tmp_path), name="imagefolder", num_classes=2, on_device=True)
-
-
 SHORT = TINY_DIGITS + ["model=resnet20", "attn=none", "data.on_device=true", "trainer.limit_train_batches=3",
                        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
-
-
-def without_timing(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("train/epoch_time", "train/images_per_sec")} for row in history]
 
 
 def test_on_device_training_runs_and_resumes_exactly(tmp_path):

@@ -1,4 +1,5 @@
-"""The shapes generator: the VOC layout, read back by torchvision; determinism; occlusion; the data module."""
+"""The shapes generator and its data modules (c3exp/data/shapes.py): the VOC layout and COCO JSON, read back by
+torchvision; determinism; occlusion; segmentation and detection batches from the same scenes."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from torchvision import datasets
 
@@ -16,7 +18,9 @@ from c3exp.data.shapes import (
     VOC_FOLDER,
     Scene,
     Shape,
+    ShapesCOCODataModule,
     ShapesDataModule,
+    ShapesDetectionDataModule,
     ensure_shapes_dataset,
     main,
     regular_polygon,
@@ -25,6 +29,8 @@ from c3exp.data.shapes import (
     write_shapes_dataset,
 )
 from c3exp.errors import ConfigError
+from tests.conftest import data_config, error_of
+
 
 SPLITS = {"train": 6, "val": 3}
 
@@ -187,3 +193,69 @@ def test_shapes_data_module_writes_on_first_use_and_reads_it_as_voc(tmp_path):
     assert len(data.dataset("val")) == 3
     with pytest.raises(ConfigError, match="data.train_images"):
         ShapesDataModule(root=str(tmp_path), train_images=0)
+
+
+def test_the_shapes_config_trains_from_nothing(tmp_path):
+    settings = data_config("shapes")
+    assert settings.pop("_target_") == "c3exp.data.shapes.ShapesDataModule"
+    data = ShapesDataModule(**{**settings, "root": str(tmp_path), "train_images": 16, "val_images": 4})
+    data.prepare_data()
+    data.setup("fit")
+    images, masks = next(iter(data.train_dataloader()))
+    assert images.shape == (settings["batch_size"], 3, 64, 64) and masks.shape == (settings["batch_size"], 64, 64)
+
+
+# -- the detection data modules: the same scenes through VOC XML and COCO JSON ------------------------------
+
+
+SHAPES = {"train_images": 6, "val_images": 4, "image_size": 48, "batch_size": 4, "num_workers": 0}
+
+
+def test_shapes_voc_xml_and_coco_json_give_the_same_samples(tmp_path):
+    from_xml = ShapesDetectionDataModule(root=str(tmp_path), **SHAPES)
+    from_json = ShapesCOCODataModule(root=str(tmp_path), **SHAPES)  # one generation serves both layouts
+    from_xml.setup(), from_json.setup()
+    assert from_xml.class_names == from_json.class_names == ["background", *CLASSES]
+    assert from_xml.name == "shapes_detection" and from_json.name == "shapes_coco"
+    for role, count in (("val", 4), ("test", 4)):
+        xml_split, json_split = from_xml.dataset(role), from_json.dataset(role)
+        assert len(xml_split) == len(json_split) == count
+        for index in range(count):
+            (image, target), (same_image, same_target) = xml_split[index], json_split[index]
+            assert image.shape == (3, 48, 48) and torch.equal(image, same_image)  # no resize at min = max = 48
+            assert len(target["boxes"]) >= 1
+            for key in ("boxes", "labels", "iscrowd"):
+                assert torch.equal(target[key], same_target[key]), key  # 1-based inclusive VOC == COCO XYWH exactly
+    torch.manual_seed(0)  # training samples: the same flips under the same seed
+    xml_train = [from_xml.dataset("train")[i] for i in range(6)]
+    torch.manual_seed(0)
+    json_train = [from_json.dataset("train")[i] for i in range(6)]
+    for (image, target), (same_image, same_target) in zip(xml_train, json_train):
+        assert torch.equal(image, same_image) and torch.equal(target["boxes"], same_target["boxes"])
+
+
+def test_a_batch_has_the_documented_structure(tmp_path):
+    for module in (ShapesDetectionDataModule, ShapesCOCODataModule):
+        data = module(root=str(tmp_path), **SHAPES)
+        data.setup("fit")
+        images, targets = next(iter(data.train_dataloader()))
+        assert isinstance(images, list) and isinstance(targets, list) and len(images) == len(targets) == 4
+        for image, target in zip(images, targets):
+            assert type(image) is torch.Tensor and image.dtype == torch.float32 and image.shape == (3, 48, 48)
+            assert 0 <= image.min() and image.max() <= 1 and image.max() > 0.2  # 0..1, not normalised
+            assert set(target) == {"boxes", "labels", "iscrowd", "image_id"} and isinstance(target["image_id"], int)
+            boxes, labels = target["boxes"], target["labels"]
+            assert type(boxes) is torch.Tensor and boxes.dtype == torch.float32 and boxes.shape == (len(labels), 4)
+            assert labels.dtype == torch.int64 and target["iscrowd"].dtype == torch.int64
+            assert ((1 <= labels) & (labels <= 3)).all() and target["iscrowd"].eq(0).all()
+            assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= 48
+        assert len(next(iter(data.val_dataloader()))[0]) == 4
+
+
+def test_shapes_settings_are_checked(tmp_path):
+    message = error_of(lambda: ShapesDetectionDataModule(root=str(tmp_path), train_images=0), ConfigError)
+    assert "data.train_images=0" in message
+    message = error_of(lambda: ShapesCOCODataModule(root=str(tmp_path), num_classes=5), ConfigError)
+    assert "data.num_classes=5" in message and "circle, square, triangle" in message
+    message = error_of(lambda: ShapesCOCODataModule(root=str(tmp_path), val_annotations="x.json"), ConfigError)
+    assert "data.val_annotations='x.json'" in message

@@ -1,4 +1,5 @@
-"""VOC segmentation data through torchvision's VOCSegmentation, on files in the VOC layout written here."""
+"""VOC segmentation data (c3exp/data/voc.py) through torchvision's VOCSegmentation, on files in the VOC layout
+written here."""
 from __future__ import annotations
 
 import urllib.error
@@ -8,23 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from c3exp.data.shapes import (
-    VOC_FOLDER,
-    Scene,
-    Shape,
-    ShapesDataModule,
-    regular_polygon,
-    render,
-    voc_palette,
-    write_shapes_dataset,
-)
+from c3exp.data.shapes import VOC_FOLDER, Scene, Shape, regular_polygon, render, voc_palette, write_shapes_dataset
 from c3exp.data.voc import VOC_CLASSES, VOCSegmentationDataModule
 from c3exp.errors import ConfigError, DataNotFoundError
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
+from tests.conftest import data_config
 
 
 def voc(root: Path, **kwargs) -> VOCSegmentationDataModule:
@@ -158,6 +148,8 @@ def test_no_augmentation_trains_on_full_images(shapes_root):
 
 
 # -- bad input: one line each, naming the setting and the file ---------------------------------------
+
+
 def test_a_label_beyond_num_classes_names_the_mask_and_labels(shapes_root):
     labels = np.zeros((48, 48), np.uint8)
     labels[:5, :5], labels[10:12, 10:12] = 7, 255
@@ -265,25 +257,9 @@ def test_train_aug_reads_its_list_and_the_sbd_masks(shapes_root):
         assert torch.equal(mask, torch.from_numpy(expected).long()) and 255 not in mask
 
 
-def config(name: str) -> dict:
-    node = OmegaConf.load(CONF / f"{name}.yaml")
-    settings = OmegaConf.to_container(OmegaConf.merge({"seed": 0}, {"data": node}), resolve=True)["data"]
-    return settings
-
-
 def test_the_voc2012_config_builds_the_data_module(tmp_path):
-    settings = config("voc2012")
+    settings = data_config("voc2012")
     assert settings.pop("_target_") == "c3exp.data.VOCSegmentationDataModule"
     data = VOCSegmentationDataModule(**{**settings, "root": str(tmp_path)})
     assert data.num_classes == 21 and data.crop_size == 321 and data.batch_size == 10
     assert data.class_names == list(VOC_CLASSES)
-
-
-def test_the_shapes_config_trains_from_nothing(tmp_path):
-    settings = config("shapes")
-    assert settings.pop("_target_") == "c3exp.data.shapes.ShapesDataModule"
-    data = ShapesDataModule(**{**settings, "root": str(tmp_path), "train_images": 16, "val_images": 4})
-    data.prepare_data()
-    data.setup("fit")
-    images, masks = next(iter(data.train_dataloader()))
-    assert images.shape == (settings["batch_size"], 3, 64, 64) and masks.shape == (settings["batch_size"], 64, 64)

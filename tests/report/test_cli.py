@@ -1,7 +1,7 @@
-"""`python -m c3exp.report`: Table 1 and curves from a real (tiny) sweep, from its directory or from W&B."""
+"""`python -m c3exp.report` (c3exp/report/cli.py): Table 1 and curves from a real (tiny) sweep, from its directory or
+from W&B, and its one-line errors."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import shutil
@@ -12,17 +12,21 @@ import numpy as np
 import pytest
 
 from c3exp.report import main as report
-from c3exp.report.runs import collect_runs, run_from_results
+from c3exp.report.runs import collect_runs
 from c3exp.report.tables import Cell
 from c3exp.results import RESULTS_FILE
 from c3exp.train import train
-from tests.conftest import TINY_DIGITS, run_config
-from tests.conftest import error_line
+from tests.conftest import TINY_DIGITS, error_line, rows_by_attn as read_csv, run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
 ATTNS = ("none", "c3")
+
+
 SEEDS = (0, 1)
+
+
 TINY_RUN = TINY_DIGITS + ["model=resnet20", "trainer.max_epochs=2", "data.batch_size=8", "trainer.limit_train_batches=3",
                           "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
@@ -43,10 +47,6 @@ def results_by_attn(root: Path) -> dict[str, list[dict]]:
         results = json.loads(path.read_text())
         found.setdefault(results["attn"], []).append(results)
     return found
-
-
-def read_csv(path: Path) -> dict[str, dict[str, str]]:
-    return {row["attn"]: row for row in csv.DictReader(path.open())}
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,8 @@ def test_cifar100_cells_carry_the_papers_values(sweep):
 
 
 # -- W&B: the same runs, as the W&B API would return them ---------------------------------------------
+
+
 def wandb_run(results: dict) -> SimpleNamespace:
     """A run of wandb.Api().runs(): the logged (nested) config, the summary and history rows."""
     config = {
@@ -159,10 +161,3 @@ def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys, monkeyp
 def test_a_directory_without_runs_is_a_user_error(tmp_path, capsys):
     err = error_line(lambda: report([str(tmp_path)]), capsys)
     assert "expected a source with at least one finished run (results.json)" in err
-
-
-def test_epochs_without_validation_are_left_out_of_the_curve():
-    """trainer.check_val_every_n_epoch > 1: history rows of unvalidated epochs carry no val keys."""
-    history = [{"epoch": 0, "train/acc1": 0.5}, {"epoch": 1, "train/acc1": 0.6, "val/acc1": 0.7}]
-    run = run_from_results({"model": "resnet20", "attn": "c3", "data": "digits", "history": history}, "run")
-    assert run.curve == ((1, 0.7),)

@@ -1,7 +1,7 @@
-"""`python -m c3exp.report` over a real outputs/ folder: debug runs and re-runs of a seed do not count."""
+"""Which runs a report pools (c3exp/report/selection.py), over a real outputs/ folder: debug runs and re-runs of a
+seed do not count, and only seeds are pooled, never runs of other settings."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import statistics
@@ -18,9 +18,12 @@ import c3exp.report.plots
 from c3exp.analysis.plots import Band
 from c3exp.report import main as report
 from c3exp.report.wandb_runs import run_from_wandb
-from tests.conftest import error_line
+from tests.conftest import error_line, rows_by_attn as read_csv
+
 
 DEBUG_FAST = {"task_name": "debug", "trainer": {"fast_dev_run": True, "overfit_batches": 0.0, "max_epochs": 160}}
+
+
 DEBUG_OVERFIT = {"task_name": "debug", "trainer": {"fast_dev_run": False, "overfit_batches": 3, "max_epochs": 40}}
 
 
@@ -51,10 +54,6 @@ def walkthrough(tmp_path) -> Path:
         write_run(runs / "train" / "multiruns" / "d" / f"{seed}_c3", "c3", seed, acc)
         write_run(runs / "train" / "multiruns" / "d" / f"{seed + 2}_none", "none", seed, acc - 0.1)
     return runs
-
-
-def read_csv(path: Path) -> dict[str, dict[str, str]]:
-    return {row["attn"]: row for row in csv.DictReader(path.open())}
 
 
 def test_debug_runs_are_skipped_and_seeds_are_distinct(walkthrough, tmp_path):
@@ -102,13 +101,6 @@ def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
     np.testing.assert_allclose(drawn["c3"].mean, [46.0, 92.0])
 
 
-def test_the_std_band_stays_within_0_and_100_percent():
-    band = Band(x=np.array([1, 2]), mean=np.array([30.0, 95.0]), std=np.array([40.0, 10.0]), runs=2)
-    low, high = band.limits(0.0, 100.0)
-    np.testing.assert_array_equal(low, [0.0, 85.0])
-    np.testing.assert_array_equal(high, [70.0, 100.0])
-
-
 def test_only_debug_runs_is_a_user_error(tmp_path, capsys):
     write_run(tmp_path / "fast", "c3", 0, 0.09, DEBUG_FAST)
     err = error_line(lambda: report([str(tmp_path)]), capsys)
@@ -140,6 +132,8 @@ def test_a_real_fast_dev_run_is_recognised(walkthrough, tmp_path):
 
 
 # -- only seeds are pooled: runs of other settings are never averaged into one cell ----------------------------
+
+
 def full_config(seed: int, **trainer: object) -> dict:
     """A run's saved config, the settings a report must not pool over: the trainer's, data's, optimizer's."""
     return {
@@ -224,27 +218,3 @@ def test_genuine_seeds_are_pooled_whatever_their_paths_loggers_and_workers(tmp_p
     assert float(row["top1_std"]) == pytest.approx(statistics.stdev(top1))
     assert f"**{statistics.fmean(top1):.2f} ± {statistics.stdev(top1):.2f}**" in markdown
     assert "left out" not in markdown
-
-
-# -- the demo: its comparison table of two runs ---------------------------------------------------------------
-def run_demo(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "c3exp.demo", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-
-
-@pytest.mark.slow  # runs the demo's training subprocesses: 17-33 s on a slow 2-core host
-def test_demo_title_names_the_epochs_and_model_that_ran(tmp_path):
-    done = run_demo(["trainer.max_epochs=1", "model=resnet32", "trainer.limit_train_batches=2",
-                     "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"], tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "\nResNet-32 on digits (1 epoch, CPU):\n" in done.stdout
-    assert "$ python -m c3exp experiment=quickstart attn=none " in done.stdout  # the command, to copy as it is
-    assert "5 epochs" not in done.stdout
-
-
-@pytest.mark.slow  # runs the demo's training subprocesses: 17-33 s on a slow 2-core host
-def test_demo_ends_with_the_failed_runs_status_and_no_traceback(tmp_path):
-    done = run_demo(["model=resnet21"], tmp_path)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("error: ")][0].startswith("error: model=")

@@ -1,4 +1,5 @@
-"""`python -m c3exp.report` over runs of several tasks: a section per task, each with its own table and curves.
+"""A report's table per task (c3exp/report/specs.py) over runs of several tasks: a section per task, each with its
+own columns, the paper's figures, and curves of its primary metric.
 
 No training: results.json files are written by hand, in the format c3exp.train writes them.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,12 +15,16 @@ import pytest
 import c3exp.report.plots
 from c3exp.report import main as report
 from c3exp.report.runs import collect_runs
-from c3exp.report.wandb_runs import run_from_wandb
 from c3exp.results import PrimaryMetric
+
 
 CLASSIFICATION_CSV = ("model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std", "seeds", "best_in_row",
                       "paper_params_m", "paper_macs_m", "paper_top1", "runs")
+
+
 SEGMENTATION_METRICS = ("miou", "macc", "pixel_acc")
+
+
 # (attn, seed) -> test mIoU, mean accuracy, pixel accuracy: c3 has the best mIoU, se the best pixel accuracy
 SEGMENTATION_TESTS = {
     ("none", 0): (0.60, 0.70, 0.90), ("none", 1): (0.62, 0.71, 0.91),
@@ -232,20 +236,6 @@ def test_a_task_without_a_spec_gets_a_table_of_its_declared_metrics(tmp_path):
     assert cell_text(lines, "mpii", "c3 oks_ap (%)") == "**75.00 ± -**"
     assert cell_text(lines, "mpii", "c3 pck (%)") == "45.00 ± -"
     assert (tmp_path / "curves_keypoints_resnet50_mpii.png").is_file()
-
-
-def test_a_wandb_segmentation_run():
-    config = {"task": {"name": "segmentation", "primary_metric": {"name": "val/miou", "mode": "max"}},
-              "model": {"name": "resnet101"}, "attn": {"name": "c3"}, "data": {"name": "voc2012"}, "seed": 0}
-    summary = {"final/test_miou": 0.75, "test/miou": 0.5, "test/macc": 0.86, "final/test_loss": 0.3,
-               "model/params": 42_500_000}
-    rows = [{"epoch": 0, "val/miou": None}, {"epoch": 0, "val/miou": 0.7}]
-    run = run_from_wandb(SimpleNamespace(config=config, summary=summary, history=lambda keys, pandas: rows, url="u"))
-    assert (run.task, run.primary.name) == ("segmentation", "val/miou")
-    assert run.test_metrics == {"miou": 0.75, "macc": 0.86}  # final/ before test/; the loss is not a metric
-    assert run.curve == ((0, 0.7),)
-    unfinished = SimpleNamespace(config=config, summary={"final/test_acc1": 0.9}, history=None, url="u")
-    assert run_from_wandb(unfinished) is None  # no test value of its primary metric
 
 
 def detection_run(run_dir: Path, attn: str, data: str, map50: float, map_: float) -> Path:

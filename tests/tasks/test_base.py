@@ -1,4 +1,5 @@
-"""Tasks as plug-ins: the task config group, the primary-metric declaration, and a task written here.
+"""TaskModule (c3exp/tasks/base.py) and build_task (c3exp/tasks/__init__.py): tasks as plug-ins, the epoch log line,
+the run times a checkpoint carries.
 
 `ParityTask` lives in this test module only: it is run by train(), chosen by a checkpoint, summarised
 in results.json and re-tested by eval with config overrides alone, which is the plug-in claim.
@@ -6,6 +7,8 @@ in results.json and re-tested by eval with config overrides alone, which is the 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,17 +19,20 @@ from torchmetrics import MeanSquaredError, MetricCollection
 import c3exp
 from c3exp.errors import ConfigError
 from c3exp.eval import evaluate
-from c3exp.results import PrimaryMetric, primary_value, summarise_history
+from c3exp.results import PrimaryMetric, primary_value
 from c3exp.tasks import ClassificationModule, TaskModule, build_task
 from c3exp.train import train
-from tests.conftest import TINY_DIGITS, run_config
+from tests.conftest import SHORT_RUN, TINY_DIGITS, run_config
+
 
 PARITY = [
-    "task._target_=tests.test_tasks.ParityTask",
+    "task._target_=tests.tasks.test_base.ParityTask",
     "task.name=parity",
     "task.primary_metric.name=val/brier",
     "task.primary_metric.mode=min",
 ]
+
+
 SHORT = TINY_DIGITS + ["model=resnet20", "attn=se", "trainer.max_epochs=3", "trainer.limit_train_batches=4",
                        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
@@ -72,46 +78,10 @@ def test_eval_rebuilds_a_plugged_in_task_from_its_checkpoint(parity_run):
     assert metrics["test/brier"] == pytest.approx(parity_run["test_brier"], abs=1e-6)
 
 
-def test_the_default_task_is_classification_with_val_acc1():
-    cfg = c3exp.compose(["data=digits"])
-    assert cfg.task.name == "classification" and cfg.task.primary_metric.name == "val/acc1"
-    assert cfg.callbacks.model_checkpoint.monitor == "val/acc1" and cfg.callbacks.model_checkpoint.mode == "max"
-
-
-def test_the_checkpoint_monitor_follows_the_task():
-    cfg = c3exp.compose(["data=digits", "task=segmentation"])
-    assert cfg.callbacks.model_checkpoint.monitor == "val/miou"
-
-
 def test_a_primary_metric_the_task_does_not_log_is_one_line():
     cfg = run_config(TINY_DIGITS + ["task.primary_metric.name=val/miou"], Path("/tmp/unused"))
     with pytest.raises(ConfigError, match=r"task.primary_metric.name='val/miou' is not valid: expected one of val/acc1, val/acc5"):
         build_task(cfg)
-
-
-@pytest.mark.parametrize("key, value, expected", [
-    ("name", "acc1", "a validation metric"),
-    ("mode", "biggest", "one of max, min"),
-])
-def test_a_bad_primary_metric_declaration_is_one_line(key, value, expected):
-    declared = {"name": "val/acc1", "mode": "max", key: value}
-    with pytest.raises(ConfigError, match=f"task.primary_metric.{key}={value!r} is not valid: expected {expected}"):
-        PrimaryMetric.of(declared)
-
-
-def test_summary_takes_the_best_epoch_by_the_primary_metric_and_each_metric_by_its_own_mode():
-    history = [
-        {"epoch": 0, "val/loss_rate": 0.5, "val/acc": 0.7},
-        {"epoch": 1, "val/loss_rate": 0.2, "val/acc": 0.6},
-        {"epoch": 2, "val/loss_rate": 0.4, "val/acc": 0.8},
-    ]
-    summary = summarise_history(history, PrimaryMetric("val/loss_rate", "min"), {"loss_rate": "min", "acc": "max"})
-    assert summary["best_epoch"] == 1 and summary["best_val_loss_rate"] == 0.2
-    assert summary["best_val_acc"] == 0.8 and summary["final_val_acc"] == 0.8 and summary["final_val_loss_rate"] == 0.4
-
-
-def test_results_from_before_tasks_read_as_classification():
-    assert primary_value({"best_val_acc1": 0.9}) == 0.9
 
 
 def test_build_model_gives_the_task_network():
@@ -121,10 +91,34 @@ def test_build_model_gives_the_task_network():
     assert [name for name, _ in c3exp.build_model(cfg).named_parameters()] == [n for n, _ in module.net.named_parameters()]
 
 
-def test_resume_and_eval_build_without_downloading_pretrained_weights():
-    from c3exp.models import without_pretrained
+def test_every_epoch_is_one_line_in_the_log(tmp_path, caplog):
+    """Progress where there is no progress bar (train.log, nohup, SLURM's output files)."""
+    args = TINY_DIGITS + ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                          "trainer.limit_test_batches=1"]
+    with caplog.at_level(logging.INFO, logger="c3exp.tasks.base"):
+        results = train(run_config(args, tmp_path))
+    lines = [record.getMessage() for record in caplog.records if record.name == "c3exp.tasks.base"]
+    assert [line.partition(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    for line, row in zip(lines, results["history"]):
+        assert f"train/loss={row['train/loss']:.4f}" in line and f"val/acc1={row['val/acc1']:.4f}" in line
+        assert re.search(r" lr=0\.1 \(\d+\.\d s\)$", line), line
 
-    cfg = c3exp.compose(["model=resnet18", "model.weights=imagenet", "data=digits"])
-    assert without_pretrained(cfg).model.weights is None and cfg.model.weights == "imagenet"
-    plain = c3exp.compose(["model=resnet20", "data=digits"])
-    assert without_pretrained(plain) is plain
+
+def test_testing_a_checkpoint_leaves_the_run_times_alone():
+    """trainer.test(ckpt_path="best") loads an older checkpoint: its times are not the run's."""
+    import lightning as L
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from c3exp.tasks import build_task
+
+    cfg = run_config(SHORT_RUN, Path("/tmp/unused"))
+    module = build_task(cfg)
+    saved = {"c3exp": {"history": [{"epoch": 0}], "train_seconds": 5.0, "wall_seconds": 9.0}}
+    module.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer.state.fn = TrainerFn.TESTING
+    module.train_seconds = 42.0
+    module.on_load_checkpoint(saved)
+    assert module.train_seconds == 42.0 and module.history == [] and module.wall_seconds_before == 0.0
+    module.trainer.state.fn = TrainerFn.FITTING
+    module.on_load_checkpoint(saved)
+    assert module.train_seconds == 5.0 and module.history == [{"epoch": 0}] and module.wall_seconds_before == 9.0

@@ -1,4 +1,5 @@
-"""task=detection end to end on the shapes scenes: the network, the metric, results, both file layouts, resume, eval, bench, report."""
+"""task=detection (c3exp/tasks/detection.py) end to end on the shapes scenes: the metric, results, both file
+layouts, resume, eval, and the paper's experiment and report."""
 from __future__ import annotations
 
 import json
@@ -8,19 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.ops import FrozenBatchNorm2d
 
 import c3exp
-from c3exp.bench import bench
-from c3exp.errors import ConfigError
 from c3exp.eval import evaluate
 from c3exp.report import main as report
 from c3exp.tasks import DetectionModule, build_network
 from c3exp.tasks.detection import DetectionAP
 from c3exp.train import train
-from tests.conftest import run_config
-
-TIMING = {"train/epoch_time", "train/images_per_sec"}
+from c3exp.utils.complexity import model_complexity
+from tests.conftest import run_config, without_timing
 
 
 def tiny(root: Path, data: str = "shapes_detection") -> list[str]:
@@ -30,21 +27,14 @@ def tiny(root: Path, data: str = "shapes_detection") -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("shapes")
-
-
-@pytest.fixture(scope="module")
 def straight(shapes_root, tmp_path_factory) -> dict:
     return train(run_config(tiny(shapes_root) + ["attn=c3", "trainer.max_epochs=2", "+optim.scheduler.total_steps=4"],
                             tmp_path_factory.mktemp("straight")))
 
 
-def without_timing(history: list[dict]) -> list[dict]:
-    return [{key: value for key, value in row.items() if key not in TIMING} for row in history]
-
-
 # -- the metric ---------------------------------------------------------------------------------------
+
+
 def target(boxes, labels, iscrowd=None) -> dict[str, torch.Tensor]:
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels),
             "iscrowd": torch.tensor(iscrowd or [0] * len(labels))}
@@ -77,62 +67,15 @@ def test_average_precision_equals_the_hand_computed_value():
     assert set(result) == {"map", "map_50", "map_75", "ap_circle", "ap50_circle", "ap_square", "ap50_square"}
 
 
-# -- the network ----------------------------------------------------------------------------------------
-def detector(*overrides: str):
-    return build_network(c3exp.compose(["task=detection", "data=shapes_detection", "model=resnet20", *overrides]))
-
-
-def test_the_pyramid_has_one_anchor_size_per_level_from_the_strides():
-    net = detector("task.network.fpn_channels=16", "task.network.representation_size=32")
-    assert net.backbone.strides() == [1, 2, 4, 8]  # CIFAR ResNet stages at strides 1, 2, 4 and the extra pool level
-    assert net.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,))
-    two = detector("task.network.stages=[1,2]", "task.network.anchor_sizes=[12,24,48]", "task.network.fpn_channels=16")
-    assert two.backbone.strides() == [2, 4, 8] and two.rpn.anchor_generator.sizes == ((12,), (24,), (48,))
-    with pytest.raises(ConfigError, match="task.network.anchor_sizes.*3 positive sizes"):
-        detector("task.network.stages=[1,2]", "task.network.anchor_sizes=[12,24]")
-
-
-def test_trainable_stages_and_frozen_bn_spare_the_attention_blocks():
-    net = detector("attn=se", "task.network.trainable_stages=1", "task.network.frozen_bn=true")
-    body = net.backbone.body
-    frozen = [body.stem, body.stages[0], body.stages[1]]
-    attention = {id(p) for m in body.modules() if getattr(m, "is_attention", False) for p in m.parameters()}
-    assert attention and all(p.requires_grad for m in body.modules() if getattr(m, "is_attention", False)
-                             for p in m.parameters())
-    assert not any(p.requires_grad for part in frozen for p in part.parameters() if id(p) not in attention)
-    assert all(p.requires_grad for p in body.stages[2].parameters())
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
-    with pytest.raises(ConfigError, match="task.network.trainable_stages"):
-        detector("task.network.trainable_stages=5")
-
-
-def test_unknown_detector_settings_are_one_line():
-    with pytest.raises(ConfigError, match=r"task.network.detector.rpn_typo.*FasterRCNN"):
-        detector("+task.network.detector.rpn_typo=1")
-    with pytest.raises(ConfigError, match=r"task.network.fpn_width"):
-        detector("+task.network.fpn_width=1")
-
-
-def test_c3_detects_on_images_of_several_sizes_that_are_no_multiple_of_its_blocks():
-    """One batch of a 70x50 and a 64x64 image: maps of 70x50, 35x25, 18x13 against C3's 32x32 blocks."""
-    torch.manual_seed(0)
-    net = detector("attn=c3", "task.network.fpn_channels=16", "task.network.representation_size=32",
-                   "data.min_size=50", "data.max_size=70")
-    images = [torch.rand(3, 50, 70), torch.rand(3, 64, 64)]
-    targets = [{"boxes": torch.tensor([[5.0, 5.0, 30.0, 25.0]]), "labels": torch.tensor([1])},
-               {"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0]]), "labels": torch.tensor([2])}]
-    losses = net(images, targets)
-    sum(losses.values()).backward()
-    assert all(torch.isfinite(value) for value in losses.values())
-    net.eval()
-    with torch.no_grad():
-        detections = net(images)
-    assert [tuple(d["boxes"].shape[1:]) for d in detections] == [(4,), (4,)]
-    assert all((d["boxes"][:, 2] <= 70).all() and (d["boxes"][:, 3] <= 64).all() for d in detections)
+def test_the_detection_module_declares_map_metrics():
+    assert DetectionModule.metric_modes == {"map": "max", "map_50": "max", "map_75": "max"}
+    assert c3exp.compose(["task=detection", "data=voc2007"]).task.primary_metric.name == "val/map_50"
+    assert c3exp.compose(["task=detection", "data=coco2017"]).task.primary_metric.name == "val/map"
 
 
 # -- runs ------------------------------------------------------------------------------------------------
+
+
 def test_a_detection_run_writes_map_and_per_class_ap(straight, shapes_root):
     assert (shapes_root / "VOCdevkit" / "VOC2012" / "Annotations" / "train_00000.xml").is_file()
     on_disk = json.loads((Path(straight["run_dir"]) / "results.json").read_text())
@@ -145,7 +88,8 @@ def test_a_detection_run_writes_map_and_per_class_ap(straight, shapes_root):
     per_class = {key for key in on_disk if key.startswith("test_ap50_")}
     assert per_class and per_class <= {"test_ap50_circle", "test_ap50_square", "test_ap50_triangle"}
     assert {"test_map", "test_map_50", "test_map_75"} <= on_disk.keys()
-    assert on_disk["macs"] > 0 and on_disk["params"] > 0
+    cfg = c3exp.compose(tiny(shapes_root) + ["attn=c3"])  # the run's network: its size, MACs of backbone and FPN
+    assert {key: on_disk[key] for key in ("params", "macs")} == model_complexity(build_network(cfg), cfg.data)
 
 
 def test_the_coco_layout_trains_exactly_as_the_voc_layout(shapes_root, tmp_path):
@@ -173,22 +117,9 @@ def test_eval_reproduces_the_test_map(straight):
     assert metrics["test/map"] == pytest.approx(straight["test_map"], abs=1e-6)
 
 
-def test_bench_times_detection_steps(tmp_path):
-    result = bench(["task=detection", "data=shapes_detection", "model=resnet20", "attn=none,c3", "bench.batch_size=2",
-                    "bench.warmup=1", "bench.steps=2", "task.network.fpn_channels=16",
-                    "task.network.representation_size=32", f"bench.path={tmp_path / 'bench.json'}"])
-    rows = {row["label"]: row for row in result["configurations"]}
-    assert set(rows) == {"attn=none", "attn=c3"} and all(len(row["step_times_s"]) == 2 for row in rows.values())
-    assert rows["attn=c3"]["params"] > rows["attn=none"]["params"]
-
-
-def test_the_detection_module_declares_map_metrics():
-    assert DetectionModule.metric_modes == {"map": "max", "map_50": "max", "map_75": "max"}
-    assert c3exp.compose(["task=detection", "data=voc2007"]).task.primary_metric.name == "val/map_50"
-    assert c3exp.compose(["task=detection", "data=coco2017"]).task.primary_metric.name == "val/map"
-
-
 # -- the paper's experiment -------------------------------------------------------------------------
+
+
 @pytest.mark.slow  # the whole experiment: 12 epochs of 300 scenes, about 5 minutes on 2 cores
 def test_the_shapes_experiment_reaches_map50_of_one_half_and_eval_reproduces_it(shapes_root, tmp_path):
     results = train(run_config(["experiment=detection_shapes", "attn=c3", f"data.root={tmp_path / 'full'}",

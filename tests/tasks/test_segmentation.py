@@ -1,4 +1,5 @@
-"""task=segmentation end to end on the shapes scenes in VOC's layout: results, metrics, exact resume, eval, bench."""
+"""task=segmentation (c3exp/tasks/segmentation.py) end to end on the shapes scenes in VOC's layout: results,
+metrics against the confusion matrix, the loss, exact resume, eval."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,12 @@ import pytest
 import torch
 
 import c3exp
-from c3exp.bench import bench
 from c3exp.errors import ConfigError
 from c3exp.eval import evaluate
+from c3exp.models.heads import HEADS
 from c3exp.tasks import SegmentationModule, build_task
 from c3exp.train import train
-from tests.conftest import run_config
-
-TIMING = {"train/epoch_time", "train/images_per_sec"}
+from tests.conftest import run_config, without_timing
 
 
 def tiny(root: Path) -> list[str]:
@@ -28,18 +27,9 @@ def tiny(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("shapes")
-
-
-@pytest.fixture(scope="module")
 def straight(shapes_root, tmp_path_factory) -> dict:
     return train(run_config(tiny(shapes_root) + ["attn=c3", "trainer.max_epochs=2", "optim.scheduler.T_max=2"],
                             tmp_path_factory.mktemp("straight")))
-
-
-def without_timing(history: list[dict]) -> list[dict]:
-    return [{key: value for key, value in row.items() if key not in TIMING} for row in history]
 
 
 def test_a_segmentation_run_reads_the_voc_layout_and_reports_its_metrics(straight, shapes_root):
@@ -114,7 +104,7 @@ def test_the_loss_skips_ignored_pixels_and_adds_the_weighted_aux_loss():
 
 def test_an_unknown_head_is_one_line():
     cfg = c3exp.compose(["task=segmentation", "data=shapes", "task.head=unet"])
-    with pytest.raises(ConfigError, match=r"task.head='unet' is not valid: expected one of deeplabv2, deeplabv3"):
+    with pytest.raises(ConfigError, match=rf"task.head='unet' is not valid: expected one of {', '.join(HEADS)}"):
         build_task(cfg, run_config={})
 
 
@@ -130,11 +120,3 @@ def test_the_cli_and_build_model_give_the_same_segmentation_network(head, aux):
     assert [(n, p.shape) for n, p in net.named_parameters()] == [(n, p.shape) for n, p in module.net.named_parameters()]
     out = net(torch.randn(2, 3, 65, 65))
     assert out["out"].shape == (2, 4, 65, 65) and ("aux" in out) == aux
-
-
-def test_bench_times_segmentation_steps(tmp_path):
-    result = bench(["task=segmentation", "data=shapes", "model=resnet20", "attn=none,c3", "bench.batch_size=2",
-                    "bench.warmup=1", "bench.steps=2", f"bench.path={tmp_path / 'bench.json'}"])
-    rows = {row["label"]: row for row in result["configurations"]}
-    assert set(rows) == {"attn=none", "attn=c3"} and all(len(row["step_times_s"]) == 2 for row in rows.values())
-    assert rows["attn=c3"]["params"] > rows["attn=none"]["params"]

@@ -18,12 +18,12 @@ import pytest
 
 from c3exp.eval import evaluate
 from c3exp.checkpoints import open_checkpoint
-from tests.conftest import c3exp_cli
+from tests.conftest import REPO, c3exp_cli
 from tests.wandb_records import read_offline_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "slurm-local.sh"
+SCRIPT = REPO / "scripts" / "slurm-local.sh"
 # The local cluster's node has no GPU and the machine's CPUs: one CPU per task, no memory request.
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=null"]

@@ -1,32 +1,22 @@
-"""Scale-out and fault tolerance: DDP on CPU, multirun with W&B offline, submitit, SIGKILL, NaN."""
+"""Sweeps (c3exp/training/sweep.py): DDP on CPU inside one job, multirun with W&B offline, a failing job reported,
+the launchers, Optuna, and parallel jobs that each hold one GPU."""
 from __future__ import annotations
 
+import fcntl
 import json
-import re
-import signal
+import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from c3exp.config import check_command_line
 from c3exp.eval import evaluate
-from c3exp.train import train
-from c3exp.errors import NonFiniteLossError
-from c3exp.tasks import ClassificationModule
-from tests.conftest import TINY_DIGITS, c3exp_cli, run_config
+from c3exp.training import sweep
+from tests.conftest import REPO, SMALL_DIGITS as SMALL, c3exp_cli
 from tests.wandb_records import read_offline_run
-
-SMALL = ["data=digits", "trainer.enable_progress_bar=false", "trainer.limit_train_batches=4",
-         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
-TIMING = {"train/epoch_time", "train/images_per_sec"}
-
-
-def history(results: dict) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in results["history"]]
 
 
 @pytest.mark.slow
@@ -39,7 +29,8 @@ def test_ddp_on_cpu_makes_one_run_dir_with_correct_metrics(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["epochs"] == 1
     # 4 steps of the global batch 32, split 16 + 16 over the 2 processes
-    assert results["history"][0]["train/images_per_sec"] > 0
+    first = results["history"][0]
+    assert first["train/images_per_sec"] == pytest.approx(4 * 32 / first["train/epoch_time"])
     # the synchronised validation accuracy over both processes' halves matches a single-process evaluation
     single = evaluate(results["checkpoints"]["last"], ["trainer.accelerator=cpu"])
     # both see the same 64 test images (2 batches of 32; in DDP 2 x 16 per rank, interleaved): at most
@@ -97,65 +88,6 @@ def test_launcher_runs_a_two_job_sweep(tmp_path, launcher: str):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_the_same_command_resumes_to_identical_metrics(tmp_path):
-    args = [*SMALL, "model=resnet20", "attn=c3", "trainer.max_epochs=3", "trainer.limit_train_batches=12",
-            "trainer.deterministic=true"]
-    straight = c3exp_cli([*args, f"hydra.run.dir={tmp_path / 'straight'}"], cwd=tmp_path)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-
-    run_dir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "c3exp", *args, f"hydra.run.dir={run_dir}"]
-    victim = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 600
-    while not last.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # into the next epoch
-    assert victim.poll() is None, "the run finished before it could be killed"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert not (run_dir / "results.json").exists()
-
-    resumed = c3exp_cli([*args, f"hydra.run.dir={run_dir}", "resume=auto"], cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected = json.loads((tmp_path / "straight" / "results.json").read_text())
-    got = json.loads((run_dir / "results.json").read_text())
-    assert history(got) == history(expected)
-    assert (got["test_acc1"], got["test_acc5"]) == (expected["test_acc1"], expected["test_acc5"])
-
-
-def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    first = train(run_config(TINY_DIGITS + ["trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                                            "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"], tmp_path))
-    last = Path(first["checkpoints"]["last"])
-    before = (last.stat().st_mtime_ns, torch.load(last, weights_only=False)["epoch"])
-
-    original = ClassificationModule.training_step
-
-    def poisoned(self, batch, batch_idx):
-        loss = original(self, batch, batch_idx)
-        return loss * float("nan") if self.current_epoch == 1 and batch_idx == 1 else loss
-
-    monkeypatch.setattr(ClassificationModule, "training_step", poisoned)
-    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1") as error:
-        train(run_config(TINY_DIGITS + ["trainer.max_epochs=3", "trainer.limit_train_batches=3",
-                                        "trainer.limit_val_batches=2", "resume=auto"], tmp_path))
-    suggested = re.findall(r"\b((?:optim|trainer)\.[\w.]*\w)(=[\d.]+)?", str(error.value))
-    assert [key for key, _ in suggested] == ["optim.optimizer.lr", "trainer.gradient_clip_val"]
-    for key, value in suggested:  # what the message suggests is a setting the command line takes
-        check_command_line([f"{key}{value or '=0.05'}"])
-    assert (last.stat().st_mtime_ns, torch.load(last, weights_only=False)["epoch"]) == before
-
-
-def test_same_seed_deterministic_runs_give_identical_metrics(tmp_path):
-    args = TINY_DIGITS + ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-                          "trainer.limit_test_batches=2", "trainer.deterministic=true", "seed=3"]
-    one = train(run_config(args, tmp_path / "one"))
-    two = train(run_config(args, tmp_path / "two"))
-    assert history(one) == history(two) and one["test_acc1"] == two["test_acc1"]
-
-
-@pytest.mark.slow
 def test_optuna_search_maximises_the_returned_objective(tmp_path):
     sweep = tmp_path / "sweep"
     done = c3exp_cli(["hparams_search=optuna", "hydra.sweeper.n_trials=2", *SMALL, "data.val_split=180", "trainer.max_epochs=1",
@@ -170,11 +102,118 @@ def test_optuna_search_maximises_the_returned_objective(tmp_path):
     assert set(best["best_params"]) == {"optim.optimizer.lr", "optim.optimizer.weight_decay"}
 
 
-@pytest.mark.slow
-def test_resume_is_exact_with_dataloader_workers(tmp_path):
-    args = TINY_DIGITS + ["data.num_workers=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-                          "trainer.limit_test_batches=2"]
-    straight = train(run_config(args + ["trainer.max_epochs=2"], tmp_path / "straight"))
-    first = train(run_config(args + ["trainer.max_epochs=1"], tmp_path / "legs"))
-    resumed = train(run_config(args + ["trainer.max_epochs=2"], tmp_path / "legs"))  # resume=auto
-    assert first["epochs"] == 1 and history(resumed) == history(straight)
+# ----------------------------------------------------------------------------------------------
+# Parallel (joblib/loky) sweep jobs: each worker process holds one GPU, whatever its job numbers.
+
+
+# A stand-in for a loky worker: claims a GPU once told to go, prints it, exits (dropping its lock).
+# It skips the c3exp package __init__s (torch, Lightning: seconds to import), which sweep.py does not need.
+CHILD = """
+import sys, types
+from pathlib import Path
+for name in ("c3exp", "c3exp.training"):
+    sys.modules[name] = package = types.ModuleType(name)
+    package.__path__ = [str(Path(sys.argv[2], *name.split(".")))]
+from c3exp.training.sweep import claim_gpu
+sys.stdin.readline()
+print(claim_gpu(Path(sys.argv[1]), 2))
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_claimed_gpu():
+    """The claim lives in a module global for the process' life; keep it from leaking between tests."""
+
+    def release():
+        if getattr(sweep, "_claimed_gpu", None) is not None:
+            sweep._claimed_gpu[2].close()
+            sweep._claimed_gpu = None
+
+    release()
+    yield
+    release()
+
+
+def hold(lock_dir: Path, *gpus: int) -> list:
+    """Lock GPUs through open files of our own, as other workers would (flock is per open file)."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    files = [open(lock_dir / f"gpu{gpu}.lock", "a") for gpu in gpus]
+    for f in files:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return files
+
+
+def start_child(lock_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(lock_dir), str(REPO)], cwd=REPO, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def child_claim(child: subprocess.Popen) -> str:
+    out, err = child.communicate("go\n", timeout=60)
+    assert child.returncode == 0, err
+    return out.strip()
+
+
+def test_each_worker_keeps_one_gpu_and_frees_it_on_exit(tmp_path):
+    locks = tmp_path / ".gpu_locks"
+    assert sweep.claim_gpu(locks, 2) == 0
+    # Both children import (the slow part) side by side; each claims only when told to.
+    first, second = start_child(locks), start_child(locks)
+    try:
+        assert child_claim(first) == "1"  # GPU 0 is ours, so the other worker gets GPU 1
+        assert sweep.claim_gpu(locks, 2) == 0  # a later job in this worker keeps its GPU
+        assert child_claim(second) == "1"  # the first child exited, and its GPU with it
+    finally:
+        for child in (first, second):
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+
+
+def test_all_gpus_taken_gives_none(tmp_path):
+    held = hold(tmp_path, 0, 1)
+    try:
+        assert sweep.claim_gpu(tmp_path, 2) is None
+        assert sweep._claimed_gpu is None
+    finally:
+        for f in held:
+            f.close()
+    assert sweep.claim_gpu(tmp_path, 2) == 0  # free again once the holders let go
+
+
+def test_claim_for_another_sweep_dir_drops_the_old_lock(tmp_path):
+    assert sweep.claim_gpu(tmp_path / "a", 2) == 0
+    assert sweep.claim_gpu(tmp_path / "b", 2) == 0
+    hold(tmp_path / "a", 0)[0].close()  # would raise BlockingIOError if sweep a's GPU 0 were still held
+
+
+@pytest.fixture
+def parallel_job(monkeypatch, tmp_path):
+    """Job 2 of a joblib multirun on a 2-GPU machine, as assign_gpu_for_parallel_job sees it; returns its cfg."""
+    launcher = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    hydra_cfg = OmegaConf.create({"launcher": {"_target_": launcher}, "sweep": {"dir": str(tmp_path)}, "job": {"num": 2}})
+    monkeypatch.setattr(sweep, "in_multirun", lambda: True)
+    monkeypatch.setattr(sweep.HydraConfig, "get", staticmethod(lambda: hydra_cfg))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    return OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 1}})
+
+
+def test_parallel_job_goes_to_the_free_gpu_not_job_num_mod_gpus(parallel_job, tmp_path):
+    held = hold(tmp_path / sweep.GPU_LOCK_DIR, 0)  # job 0 still runs on GPU 0 in another worker
+    try:
+        sweep.assign_gpu_for_parallel_job(parallel_job)  # job 2: 2 % 2 would be GPU 0, taken
+        assert list(parallel_job.trainer.devices) == [1]
+    finally:
+        held[0].close()
+
+
+def test_no_free_gpu_falls_back_to_job_num_mod_gpus_with_a_warning(parallel_job, tmp_path, caplog):
+    held = hold(tmp_path / sweep.GPU_LOCK_DIR, 0, 1)  # e.g. n_jobs set above the GPU count
+    try:
+        with caplog.at_level(logging.WARNING, logger=sweep.log.name):
+            sweep.assign_gpu_for_parallel_job(parallel_job)
+    finally:
+        for f in held:
+            f.close()
+    assert list(parallel_job.trainer.devices) == [0]
+    assert "falling back" in caplog.text

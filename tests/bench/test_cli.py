@@ -1,0 +1,26 @@
+"""`python -m c3exp.bench` from the command line (c3exp/bench/cli.py): help, and a bad setting in one line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from c3exp.bench import MODES, main
+from tests.conftest import REPO
+
+
+def test_python_m_c3exp_bench_reports_a_bad_setting_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "c3exp.bench", "bench.mode=fast"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2 and result.stderr == f"error: bench.mode='fast' is not valid: expected one of {', '.join(MODES)}\n"
+    assert result.stdout == "" and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage(capsys, flag):
+    main([flag])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m c3exp.bench") and "example: " in out

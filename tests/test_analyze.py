@@ -73,6 +73,7 @@ def test_cam_images_beyond_the_split_is_a_user_error(trained_runs, split, capsys
     assert f"--images=100000 is not valid: expected 1..{available} (the {split} images of digits)" in err
 
 
+@pytest.mark.slow
 def test_module_entry_point_reports_errors_in_one_line():
     done = subprocess.run([sys.executable, "-m", "c3exp.analyze", "cam", "x.ckpt", "y.ckpt"],
                           capture_output=True, text=True, timeout=120)
@@ -120,6 +121,7 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
             for attn in ("none", "c3")}
 
 
+@pytest.mark.slow
 def test_boxes_draws_one_row_of_three_panels_per_image(checkpoints, tmp_path, capsys):
     sizes = {}
     for images in (1, 2):

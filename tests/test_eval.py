@@ -80,6 +80,7 @@ def test_eval_names_a_bad_override_in_one_line(two_epochs, capsys, argument, mes
     assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_eval_cli_prints_the_metrics(two_epochs):
     ckpt = two_epochs["checkpoints"]["last"]
     done = subprocess.run([sys.executable, "-m", "c3exp.eval", f"ckpt_path={ckpt}", "data.num_workers=0"],
@@ -210,6 +211,7 @@ def test_help_prints_the_usage(capsys, flag):
     assert out.startswith("usage: python -m c3exp.eval ckpt_path=PATH") and "example: " in out
 
 
+@pytest.mark.slow
 def test_help_exits_zero_from_the_command_line():
     done = subprocess.run([sys.executable, "-m", "c3exp.eval", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("usage: python -m c3exp.eval"), done.stderr

@@ -84,6 +84,7 @@ def test_a_truncated_checkpoint_to_train_from_is_one_line(monkeypatch, capsys, t
     assert err.startswith(f"error: ckpt_path='{ckpt}' is not valid: expected a c3exp/Lightning checkpoint (torch.load cannot read")
 
 
+@pytest.mark.slow
 def test_more_ddp_processes_than_the_batch_divides_into_is_one_line_before_any_starts(tmp_path):
     done = subprocess.run([sys.executable, "-m", "c3exp", *FAST, "trainer=ddp_sim", "trainer.devices=3",
                            "data.batch_size=32", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
@@ -101,6 +102,7 @@ def test_bad_input_from_a_real_shell(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_missing_cifar_is_a_clear_error_not_a_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "c3exp", "data=cifar10", f"data.root={tmp_path}", "data.download=false",
                            "trainer=cpu", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
@@ -109,6 +111,7 @@ def test_missing_cifar_is_a_clear_error_not_a_traceback(tmp_path):
     assert last.startswith("error: cifar10 not found") and "data.root" in last and str(tmp_path) in last
 
 
+@pytest.mark.slow
 def test_a_training_error_is_the_only_line_on_stderr(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "c3exp", "data=digits", "trainer=cpu", "attn=c3", "attn.options.reduction=7",
@@ -117,6 +120,7 @@ def test_a_training_error_is_the_only_line_on_stderr(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: attn.options.reduction=7") and done.stderr.count("\n") == 1, done.stderr
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(tmp_path):
     cmd = [sys.executable, "-m", "c3exp", *FAST, "task_name=collide"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
@@ -168,6 +172,7 @@ def test_a_failed_sweep_job_ends_the_sweep_with_its_one_line_and_status_2(tmp_pa
     assert "HYDRA_FULL_ERROR" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_run_prints_no_library_advertisements_or_expected_warnings(tmp_path):
     done = subprocess.run([sys.executable, "-m", "c3exp", *FAST, f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)

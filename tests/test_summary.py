@@ -39,6 +39,7 @@ def test_summary_table_has_every_part_and_the_total():
     assert "| 278,324 " in rows["total"] and "40,818,944" in rows["total"]
 
 
+@pytest.mark.slow
 def test_summary_cli_reports_user_errors_in_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "c3exp.summary", "model.depth=21"], capture_output=True, text=True, timeout=120
@@ -103,6 +104,7 @@ def parse_tables(text: str) -> list[dict[str, dict[str, re.Match]]]:
     return tables
 
 
+@pytest.mark.slow
 def test_paper_table_figures(paper_table: str):
     params, macs = parse_tables(paper_table)
     assert list(params) == list(macs) == ["ResNet-20", "ResNet-56", "ResNet-110", "Wide-ResNet"]
@@ -115,6 +117,7 @@ def test_paper_table_figures(paper_table: str):
     assert macs["Wide-ResNet"]["+ C3"].group(0) == "3906.2 / 3870.0 (+0.9%)"
 
 
+@pytest.mark.slow
 def test_paper_table_every_cell_is_close(paper_table: str):
     params, macs = parse_tables(paper_table)
     for row in params.values():

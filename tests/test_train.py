@@ -70,6 +70,7 @@ def test_metrics_csv_has_the_standard_keys(two_epochs):
     assert sum(1 for row in rows if row["val/acc1"]) == 2
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_next_epoch_exactly(two_epochs, three_epochs, tmp_path):
     last = two_epochs["checkpoints"]["last"]
     resumed = train(run_config(SHORT + ["trainer.max_epochs=3", f"ckpt_path={last}"], tmp_path))
@@ -80,6 +81,7 @@ def test_resume_continues_at_the_next_epoch_exactly(two_epochs, three_epochs, tm
     assert resumed["test_acc1"] == three_epochs["test_acc1"]
 
 
+@pytest.mark.slow
 def test_resume_auto_picks_up_the_run_directory(two_epochs, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(two_epochs["run_dir"], run_dir)

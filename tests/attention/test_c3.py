@@ -165,6 +165,7 @@ def outputs_and_input_grads(block: torch.nn.Module, x: torch.Tensor) -> tuple[to
     return out.detach(), x.grad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", FAST_PATHS)
 def test_compiled_c3_matches_naive_equations(case: str):
     block, x = case_input(case)

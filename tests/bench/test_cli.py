@@ -11,6 +11,7 @@ from c3exp.bench import MODES, main
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_python_m_c3exp_bench_reports_a_bad_setting_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "c3exp.bench", "bench.mode=fast"], cwd=tmp_path, env=env,

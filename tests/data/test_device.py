@@ -103,6 +103,7 @@ SHORT = TINY_DIGITS + ["model=resnet20", "attn=none", "data.on_device=true", "tr
                        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 
 
+@pytest.mark.slow
 def test_on_device_training_runs_and_resumes_exactly(tmp_path):
     straight = train(run_config(SHORT + ["trainer.max_epochs=3"], tmp_path / "straight"))
     first_leg = train(run_config(SHORT + ["trainer.max_epochs=2"], tmp_path / "first"))

@@ -119,6 +119,7 @@ def test_wandb_debug_runs_are_marked_from_their_config():
     assert normal.debug is None and normal.finished == pytest.approx(1767323045.0)
 
 
+@pytest.mark.slow
 def test_a_real_fast_dev_run_is_recognised(walkthrough, tmp_path):
     """The marker the CLI really leaves: `debug=fast` records max_epochs 160 in results.json but one step ran."""
     run_dir = walkthrough / "debug" / "runs" / "real_fast"

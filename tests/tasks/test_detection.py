@@ -76,6 +76,7 @@ def test_the_detection_module_declares_map_metrics():
 # -- runs ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_detection_run_writes_map_and_per_class_ap(straight, shapes_root):
     assert (shapes_root / "VOCdevkit" / "VOC2012" / "Annotations" / "train_00000.xml").is_file()
     on_disk = json.loads((Path(straight["run_dir"]) / "results.json").read_text())
@@ -92,6 +93,7 @@ def test_a_detection_run_writes_map_and_per_class_ap(straight, shapes_root):
     assert {key: on_disk[key] for key in ("params", "macs")} == model_complexity(build_network(cfg), cfg.data)
 
 
+@pytest.mark.slow
 def test_the_coco_layout_trains_exactly_as_the_voc_layout(shapes_root, tmp_path):
     """The same scenes read from COCO JSON instead of VOC XML: the same batches, so the same run, to the bit."""
     args = ["attn=none", "trainer.max_epochs=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
@@ -102,6 +104,7 @@ def test_the_coco_layout_trains_exactly_as_the_voc_layout(shapes_root, tmp_path)
     assert coco["test_map"] == voc["test_map"]
 
 
+@pytest.mark.slow
 def test_resuming_a_detection_run_equals_the_uninterrupted_run(straight, shapes_root, tmp_path):
     args = tiny(shapes_root) + ["attn=c3", "+optim.scheduler.total_steps=4"]  # the first leg's schedule is the whole run's
     first = train(run_config(args + ["trainer.max_epochs=1"], tmp_path / "legs"))

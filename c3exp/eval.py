@@ -176,6 +176,9 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     """Rebuild the run's model and data from the checkpoint and test the stored weights."""
     from c3exp.tasks import build_task
     from c3exp.train import build_datamodule
+    from c3exp.utils.noise import silence_library_noise
+
+    silence_library_noise()
 
     checkpoint = load_checkpoint(ckpt_path)
     cfg = config_from_checkpoint(checkpoint, list(overrides))

@@ -11,6 +11,7 @@ from c3exp.bench.configs import BenchConfig
 from c3exp.bench.steps import Batch, build_module, make_optimizer, seeded_batch, train_step
 from c3exp.bench.timing import between_starts, synchronize
 from c3exp.tasks import TaskModule
+from c3exp.utils.noise import silence_library_noise
 
 LOOPS = ("lightning", "bare")
 
@@ -49,6 +50,7 @@ def lightning_block(config: BenchConfig, module: TaskModule, batches: BatchList)
 
     settings = config.settings
     clock = _step_clock(settings.device)
+    silence_library_noise()
     with tempfile.TemporaryDirectory() as root:
         # Not train.build_trainer: the loop is timed bare, without the run's loggers, checkpoints and validation.
         trainer = L.Trainer(

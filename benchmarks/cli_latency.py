@@ -18,10 +18,10 @@ import time
 COMMANDS = {
     "--help": ["-m", "c3exp", "--help"],
     "--cfg job": ["-m", "c3exp", "--cfg", "job", "model=resnet110", "attn=c3"],
-    "unknown group choice (data=imagenet)": ["-m", "c3exp", "data=imagenet"],
+    "unknown group choice (data: imagenet)": ["-m", "c3exp", "data=imagenet"],
     "unknown key (optim.lr=0.1)": ["-m", "c3exp", "optim.lr=0.1"],
     "bad value (optim.optimizer.lr=-1)": ["-m", "c3exp", "data=digits", "optim.optimizer.lr=-1"],
-    "bad sweep value (-m attn=none,sk)": ["-m", "c3exp", "-m", "attn=none,sk"],
+    "bad sweep value (-m, attn: none then sk)": ["-m", "c3exp", "-m", "attn=none,sk"],
     "for scale: import torch, torchvision, lightning": ["-c", "import torch, torchvision, lightning"],
 }
 

@@ -9,15 +9,35 @@ from torch import nn
 
 from c3exp.attention.c3 import C3Block
 from c3exp.attention.cbam import CBAM
+from c3exp.attention.coord import CoordAttention
+from c3exp.attention.eca import ECA
+from c3exp.attention.gc import GlobalContext
+from c3exp.attention.ge import GatherExcite
+from c3exp.attention.nonlocal_block import NonLocalBlock
 from c3exp.attention.se import SqueezeExcite
+from c3exp.attention.simam import SimAM
+from c3exp.attention.srm import SRM
+from c3exp.attention.triplet import TripletAttention
 from c3exp.errors import ConfigError, check_keywords
 
-__all__ = ["ATTENTION_BLOCKS", "ATTENTION_NAMES", "CBAM", "C3Block", "SqueezeExcite", "create_attn", "sized_by_map"]
+__all__ = [
+    "ATTENTION_BLOCKS", "ATTENTION_NAMES", "CBAM", "C3Block", "CoordAttention", "ECA", "GatherExcite", "GlobalContext",
+    "NonLocalBlock", "SRM", "SimAM", "SqueezeExcite", "TripletAttention", "create_attn", "sized_by_map",
+]
 
 ATTENTION_BLOCKS: dict[str, Callable[..., nn.Module]] = {
     "se": SqueezeExcite,
     "cbam": CBAM,
     "c3": C3Block,
+    # the zoo of later channel-attention blocks, each with its paper's defaults
+    "eca": ECA,
+    "gc": GlobalContext,
+    "coord": CoordAttention,
+    "srm": SRM,
+    "ge": GatherExcite,
+    "triplet": TripletAttention,
+    "simam": SimAM,
+    "nonlocal": NonLocalBlock,
 }
 ATTENTION_NAMES = ("none", *ATTENTION_BLOCKS)
 

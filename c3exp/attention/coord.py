@@ -1,0 +1,47 @@
+"""Coordinate attention (Hou, Zhou and Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021).
+
+Computes out = x * a_h * a_w: two direction-aware gates, one per row (from features pooled along the width) and
+one per column (pooled along the height), made by a shared 1x1 conv + BN + h-swish and one 1x1 conv + sigmoid each.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from c3exp.errors import check, is_int
+
+
+class CoordAttention(nn.Module):
+    """Pool along W (z^h: C x H) and along H (z^w: C x W), concatenate the H + W positions, 1x1 conv C -> M, BN over
+    them, h-swish; split back, and 1x1 conv M -> C + sigmoid on each part for the row and column gates.
+
+    M = max(8, C // reduction), reduction 32 in the paper. Convolutions with bias and BN affine, as the official
+    code: (C * M + M) + 2 * M + 2 * (M * C + C) = 3 * C * M + 3 * M + 2 * C parameters.
+    """
+
+    is_attention = True
+
+    def __init__(self, channels: int, reduction: int = 32):
+        super().__init__()
+        check(
+            is_int(reduction) and reduction >= 1,
+            "attn.options.reduction",
+            reduction,
+            "a positive integer: the hidden width is max(8, channels // reduction) (32 in the paper)",
+        )
+        hidden = max(8, channels // reduction)
+        self.conv = nn.Conv2d(channels, hidden, 1)
+        self.bn = nn.BatchNorm2d(hidden)
+        self.conv_h = nn.Conv2d(hidden, channels, 1)
+        self.conv_w = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        along_width = x.mean(dim=3, keepdim=True)  # (N, C, H, 1)
+        along_height = x.mean(dim=2, keepdim=True).transpose(2, 3)  # (N, C, W, 1)
+        y = F.hardswish(self.bn(self.conv(torch.cat([along_width, along_height], dim=2))))  # (N, M, H + W, 1)
+        y_h, y_w = torch.split(y, [height, width], dim=2)
+        gate_h = torch.sigmoid(self.conv_h(y_h))  # (N, C, H, 1): one weight per row
+        gate_w = torch.sigmoid(self.conv_w(y_w)).transpose(2, 3)  # (N, C, 1, W): one weight per column
+        return x * gate_h * gate_w

@@ -1,0 +1,42 @@
+"""SimAM (Yang, Zhang, Li and Xie, "SimAM: A Simple, Parameter-Free Attention Module for Convolutional
+Neural Networks", ICML 2021).
+
+Every activation is weighted by the sigmoid of its inverse minimal energy, a closed form that grows with
+how far it stands from its channel's mean: with d = (x - mean)^2 over the H*W positions of its channel and
+v = sum(d) / n, n = H*W - 1, out = x * sigmoid(d / (4 (v + lambda)) + 0.5).
+
+No parameters. On a 1 x 1 map (n = 0) every d is 0 and the official code divides 0 by 0; n is taken as
+max(H*W - 1, 1) there, which gives the limit (the gate sigmoid(0.5)) instead of NaNs.
+
+Channel-permutation equivariance: yes (each channel is re-weighted from its own map only).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from c3exp.errors import check
+
+
+class SimAM(nn.Module):
+    """The parameter-free energy gate; `channels` only fixes the interface."""
+
+    is_attention = True
+
+    def __init__(self, channels: int, e_lambda: float = 1e-4):
+        super().__init__()
+        check(
+            isinstance(e_lambda, (int, float)) and not isinstance(e_lambda, bool) and 0 < e_lambda < math.inf,
+            "attn.options.e_lambda",
+            e_lambda,
+            "a positive number (1e-4 in the paper)",
+        )
+        self.e_lambda = float(e_lambda)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = max(x.shape[2] * x.shape[3] - 1, 1)
+        d = (x - x.mean(dim=(2, 3), keepdim=True)).square()
+        inverse_energy = d / (4 * (d.sum(dim=(2, 3), keepdim=True) / n + self.e_lambda)) + 0.5
+        return x * torch.sigmoid(inverse_energy)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from c3exp.cli import printed_help
 from c3exp.results import RESULTS_FILE, hydra_config, read_results
 
 ATTNS = ("none", "c3")
@@ -66,6 +67,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     extra = list(sys.argv[1:] if argv is None else argv)
+    if printed_help(extra, f"usage: python -m c3exp.demo [key=value ...]\n\n{__doc__}"):
+        return
     root = Path("outputs/demo")
     rows = [run(attn, root, extra) for attn in ATTNS]
     print(f"\n{title(rows)}:\n" + table(rows))

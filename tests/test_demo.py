@@ -29,3 +29,12 @@ def test_demo_ends_with_the_failed_runs_status_and_no_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("error: ")][0].startswith("error: model=")
+
+
+def test_help_prints_the_usage_and_runs_nothing(capsys, tmp_path, monkeypatch):
+    from c3exp.demo import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m c3exp.demo")
+    assert not (tmp_path / "outputs").exists()

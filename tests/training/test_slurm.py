@@ -251,8 +251,9 @@ def test_ddp_runs_as_two_slurm_tasks_of_one_job_in_one_run_dir(slurm, tmp_path):
     assert "sweep finished: all 1 jobs completed" in output, output[-3000:]
     (job_dir,) = job_dirs(sweep)
     (status,) = json.loads((sweep / "sweep_summary.json").read_text())
-    # both SLURM tasks of the one job joined one process group: rank 0 and rank 1 of 2
-    logs = [Path(status["stdout"].replace("_0_log.out", f"_{task}_log.err")).read_text() for task in (0, 1)]
+    # both SLURM tasks of the one job joined one process group: rank 0 and rank 1 of 2 (Lightning logs through
+    # Hydra's console handler, so on stdout)
+    logs = [Path(status["stdout"].replace("_0_log.out", f"_{task}_log.out")).read_text() for task in (0, 1)]
     assert all(f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in log for rank, log in enumerate(logs))
     result = results(job_dir)
     # the test accuracy synchronised over both tasks (2 x 16 images a batch) is the single-process one over

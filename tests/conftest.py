@@ -280,3 +280,29 @@ def trained_runs(tmp_path_factory) -> dict[str, dict]:
 def rows_by_attn(path: Path) -> dict[str, dict[str, str]]:
     """A report's CSV, one row per attention."""
     return {row["attn"]: row for row in csv.DictReader(path.open())}
+
+
+def assert_matches_reference(block: nn.Module, reference: nn.Module, x: torch.Tensor, rtol: float = 1e-9,
+                             atol: float = 1e-12) -> None:
+    """`block(x)` equals `reference(x)`, a naive implementation of the block's paper sharing its parameters."""
+    with torch.no_grad():
+        expected = reference(x)
+        actual = block(x)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+
+
+def assert_gradients_match_reference(block: nn.Module, reference: nn.Module, x: torch.Tensor,
+                                     weight: torch.Tensor | None = None, rtol: float = 1e-8,
+                                     atol: float = 1e-12) -> tuple[torch.Tensor, ...]:
+    """The gradients of a loss of `block(x)` and of `reference(x)` agree for `x` and every parameter.
+
+    The loss is `(y * weight).sum()`, or `y.square().sum()` without a weight. Returns the block's
+    gradients: for `x`, then for each parameter in `block.parameters()` order.
+    """
+    inputs = [x.requires_grad_(), *block.parameters()]
+    loss = (lambda y: (y * weight).sum()) if weight is not None else (lambda y: y.square().sum())
+    expected = torch.autograd.grad(loss(reference(x)), inputs)
+    actual = torch.autograd.grad(loss(block(x)), inputs)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol)
+    return actual

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from c3exp.attention.coord import CoordAttention
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,10 +105,7 @@ def case(name: str, seed: int) -> tuple[CoordAttention, torch.Tensor]:
 def test_coord_matches_naive_equations(name: str, training: bool):
     block, x = case(name, seed=1)
     block.train(training)
-    with torch.no_grad():
-        expected = NaiveCoord(block)(x)
-        actual = block(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(block, NaiveCoord(block), x)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -116,11 +113,7 @@ def test_coord_gradients_match_naive_equations(training: bool):
     block, x = case("C=8, paper reduction (M=8)", seed=2)
     block.train(training)
     x.requires_grad_()
-    inputs = [x, *block.parameters()]
-    expected = torch.autograd.grad(NaiveCoord(block)(x).square().sum(), inputs)
-    actual = torch.autograd.grad(block(x).square().sum(), inputs)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-12)
+    assert_gradients_match_reference(block, NaiveCoord(block), x)
 
 
 def test_coord_accepts_channels_last():

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from c3exp.attention.eca import ECA, adaptive_kernel_size
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,10 +62,7 @@ KERNELS = {"adaptive (C=8: 3)": None, "1": 1, "5": 5, "9 > C": 9}
 def test_eca_matches_naive_equations(kernel: str, training: bool):
     block = make_eca(8, KERNELS[kernel]).train(training)
     x = example()
-    with torch.no_grad():
-        expected = NaiveECA(block)(x)
-        actual = block(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(block, NaiveECA(block), x)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -73,11 +70,7 @@ def test_eca_matches_naive_equations(kernel: str, training: bool):
 def test_eca_gradients_match_naive_equations(kernel: str, training: bool):
     block = make_eca(8, KERNELS[kernel]).train(training)
     x = example(seed=2).requires_grad_()
-    inputs = [x, *block.parameters()]
-    expected = torch.autograd.grad(NaiveECA(block)(x).square().sum(), inputs)
-    actual = torch.autograd.grad(block(x).square().sum(), inputs)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-12)
+    assert_gradients_match_reference(block, NaiveECA(block), x)
 
 
 def test_eca_accepts_channels_last():

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from c3exp.attention.gc import GlobalContext
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,21 +75,14 @@ RATIOS = {"P=1 (paper's 1/16)": 1 / 16, "P=2": 0.25, "P=8": 1.0}
 def test_gc_matches_naive_equations(ratio: str, training: bool):
     block = make_gc(8, RATIOS[ratio]).train(training)
     x = example()
-    with torch.no_grad():
-        expected = NaiveGC(block)(x)
-        actual = block(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(block, NaiveGC(block), x)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_gc_gradients_match_naive_equations(training: bool):
     block = make_gc(8, 0.25).train(training)
     x = example(seed=2).requires_grad_()
-    inputs = [x, *block.parameters()]
-    expected = torch.autograd.grad(NaiveGC(block)(x).square().sum(), inputs)
-    actual = torch.autograd.grad(block(x).square().sum(), inputs)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-9)
+    actual = assert_gradients_match_reference(block, NaiveGC(block), x, atol=1e-9)
     # the mask's bias shifts every logit alike: the softmax over positions cancels it
     grads = dict(zip(["input", *(name for name, _ in block.named_parameters())], actual))
     assert grads["mask.bias"].abs().item() < 1e-9

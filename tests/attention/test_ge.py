@@ -10,7 +10,7 @@ from torch import nn
 
 from c3exp.attention.ge import GatherExcite, ge_params
 from c3exp.errors import ConfigError
-from tests.conftest import n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,10 +141,7 @@ def sample(seed: int, shape=(2, 8, 5, 6)) -> torch.Tensor:
 def test_ge_matches_naive_equations(variant: str, training: bool):
     block = make_ge(**VARIANTS[variant]).train(training)
     x = sample(1)
-    with torch.no_grad():
-        expected = NaiveGE(block)(x)
-        actual = block(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(block, NaiveGE(block), x)
 
 
 @pytest.mark.parametrize("variant", ["free global", "free e2", "learned e4"])
@@ -152,12 +149,8 @@ def test_ge_gradients_match_naive_equations(variant: str):
     block = make_ge(**VARIANTS[variant])
     x = sample(2).requires_grad_()
     weight = sample(3)
-    inputs = [x, *block.parameters()]
-    expected = torch.autograd.grad((NaiveGE(block)(x) * weight).sum(), inputs)
-    actual = torch.autograd.grad((block(x) * weight).sum(), inputs)
-    assert len(inputs) == (1 + 6 if variant == "learned e4" else 1)  # learned e4: two depthwise convs and two BNs
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-12)
+    grads = assert_gradients_match_reference(block, NaiveGE(block), x, weight)
+    assert len(grads) == (1 + 6 if variant == "learned e4" else 1)  # learned e4: two depthwise convs and two BNs
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

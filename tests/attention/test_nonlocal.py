@@ -9,7 +9,7 @@ from torch import nn
 
 from c3exp.attention.nonlocal_block import NonLocalBlock, nonlocal_params
 from c3exp.errors import ConfigError
-from tests.conftest import n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,10 +102,7 @@ def sample(seed: int, shape=(2, 8, 5, 6)) -> torch.Tensor:
 def test_nonlocal_matches_naive_equations(variant: str, training: bool):
     block = make_nonlocal(**VARIANTS[variant]).train(training)
     x = sample(1)
-    with torch.no_grad():
-        expected = NaiveNonLocal(block)(x)
-        actual = block(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(block, NaiveNonLocal(block), x)
 
 
 @pytest.mark.parametrize("variant", ["paper", "sub_sample + scale"])
@@ -113,12 +110,8 @@ def test_nonlocal_gradients_match_naive_equations(variant: str):
     block = make_nonlocal(**VARIANTS[variant])
     x = sample(2).requires_grad_()
     weight = sample(3)
-    inputs = [x, *block.parameters()]
-    assert len(inputs) == 1 + 4 * 2 + 2  # theta, phi, g, W: weight and bias; BN: weight and bias
-    expected = torch.autograd.grad((NaiveNonLocal(block)(x) * weight).sum(), inputs)
-    actual = torch.autograd.grad((block(x) * weight).sum(), inputs)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-12)
+    grads = assert_gradients_match_reference(block, NaiveNonLocal(block), x, weight)
+    assert len(grads) == 1 + 4 * 2 + 2  # theta, phi, g, W: weight and bias; BN: weight and bias
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from c3exp.attention.srm import SRM
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,21 +67,14 @@ def example(channels: int = 8, seed: int = 1, shape: tuple[int, int] = (5, 6), b
 def test_srm_matches_naive_equations(shape: tuple[int, int], batch: int, training: bool):
     block = make_srm().train(training)
     x = example(shape=shape, batch=batch)
-    with torch.no_grad():
-        expected = NaiveSRM(block)(x)
-        actual = block(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(block, NaiveSRM(block), x)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_srm_gradients_match_naive_equations(training: bool):
     block = make_srm().train(training)
     x = example(seed=2).requires_grad_()
-    inputs = [x, *block.parameters()]
-    expected = torch.autograd.grad(NaiveSRM(block)(x).square().sum(), inputs)
-    actual = torch.autograd.grad(block(x).square().sum(), inputs)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-12)
+    assert_gradients_match_reference(block, NaiveSRM(block), x)
 
 
 def test_srm_uses_the_unbiased_std():

@@ -12,7 +12,7 @@ from torch import nn
 
 from c3exp.attention.triplet import PlaneGate, TripletAttention, triplet_params
 from c3exp.errors import ConfigError
-from tests.conftest import n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,10 +95,7 @@ def sample(seed: int, shape=(2, 8, 5, 6)) -> torch.Tensor:
 def test_triplet_matches_naive_equations(kernel_size: int, training: bool):
     block = make_triplet(kernel_size).train(training)
     x = sample(1)
-    with torch.no_grad():
-        expected = NaiveTriplet(block)(x)
-        actual = block(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-12)
+    assert_matches_reference(block, NaiveTriplet(block), x)
 
 
 def test_triplet_matches_naive_equations_on_a_square_map_with_as_many_channels():
@@ -113,12 +110,8 @@ def test_triplet_gradients_match_naive_equations():
     block = make_triplet(7)
     x = sample(3).requires_grad_()
     weight = sample(4)
-    inputs = [x, *block.parameters()]
-    assert len(inputs) == 1 + 3 * 3  # each branch: conv weight, BN weight and bias
-    expected = torch.autograd.grad((NaiveTriplet(block)(x) * weight).sum(), inputs)
-    actual = torch.autograd.grad((block(x) * weight).sum(), inputs)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-12)
+    grads = assert_gradients_match_reference(block, NaiveTriplet(block), x, weight)
+    assert len(grads) == 1 + 3 * 3  # each branch: conv weight, BN weight and bias
 
 
 @pytest.mark.parametrize("channels", [8, 64, 2048])

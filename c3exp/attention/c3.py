@@ -14,6 +14,12 @@ By default the messages travel in the encoder's A/r-wide hidden space (`fold_mes
 softmax-weighted sum of affine maps is the affine map of the weighted sum, so the encoder's output
 layer moves behind message passing and merges with the decoder's input layer. Same function, same
 parameters, about half the multiply-accumulates; `fold_messages=False` runs the paper's A-wide form.
+
+The official ablation code's axes are options, so that one config key switches each off:
+`message_passing=False` (identity affinity: every channel decodes only its own encoding),
+`encoder_decoder=False` (no MLPs: the channels exchange their raw position vectors) and `stack=k`
+(k full C3 blocks, each with its own weights, one after another at one location). The hidden width
+is max(1, A // reduction), as SE-style blocks round, so the block also fits 7x7 or 1x1 maps.
 """
 from __future__ import annotations
 
@@ -23,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c3exp.attention.common import check_divides
-from c3exp.errors import ConfigError, check
+from c3exp.errors import ConfigError, check, is_int
 
 RESIZE_MODES = ("interpolate", "tile")
 
@@ -179,6 +184,8 @@ class C3Block(nn.Module):
     resize="interpolate" (official training path): nearest-resize the map to the block size, compute
     the decoded messages there, nearest-resize them back and add them to the full-resolution input.
     resize="tile": run the block on every non-overlapping tile of the block size at once.
+    message_passing, encoder_decoder and stack are the paper's ablations (see the module docstring);
+    with stack=k this block is the first of k and holds the other k - 1 in `stacked`.
     """
 
     is_attention = True
@@ -193,36 +200,61 @@ class C3Block(nn.Module):
         bn: bool = True,
         detach: bool = False,
         fold_messages: bool = True,
+        message_passing: bool = True,
+        encoder_decoder: bool = True,
+        stack: int = 1,
     ):
         super().__init__()
         check(is_spatial_size(spatial_size), "attn.options.spatial_sizes", spatial_size, "[H, W] with positive integers")
+        positions = spatial_size[0] * spatial_size[1]
+        check(
+            is_int(reduction) and reduction >= 1,
+            "attn.options.reduction",
+            reduction,
+            f"a positive integer: the MLPs are A -> max(1, A // reduction) -> A, here A = H*W = {positions}",
+        )
         check(resize in RESIZE_MODES, "attn.options.resize", resize, RESIZE_MODES)
         check(
-            isinstance(max_group_channels, int) and max_group_channels >= 1,
+            is_int(max_group_channels) and max_group_channels >= 1,
             "attn.options.max_group_channels",
             max_group_channels,
             "a positive integer (512 in the official code)",
         )
-        check(isinstance(bn, bool), "attn.options.bn", bn, "true or false")
-        check(isinstance(detach, bool), "attn.options.detach", detach, "true or false")
-        check(isinstance(fold_messages, bool), "attn.options.fold_messages", fold_messages, "true or false")
+        for key, value in (("bn", bn), ("detach", detach), ("fold_messages", fold_messages),
+                           ("message_passing", message_passing), ("encoder_decoder", encoder_decoder)):
+            check(isinstance(value, bool), f"attn.options.{key}", value, "true or false")
+        check(
+            is_int(stack) and stack >= 1,
+            "attn.options.stack",
+            stack,
+            "a positive integer: how many C3 blocks, each with its own weights, run in sequence at one location",
+        )
         self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
-        positions = self.spatial_size[0] * self.spatial_size[1]
-        check_divides(reduction, positions, "positions A = H*W")
         self.resize = resize
         self.detach = detach
-        self.fold_messages = fold_messages
+        self.fold_messages = fold_messages  # irrelevant without encoder and decoder: nothing to fold
+        self.message_passing = message_passing
+        self.encoder_decoder = encoder_decoder
         self.groups = channel_groups(channels, max_group_channels)
-        self.encoder = position_mlp(positions, positions // reduction)
-        self.decoder = position_mlp(positions, positions // reduction)
+        hidden = max(1, positions // reduction)  # SE-style rounding: any reduction fits any block size
+        # encoder_decoder=False: no MLPs at all, so the parameter count is BN's alone
+        self.encoder = position_mlp(positions, hidden) if encoder_decoder else None
+        self.decoder = position_mlp(positions, hidden) if encoder_decoder else None
         # BN over the A positions, statistics over every (sample, tile, channel) row.
         self.norm = nn.BatchNorm1d(positions) if bn else nn.Identity()
+        # stack=k: the other k - 1 full blocks, run after this one (an empty list adds no state_dict keys)
+        options = dict(reduction=reduction, resize=resize, max_group_channels=max_group_channels, bn=bn, detach=detach,
+                       fold_messages=fold_messages, message_passing=message_passing, encoder_decoder=encoder_decoder)
+        self.stacked = nn.ModuleList(C3Block(channels, spatial_size, **options) for _ in range(stack - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = x + self.message(x) if self.resize == "tile" else self.resized_residual(x)
         # ReLU written as the threshold op, whose backward keeps its input rather than its output:
         # blocks that add the shortcut in place (torchvision's `out += identity`) then stay correct.
-        return F.threshold(total, 0.0, 0.0)
+        out = F.threshold(total, 0.0, 0.0)
+        for block in self.stacked:
+            out = block(out)
+        return out
 
     def resized_residual(self, x: torch.Tensor) -> torch.Tensor:
         """x + the messages of x nearest-resized to the block size, nearest-resized back."""
@@ -244,28 +276,41 @@ class C3Block(nn.Module):
 
     def communicate(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, A) -> (N, C, A): encode, pass messages between the C channels of each row, decode."""
+        if self.encoder is None:  # encoder_decoder=False: the raw position vectors are the encodings
+            if not self.message_passing:
+                return x
+            summary = x.to(torch.promote_types(x.dtype, torch.float32)).mean(-1)
+            return self.gather_weights(summary, x.dtype) @ x
         first, relu, second = self.encoder
         hidden = relu(first(x))
-        summary = linear_mean(second, hidden)  # = second(hidden).mean(-1), in at least float32
+        if not self.message_passing:  # identity affinity: each channel keeps its own encoding
+            return self.decode_hidden_messages(hidden) if self.fold_messages else self.decoder(second(hidden))
+        gather = self.gather_weights(linear_mean(second, hidden), hidden.dtype)  # = second(hidden).mean(-1)
+        if self.fold_messages:
+            return self.decode_hidden_messages(gather @ hidden)
+        return self.decoder(gather @ second(hidden))  # row j = sum_i attention[i, j] * encoded_i
+
+    def gather_weights(self, summary: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(N, C) channel summaries -> (N, C, C) weights, row j those channel j gathers the messages with.
+
+        Affinity and softmax in (at least) float32 whatever the autocast dtype: the squared
+        differences underflow/overflow quickly in half precision.
+        """
         if self.detach:
             summary = summary.detach()
-        # Affinity and softmax in (at least) float32 whatever the autocast dtype: the squared
-        # differences underflow/overflow quickly in half precision.
         score = -(summary[:, :, None] - summary[:, None, :]).square()
         # attention[i, j] is normalised over the sender i (softmax over dim 1); the score is
         # symmetric, so softmax over the last dim is its transpose: row j holds the weights channel
         # j gathers with, and one plain batched product passes the messages (no transposed operand).
-        gather = score.softmax(dim=-1).to(hidden.dtype)
-        if self.fold_messages:
-            return self.decode_hidden_messages(gather @ hidden)
-        return self.decoder(gather @ second(hidden))  # row j = sum_i attention[i, j] * encoded_i
+        return score.softmax(dim=-1).to(dtype)
 
     def decode_hidden_messages(self, messages: torch.Tensor) -> torch.Tensor:
         """decoder(encoder's output layer(messages)) with those two adjacent linear layers merged.
 
         The gather weights of a channel sum to 1, so sum_i a_i (W h_i + b) = W (sum_i a_i h_i) + b:
-        passing hidden encodings and mapping them afterwards equals passing the encodings. The merged
-        (A/r x A/r) layer is formed once per call, from the weights alone.
+        passing hidden encodings and mapping them afterwards equals passing the encodings (and an
+        identity gather, message_passing=False, trivially so). The merged (A/r x A/r) layer is
+        formed once per call, from the weights alone.
         """
         _, _, encoder_out = self.encoder
         decoder_in, relu, decoder_out = self.decoder

@@ -1,5 +1,6 @@
 """C3 (c3exp/attention/c3.py) against a naive float64 transcription of the paper's equations, eager, compiled,
-channels_last and under bf16 autocast; its closed-form sizes; its channel-permutation equivariance."""
+channels_last and under bf16 autocast, with and without the paper's ablations (message passing off, encoder and
+decoder off, stacked blocks); its closed-form sizes; its channel-permutation equivariance; its option errors."""
 from __future__ import annotations
 
 import itertools
@@ -15,7 +16,7 @@ from c3exp.attention import C3Block, create_attn
 from c3exp.attention.c3 import channel_groups, resize_nearest
 from c3exp.errors import ConfigError
 from c3exp.utils.complexity import count_macs, count_params
-from tests.conftest import build, n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, build, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,12 +30,15 @@ class NaiveC3:
 
     Takes a C3Block's weights; BN in training mode uses the batch statistics over every
     (sample, tile, channel) row of each position, as BatchNorm1d over the A positions does.
+    The ablations: message_passing=False makes the attention the identity matrix, encoder_decoder=False
+    makes both MLPs identities, and a stack runs the naive block of each stacked block's weights in turn.
     """
 
     def __init__(self, block: C3Block):
         self.block = block
         self.size = block.spatial_size
         self.groups = block.groups
+        self.stacked = [NaiveC3(other) for other in block.stacked]
 
     def mlp(self, mlp: nn.Sequential, v: torch.Tensor) -> torch.Tensor:
         first, _, second = mlp
@@ -42,15 +46,19 @@ class NaiveC3:
         return torch.stack([sum(second.weight[a, k] * hidden[k] for k in range(len(hidden))) + second.bias[a] for a in range(second.out_features)])
 
     def communicate(self, channels: list[torch.Tensor]) -> list[torch.Tensor]:
-        encoded = [self.mlp(self.block.encoder, v) for v in channels]
-        summary = [e.mean() for e in encoded]
-        if self.block.detach:
-            summary = [m.detach() for m in summary]
+        with_mlps = self.block.encoder_decoder
+        encoded = [self.mlp(self.block.encoder, v) for v in channels] if with_mlps else list(channels)
         n = len(channels)
-        score = [[-((summary[i] - summary[j]) ** 2) for j in range(n)] for i in range(n)]
-        attention = [[torch.exp(score[i][j]) / sum(torch.exp(score[k][j]) for k in range(n)) for j in range(n)] for i in range(n)]
+        if self.block.message_passing:
+            summary = [e.mean() for e in encoded]
+            if self.block.detach:
+                summary = [m.detach() for m in summary]
+            score = [[-((summary[i] - summary[j]) ** 2) for j in range(n)] for i in range(n)]
+            attention = [[torch.exp(score[i][j]) / sum(torch.exp(score[k][j]) for k in range(n)) for j in range(n)] for i in range(n)]
+        else:  # the identity affinity: channel j receives its own encoding only
+            attention = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
         messages = [sum(attention[i][j] * encoded[i] for i in range(n)) for j in range(n)]
-        return [self.mlp(self.block.decoder, z) for z in messages]
+        return [self.mlp(self.block.decoder, z) for z in messages] if with_mlps else messages
 
     def tiles(self, x: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
         h, w = self.size
@@ -68,6 +76,12 @@ class NaiveC3:
         return [(r - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias for r in rows]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.one_block(x)
+        for naive in self.stacked:
+            out = naive(out)
+        return out
+
+    def one_block(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.size
         source = x if self.block.resize == "tile" else F.interpolate(x, size=self.size, mode="nearest")
         batch, channels = x.shape[:2]
@@ -103,7 +117,32 @@ C3_CASES = {
     "A-wide messages + tile + groups": dict(
         channels=6, shape=(8, 8), size=(4, 4), resize="tile", max_group_channels=3, fold_messages=False
     ),
+    # reduction 4 does not divide these A = 9 and 1: hidden widths max(1, A // 4) = 2 and 1
+    "3x3 block": dict(channels=4, shape=(6, 6), size=(3, 3)),
+    "1x1 block": dict(channels=4, shape=(4, 4), size=(1, 1)),
+    "1x1 block on 1x1 maps": dict(channels=4, shape=(1, 1), size=(1, 1)),
 }
+# the paper's ablations (official lib/model_analysis.py): each alone, with the options they interact with, together
+ABLATION_CASES = {
+    "no message passing": dict(channels=6, shape=(8, 8), size=(4, 4), message_passing=False),
+    "no message passing, A-wide": dict(channels=6, shape=(8, 8), size=(4, 4), message_passing=False, fold_messages=False),
+    "no message passing + detach + tile": dict(
+        channels=6, shape=(8, 8), size=(4, 4), message_passing=False, detach=True, resize="tile"
+    ),
+    "no encoder/decoder": dict(channels=6, shape=(8, 8), size=(4, 4), encoder_decoder=False),
+    "no encoder/decoder, A-wide + detach": dict(
+        channels=6, shape=(8, 8), size=(4, 4), encoder_decoder=False, fold_messages=False, detach=True
+    ),
+    "no encoder/decoder + tile + groups, no bn": dict(
+        channels=6, shape=(8, 8), size=(4, 4), encoder_decoder=False, resize="tile", max_group_channels=3, bn=False
+    ),
+    "both off": dict(channels=6, shape=(8, 8), size=(4, 4), message_passing=False, encoder_decoder=False),
+    "stack 2": dict(channels=6, shape=(8, 8), size=(4, 4), stack=2),
+    "stack 3 + tile + groups": dict(channels=6, shape=(8, 8), size=(4, 4), stack=3, resize="tile", max_group_channels=3),
+    "stack 2, no message passing": dict(channels=6, shape=(8, 8), size=(4, 4), stack=2, message_passing=False),
+    "stack 2, no encoder/decoder": dict(channels=6, shape=(8, 8), size=(4, 4), stack=2, encoder_decoder=False),
+}
+C3_CASES.update(ABLATION_CASES)
 
 
 def make_c3(channels: int, size: tuple[int, int], **options) -> C3Block:
@@ -132,6 +171,42 @@ def test_c3_gradients_match_naive_equations(detach: bool, fold_messages: bool):
     actual = torch.autograd.grad(block(x).square().sum(), list(block.parameters()))
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", [*ABLATION_CASES, "3x3 block", "1x1 block", "1x1 block on 1x1 maps"])
+def test_c3_ablation_gradients_match_naive_equations(case: str):
+    """Train mode: the gradients of the input and of every parameter (the stacked blocks' included)."""
+    block, x = case_input(case, seed=5)
+    weight = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    grads = assert_gradients_match_reference(block.train(), NaiveC3(block), x, weight, rtol=1e-8, atol=1e-10)
+    assert len(grads) == 1 + len(list(block.parameters())) and grads[0].abs().max() > 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(message_passing=False), dict(encoder_decoder=False), dict(message_passing=False, encoder_decoder=False),
+     dict(stack=2)],
+    ids=["no message passing", "no encoder/decoder", "both off", "stack 2"],
+)
+def test_c3_ablations_change_the_outputs(options: dict):
+    """Each switch does something (so the naive comparisons above compare different functions)."""
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        assert (make_c3(6, (4, 4), **options)(x) - make_c3(6, (4, 4))(x)).abs().max() > 1e-3
+
+
+def test_c3_stack_is_independent_blocks_in_sequence():
+    """stack=k equals k separately built blocks, holding the same weights, applied one after another."""
+    stacked = make_c3(6, (4, 4), stack=3).train()
+    singles = [make_c3(6, (4, 4)) for _ in range(3)]
+    for single, source in zip(singles, [stacked, *stacked.stacked]):
+        single.load_state_dict({k: v for k, v in source.state_dict().items() if not k.startswith("stacked.")})
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    expected = x
+    for single in singles:
+        expected = single.train()(expected)
+    torch.testing.assert_close(stacked(x), expected, rtol=0, atol=0)
+    assert len({id(p) for p in stacked.parameters()}) == 3 * len(list(singles[0].parameters()))
 
 
 def test_c3_detach_changes_gradients_not_outputs():
@@ -195,9 +270,14 @@ def test_c3_input_gradient_matches_naive_equations(case: str):
     torch.testing.assert_close(outputs_and_input_grads(block, x)[1], naive_grad, rtol=1e-8, atol=1e-9)
 
 
-@pytest.mark.parametrize("resize", ["interpolate", "tile"])
-def test_c3_compiles_without_graph_breaks(resize: str):
-    block = C3Block(8, (4, 4), reduction=4, resize=resize, max_group_channels=4)
+@pytest.mark.parametrize(
+    "resize,options",
+    [("interpolate", {}), ("tile", {}), ("interpolate", dict(stack=2, message_passing=False)),
+     ("tile", dict(encoder_decoder=False))],
+    ids=["interpolate", "tile", "stack 2, no message passing", "tile, no encoder/decoder"],
+)
+def test_c3_compiles_without_graph_breaks(resize: str, options: dict):
+    block = C3Block(8, (4, 4), reduction=4, resize=resize, max_group_channels=4, **options)
     x = torch.randn(2, 8, 8, 8)
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), block(x))
@@ -270,9 +350,15 @@ def test_c3_needs_a_spatial_size():
 # Symmetry: C3 talks across channels the same way whatever their order (SE and CBAM do not).
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(message_passing=False), dict(encoder_decoder=False), dict(message_passing=False, encoder_decoder=False),
+     dict(stack=3), dict(stack=2, message_passing=False, fold_messages=False)],
+    ids=["default", "no message passing", "no encoder/decoder", "both off", "stack 3", "stack 2, no message passing"],
+)
 @pytest.mark.parametrize("resize", ["interpolate", "tile"])
-def test_c3_is_channel_permutation_equivariant(resize: str):
-    block = randomize(C3Block(16, (4, 4), reduction=4, resize=resize))
+def test_c3_is_channel_permutation_equivariant(resize: str, options: dict):
+    block = randomize(C3Block(16, (4, 4), reduction=4, resize=resize, **options))
     assert permutation_error(block, 16) < 1e-5
 
 
@@ -287,6 +373,90 @@ def test_c3_params_depend_only_on_positions(size, reduction, bn):
     mlp = 2 * positions * positions // reduction + positions // reduction + positions
     expected = 2 * mlp + 2 * positions * bn
     assert n_params(C3Block(16, size, reduction, bn=bn)) == n_params(C3Block(640, size, reduction, bn=bn)) == expected
+
+
+def c3_params(positions: int, reduction: int = 8, bn: bool = True, encoder_decoder: bool = True) -> int:
+    """One block: encoder and decoder A -> max(1, A // r) -> A with biases (if any), BN's weight and bias over A."""
+    hidden = max(1, positions // reduction)
+    return 2 * (2 * positions * hidden + hidden + positions) * encoder_decoder + 2 * positions * bn
+
+
+@pytest.mark.parametrize("size,reduction", [((16, 16), 8), ((7, 7), 8), ((1, 1), 8), ((8, 8), 3), ((2, 2), 16)])
+@pytest.mark.parametrize("bn", [True, False])
+def test_c3_ablation_params_closed_form(size, reduction, bn):
+    positions = size[0] * size[1]
+    one = c3_params(positions, reduction, bn)
+    assert n_params(C3Block(16, size, reduction, bn=bn, message_passing=False)) == one  # same MLPs, no affinity weights
+    assert n_params(C3Block(16, size, reduction, bn=bn, encoder_decoder=False)) == 2 * positions * bn  # BN alone
+    assert n_params(C3Block(16, size, reduction, bn=bn, encoder_decoder=False, message_passing=False)) == 2 * positions * bn
+    for k in (2, 3):
+        stacked = create_attn("c3", 16, size, reduction=reduction, bn=bn, stack=k)
+        assert n_params(stacked) == k * one
+        assert stacked.is_attention and stacked.spatial_size == size
+
+
+@pytest.mark.parametrize(
+    "size,reduction,hidden", [((7, 7), 8, 6), ((1, 1), 8, 1), ((2, 2), 8, 1), ((8, 8), 3, 21), ((16, 16), 8, 32), ((5, 3), 4, 3)]
+)
+def test_c3_hidden_width_rounds_down_to_at_least_one(size, reduction, hidden):
+    block = C3Block(4, size, reduction)
+    positions = size[0] * size[1]
+    assert [layer.out_features for layer in (*block.encoder[::2], *block.decoder[::2])] == [hidden, positions] * 2
+
+
+def test_c3_1x1_block_runs_forward_and_backward():
+    block = C3Block(8, (1, 1)).train()
+    for shape in ((1, 1), (7, 7)):
+        x = torch.randn(4, 8, *shape, requires_grad=True)
+        out = block(x)
+        out.square().sum().backward()
+        assert out.shape == x.shape and torch.isfinite(x.grad).all() and x.grad.abs().max() > 0
+        assert all(torch.isfinite(p.grad).all() for p in block.parameters())
+
+
+def test_c3_ablations_from_the_config():
+    """attn.options.* reach the block: the networks' added parameters follow the closed forms."""
+    baseline = count_params(build("model=resnet20"))
+    positions = (256, 256, 64)  # the CIFAR default blocks 16x16, 16x16, 8x8
+    added = {
+        options: count_params(build("model=resnet20", "attn=c3", *options)) - baseline
+        for options in [("attn.options.stack=2",), ("attn.options.encoder_decoder=false",),
+                        ("attn.options.message_passing=false",), ("attn.options.reduction=48",)]
+    }
+    assert list(added.values()) == [
+        2 * 70032, 2 * sum(positions), 70032, sum(c3_params(a, 48) for a in positions)
+    ]
+
+
+@pytest.mark.parametrize(
+    "options,key,allowed",
+    [
+        (dict(stack=0), "attn.options.stack", "positive integer"),
+        (dict(stack=1.5), "attn.options.stack", "positive integer"),
+        (dict(stack=True), "attn.options.stack", "positive integer"),
+        (dict(stack="2"), "attn.options.stack", "positive integer"),
+        (dict(message_passing="yes"), "attn.options.message_passing", "true or false"),
+        (dict(message_passing=1), "attn.options.message_passing", "true or false"),
+        (dict(encoder_decoder=None), "attn.options.encoder_decoder", "true or false"),
+        (dict(reduction=0), "attn.options.reduction", "positive integer"),
+        (dict(reduction=-8), "attn.options.reduction", "positive integer"),
+        (dict(reduction=2.5), "attn.options.reduction", "positive integer"),
+        (dict(reduction=True), "attn.options.reduction", "positive integer"),
+    ],
+)
+def test_c3_bad_options_are_one_line_errors(options: dict, key: str, allowed: str):
+    with pytest.raises(ConfigError) as error:
+        create_attn("c3", 16, (8, 8), **options)
+    (value,) = options.values()
+    message = str(error.value)
+    assert error.value.key == key and message.startswith(f"{key}={value!r} is not valid: expected ")
+    assert allowed in message and "\n" not in message
+
+
+def test_c3_bad_stack_from_the_config_names_its_key():
+    with pytest.raises(ConfigError) as error:
+        build("attn=c3", "attn.options.stack=0")
+    assert error.value.key == "attn.options.stack"
 
 
 def test_c3_paper_sizes_add_about_0_07m():

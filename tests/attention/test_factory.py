@@ -32,7 +32,7 @@ def test_attention_accepts_channels_last(name: str):
         ("se", {"kernel_size": 7}, "attn.options.kernel_size"),
         ("c3", {"groups": 2}, "attn.options.groups"),
         ("c3", {"resize": "bilinear"}, "attn.options.resize"),
-        ("c3", {"reduction": 3}, "attn.options.reduction"),
+        ("c3", {"reduction": 0}, "attn.options.reduction"),
         ("se", {"reduction": 3}, "attn.options.reduction"),
         ("cbam", {"kernel_size": 4}, "attn.options.kernel_size"),
         ("c3", {"bn": "yes"}, "attn.options.bn"),

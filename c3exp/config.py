@@ -231,6 +231,11 @@ def check_command_line(args: Sequence[str]) -> None:
             f"unrecognized arguments {' '.join(stray)!r}: the key=value overrides go in one group, "
             "with flags such as -m or --cfg before or after all of them"
         )
+    modes = [flag for flag, on in (("--run", flags.run), ("--multirun", flags.multirun), ("--cfg", flags.cfg),
+                                   ("--info", flags.info), ("--shell-completion", flags.shell_completion)) if on]
+    if len(modes) > 1:
+        raise OverrideError(f"flags {' and '.join(modes)} together: Hydra runs one of --run, --multirun, --cfg, --info "
+                            "and --shell-completion at a time (a sweep's job configs: drop -m and use --cfg job)")
     if flags.config_name or flags.config_path or flags.config_dir or flags.experimental_rerun or flags.shell_completion:
         return
     parsed = check_overrides(flags.overrides)

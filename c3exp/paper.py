@@ -10,9 +10,9 @@ PAPER_ATTNS = {"none": "baseline", "se": "+ SE", "cbam": "+ CBAM", "c3": "+ C3"}
 
 
 class PaperCell(NamedTuple):
-    params_m: float  # parameters, millions
-    flops_m: float  # FLOPs as thop counts them (BN and ReLU included), millions
-    top1: float  # CIFAR-100 top-1 accuracy, %
+    params_m: float | None  # parameters, millions
+    flops_m: float | None  # FLOPs as thop counts them (BN and ReLU included), millions
+    top1: float | None  # top-1 accuracy, % (Table 1: CIFAR-100; the zoo: ImageNet)
 
 
 #: (model, attn) -> the paper's figures. The paper has no CBAM column.
@@ -64,3 +64,24 @@ TABLE3_DETECTION: dict[str, DetectionCell] = {
     "se": DetectionCell(74.8, 34.3),
     "c3": DetectionCell(75.6, 34.8),
 }
+
+
+# The attention zoo on ImageNet: what each block's own paper reports for ResNet-50 (None: no figure there).
+ZOO_DATA = "imagenet"
+ZOO_MODEL = "resnet50"
+
+#: attn -> the ResNet-50 figures of the block's paper. Baseline, SE and CBAM: the CBAM paper's table (25.56M,
+#: 28.09M, 28.09M, all 3.86 GFLOPs; CBAM's top-1 from its authors' repository). ECA: +80 parameters
+#: (25.56M), 3.86 GFLOPs, 77.48%. Triplet: 25.56M, 22.52% top-1 error. SimAM: no parameters, 77.45%.
+#: GC, CoordAtt, SRM, GE, non-local and C3 report no ResNet-50 ImageNet figure of this kind (GC: COCO
+#: detection; CoordAtt: MobileNetV2).
+ZOO_IMAGENET: dict[str, PaperCell] = {
+    "none": PaperCell(25.56, 3860.0, None),
+    "se": PaperCell(28.09, 3860.0, None),
+    "cbam": PaperCell(28.09, 3860.0, 77.62),
+    "eca": PaperCell(25.56, 3860.0, 77.48),
+    "triplet": PaperCell(25.56, None, 77.48),
+    "simam": PaperCell(25.56, None, 77.45),
+}
+#: Parameters a block's paper says it adds to ResNet-50, where it states the number exactly.
+ZOO_ADDED_PARAMS: dict[str, int] = {"eca": 80, "simam": 0}

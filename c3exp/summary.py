@@ -2,6 +2,7 @@
 
     python -m c3exp.summary model=resnet56 attn=c3     # per-stage table; last line: params=<int> macs=<int>
     python -m c3exp.summary table=paper                # Table 1: ResNet-20/56/110, WRN x none/SE/CBAM/C3
+    python -m c3exp.summary table=zoo                  # every attention block on ResNet-20/56/110 and ResNet-50
 
 Takes the training command's overrides and composes the same config, without writing any output.
 MACs are torch's FLOP counter over one image (convolutions, linear layers, matrix products) / 2.
@@ -17,19 +18,23 @@ from omegaconf import DictConfig
 from c3exp.cli import printed_help, run_reporting_user_errors
 from c3exp.config import compose
 from c3exp.errors import ConfigError
+from c3exp.attention import ATTENTION_NAMES
 from c3exp.models import build_model
-from c3exp.paper import PAPER_ATTNS, PAPER_MODELS, TABLE1
+from c3exp.paper import PAPER_ATTNS, PAPER_MODELS, TABLE1, ZOO_ADDED_PARAMS, ZOO_DATA, ZOO_IMAGENET, ZOO_MODEL
 from c3exp.utils.complexity import count_macs, count_params, data_input_shape, model_complexity, part_costs
 
 TABLE_ARG = "table"
-TABLES = ("paper",)
+TABLES = ("paper", "zoo")
 HELP = """\
 usage: python -m c3exp.summary [key=value ...]
        python -m c3exp.summary table=paper [key=value ...]
+       python -m c3exp.summary table=zoo [key=value ...]
 
 Parameters and MACs of the network the training command would build, without training or writing
 anything: a per-part table (stem, stages, head, total), last line `params=<int> macs=<int>`.
 table=paper prints the paper's Table 1 (ResNet-20/56/110 and WRN x none/SE/CBAM/C3), ours beside theirs.
+table=zoo prints every attention block (attn=...) with its default config on ResNet-20/56/110 (CIFAR-100,
+32 px) and ResNet-50 (ImageNet, 224 px), beside the ResNet-50 figures of each block's own paper.
 
   model=NAME          the network: resnet20, resnet56, resnet110, wrn, resnet18, ... (default resnet20)
   attn=NAME           the attention: none, se, cbam, c3 (default none); attn.placement=..., attn.options.*=...
@@ -123,6 +128,62 @@ def paper_table(overrides: Sequence[str] = ()) -> str:
     )
 
 
+ZOO_CIFAR_MODELS = ("resnet20", "resnet56", "resnet110")
+
+
+def zoo_counts(model: str, data: str, overrides: Sequence[str] = ()) -> dict[str, dict[str, int]]:
+    """attn -> {params, macs} of `model` on `data` with every attention block at its config's defaults."""
+    counts = {}
+    for attn in ATTENTION_NAMES:
+        cfg = compose([f"model={model}", f"attn={attn}", f"data={data}", *overrides])
+        counts[attn] = model_complexity(build_model(cfg), cfg.data)
+    return counts
+
+
+def zoo_table(overrides: Sequence[str] = ()) -> str:
+    """Parameters and MACs of every block on the CIFAR ResNets and ResNet-50, the papers' ResNet-50 figures beside."""
+    cifar = {model: zoo_counts(model, "cifar100", overrides) for model in ZOO_CIFAR_MODELS}
+    imagenet = zoo_counts(ZOO_MODEL, ZOO_DATA, overrides)
+    base = imagenet["none"]["params"]
+
+    def cifar_cells(attn: str, key: str) -> list[str]:
+        return [f"{cifar[model][attn][key] / 1e6:.3f}" for model in ZOO_CIFAR_MODELS]
+
+    def added(attn: str) -> str:
+        ours = f"{imagenet[attn]['params'] - base:+,}"
+        return ours if attn not in ZOO_ADDED_PARAMS else f"{ours} / {ZOO_ADDED_PARAMS[attn]:+,}"
+
+    params_rows, macs_rows = [], []
+    for attn in ATTENTION_NAMES:
+        paper = ZOO_IMAGENET.get(attn)
+        params_m, macs_m = imagenet[attn]["params"] / 1e6, imagenet[attn]["macs"] / 1e6
+        params_rows.append((attn, *cifar_cells(attn, "params"), _compare(params_m, paper and paper.params_m, 3, 2), added(attn)))
+        macs_rows.append((attn, *(f"{cifar[m][attn]['macs'] / 1e6:.1f}" for m in ZOO_CIFAR_MODELS),
+                          _compare(macs_m, paper and paper.flops_m, 1, 0)))
+    models = ("ResNet-20", "ResNet-56", "ResNet-110")
+    return "\n".join(
+        [
+            "The attention zoo: every block with its conf/attn defaults (placement included), on the CIFAR ResNets",
+            "(CIFAR-100: 100 classes, 32x32) and torchvision's ResNet-50 (ImageNet: 1000 classes, 224x224). ResNet-50:",
+            "ours / its paper's figure (relative difference); '-': no ResNet-50 figure in that paper.",
+            "",
+            "Parameters (M)",
+            "",
+            markdown_table(("attn", *models, "ResNet-50", "added to ResNet-50 (ours / paper)"), params_rows),
+            "",
+            "MACs (M) per image; the papers' ResNet-50 FLOPs (M) beside ours",
+            "",
+            markdown_table(("attn", *models, "ResNet-50"), macs_rows),
+            "",
+            "torchvision's ResNet-50 (v1.5: stride 2 in the 3x3 convolution) has 4.09 GMACs where the papers' ResNet-50",
+            "(stride 2 in the first 1x1) has 3.86 GFLOPs; the parameters are the same. se is the C3 paper's baseline",
+            "(reduction 8, no FC biases): with attn.options.reduction=16 it adds 2,514,944, and the SE paper's FC biases",
+            "16,048 more (28.088M). ECA's paper counts its released per-stage kernels 3/5/5/7 (80); the adaptive rule",
+            "gives 86. BENCHMARKS.md explains the other differences.",
+        ]
+    )
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A Markdown table with aligned columns: readable in a terminal, pasteable into docs."""
     rows = [[str(cell) for cell in row] for row in rows]
@@ -172,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     if printed_help(args, HELP):
         return HELP
     table, overrides = split_table_arg(args)
-    text = paper_table(overrides) if table == "paper" else model_summary(compose(overrides))
+    tables = {"paper": paper_table, "zoo": zoo_table}
+    text = tables[table](overrides) if table else model_summary(compose(overrides))
     print(text)
     return text
 

@@ -22,7 +22,7 @@ FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar
     [
         ("model.depth=21", "model.depth=21 is not valid: expected 6k+2"),
         ("optim.optimizer.lr=-0.1", "optim.optimizer.lr=-0.1 is not valid: expected a number > 0"),
-        ("data=imagenet", f"data='imagenet' is not valid: expected one of {', '.join(group_choices('data'))}"),
+        ("data=imagenet21k", f"data='imagenet21k' is not valid: expected one of {', '.join(group_choices('data'))}"),
         ("data.batch_size=0", "data.batch_size=0 is not valid: expected an integer >= 1"),
         ("attn.placement=diagonal", "attn.placement='diagonal' is not valid"),
         ("attn.options.spatial_sizes=[[16,16]]", "attn.options.spatial_sizes"),
@@ -114,10 +114,10 @@ def test_missing_cifar_is_a_clear_error_not_a_traceback(tmp_path):
 @pytest.mark.slow
 def test_a_training_error_is_the_only_line_on_stderr(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "c3exp", "data=digits", "trainer=cpu", "attn=c3", "attn.options.reduction=7",
+        [sys.executable, "-m", "c3exp", "data=digits", "trainer=cpu", "attn=c3", "attn.options.reduction=0",
          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300,
     )
-    assert done.returncode == 2 and done.stderr.startswith("error: attn.options.reduction=7") and done.stderr.count("\n") == 1, done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: attn.options.reduction=0") and done.stderr.count("\n") == 1, done.stderr
 
 
 @pytest.mark.slow

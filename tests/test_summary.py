@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from c3exp.attention import ATTENTION_NAMES
 from c3exp.errors import ConfigError
 from c3exp.summary import PAPER_FIGURES, main
 from c3exp.utils.complexity import count_macs, count_params
@@ -133,3 +134,23 @@ def test_paper_table_every_cell_is_close(paper_table: str):
             elif column != "+ C3 (default attn=c3)":
                 limit = 6.0 if column == "+ C3" else 3.0
                 assert abs(float(cell["diff"])) < limit, (column, cell.group(0))
+
+
+@pytest.mark.slow
+def test_zoo_table_has_every_block_and_the_papers_resnet50_figures():
+    text = main(["table=zoo"])
+    params, macs = (
+        {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table[2:])}
+        for table in (
+            [line for line in part.splitlines() if line.startswith("|")]
+            for part in text.split("MACs (M) per image")
+        )
+    )
+    assert list(params) == list(ATTENTION_NAMES) and list(macs) == list(ATTENTION_NAMES)
+    # ResNet-20/56/110 (CIFAR-100) and ResNet-50 (ImageNet) counts of the real builders
+    assert params["none"][:3] == ["0.278", "0.862", "1.737"] and params["c3"][:3] == ["0.348", "0.932", "1.807"]
+    assert params["cbam"][3] == "28.090 / 28.09 (-0.0%)" and params["triplet"][3] == "25.562 / 25.56 (+0.0%)"
+    assert params["eca"][4] == "+86 / +80" and params["simam"][4] == "+0 / +0" and params["ge"][4] == "+0"
+    assert params["se"][4] == "+5,029,888"  # reduction 8, the C3 paper's SE
+    assert macs["none"][3] == "4089.2 / 3860 (+5.9%)" and macs["gc"][3].endswith("/ -")
+    assert float(macs["nonlocal"][0]) > 1.9 * float(macs["none"][0])  # the 32x32 stage-1 blocks' HW x HW affinity

@@ -37,12 +37,6 @@ def nonlocal_params(channels: int, reduction: int = 2) -> int:
     return 4 * channels * inner + 3 * inner + 3 * channels
 
 
-def embedding(channels: int, out_channels: int) -> nn.Conv2d:
-    """A 1 x 1 convolution initialised as the official code: N(0, 0.01) weights, zero bias."""
-    conv = nn.Conv2d(channels, out_channels, 1)
-    nn.init.normal_(conv.weight, std=0.01)
-    nn.init.zeros_(conv.bias)
-    return conv
 
 
 class NonLocalBlock(nn.Module):
@@ -58,12 +52,20 @@ class NonLocalBlock(nn.Module):
         inner = channels // reduction
         self.sub_sample = sub_sample
         self.scale = scale
-        self.theta = embedding(channels, inner)
-        self.phi = embedding(channels, inner)
-        self.g = embedding(channels, inner)
-        self.out = embedding(inner, channels)
+        self.theta = nn.Conv2d(channels, inner, 1)
+        self.phi = nn.Conv2d(channels, inner, 1)
+        self.g = nn.Conv2d(channels, inner, 1)
+        self.out = nn.Conv2d(inner, channels, 1)
         self.bn = nn.BatchNorm2d(channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation: N(0, 0.01) embeddings with zero bias, and a zero BN scale (the block starts as the identity)."""
+        for conv in (self.theta, self.phi, self.g, self.out):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
         nn.init.zeros_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape

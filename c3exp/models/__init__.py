@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy as copy_module
+import inspect
 from typing import Any
 
 import hydra.utils
@@ -16,9 +17,11 @@ from c3exp.models.base import ResNet
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
 from c3exp.models.detection import StagePyramid, faster_rcnn
 from c3exp.models.heads import HEADS, create_head
-from c3exp.models.placement import PLACEMENTS, AttentionPlan, check_blocks_fit_maps
+from c3exp.models.placement import INPUT_SIZE_KEYS, PLACEMENTS, AttentionPlan, check_blocks_fit_maps
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
+from c3exp.models.torchvision_net import torchvision_net
 from c3exp.models.torchvision_resnet import torchvision_resnet
+from c3exp.utils.complexity import data_input_shape
 
 __all__ = [
     "HEADS",
@@ -32,12 +35,14 @@ __all__ = [
     "create_head",
     "faster_rcnn",
     "segmentation_net",
+    "torchvision_net",
     "torchvision_resnet",
     "wide_resnet",
     "without_pretrained",
 ]
 
-SUPPLIED = ("num_classes", "attn")  # come from cfg.data and cfg.attn, not from the model group
+# come from cfg.data and cfg.attn, not from the model group (input_size only to builders that take it)
+SUPPLIED = ("num_classes", "attn", "input_size")
 # How the network runs, not what it is: channels_last is applied here, compile by the training
 # module (ClassificationModule.configure_model) and the benchmark, so that parameter names,
 # checkpoints and complexity counts stay those of the plain network.
@@ -45,23 +50,30 @@ SPEED_KEYS = ("channels_last", "compile")
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
-    """Instantiate cfg.model with num_classes = cfg.data.num_classes and the attn group as a plain dict."""
+    """Instantiate cfg.model with num_classes = cfg.data.num_classes, the attn group as a plain dict and,
+    for builders that take it, input_size = the data's input side (C3 blocks sized by the maps it gives)."""
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     model_cfg.pop("name", None)
     speed = speed_options(model_cfg)
     _check_model_keys(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
+    supplied = {"num_classes": cfg.data.num_classes, "attn": attn, **_input_size(model_cfg["_target_"], cfg.data)}
     if attn is not None and sized_by_map(attn.get("name", "none")):
         # Block sizes are checked against the maps on a meta-device copy first: an oversized block's
         # MLPs (A^2/r weights for A = H*W positions) are never allocated. Meta tensors draw no random
         # numbers, so the real network below is the one a seed always gave.
         with torch.device("meta"):
-            probe = instantiate_reporting_user_errors(
-                _without_weights(model_cfg), num_classes=cfg.data.num_classes, attn=attn, _convert_="all"
-            )
+            probe = instantiate_reporting_user_errors(_without_weights(model_cfg), **supplied, _convert_="all")
         check_blocks_fit_maps(probe, cfg.data, (attn.get("options") or {}).get("spatial_sizes"))
-    net = instantiate_reporting_user_errors(model_cfg, num_classes=cfg.data.num_classes, attn=attn, _convert_="all")
+    net = instantiate_reporting_user_errors(model_cfg, **supplied, _convert_="all")
     return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
+
+
+def _input_size(target: str, data: Any) -> dict[str, int]:
+    """{"input_size": the data's training input side} for builders that size attention by it, when the data sets one."""
+    takes_it = "input_size" in inspect.signature(hydra.utils.get_method(target)).parameters
+    known = any(data.get(key) for key in INPUT_SIZE_KEYS)
+    return {"input_size": data_input_shape(data)[-1]} if takes_it and known else {}
 
 
 def _without_weights(model_cfg: dict[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,12 @@ def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
 
 
 def init_weights(model: nn.Module) -> None:
-    """torchvision's scheme: Kaiming-normal convs (fan_out, ReLU), BN weight 1 and bias 0."""
+    """torchvision's scheme: Kaiming-normal convs (fan_out, ReLU), BN weight 1 and bias 0.
+
+    Attention blocks with an initialisation of their own (a `reset_parameters` method: the non-local
+    block's zero BN scale, GC's zero last layer, which make them start as the identity) get it back
+    afterwards.
+    """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -81,3 +86,6 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if getattr(module, "is_attention", False) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()

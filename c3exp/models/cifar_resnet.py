@@ -10,7 +10,7 @@ from torch import nn
 
 from c3exp.errors import check, is_int
 from c3exp.models.base import NUM_CLASSES_HINT, ResNet, classifier_head, init_weights
-from c3exp.models.placement import AttentionPlan
+from c3exp.models.placement import AttentionPlan, FeatureMaps, attention_at, placement_plan
 
 SHORTCUTS = ("projection", "zero_pad")
 STEM_CHANNELS = 16
@@ -91,14 +91,16 @@ def cifar_resnet(
     depth: int = 20,
     width: int = 1,
     shortcut: str = "projection",
+    input_size: int | None = None,
 ) -> ResNet:
     """ResNet-`depth` for 32x32 inputs, depth = 6k + 2 (k blocks per stage), stage widths 16/32/64 x width.
 
     The stem keeps 16 channels whatever the width, as Wide-ResNets do, so width=10 and depth 20 is
-    the paper's Wide-ResNet.
+    the paper's Wide-ResNet. attn.at names c3exp's own modules (stages.1.0.bn2); `input_size` (32 when
+    unknown) sizes its C3 blocks.
     """
     check(is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
-    return _cifar_network(num_classes, attn, (depth - 2) // 6, width, shortcut)
+    return _cifar_network(num_classes, attn, (depth - 2) // 6, width, shortcut, input_size)
 
 
 def wide_resnet(
@@ -107,6 +109,7 @@ def wide_resnet(
     depth: int = 22,
     width: int = 10,
     shortcut: str = "projection",
+    input_size: int | None = None,
 ) -> ResNet:
     """The paper's post-activation Wide-ResNet, named like WRNs: depth = 6k + 4 (22 -> k = 3, 28 -> k = 4).
 
@@ -114,21 +117,26 @@ def wide_resnet(
     convolutions of stages 2 and 3 as layers.
     """
     check(is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
-    return _cifar_network(num_classes, attn, (depth - 4) // 6, width, shortcut)
+    return _cifar_network(num_classes, attn, (depth - 4) // 6, width, shortcut, input_size)
 
 
 def _cifar_network(
-    num_classes: int, attn: Mapping[str, Any] | None, blocks: int, width: int, shortcut: str
+    num_classes: int, attn: Mapping[str, Any] | None, blocks: int, width: int, shortcut: str, input_size: int | None
 ) -> ResNet:
     check(is_int(width) and width >= 1, "model.width", width, "a positive integer")
     check(shortcut in SHORTCUTS, "model.shortcut", shortcut, SHORTCUTS)
     check(is_int(num_classes) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
-    plan = AttentionPlan.from_config(attn, CIFAR_SPATIAL_SIZES)
+    plan = placement_plan(attn, CIFAR_SPATIAL_SIZES)
     stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
     stages, in_channels = [], STEM_CHANNELS
     for index, (channels, stride) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES)):
         stages.append(make_stage(index, in_channels, channels * width, blocks, stride, shortcut, plan))
         in_channels = channels * width
+    tail = plan.after_last_stage(len(stages), in_channels)
+    if tail is not None:
+        stages[-1].append(tail)
     model = ResNet(stem, stages, classifier_head(in_channels, num_classes))
+    if (attn or {}).get("at") is not None:
+        attention_at(model, attn, FeatureMaps.measure(model, input_size or 32))
     init_weights(model)
     return model

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,33 +12,45 @@ from torch.func import functional_call
 
 from c3exp.attention import ATTENTION_NAMES, create_attn
 from c3exp.attention.c3 import is_spatial_size
-from c3exp.errors import ConfigError, check
+from c3exp.errors import ConfigError, check, is_int
 from c3exp.utils.complexity import data_input_shape
 from c3exp.utils.modes import evaluating
 
-PLACEMENTS = ("every_block", "first_block", "stage_input")
-ATTN_KEYS = ("name", "placement", "options")
+PLACEMENTS = ("every_block", "first_block", "every_other_block", "stage_input")
+ATTN_KEYS = ("name", "placement", "stages", "options", "at")  # at: module paths (attention_at), null when absent
 
 Size = tuple[int, int]
 
 
 @dataclass(frozen=True)
 class AttentionPlan:
-    """The attention name, its placement, its options and the block spatial size of every stage.
+    """The attention name, its placement, the stages that get it, its options and its block sizes.
 
     every_block: after the last BN of every residual block, before the add (SE and CBAM default);
     first_block: the same in the first block of each stage only;
-    stage_input: one module before each stage (the C3 default, as the official training code does).
+    every_other_block: the same in blocks 1, 3, 5, ... of each stage (the non-local paper's 5 blocks);
+    stage_input: one module before each stage (the C3 default, as the official training code does),
+    and, when `stages` names location S + 1, one after the last stage (the C3 ablations' location 4).
+    `stages` holds 0-based stage indices (None: every stage); `spatial_sizes` the user's block size
+    per stage, else the model's defaults, else () when every insertion point passes its own size.
     """
 
     name: str = "none"
     placement: str = "every_block"
     options: Mapping[str, Any] = field(default_factory=dict)
     spatial_sizes: tuple[Size, ...] = ()
+    stages: frozenset[int] | None = None
+    user_sizes: bool = False
 
     @classmethod
-    def from_config(cls, attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size]) -> AttentionPlan:
-        """Validate `attn` (keys name, placement, options); options.spatial_sizes null -> the model's own."""
+    def from_config(
+        cls, attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size] | None, num_stages: int | None = None
+    ) -> AttentionPlan:
+        """Validate `attn` (keys name, placement, stages, options); options.spatial_sizes null -> the model's own.
+
+        `num_stages` defaults to the number of default sizes; a model without default sizes passes
+        it and gives every insertion point its own size.
+        """
         attn = dict(attn or {})
         for key in attn:
             check(key in ATTN_KEYS, f"attn.{key}", attn[key], f"a key of the attn group: {', '.join(ATTN_KEYS)}")
@@ -46,32 +58,77 @@ class AttentionPlan:
         placement = attn.get("placement", "every_block")
         check(name in ATTENTION_NAMES, "attn.name", name, ATTENTION_NAMES)
         check(placement in PLACEMENTS, "attn.placement", placement, PLACEMENTS)
+        num_stages = len(default_spatial_sizes or ()) if num_stages is None else num_stages
+        stages = _stage_indices(attn.get("stages"), num_stages, placement == "stage_input")
         options = dict(attn.get("options") or {})
         sizes = options.pop("spatial_sizes", None)
-        return cls(name, placement, options, _stage_sizes(sizes, default_spatial_sizes))
+        locations = num_stages + (stages is not None and num_stages in stages)
+        spatial_sizes = _stage_sizes(sizes, default_spatial_sizes, num_stages, locations)
+        return cls(name, placement, options, spatial_sizes, stages, sizes is not None)
 
-    def in_block(self, stage: int, block: int, channels: int) -> nn.Module | None:
+    def in_block(self, stage: int, block: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
         """The module for block `block` of stage `stage` (after its last BN), or None."""
-        wanted = self.placement == "every_block" or (self.placement == "first_block" and block == 0)
-        return self._create(stage, channels) if wanted else None
+        wanted = {
+            "every_block": True,
+            "first_block": block == 0,
+            "every_other_block": block % 2 == 0,
+            "stage_input": False,
+        }[self.placement]
+        return self._create(stage, channels, spatial_size) if wanted and self._selects(stage) else None
 
-    def at_stage_input(self, stage: int, channels: int) -> nn.Module | None:
+    def at_stage_input(self, stage: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
         """The module that runs before stage `stage`, or None."""
-        return self._create(stage, channels) if self.placement == "stage_input" else None
+        wanted = self.placement == "stage_input" and self._selects(stage)
+        return self._create(stage, channels, spatial_size) if wanted else None
 
-    def _create(self, stage: int, channels: int) -> nn.Module | None:
-        return create_attn(self.name, channels, self.spatial_sizes[stage], **self.options)
+    def after_last_stage(self, num_stages: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
+        """The module after the last of `num_stages` stages (location S + 1, only when attn.stages names it), or None."""
+        wanted = self.placement == "stage_input" and self.stages is not None and num_stages in self.stages
+        return self._create(num_stages, channels, spatial_size) if wanted else None
+
+    def _selects(self, stage: int) -> bool:
+        return self.stages is None or stage in self.stages
+
+    def _create(self, stage: int, channels: int, spatial_size: Size | None) -> nn.Module | None:
+        if self.user_sizes or spatial_size is None:
+            spatial_size = self.spatial_sizes[min(stage, len(self.spatial_sizes) - 1)] if self.spatial_sizes else None
+        return create_attn(self.name, channels, spatial_size, **self.options)
 
 
-def _stage_sizes(sizes: Sequence[Sequence[int]] | None, default: Sequence[Size]) -> tuple[Size, ...]:
+def _stage_indices(stages: Any, num_stages: int, after_last: bool) -> frozenset[int] | None:
+    """attn.stages (1-based; negative from the end; S + 1 = after the last stage for stage_input) as 0-based indices."""
+    if stages is None:
+        return None
+    highest = num_stages + after_last
+    allowed = (
+        f"null (every stage) or a list of distinct stage numbers 1..{num_stages}, negative counting from the end "
+        f"(-1 = the last stage)" + (f", {highest} = after the last stage" if after_last else "")
+    )
+    valid = (
+        isinstance(stages, (list, tuple))
+        and len(stages) > 0
+        and all(is_int(s) and (1 <= s <= highest or -num_stages <= s <= -1) for s in stages)
+    )
+    check(valid, "attn.stages", stages, allowed)
+    indices = [s - 1 if s > 0 else num_stages + s for s in stages]
+    check(len(set(indices)) == len(indices), "attn.stages", stages, allowed)
+    return frozenset(indices)
+
+
+def _stage_sizes(
+    sizes: Sequence[Sequence[int]] | None, default: Sequence[Size] | None, num_stages: int, locations: int
+) -> tuple[Size, ...]:
+    """The user's [H, W] per stage (one more for location S + 1 is allowed), else the model's defaults."""
     if sizes is None:
-        return tuple(default)
-    valid = isinstance(sizes, (list, tuple)) and len(sizes) == len(default) and all(map(is_spatial_size, sizes))
+        return tuple(default or ())
+    counts = sorted({num_stages, locations})
+    valid = isinstance(sizes, (list, tuple)) and len(sizes) in counts and all(map(is_spatial_size, sizes))
     if not valid:
+        shown = f" (default {[list(s) for s in default]})" if default else ""
         raise ConfigError(
             "attn.options.spatial_sizes",
             sizes,
-            f"null or a list of {len(default)} [H, W] pairs, one per stage (default {[list(s) for s in default]})",
+            f"null or a list of {' or '.join(map(str, counts))} [H, W] pairs, one per stage{shown}",
         )
     return tuple(tuple(size) for size in sizes)
 
@@ -101,15 +158,15 @@ def check_blocks_fit_maps(net: nn.Module, data: Any, spatial_sizes: Sequence[Seq
     if not blocks or key is None:
         return
     input_shape = data_input_shape(data)
-    maps = stage_map_sizes(net, blocks, input_shape)
-    fits = (
-        all(side <= map_side for side, map_side in zip(block.spatial_size, maps[stage]))
-        for block, stage in blocks.items()
-        if stage in maps  # every block runs in these networks; one that does not has no map to fit
-    )
-    if all(fits):
+    maps = block_map_sizes(net, blocks, input_shape)  # a stacked block's inner blocks never run here: no map
+    fits = all(side <= map_side for block, size in maps.items() for side, map_side in zip(block.spatial_size, size))
+    if fits:
         return
-    maps_text = ", ".join(f"stage {stage + 1} {height}x{width}" for stage, (height, width) in sorted(maps.items()))
+    stage_maps: dict[int, Size] = {}
+    for block, (height, width) in maps.items():
+        known = stage_maps.get(blocks[block], (height, width))
+        stage_maps[blocks[block]] = (min(known[0], height), min(known[1], width))
+    maps_text = ", ".join(f"stage {stage + 1} {height}x{width}" for stage, (height, width) in sorted(stage_maps.items()))
     allowed = (
         f"blocks no larger than the feature maps they run on, in height and in width, at {input_shape[-1]} px "
         f"inputs (data.{key}): {maps_text}"
@@ -120,36 +177,177 @@ def check_blocks_fit_maps(net: nn.Module, data: Any, spatial_sizes: Sequence[Seq
     raise ConfigError("attn.options.spatial_sizes", spatial_sizes, allowed)
 
 
-def stage_map_sizes(net: nn.Module, blocks: Mapping[nn.Module, int], input_shape: tuple[int, ...]) -> dict[int, Size]:
-    """The smallest (height, width) any of `blocks` (module -> stage) receives in one eval forward, per stage.
+def block_map_sizes(net: nn.Module, blocks: Iterable[nn.Module], input_shape: tuple[int, ...]) -> dict[nn.Module, Size]:
+    """The smallest (height, width) each of `blocks` receives in one eval forward of `net` (blocks that run).
 
     The blocks are stood in by identities for the forward (they keep the shape): the probe measures
-    the maps, it does not run the blocks. Parameters and buffers are replaced by meta stand-ins, so
-    nothing is computed or allocated whatever device `net` is on.
+    the maps, it does not run the blocks.
     """
-    seen: dict[int, Size] = {}
+    seen: dict[nn.Module, Size] = {}
 
-    def stand_in(stage: int):
+    def stand_in(block: nn.Module):
         def forward(x: torch.Tensor) -> torch.Tensor:
             height, width = x.shape[-2:]
-            known = seen.get(stage, (height, width))
-            seen[stage] = (min(known[0], height), min(known[1], width))
+            known = seen.get(block, (height, width))
+            seen[block] = (min(known[0], height), min(known[1], width))
             return x
 
         return forward
 
-    for block, stage in blocks.items():
-        block.forward = stand_in(stage)  # an instance attribute: nn.Module.__call__ finds it before the class's
+    blocks = list(blocks)
+    for block in blocks:
+        block.forward = stand_in(block)  # an instance attribute: nn.Module.__call__ finds it before the class's
+    try:
+        shape_only_forward(net, input_shape)
+    finally:
+        for block in blocks:
+            del block.forward
+    return seen
+
+
+def shape_only_forward(net: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """One eval forward of an input of `input_shape` through `net`, on meta stand-ins of its weights.
+
+    Only shapes propagate: nothing is computed or allocated and no random number is drawn, whatever
+    device `net` is on (hooks and stand-in forwards read the maps).
+    """
     stand_ins = {
         name: torch.empty_like(tensor, device="meta")
         for name, tensor in itertools.chain(net.named_parameters(), net.named_buffers())
     }
     reference = next(net.parameters(), None)
     dtype = torch.get_default_dtype() if reference is None else reference.dtype
-    try:
-        with evaluating(net):
-            functional_call(net, stand_ins, (torch.empty(input_shape, device="meta", dtype=dtype),))
-    finally:
-        for block in blocks:
-            del block.forward
-    return seen
+    with evaluating(net):
+        functional_call(net, stand_ins, (torch.empty(input_shape, device="meta", dtype=dtype),))
+
+
+# -- Blocks sized at their insertion points, and attention at module paths (attn.at) ---------------------------
+
+MAX_BLOCK_SIDE = 16  # A <= 256 positions, the official CIFAR blocks' size: about 34K parameters per C3 block (r 8)
+Shape = tuple[int, int, int]  # a feature map's channels, height, width
+
+
+def block_side(map_side: int) -> int:
+    """C3's block side on a map side: the largest power of two strictly below it, at most 16 (1 for a 1 px side).
+
+    It gives the official blocks on CIFAR's stage inputs (32, 32, 16 -> 16, 16, 8) and 16, 16, 16, 8 on
+    the 56, 56, 28, 14 px stage inputs of torchvision's ResNets at 224 px, where full-size blocks
+    (A = 56 x 56) would hold about 9.8M parameters each.
+    """
+    return 1 if map_side <= 1 else min(MAX_BLOCK_SIDE, 1 << ((map_side - 1).bit_length() - 1))
+
+
+def block_size(map_shape: Sequence[int]) -> Size:
+    """block_side of a map's height and width (the last two entries of its shape)."""
+    return block_side(map_shape[-2]), block_side(map_shape[-1])
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """The (C, H, W) map each module of a network receives and returns in one forward at one input size.
+
+    Measured on the plain network, before attention goes in, so that every insertion point sizes its
+    block by its own map. Shape-only, like `stage_map_sizes`: nothing is computed or allocated and no
+    random number is drawn, so a seed gives the weights it gave before. Modules are keyed by identity;
+    `names` holds the network's own module paths (what print(net) shows).
+    """
+
+    names: Mapping[str, nn.Module]
+    inputs: Mapping[nn.Module, Shape]
+    outputs: Mapping[nn.Module, Shape]
+    calls: Mapping[nn.Module, int]
+
+    @classmethod
+    def measure(cls, net: nn.Module, input_size: int) -> FeatureMaps:
+        """One eval forward of a 1 x 3 x input_size x input_size image through `net` on meta stand-ins."""
+        inputs: dict[nn.Module, Shape] = {}
+        outputs: dict[nn.Module, Shape] = {}
+        calls: dict[nn.Module, int] = {}
+
+        def before(module: nn.Module, args: tuple) -> None:
+            if args and _is_map(args[0]):
+                inputs[module] = tuple(args[0].shape[1:])
+
+        def after(module: nn.Module, args: tuple, output: Any) -> None:
+            calls[module] = calls.get(module, 0) + 1
+            if _is_map(output):
+                outputs[module] = tuple(output.shape[1:])
+
+        names = dict(net.named_modules())
+        hooks = [hook for module in names.values() for hook in (
+            module.register_forward_pre_hook(before), module.register_forward_hook(after))]
+        try:
+            shape_only_forward(net, (1, 3, input_size, input_size))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return cls(names, inputs, outputs, calls)
+
+    def block_before(self, module: nn.Module) -> Size:
+        """The block size for the map `module` receives."""
+        return block_size(self.inputs[module])
+
+    def block_after(self, module: nn.Module) -> Size:
+        """The block size for the map `module` returns."""
+        return block_size(self.outputs[module])
+
+
+def _is_map(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim == 4
+
+
+def placement_plan(
+    attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size] | None, num_stages: int | None = None
+) -> AttentionPlan:
+    """AttentionPlan.from_config, or a plan that places nothing where attn.at names the modules (see `attention_at`)."""
+    if (attn or {}).get("at") is None:
+        return AttentionPlan.from_config(attn, default_spatial_sizes, num_stages)
+    return AttentionPlan()
+
+
+def attention_at(model: nn.Module, attn: Mapping[str, Any] | None, maps: FeatureMaps) -> None:
+    """attn.at: attention right after each named module, which `model` then holds as Sequential(module, attention).
+
+    The paths are the module names of the network `maps` measured (torchvision's own for its models); the
+    placement and stages are ignored. Each block is sized by its module's output map (`block_size`), or
+    by attn.options.spatial_sizes given one [H, W] per path. Valid paths name modules that are part of
+    `model`, run once per forward and return a feature map.
+    """
+    attn = dict(attn or {})
+    paths = attn.get("at")
+    if paths is None:
+        return
+    kept = set(model.modules())
+    valid = [
+        name for name, module in maps.names.items()
+        if name and module in kept and maps.calls.get(module) == 1 and module in maps.outputs
+    ]
+    examples = ", ".join(valid[:: max(1, len(valid) // 4)][:4])
+    listed = isinstance(paths, (list, tuple)) and len(paths) > 0 and all(isinstance(path, str) for path in paths)
+    distinct = listed and len(set(paths)) == len(paths)
+    check(distinct, "attn.at", paths, f"null or a list of distinct module paths such as [{examples}]")
+    for path in paths:
+        allowed = f"the path of a module that runs once and returns a feature map, such as {examples}"
+        check(path in valid, "attn.at", path, allowed)
+    options = dict(attn.get("options") or {})
+    sizes = options.pop("spatial_sizes", None)
+    per_path = isinstance(sizes, (list, tuple)) and len(sizes) == len(paths) and all(map(is_spatial_size, sizes))
+    allowed = f"null (each block sized by its map) or one [H, W] per path of attn.at ({len(paths)})"
+    check(sizes is None or per_path, "attn.options.spatial_sizes", sizes, allowed)
+    plan = AttentionPlan.from_config({**attn, "stages": None, "options": options}, None, num_stages=0)
+    blocks = {}
+    for index, path in enumerate(paths):
+        module = maps.names[path]
+        size = tuple(sizes[index]) if sizes is not None else maps.block_after(module)
+        block = create_attn(plan.name, maps.outputs[module][0], size, **plan.options)
+        if block is not None:
+            blocks[module] = block
+    insert_after(model, blocks)
+
+
+def insert_after(model: nn.Module, blocks: Mapping[nn.Module, nn.Module]) -> None:
+    """Wherever `model` holds a key of `blocks`, hold Sequential(that module, its attention) instead."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if child in blocks:
+                setattr(parent, name, nn.Sequential(child, blocks[child]))

@@ -1,4 +1,4 @@
-"""torchvision's ImageNet weights (or a file of them) in c3exp's rearranged ResNets.
+"""torchvision's ImageNet weights (or a file of them) in c3exp's rearranged torchvision networks.
 
 c3exp moves torchvision's modules around (stem / stages / head, a block's last BN wrapped as
 Sequential(bn, attention), attention first in a stage), so the tensor names differ while the module
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET = "imagenet"
 WEIGHTS_HINT = "null, imagenet (torchvision's weights, downloaded) or the path of a torchvision state dict (.pth)"
-CLASSIFIER = "fc"  # torchvision's classifier: skipped when the class count differs
 SHOWN = 4  # module names a log line lists before eliding
 
 
@@ -38,16 +37,23 @@ def load_torchvision_weights(
     """Load `weights` (see WEIGHTS_HINT) into `model`; `source_names` gives torchvision's name of its modules.
 
     Non-strict in two ways only: modules torchvision lacks (attention) stay as initialised, and the
-    classifier is skipped when its class count differs. Anything else that does not fit is an error.
+    classifier (the last linear layer: fc, classifier.1, ...) is skipped when its class count differs.
+    Anything else that does not fit is an error.
     """
     state_dict = read_weights(weights, arch)
     targets = tensor_targets(model, source_names)
     own = model.state_dict()
-    _check_fit(state_dict, targets, own, weights, arch)
-    classifier = _classifier_note(state_dict, targets, own)
-    skipped = CLASSIFIER if classifier else None
+    classifier = classifier_name(source_names)
+    _check_fit(state_dict, targets, own, weights, arch, classifier)
+    note = _classifier_note(state_dict, targets, own, classifier)
+    skipped = classifier if note else None
     model.load_state_dict({targets[key]: t for key, t in state_dict.items() if _module(key) != skipped}, strict=False)
-    log.info(_summary(weights, targets, own, classifier))
+    log.info(_summary(weights, targets, own, note))
+
+
+def classifier_name(source_names: Mapping[nn.Module, str]) -> str:
+    """torchvision's name of the network's last linear layer, the one whose size is the class count."""
+    return next(name for module, name in reversed(source_names.items()) if isinstance(module, nn.Linear))
 
 
 def read_weights(weights: str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
@@ -99,13 +105,14 @@ def _check_fit(
     own: Mapping[str, torch.Tensor],
     weights: str | os.PathLike,
     arch: str,
+    classifier: str,
 ) -> None:
     """One line unless every tensor of the weights, and every backbone tensor, has its counterpart.
 
     The classifier is left to `_classifier_note`; BN's num_batches_tracked is absent from torchvision's
     older files (load_state_dict handles that).
     """
-    backbone = [key for key in targets if _module(key) != CLASSIFIER]
+    backbone = [key for key in targets if _module(key) != classifier]
     unknown = [key for key in state_dict if key not in targets]
     misfits = [key for key in backbone if key in state_dict and state_dict[key].shape != own[targets[key]].shape]
     missing = [key for key in backbone if key not in state_dict and not key.endswith("num_batches_tracked")]
@@ -122,14 +129,14 @@ def _check_fit(
 
 
 def _classifier_note(
-    state_dict: Mapping[str, torch.Tensor], targets: Mapping[str, str], own: Mapping[str, torch.Tensor]
+    state_dict: Mapping[str, torch.Tensor], targets: Mapping[str, str], own: Mapping[str, torch.Tensor], classifier: str
 ) -> str | None:
     """Why the classifier is not loaded (absent, or another class count), or None when it is."""
-    weight = f"{CLASSIFIER}.weight"
+    weight = f"{classifier}.weight"
     if weight not in state_dict:
-        return f"{CLASSIFIER} not in the weights"
+        return f"{classifier} not in the weights"
     theirs, ours = state_dict[weight].shape, own[targets[weight]].shape
-    return None if theirs == ours else f"{CLASSIFIER} skipped ({theirs[0]} vs {ours[0]} classes)"
+    return None if theirs == ours else f"{classifier} skipped ({theirs[0]} vs {ours[0]} classes)"
 
 
 def _problem(

@@ -14,7 +14,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from c3exp.errors import check, is_int
 from c3exp.models.base import NUM_CLASSES_HINT, ResNet, init_weights
-from c3exp.models.placement import AttentionPlan
+from c3exp.models.placement import FeatureMaps, attention_at, placement_plan
 from c3exp.models.pretrained import load_torchvision_weights, module_names
 
 ARCHS: dict[str, Callable[..., models.ResNet]] = {
@@ -22,10 +22,14 @@ ARCHS: dict[str, Callable[..., models.ResNet]] = {
     "resnet34": models.resnet34,
     "resnet50": models.resnet50,
     "resnet101": models.resnet101,
+    "resnet152": models.resnet152,
+    "resnext50_32x4d": models.resnext50_32x4d,
+    "resnext101_32x8d": models.resnext101_32x8d,
+    "wide_resnet50_2": models.wide_resnet50_2,
+    "wide_resnet101_2": models.wide_resnet101_2,
 }
-# C3's block size before each of the 4 stages, for 224x224 inputs (stage inputs 56, 56, 28, 14): the
-# CIFAR sizes' A = 256 positions (divisible by the default reduction 8), and 8x8 on the 14x14 stage.
-TORCHVISION_SPATIAL_SIZES = ((16, 16), (16, 16), (16, 16), (8, 8))
+# The input side C3's blocks are sized for when the data does not say (build_model passes the data's).
+IMAGENET_INPUT_SIZE = 224
 # Output stride -> torchvision's replace_stride_with_dilation for layer2, layer3, layer4 (DeepLab: 16 or 8).
 OUTPUT_STRIDES = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
 # torchvision's builders refuse dilation in BasicBlock; these archs are rebuilt from their block counts.
@@ -38,27 +42,36 @@ def torchvision_resnet(
     arch: str = "resnet18",
     output_stride: int = 32,
     weights: str | None = None,
+    input_size: int | None = None,
 ) -> ResNet:
     """torchvision.models.<arch>(num_classes=...) rearranged as stem / stages / head, with attention.
 
     Block attention wraps the block's last BN (bn2 or bn3) as Sequential(bn, attention), i.e. after
-    it and before the residual add; stage-input attention is the first module of its stage.
-    `weights` ("imagenet" or a state dict file) is loaded last, over c3exp's initialisation.
+    it and before the residual add; stage-input attention is the first module of its stage; attn.at
+    puts it after torchvision's modules by name (layer3.1.bn3). C3's blocks are sized by the maps at
+    each insertion point for `input_size` px inputs (224 when unknown), unless attn.options.spatial_sizes
+    sets them. `weights` ("imagenet" or a state dict file) is loaded last, over c3exp's initialisation.
     """
     check(arch in ARCHS, "model.arch", arch, ARCHS)
     check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     check(is_int(output_stride) and output_stride in OUTPUT_STRIDES, "model.output_stride", output_stride, OUTPUT_STRIDES)
     net = _torchvision_network(arch, num_classes, OUTPUT_STRIDES[output_stride])
     torchvision_names = module_names(net)  # before the modules move
-    plan = AttentionPlan.from_config(attn, TORCHVISION_SPATIAL_SIZES)
+    maps = FeatureMaps.measure(net, input_size or IMAGENET_INPUT_SIZE)
+    plan = placement_plan(attn, None, num_stages=4)
     stages = []
     for index, layer in enumerate((net.layer1, net.layer2, net.layer3, net.layer4)):
         for position, block in enumerate(layer):
-            _attach_after_last_bn(block, plan.in_block(index, position, _out_channels(block)))
-        entry = plan.at_stage_input(index, layer[0].conv1.in_channels)
+            bn = getattr(block, _last_bn_name(block))
+            _attach_after_last_bn(block, plan.in_block(index, position, bn.num_features, maps.block_after(bn)))
+        entry = plan.at_stage_input(index, layer[0].conv1.in_channels, maps.block_before(layer))
         stages.append(layer if entry is None else nn.Sequential(entry, *layer))
+    tail = plan.after_last_stage(len(stages), net.fc.in_features, maps.block_after(net.layer4))
+    if tail is not None:
+        stages[-1] = nn.Sequential(*stages[-1], tail)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     model = ResNet(stem, stages, nn.Sequential(net.avgpool, nn.Flatten(), net.fc))
+    attention_at(model, attn, maps)
     init_weights(model)
     if weights is not None:
         load_torchvision_weights(model, weights, arch, torchvision_names)
@@ -100,10 +113,6 @@ class DilatedBasicBlock(BasicBlock):
 
 def _last_bn_name(block: nn.Module) -> str:
     return "bn3" if isinstance(block, Bottleneck) else "bn2"
-
-
-def _out_channels(block: nn.Module) -> int:
-    return getattr(block, _last_bn_name(block)).num_features
 
 
 def _attach_after_last_bn(block: nn.Module, attention: nn.Module | None) -> None:

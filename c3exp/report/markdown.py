@@ -27,9 +27,19 @@ def markdown_cells(cell: Cell | None, spec: TableSpec, best: bool) -> list[str]:
     return [*texts, str(cell.seeds)]
 
 
+# More attention blocks than this and the table gets a row per block (the zoo) instead of columns per block.
+WIDE_TABLE_ATTNS = 4
+
+
 def table_markdown(table: Table) -> str:
-    """A row per (model, data); per attention block, in the paper's order, its columns; the row's best in bold."""
+    """A row per (model, data); per attention block, in the paper's order, its columns; the row's best in bold.
+
+    With more than WIDE_TABLE_ATTNS blocks, a row per (model, data, attention) instead: a sweep over the
+    whole zoo stays readable.
+    """
     attns = sorted({cell.attn for cell in table.cells}, key=attn_key)
+    if len(attns) > WIDE_TABLE_ATTNS:
+        return long_table_markdown(table)
     headers = ["model", "data"] + [f"{attn} {header}" for attn in attns for header in table.spec.headers]
     lines = []
     for (model, data), row in table.rows.items():
@@ -37,6 +47,16 @@ def table_markdown(table: Table) -> str:
         lines.append([model, data] + [text for attn in attns
                                       for text in markdown_cells(row.get(attn), table.spec, attn in best)])
     return markdown_table(headers, lines)
+
+
+def long_table_markdown(table: Table) -> str:
+    """A row per (model, data, attention), the blocks of a (model, data) in the paper's order, its best in bold."""
+    lines = []
+    for (model, data), row in table.rows.items():
+        best = best_attns(row)
+        for attn in sorted(row, key=attn_key):
+            lines.append([model, data, attn, *markdown_cells(row[attn], table.spec, attn in best)])
+    return markdown_table(["model", "data", "attn", *table.spec.headers], lines)
 
 
 def section_markdown(table: Table, plots: Sequence[Path], out: Path) -> list[str]:

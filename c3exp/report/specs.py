@@ -17,6 +17,9 @@ from c3exp.paper import (
     TABLE1,
     TABLE3_DETECTION,
     TABLE3_SEGMENTATION,
+    ZOO_DATA,
+    ZOO_IMAGENET,
+    ZOO_MODEL,
     DetectionCell,
 )
 from c3exp.report.runs import Run
@@ -126,7 +129,10 @@ class TableSpec:
 
 
 def table1(model: str, data: str, attn: str) -> PaperFigures | None:
-    """The paper's (params M, FLOPs M, top-1 %) of a CIFAR-100 cell of Table 1."""
+    """The paper's (params M, FLOPs M, top-1 %) of a CIFAR-100 cell of Table 1, or an ImageNet ResNet-50 cell's
+    figures from the block's own paper (the attention zoo)."""
+    if data == ZOO_DATA and model == ZOO_MODEL:
+        return ZOO_IMAGENET.get(attn)
     return TABLE1.get((model, attn)) if data == PAPER_DATA else None
 
 
@@ -153,7 +159,8 @@ TABLE_SPECS: dict[str, TableSpec] = {
         legend="Top-1: test accuracy (%), mean ± sample standard deviation over seeds ('-': one seed); "
                "**bold**: best of the row. '(paper x)': the paper's Table 1 value for a CIFAR-100 cell "
                "(its FLOPs count BN and ReLU too, about 2% above our MACs; for C3 it also counted the block on "
-               "4 tiles with A-wide messages, 3-10% above the default C3's MACs: see BENCHMARKS.md).",
+               "4 tiles with A-wide messages, 3-10% above the default C3's MACs: see BENCHMARKS.md); beside an "
+               "ImageNet ResNet-50 cell, the figures of the block's own paper (`python -m c3exp.summary table=zoo`).",
         paper=table1,
     ),
     "segmentation": TableSpec(

@@ -9,10 +9,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from c3exp.attention import ATTENTION_NAMES
 from c3exp.report.runs import DEFAULT_TASK, SETTING_KEYS, Run
 from c3exp.report.specs import PaperFigures, TableSpec, spec_for
 
-ATTN_ORDER = ("none", "se", "cbam", "c3")  # the columns' order, the paper's; other blocks follow by name
+ATTN_ORDER = ATTENTION_NAMES  # the paper's blocks in its order, then the zoo in its registry order; others by name
 
 
 @dataclass(frozen=True)

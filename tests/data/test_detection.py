@@ -136,7 +136,7 @@ def test_a_bad_voc_box_is_one_line_naming_the_file_or_is_dropped(tmp_path, caplo
     write_voc(tmp_path, {"ok": (picture(), voc_xml(objects[:1])), "bad": (picture(), voc_xml(objects))})
     message = error_of(lambda: voc(tmp_path).setup("fit"))
     xml = voc_folder(tmp_path) / "Annotations" / "bad.xml"
-    assert str(xml) in message and f"object 2 (dog)" in message and problem in message
+    assert str(xml) in message and "object 2 (dog)" in message and problem in message
     assert "xmin={}, ymin={}, xmax={}, ymax={}".format(*box) in message and "data.invalid_boxes=drop" in message
     with caplog.at_level(logging.WARNING, logger="c3exp.data.detection"):
         data = voc(tmp_path, invalid_boxes="drop")

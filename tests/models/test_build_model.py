@@ -41,14 +41,15 @@ ATTENTION_CASES = [("none", "every_block")] + [(name, placement) for name in ATT
 
 
 def expected_attention_count(placement: str, blocks: tuple[int, ...]) -> int:
-    return sum(blocks) if placement == "every_block" else len(blocks)
+    per_stage = {"every_block": blocks, "every_other_block": [(count + 1) // 2 for count in blocks]}
+    return sum(per_stage.get(placement, [1] * len(blocks)))
 
 
 @pytest.mark.parametrize("attn,placement", ATTENTION_CASES, ids=["-".join(c) for c in ATTENTION_CASES])
 @pytest.mark.parametrize("network", NETWORKS)
 def test_network_trains_with_attention(network: str, attn: str, placement: str):
     extra, size, blocks = NETWORKS[network]
-    overrides = [f"model={network}", f"attn={attn}", f"attn.placement={placement}", *extra]
+    overrides = [f"model={network}", f"attn={attn}", f"attn.placement={placement}", "attn.stages=null", *extra]
     if network == "resnet18" and sized_by_map(attn):
         overrides.extend(TORCHVISION_C3_SIZES)
     cfg = compose(*overrides)
@@ -123,7 +124,7 @@ def test_resume_and_eval_build_without_downloading_pretrained_weights():
         (("attn=se", "attn.name=sk"), "attn.name"),
         (("attn=se", "+attn.options.groups=2"), "attn.options.groups"),
         (("attn=se", "attn.options.reduction=5"), "attn.options.reduction"),
-        (("attn=c3", "attn.options.reduction=7"), "attn.options.reduction"),
+        (("attn=c3", "attn.options.reduction=0"), "attn.options.reduction"),
         (("attn=c3", "attn.options.spatial_sizes=[[16,16],[8,8]]"), "attn.options.spatial_sizes"),
         (("attn=c3", "attn.options.spatial_sizes=[[16,16],[16,16],[0,8]]"), "attn.options.spatial_sizes"),
         (("attn=c3", "attn.options.resize=bilinear"), "attn.options.resize"),

@@ -2,6 +2,8 @@
 than the maps they run on."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -100,10 +102,10 @@ def test_c3_blocks_larger_than_their_maps_are_a_config_error(overrides: tuple[st
 
 def test_c3_defaults_too_large_for_the_inputs_are_named_as_the_defaults():
     with pytest.raises(ConfigError) as error:
-        build("model=resnet18", "attn=c3", "data.num_classes=10")  # torchvision's blocks are for 224 px, not 32
+        build("attn=c3", "data.image_size=8")  # the CIFAR network's official blocks are for 32 px, not 8
     assert str(error.value) == (
-        f"attn.options.spatial_sizes=[[16, 16], [16, 16], [16, 16], [8, 8]] {BLOCK_RULE} at 32 px inputs "
-        "(data.image_size): stage 1 8x8, stage 2 8x8, stage 3 4x4, stage 4 2x2 (these are the model's default "
+        f"attn.options.spatial_sizes=[[16, 16], [16, 16], [8, 8]] {BLOCK_RULE} at 8 px inputs "
+        "(data.image_size): stage 1 8x8, stage 2 8x8, stage 3 4x4 (these are the model's default "
         "blocks, as attn.options.spatial_sizes is null: set one [H, W] per stage)"
     )
 
@@ -131,3 +133,90 @@ def test_c3_blocks_larger_than_their_maps_are_one_line_from_the_cli(monkeypatch,
         "(data.image_size): stage 1 32x32, stage 2 32x32, stage 3 16x16"
     )
     assert not run_dir.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# attn.stages: which stages get attention (1-based, negative from the end, S + 1 = after the last
+# stage for stage_input: the C3 ablations' location 4), and every_other_block.
+
+
+def attention_per_stage(model: nn.Module) -> list[int]:
+    return [sum(getattr(m, "is_attention", False) for m in stage.modules()) for stage in model.stages]
+
+
+@pytest.mark.parametrize(
+    "overrides,per_stage",
+    [
+        (("attn=se", "attn.stages=[2,3]"), [0, 3, 3]),
+        (("attn=se", "attn.stages=[-1]"), [0, 0, 3]),
+        (("attn=se", "attn.placement=every_other_block"), [2, 2, 2]),  # blocks 1 and 3 of 3
+        (("attn=se", "attn.placement=first_block", "attn.stages=[1,-1]"), [1, 0, 1]),
+        (("attn=c3", "attn.stages=[1,2,3,4]"), [1, 1, 2]),  # location 4 ends the last stage
+        (("attn=c3", "attn.stages=[4]"), [0, 0, 1]),
+    ],
+)
+def test_attn_stages_select_where_attention_goes(overrides: tuple[str, ...], per_stage: list[int]):
+    assert attention_per_stage(build("model=resnet20", *overrides)) == per_stage
+
+
+def test_location_four_runs_on_the_last_stage_output():
+    model = build("model=resnet20", "attn=c3", "attn.stages=[4]").eval()
+    tail = model.stages[2][-1]
+    assert getattr(tail, "is_attention", False) and tail.spatial_size == (8, 8)  # the last stage's default block
+    seen = {}
+    model.stages[2][-2].register_forward_hook(lambda module, args, out: seen.update(last_block=out))
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(features, tail(seen["last_block"]))
+    assert count_params(model) - count_params(build("model=resnet20", "attn=none")) == c3_params(8, 8)
+
+
+def test_location_four_takes_its_own_block_size():
+    model = build("model=resnet20", "attn=c3", "attn.stages=[4]", sizes_override([[16, 16], [16, 16], [8, 8], [4, 4]]))
+    assert model.stages[2][-1].spatial_size == (4, 4)
+
+
+@pytest.mark.parametrize(
+    "overrides,value",
+    [
+        (("attn=se", "attn.stages=[4]"), "[4]"),  # no location 4 outside stage_input
+        (("attn=c3", "attn.stages=[5]"), "[5]"),
+        (("attn=se", "attn.stages=[0]"), "[0]"),
+        (("attn=se", "attn.stages=[1,1]"), "[1, 1]"),
+        (("attn=se", "attn.stages=[]"), "[]"),
+        (("attn=se", "attn.stages=2"), "2"),
+    ],
+)
+def test_bad_attn_stages_are_one_line(overrides: tuple[str, ...], value: str):
+    with pytest.raises(ConfigError, match=rf"^attn\.stages={re.escape(value)} is not valid: expected null \(every stage\)"):
+        build("model=resnet20", *overrides)
+
+
+def test_gc_default_placement_is_the_last_three_stages():
+    per_stage = attention_per_stage(build("model=resnet50", "attn=gc", "data.num_classes=10"))
+    assert per_stage == [0, 4, 6, 3]  # GCNet's c3-c5, every block
+
+
+def test_nonlocal_default_placement_is_the_papers_five_blocks_on_resnet50():
+    per_stage = attention_per_stage(build("model=resnet50", "attn=nonlocal", "data.num_classes=10"))
+    assert per_stage == [0, 2, 3, 0]  # 2 in res3 and 3 in res4, every other block
+
+
+def test_attention_blocks_keep_their_own_initialisation_inside_networks():
+    model = build("model=resnet20", "attn=nonlocal")
+    blocks = [m for m in model.modules() if getattr(m, "is_attention", False)]
+    assert blocks and all(torch.count_nonzero(b.bn.weight) == 0 for b in blocks)  # each starts as the identity
+    assert all(float(b.theta.weight.detach().std()) < 0.02 for b in blocks)  # N(0, 0.01), not Kaiming
+    gc = [m for m in build("model=resnet20", "attn=gc").modules() if getattr(m, "is_attention", False)]
+    assert gc and all(torch.count_nonzero(b.transform[-1].weight) == 0 for b in gc)
+
+
+def test_every_c3_block_is_checked_against_its_own_map():
+    """Location 5 of ResNet-50 sees layer4's 7x7 output and gets a 4x4 block; the stage-4 input block (8x8 on
+    14x14) must not be measured against that 7x7 map."""
+    model = build("model=resnet50", "attn=c3", "attn.stages=[1,2,3,4,5]", "data=imagenet")
+    blocks = [m for m in model.stages.modules() if getattr(m, "is_attention", False)]
+    assert [b.spatial_size for b in blocks] == [(16, 16), (16, 16), (16, 16), (8, 8), (4, 4)]
+    with pytest.raises(ConfigError, match=r"stage 4 7x7"):  # a 8x8 block on the 7x7 map of location 5
+        build("model=resnet50", "attn=c3", "attn.stages=[1,2,3,4,5]", "data=imagenet",
+              sizes_override([[16, 16], [16, 16], [16, 16], [8, 8], [8, 8]]))

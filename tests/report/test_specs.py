@@ -263,3 +263,24 @@ def test_detection_gets_the_table3_right_layout_with_the_papers_figure_of_its_da
     assert {(row["data"], row["attn"]): (row["paper_map50"], row["paper_map"]) for row in rows} == {
         ("voc2007", "none"): ("74.6", ""), ("voc2007", "se"): ("74.8", ""), ("voc2007", "c3"): ("75.6", ""),
         ("coco2017", "none"): ("", "33.9"), ("coco2017", "se"): ("", "34.3"), ("coco2017", "c3"): ("", "34.8")}
+
+
+def test_a_sweep_over_the_whole_zoo_is_one_table_with_a_row_per_block(tmp_path):
+    """More than four blocks: a row per (model, data, attn), the best top-1 in bold, the blocks' ImageNet figures."""
+    attns = ("none", "se", "cbam", "c3", "eca", "gc", "coord", "srm", "ge", "triplet", "simam", "nonlocal")
+    for rank, attn in enumerate(attns):
+        for seed in (0, 1):
+            write_results(tmp_path / "runs" / f"{attn}_{seed}", task="classification",
+                          primary_metric={"name": "val/acc1", "mode": "max"}, model="resnet50", attn=attn,
+                          data="imagenet", seed=seed, params=25_557_032 + rank, macs=4_089_000_000, max_epochs=1,
+                          test_acc1=0.70 + rank / 1000 + seed / 100, test_ckpt="best", history=[])
+    markdown = report([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])["markdown"].read_text()
+    lines = table_lines(markdown, "Classification (Table 1 layout)")
+    headers = [text.strip() for text in lines[0].strip("|").split("|")]
+    assert headers == ["model", "data", "attn", "params (M)", "MACs (M)", "top-1 (%)", "seeds"]
+    rows = {cells[2]: cells for cells in ([t.strip() for t in line.strip("|").split("|")] for line in lines[2:])}
+    assert list(rows) == list(attns)  # the paper's blocks in its order, then the zoo in the registry's
+    assert rows["nonlocal"][5] == "**71.60 ± 0.71**" and rows["none"][5] == "70.50 ± 0.71"
+    assert rows["eca"][5] == "70.90 ± 0.71 (paper 77.48)" and rows["eca"][3] == "25.557 (paper 25.56)"
+    assert rows["simam"][5].endswith("(paper 77.45)") and rows["gc"][5] == "71.00 ± 0.71"
+    assert all(row[6] == "2" for row in rows.values())

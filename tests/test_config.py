@@ -146,10 +146,10 @@ def test_two_hydra_modes_are_one_clear_line():
     "args,expected",
     [
         (["optim.lr=-1"], "optim.lr is not a config key or group (optim.lr=-1): did you mean optim.optimizer.lr?"),
-        (["atn=c3"], "atn is not a config key or group (atn=c3): did you mean attn?"),
+        (["atn=c3"], "atn is not a config key or group (atn=c3): did you mean attn"),
         (["data.batch_sise=4"], "did you mean data.batch_size"),
         (["foo=1"], "foo is not a config key or group (foo=1): `python -m c3exp --cfg job` prints the keys"),
-        (["-m", "atn=none,c3", "data=digits"], "atn is not a config key or group (atn=none,c3): did you mean attn?"),
+        (["-m", "atn=none,c3", "data=digits"], "atn is not a config key or group (atn=none,c3): did you mean attn"),
         (["-m", "logger=csv,wandb", "logger.wandb.projekt=x"], "did you mean logger.wandb.project or"),
     ],
 )

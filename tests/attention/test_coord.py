@@ -149,7 +149,7 @@ def test_coord_rejects_bad_reduction_by_key(reduction):
 def test_coord_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "coord.yaml"))
     defaults = {name: p.default for name, p in inspect.signature(CoordAttention).parameters.items() if name != "channels"}
-    assert node == {"name": "coord", "placement": "every_block", "stages": None, "options": defaults}
+    assert node == {"name": "coord", "placement": "every_block", "stages": None, "at": None, "options": defaults}
     assert defaults == {"reduction": 32}
 
 

@@ -145,7 +145,7 @@ def test_eca_rejects_bad_options_by_key(options: dict, key: str):
 def test_eca_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "eca.yaml"))
     defaults = {name: p.default for name, p in inspect.signature(ECA).parameters.items() if name != "channels"}
-    assert node == {"name": "eca", "placement": "every_block", "stages": None, "options": defaults}
+    assert node == {"name": "eca", "placement": "every_block", "stages": None, "at": None, "options": defaults}
     assert defaults == {"kernel_size": None, "gamma": 2, "b": 1}
 
 

@@ -127,7 +127,7 @@ def test_gc_rejects_bad_ratio_by_key(ratio):
 def test_gc_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "gc.yaml"))
     defaults = {name: p.default for name, p in inspect.signature(GlobalContext).parameters.items() if name != "channels"}
-    assert node == {"name": "gc", "placement": "every_block", "stages": [-3, -2, -1], "options": defaults}
+    assert node == {"name": "gc", "placement": "every_block", "stages": [-3, -2, -1], "at": None, "options": defaults}
     assert defaults == {"ratio": 1 / 16}
 
 

@@ -117,7 +117,7 @@ def test_srm_params_are_4c(channels: int):
 def test_srm_has_no_options():
     assert list(inspect.signature(SRM).parameters) == ["channels"]
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "srm.yaml"))
-    assert node == {"name": "srm", "placement": "every_block", "stages": None, "options": {}}
+    assert node == {"name": "srm", "placement": "every_block", "stages": None, "at": None, "options": {}}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -180,7 +180,7 @@ def test_build_model_and_the_cli_give_the_same_network(model: str):
 
 @pytest.mark.slow
 def test_a_cli_run_trains_the_network_build_model_gives(tmp_path):
-    overrides = ["model=mobilenet_v2", "attn=c3", "++attn.at=[features.6,features.13.conv.3]", "data=synthetic",
+    overrides = ["model=mobilenet_v2", "attn=c3", "attn.at=[features.6,features.13.conv.3]", "data=synthetic",
                  "data.num_classes=10", "data.num_train=8", "data.num_test=4", "data.batch_size=4"]
     run = ["trainer=cpu", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
     done = c3exp_cli(overrides + run, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
@@ -226,18 +226,18 @@ def test_c3_is_channel_permutation_equivariant_in_every_network(model: str, size
     ],
 )
 def test_attn_at_puts_attention_right_after_each_named_module(model: str, paths: list[str], names: list[str], sides: list[int]):
-    net = build_model(compose(model, "c3", 224 if model != "resnet20" else 32, f"++attn.at=[{','.join(paths)}]"))
+    net = build_model(compose(model, "c3", 224 if model != "resnet20" else 32, f"attn.at=[{','.join(paths)}]"))
     assert attention_names(net) == names  # the placement is ignored
     by_path = dict(zip(names, attention_blocks(net)))
     assert sorted(block.spatial_size for block in by_path.values()) == sorted((s, s) for s in sides)
 
 
 def test_attn_at_sizes_come_from_spatial_sizes_given_one_per_path():
-    net = build_model(compose("mobilenet_v2", "c3", 32, "++attn.at=[features.1,features.18]",
+    net = build_model(compose("mobilenet_v2", "c3", 32, "attn.at=[features.1,features.18]",
                               "attn.options.spatial_sizes=[[4,4],[1,1]]"))
     assert [b.spatial_size for b in attention_blocks(net)] == [(4, 4), (1, 1)]
     with pytest.raises(ConfigError) as error:
-        build_model(compose("mobilenet_v2", "c3", 32, "++attn.at=[features.1]", "attn.options.spatial_sizes=[[4,4],[1,1]]"))
+        build_model(compose("mobilenet_v2", "c3", 32, "attn.at=[features.1]", "attn.options.spatial_sizes=[[4,4],[1,1]]"))
     assert error.value.key == "attn.options.spatial_sizes"
 
 
@@ -254,7 +254,7 @@ def test_attn_at_sizes_come_from_spatial_sizes_given_one_per_path():
 )
 def test_a_bad_attn_at_path_is_one_line_with_examples(model: str, at: str, value: str):
     with pytest.raises(ConfigError) as error:
-        build_model(compose(model, "se", 32, f"++attn.at={at}"))
+        build_model(compose(model, "se", 32, f"attn.at={at}"))
     message = str(error.value)
     assert error.value.key == "attn.at" and message.startswith(f"attn.at={value} is not valid: expected ")
     assert "\n" not in message and re.search(r"such as \[?\w+(\.\w+)*, ", message)

@@ -282,6 +282,11 @@ def rows_by_attn(path: Path) -> dict[str, dict[str, str]]:
     return {row["attn"]: row for row in csv.DictReader(path.open())}
 
 
+def float64_maps(seed: int = 1, channels: int = 8, size: tuple[int, int] = (5, 6), batch: int = 2) -> torch.Tensor:
+    """A seeded (batch, channels, *size) float64 batch of maps: the input the blocks and their references share."""
+    return torch.randn(batch, channels, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
 def assert_matches_reference(block: nn.Module, reference: nn.Module, x: torch.Tensor, rtol: float = 1e-9,
                              atol: float = 1e-12) -> None:
     """`block(x)` equals `reference(x)`, a naive implementation of the block's paper sharing its parameters."""

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from c3exp.attention.eca import ECA, adaptive_kernel_size
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,10 +50,6 @@ def make_eca(channels: int, kernel_size: int | None) -> ECA:
     return randomize(ECA(channels, kernel_size)).double()
 
 
-def example(channels: int = 8, seed: int = 1) -> torch.Tensor:
-    return torch.randn(2, channels, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
 KERNELS = {"adaptive (C=8: 3)": None, "1": 1, "5": 5, "9 > C": 9}
 
 
@@ -61,7 +57,7 @@ KERNELS = {"adaptive (C=8: 3)": None, "1": 1, "5": 5, "9 > C": 9}
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_eca_matches_naive_equations(kernel: str, training: bool):
     block = make_eca(8, KERNELS[kernel]).train(training)
-    x = example()
+    x = float64_maps()
     assert_matches_reference(block, NaiveECA(block), x)
 
 
@@ -69,7 +65,7 @@ def test_eca_matches_naive_equations(kernel: str, training: bool):
 @pytest.mark.parametrize("kernel", ["adaptive (C=8: 3)", "9 > C"])
 def test_eca_gradients_match_naive_equations(kernel: str, training: bool):
     block = make_eca(8, KERNELS[kernel]).train(training)
-    x = example(seed=2).requires_grad_()
+    x = float64_maps(2).requires_grad_()
     assert_gradients_match_reference(block, NaiveECA(block), x)
 
 

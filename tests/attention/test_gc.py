@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from c3exp.attention.gc import GlobalContext
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,10 +63,6 @@ def make_gc(channels: int, ratio: float) -> GlobalContext:
     return randomize(GlobalContext(channels, ratio)).double()
 
 
-def example(channels: int = 8, seed: int = 1) -> torch.Tensor:
-    return torch.randn(2, channels, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
 RATIOS = {"P=1 (paper's 1/16)": 1 / 16, "P=2": 0.25, "P=8": 1.0}
 
 
@@ -74,14 +70,14 @@ RATIOS = {"P=1 (paper's 1/16)": 1 / 16, "P=2": 0.25, "P=8": 1.0}
 @pytest.mark.parametrize("ratio", RATIOS)
 def test_gc_matches_naive_equations(ratio: str, training: bool):
     block = make_gc(8, RATIOS[ratio]).train(training)
-    x = example()
+    x = float64_maps()
     assert_matches_reference(block, NaiveGC(block), x)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_gc_gradients_match_naive_equations(training: bool):
     block = make_gc(8, 0.25).train(training)
-    x = example(seed=2).requires_grad_()
+    x = float64_maps(2).requires_grad_()
     actual = assert_gradients_match_reference(block, NaiveGC(block), x, atol=1e-9)
     # the mask's bias shifts every logit alike: the softmax over positions cancels it
     grads = dict(zip(["input", *(name for name, _ in block.named_parameters())], actual))

@@ -10,7 +10,7 @@ from torch import nn
 
 from c3exp.attention.ge import GatherExcite, ge_params
 from c3exp.errors import ConfigError
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,23 +132,19 @@ def make_ge(**options) -> GatherExcite:
     return randomize(GatherExcite(8, **options)).double()
 
 
-def sample(seed: int, shape=(2, 8, 5, 6)) -> torch.Tensor:
-    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_ge_matches_naive_equations(variant: str, training: bool):
     block = make_ge(**VARIANTS[variant]).train(training)
-    x = sample(1)
+    x = float64_maps(1)
     assert_matches_reference(block, NaiveGE(block), x)
 
 
 @pytest.mark.parametrize("variant", ["free global", "free e2", "learned e4"])
 def test_ge_gradients_match_naive_equations(variant: str):
     block = make_ge(**VARIANTS[variant])
-    x = sample(2).requires_grad_()
-    weight = sample(3)
+    x = float64_maps(2).requires_grad_()
+    weight = float64_maps(3)
     grads = assert_gradients_match_reference(block, NaiveGE(block), x, weight)
     assert len(grads) == (1 + 6 if variant == "learned e4" else 1)  # learned e4: two depthwise convs and two BNs
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from c3exp.attention.nonlocal_block import NonLocalBlock, nonlocal_params
 from c3exp.errors import ConfigError
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,23 +93,19 @@ def make_nonlocal(**options) -> NonLocalBlock:
     return block
 
 
-def sample(seed: int, shape=(2, 8, 5, 6)) -> torch.Tensor:
-    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_nonlocal_matches_naive_equations(variant: str, training: bool):
     block = make_nonlocal(**VARIANTS[variant]).train(training)
-    x = sample(1)
+    x = float64_maps(1)
     assert_matches_reference(block, NaiveNonLocal(block), x)
 
 
 @pytest.mark.parametrize("variant", ["paper", "sub_sample + scale"])
 def test_nonlocal_gradients_match_naive_equations(variant: str):
     block = make_nonlocal(**VARIANTS[variant])
-    x = sample(2).requires_grad_()
-    weight = sample(3)
+    x = float64_maps(2).requires_grad_()
+    weight = float64_maps(3)
     grads = assert_gradients_match_reference(block, NaiveNonLocal(block), x, weight)
     assert len(grads) == 1 + 4 * 2 + 2  # theta, phi, g, W: weight and bias; BN: weight and bias
 

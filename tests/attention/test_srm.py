@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from c3exp.attention.srm import SRM
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,22 +58,18 @@ def make_srm(channels: int = 8) -> SRM:
     return randomize(SRM(channels)).double()
 
 
-def example(channels: int = 8, seed: int = 1, shape: tuple[int, int] = (5, 6), batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, channels, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape,batch", [((5, 6), 2), ((1, 2), 3)], ids=["5x6", "1x2 (2 positions)"])
 def test_srm_matches_naive_equations(shape: tuple[int, int], batch: int, training: bool):
     block = make_srm().train(training)
-    x = example(shape=shape, batch=batch)
+    x = float64_maps(size=shape, batch=batch)
     assert_matches_reference(block, NaiveSRM(block), x)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_srm_gradients_match_naive_equations(training: bool):
     block = make_srm().train(training)
-    x = example(seed=2).requires_grad_()
+    x = float64_maps(2).requires_grad_()
     assert_gradients_match_reference(block, NaiveSRM(block), x)
 
 
@@ -82,7 +78,7 @@ def test_srm_uses_the_unbiased_std():
     block = SRM(4).double().eval()
     with torch.no_grad():
         block.cfc[:, 1] = 1
-    x = example(channels=4)
+    x = float64_maps(channels=4)
     expected = x * torch.sigmoid(x.flatten(2).std(dim=2, unbiased=True) / (1 + block.bn.eps) ** 0.5)[:, :, None, None]
     torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
 
@@ -138,5 +134,5 @@ def test_srm_is_equivariant_with_its_parameters_permuted_alike(training: bool):
     with torch.no_grad():
         for tensor, source in zip(permuted.state_dict().values(), block.state_dict().values()):
             tensor.copy_(source[permutation] if tensor.dim() else source)
-    x = example(channels=16)
+    x = float64_maps(channels=16)
     torch.testing.assert_close(permuted(x[:, permutation]), block(x)[:, permutation], rtol=1e-12, atol=1e-12)

@@ -12,7 +12,7 @@ from torch import nn
 
 from c3exp.attention.triplet import PlaneGate, TripletAttention, triplet_params
 from c3exp.errors import ConfigError
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, n_params, permutation_error, randomize
+from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,30 +86,26 @@ def make_triplet(kernel_size: int = 7, channels: int = 8) -> TripletAttention:
     return randomize(TripletAttention(channels, kernel_size)).double()
 
 
-def sample(seed: int, shape=(2, 8, 5, 6)) -> torch.Tensor:
-    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("kernel_size", [3, 7])
 def test_triplet_matches_naive_equations(kernel_size: int, training: bool):
     block = make_triplet(kernel_size).train(training)
-    x = sample(1)
+    x = float64_maps(1)
     assert_matches_reference(block, NaiveTriplet(block), x)
 
 
 def test_triplet_matches_naive_equations_on_a_square_map_with_as_many_channels():
     """C = H = W: a plane read in the wrong orientation would still have the right shape here."""
     block = make_triplet(3, channels=5).train(False)
-    x = sample(2, (2, 5, 5, 5))
+    x = float64_maps(2, channels=5, size=(5, 5))
     with torch.no_grad():
         torch.testing.assert_close(block(x), NaiveTriplet(block)(x), rtol=1e-9, atol=1e-12)
 
 
 def test_triplet_gradients_match_naive_equations():
     block = make_triplet(7)
-    x = sample(3).requires_grad_()
-    weight = sample(4)
+    x = float64_maps(3).requires_grad_()
+    weight = float64_maps(4)
     grads = assert_gradients_match_reference(block, NaiveTriplet(block), x, weight)
     assert len(grads) == 1 + 3 * 3  # each branch: conv weight, BN weight and bias
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c3exp.attention.common import check_divides
-from c3exp.errors import check
+from c3exp.attention.common import PlaneGate, check_divides, z_pool
 
 
 class ChannelGate(nn.Module):
@@ -26,25 +25,6 @@ class ChannelGate(nn.Module):
         return x * torch.sigmoid(logits)[:, :, None, None]
 
 
-class SpatialGate(nn.Module):
-    """A k x k conv (no bias) + BN on the [max, mean] over channels, then a sigmoid."""
-
-    def __init__(self, kernel_size: int):
-        super().__init__()
-        check(
-            isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1,
-            "attn.options.kernel_size",
-            kernel_size,
-            "an odd positive integer (7 in the paper)",
-        )
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.bn(self.conv(pooled)))
-
-
 class CBAM(nn.Module):
     """Channel then spatial attention, placed like SE (after the block's last BN, before the add)."""
 
@@ -53,7 +33,8 @@ class CBAM(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
         super().__init__()
         self.channel_gate = ChannelGate(channels, reduction)
-        self.spatial_gate = SpatialGate(kernel_size)
+        self.spatial_gate = PlaneGate(kernel_size)  # a k x k conv (no bias) + BN on the [max, mean] over channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.spatial_gate(self.channel_gate(x))
+        gated = self.channel_gate(x)
+        return gated * self.spatial_gate(z_pool(gated, 1))[:, None]

@@ -1,7 +1,10 @@
-"""Checks shared by the attention blocks."""
+"""Pieces shared by the attention blocks: option checks, and the pooled-plane gate of CBAM and Triplet."""
 from __future__ import annotations
 
-from c3exp.errors import check
+import torch
+from torch import nn
+
+from c3exp.errors import check, is_int
 
 
 def check_divides(reduction: int, size: int, what: str) -> None:
@@ -13,3 +16,29 @@ def check_divides(reduction: int, size: int, what: str) -> None:
         reduction,
         f"a divisor of the block's {what} = {size}, such as {', '.join(map(str, divisors))}",
     )
+
+
+def z_pool(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """[max, mean] over `dim` of a (N, C, H, W) tensor, stacked as 2 channels after the batch axis."""
+    return torch.stack([x.amax(dim=dim), x.mean(dim=dim)], dim=1)
+
+
+class PlaneGate(nn.Module):
+    """sigmoid(BN(conv_k x k([max, mean]))) on a (N, 2, P, Q) pair of pooled maps -> a (N, P, Q) gate.
+
+    CBAM's spatial gate on the (H, W) plane; Triplet attention's three branches on its three planes.
+    """
+
+    def __init__(self, kernel_size: int, momentum: float = 0.1):
+        super().__init__()
+        check(
+            is_int(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1,
+            "attn.options.kernel_size",
+            kernel_size,
+            "an odd positive integer (7 in the paper)",
+        )
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1, momentum=momentum)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.bn(self.conv(pooled)))[:, 0]

@@ -22,29 +22,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c3exp.errors import check, is_int
+from c3exp.attention.common import PlaneGate, z_pool
 
 
 def triplet_params(kernel_size: int = 7) -> int:
     """The block's parameter count in closed form, independent of the channel count."""
     return 3 * (2 * kernel_size * kernel_size + 2)
-
-
-class PlaneGate(nn.Module):
-    """sigmoid(BN(conv_k x k([max, mean]))) on a (N, 2, P, Q) pair of pooled maps -> a (N, P, Q) gate."""
-
-    def __init__(self, kernel_size: int):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1, momentum=0.01)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.bn(self.conv(pooled)))[:, 0]
-
-
-def z_pool(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """[max, mean] over `dim` of a (N, C, H, W) tensor, stacked as 2 channels after the batch axis."""
-    return torch.stack([x.amax(dim=dim), x.mean(dim=dim)], dim=1)
 
 
 class TripletAttention(nn.Module):
@@ -54,15 +37,9 @@ class TripletAttention(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 7):
         super().__init__()
-        check(
-            is_int(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1,
-            "attn.options.kernel_size",
-            kernel_size,
-            "an odd positive integer (7 in the paper)",
-        )
-        self.cw = PlaneGate(kernel_size)
-        self.hc = PlaneGate(kernel_size)
-        self.hw = PlaneGate(kernel_size)
+        self.cw = PlaneGate(kernel_size, momentum=0.01)
+        self.hc = PlaneGate(kernel_size, momentum=0.01)
+        self.hw = PlaneGate(kernel_size, momentum=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_cw = self.cw(z_pool(x, 2))[:, :, None, :]  # (N, C, W): pooled over H

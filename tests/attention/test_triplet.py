@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c3exp.attention.triplet import PlaneGate, TripletAttention, triplet_params
+from c3exp.attention.common import PlaneGate
+from c3exp.attention.triplet import TripletAttention, triplet_params
 from c3exp.errors import ConfigError
 from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 

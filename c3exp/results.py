@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 import yaml
 
 from c3exp.errors import check
+from c3exp.utils.atomic import write_text
 
 RESULTS_FILE = "results.json"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saves in every CLI run directory
@@ -83,15 +83,9 @@ def primary_value(results: Mapping[str, Any]) -> float | None:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """Write `data` as JSON all at once: readers (reports, resumed sweeps) never see half a file.
-
-    The temporary name carries the process id, so concurrent writers of one path do not collide.
-    """
+    """Write `data` as JSON all at once: readers (reports, resumed sweeps) never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:

@@ -66,7 +66,7 @@ def load_network(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> tuple[
     from c3exp.tasks import build_network
 
     checkpoint = load_checkpoint(ckpt_path)
-    cfg = config_from_checkpoint(checkpoint, list(overrides))
+    cfg = config_from_checkpoint(checkpoint, list(overrides), ckpt_path)
     net = build_network(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones: no download
     weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
     load_weights(net, weights, ckpt_path)

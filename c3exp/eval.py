@@ -1,6 +1,8 @@
 """`python -m c3exp.eval ckpt_path=PATH [key=value ...]`: test a checkpoint on its run's data.
 
-The checkpoint carries the resolved config of the run that wrote it; `key=value` arguments change
+The checkpoint carries the resolved config of the run that wrote it, as data: the run's config is
+composed again from c3exp's own config groups with the checkpoint's choices and plain values
+(c3exp.saved_config), and data.root is this machine's. `key=value` arguments change
 settings of it (e.g. `data.root=/datasets data.batch_size=512 trainer.accelerator=cpu`), and
 `data=NAME` / `trainer=NAME` put another config file of that group in place of the run's. The
 network (task.*, model.*, attn.*, data.num_classes) is the checkpoint's and cannot be changed.
@@ -24,6 +26,7 @@ from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError, check
 from c3exp.models import SPEED_KEYS, without_pretrained
 from c3exp.results import write_json
+from c3exp.saved_config import flatten, rebuild_config
 
 HELP = """\
 usage: python -m c3exp.eval ckpt_path=PATH [key=value ...]
@@ -33,6 +36,7 @@ Prints the test metrics and writes them beside the checkpoint (<checkpoint>.eval
 
   ckpt_path=PATH      the checkpoint, e.g. outputs/<run>/checkpoints/last.ckpt (required)
   data.KEY=VALUE      change a data setting: data.root=/datasets data.batch_size=512 data.num_workers=0
+                      (data.root is this machine's, C3EXP_DATA or data/, never the checkpoint's)
   data=NAME           another data config with as many classes as the run's (e.g. data=cifar10)
   trainer.KEY=VALUE   trainer.accelerator=cpu|gpu|auto, trainer.precision=32-true, trainer.limit_test_batches=N
   trainer=NAME        another trainer config (e.g. trainer=cpu)
@@ -83,18 +87,14 @@ def set_key(cfg: DictConfig, key: str, value: str) -> None:
         raise ConfigError(key, value, "a key of the checkpoint's config (see its .hydra/config.yaml)") from None
 
 
-def saved_config(checkpoint: dict[str, Any]) -> DictConfig:
-    """The config the checkpoint's run trained with; runs from before tasks were a config group classified."""
-    cfg = OmegaConf.create(checkpoint["c3exp"]["config"])
-    if cfg.get("task") is None:
-        cfg.task = compose([])["task"]
-    return cfg
+def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str], path: str | Path) -> DictConfig:
+    """The run's config, group choices applied first and key=value settings after, as Hydra orders them.
 
-
-def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> DictConfig:
-    """The run's config, group choices applied first and key=value settings after, as Hydra orders them."""
-    # Not load_from_checkpoint: the data module must be rebuilt too, with the command line's overrides (data.root).
-    cfg = saved_config(checkpoint)
+    Not load_from_checkpoint, nor the stored config itself: a checkpoint is data, so the config is
+    composed again from c3exp's own groups with the checkpoint's choices and plain values.
+    """
+    saved = rebuild_config(checkpoint, path)
+    cfg = saved.copy()
     OmegaConf.set_struct(cfg, True)
     pairs = []
     for item in overrides:
@@ -107,15 +107,8 @@ def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> 
     for key, value in pairs:
         if key not in GROUPS:
             set_key(cfg, key, value)
-    check_same_network(saved_config(checkpoint), cfg)
+    check_same_network(saved, cfg)
     return cfg
-
-
-def flatten(tree: Any, prefix: str) -> dict[str, Any]:
-    """Nested dicts as dotted keys, so a difference is named as the user would type it."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix.rstrip("."): tree}
-    return {dotted: leaf for key, value in tree.items() for dotted, leaf in flatten(value, f"{prefix}{key}.").items()}
 
 
 def network_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -147,6 +140,16 @@ def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], p
     except RuntimeError as err:  # missing, unexpected or reshaped tensors
         detail = " ".join(str(err).split())[:200]
         raise ConfigError("ckpt_path", str(path), f"a checkpoint whose weights fit the model of its config ({detail})") from None
+
+
+def warn_if_not_finite(state_dict: dict[str, Any], path: str | Path) -> list[str]:
+    """A checkpoint of a run that diverged tests to chance-level metrics or NaN: say so beside them."""
+    bad = [name for name, value in state_dict.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        print(f"warning: {path} holds NaN or infinite weights in {len(bad)} tensors (e.g. {bad[0]}): "
+              "its run diverged, and these metrics mean nothing", file=sys.stderr, flush=True)
+    return bad
 
 
 def accelerator_available(name: str) -> bool:
@@ -181,12 +184,13 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     silence_library_noise()
 
     checkpoint = load_checkpoint(ckpt_path)
-    cfg = config_from_checkpoint(checkpoint, list(overrides))
+    cfg = config_from_checkpoint(checkpoint, list(overrides), ckpt_path)
     accelerator = choose_accelerator(cfg, overrides)
     datamodule = build_datamodule(cfg)
-    check_same_network(saved_config(checkpoint), cfg)  # imagefolder's counted classes
+    check_same_network(rebuild_config(checkpoint, ckpt_path), cfg)  # imagefolder's counted classes
     module = build_task(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones
     load_weights(module, checkpoint["state_dict"], ckpt_path)
+    warn_if_not_finite(checkpoint["state_dict"], ckpt_path)
     # Not train.build_trainer: re-testing one checkpoint uses none of the run's DDP, loggers or checkpoints.
     trainer = L.Trainer(
         accelerator=accelerator,

@@ -115,7 +115,7 @@ def test_data_choice_tests_on_that_dataset(ckpt, cifar10_root):
     metrics = evaluate(ckpt, overrides)
     # the checkpoint's network by hand on the test batches of the CIFAR files written here (not on the digits)
     checkpoint = eval_cli.load_checkpoint(ckpt)
-    cfg = eval_cli.config_from_checkpoint(checkpoint, overrides)
+    cfg = eval_cli.config_from_checkpoint(checkpoint, overrides, ckpt)
     module = build_task(cfg)
     eval_cli.load_weights(module, checkpoint["state_dict"], ckpt)
     datamodule = build_datamodule(cfg)
@@ -131,7 +131,7 @@ def test_data_choice_tests_on_that_dataset(ckpt, cifar10_root):
 
 
 def test_trainer_choice_replaces_the_trainer_config(ckpt):
-    cfg = eval_cli.config_from_checkpoint(eval_cli.load_checkpoint(ckpt), ["trainer=cpu"])
+    cfg = eval_cli.config_from_checkpoint(eval_cli.load_checkpoint(ckpt), ["trainer=cpu"], ckpt)
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.limit_test_batches is None
 
 
@@ -215,3 +215,14 @@ def test_help_prints_the_usage(capsys, flag):
 def test_help_exits_zero_from_the_command_line():
     done = subprocess.run([sys.executable, "-m", "c3exp.eval", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("usage: python -m c3exp.eval"), done.stderr
+
+
+def test_eval_of_nan_weights_warns_beside_the_metrics(ckpt, tmp_path, capsys):
+    def poison(checkpoint):
+        name = next(key for key, value in checkpoint["state_dict"].items() if value.is_floating_point())
+        checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], float("nan"))
+
+    metrics = eval_main([f"ckpt_path={edited_copy(ckpt, tmp_path, poison)}"])
+    err = capsys.readouterr().err
+    assert "holds NaN or infinite weights in 1 tensors" in err and "these metrics mean nothing" in err
+    assert set(metrics) >= {"test/acc1", "test/loss"}

@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from c3exp.errors import check
 from c3exp.results import PrimaryMetric
+from c3exp.saved_config import hydra_choices
 
 log = logging.getLogger(__name__)
 THROUGHPUT = ("train/epoch_time", "train/images_per_sec")
@@ -232,6 +233,7 @@ class TaskModule(L.LightningModule):
             "train_seconds": self.train_seconds,
             "wall_seconds": self.wall_seconds_before + time.time() - self.process_started,
             "config": self.run_config,
+            "choices": hydra_choices(),  # the config groups eval and analyze rebuild the run from
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,0 +1,216 @@
+"""A run's config read back from a checkpoint: data that picks among c3exp's own configs, never code.
+
+A checkpoint stores the resolved config of the run that wrote it. Handing that to `instantiate`
+would let whoever wrote the file choose what runs (`_target_: os.system`, or a chain of harmless
+looking targets that ends in `torch.load(weights_only=False)`). Instead the config is composed
+again from c3exp's config groups, with the checkpoint supplying only the group choices and plain
+values (numbers, strings, lists); every `_target_` comes from c3exp's own YAML files, and a stored
+one that differs is refused. The stored tree is walked with a budget first, so a file of a few hundred
+bytes of shared references cannot expand into gigabytes.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from c3exp.config import GROUPS, compose, group_choices
+from c3exp.errors import ConfigError
+
+#: Most nodes (dict entries and list items, shared references counted each time they are reached).
+MAX_NODES = 200_000
+MAX_DEPTH = 32
+#: Keys by which Hydra's instantiate turns a node into a call: only ever taken from c3exp's own configs.
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
+#: Where this machine keeps things: never taken from someone else's checkpoint (a data module writes into its
+#: root when it downloads or generates data; outputs go to the run's folder here).
+LOCAL_KEYS = ("data.root", "output_dir", "trainer.default_root_dir")
+SCALARS = (str, int, float, bool, type(None))
+
+
+class UnsafeCheckpointError(ConfigError):
+    """A checkpoint whose stored config is not plain data that c3exp's configs can rebuild."""
+
+    def __init__(self, path: str | Path, reason: str, key: str = "ckpt_path"):
+        super().__init__(key, str(path), f"a checkpoint whose stored config is plain data of c3exp's own configs: {reason}")
+
+
+class _Budget:
+    """Counts the nodes of a walk; a stored tree past the limit is refused before anything expands it."""
+
+    def __init__(self, path: str | Path, limit: int = MAX_NODES):
+        self.path, self.left = path, limit
+
+    def spend(self, where: str) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise UnsafeCheckpointError(self.path, f"it expands past {MAX_NODES:,} values (at {where or 'the top'})")
+
+
+def check_plain(tree: Any, path: str | Path, where: str = "", budget: _Budget | None = None, depth: int = 0) -> None:
+    """`tree` holds only dicts with string keys, lists and scalars, within MAX_NODES and MAX_DEPTH."""
+    budget = budget or _Budget(path)
+    budget.spend(where)
+    if depth > MAX_DEPTH:
+        raise UnsafeCheckpointError(path, f"it nests deeper than {MAX_DEPTH} levels (at {where})")
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if not isinstance(key, str):
+                raise UnsafeCheckpointError(path, f"a key of {where or 'the config'} is a {type(key).__name__}, not a string")
+            check_plain(value, path, f"{where}.{key}" if where else key, budget, depth + 1)
+    elif isinstance(tree, list):
+        for index, item in enumerate(tree):
+            check_plain(item, path, f"{where}[{index}]", budget, depth + 1)
+    elif not isinstance(tree, SCALARS):
+        raise UnsafeCheckpointError(path, f"{where} is a {type(tree).__name__}")
+    elif isinstance(tree, str) and "${" in tree:
+        raise UnsafeCheckpointError(path, f"{where}={tree!r} is an interpolation, which a resolved config never holds")
+
+
+def checked_section(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """The checkpoint's `c3exp` section (config, choices, history, times), checked to be bounded plain data."""
+    section = checkpoint.get("c3exp")
+    if not isinstance(section, dict):
+        raise UnsafeCheckpointError(path, "its c3exp section is missing or not a dict")
+    check_plain(section, path, "c3exp")
+    history = section.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise UnsafeCheckpointError(path, "its history is not a list of per-epoch rows")
+    if not isinstance(section.get("config", {}), dict):
+        raise UnsafeCheckpointError(path, "its config is not a mapping")
+    return section
+
+
+def stored_config(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """The run's resolved config as the checkpoint stores it: a checked plain dict (empty if absent)."""
+    return dict(checked_section(checkpoint, path).get("config") or {})
+
+
+def _select(tree: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping):
+            return None
+        tree = tree.get(part)
+    return tree
+
+
+def stored_choices(section: Mapping[str, Any], config: Mapping[str, Any], path: str | Path) -> dict[str, str]:
+    """The run's config-group choices: stored by the run (newer checkpoints) or read from each group's `name`."""
+    # A group's file is named as its `name` key; newer checkpoints also store Hydra's choices (experiment, ...).
+    choices = {group: _select(config, f"{group}.name") for group in ("task", "model", "attn", "data", "optim")}
+    saved = section.get("choices")
+    choices.update({group: value for group, value in (saved if isinstance(saved, dict) else {}).items() if group in GROUPS})
+    choices = {group: value for group, value in choices.items() if value is not None}
+    for group, value in choices.items():
+        if str(value) not in group_choices(group):
+            raise UnsafeCheckpointError(path, f"its {group}={value!r} is none of c3exp's {group} configs ({', '.join(group_choices(group))})")
+    if "optim" in choices and "optim/optimizer" not in choices:
+        choices.update(_nested_choice("optim/optimizer", config, choices))
+    return {group: str(value) for group, value in choices.items()}
+
+
+def _nested_choice(group: str, config: Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, str]:
+    """An older checkpoint's choice in a nested group (optim/optimizer): the one building the stored `_target_`."""
+    target = _select(config, f"{group.replace('/', '.')}._target_")
+    base = [f"{key}={value}" for key, value in choices.items()]
+    for choice in group_choices(group):
+        node = OmegaConf.select(compose([*base, f"{group}={choice}"]), f"{group.replace('/', '.')}._target_")
+        if node == target:
+            return {group: choice}
+    return {}
+
+
+def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "") -> Any:
+    """`theirs` values in `ours`' shape: keys ours lacks are dropped, Hydra's call keys must be ours."""
+    if not isinstance(ours, dict):
+        _refuse_calls(theirs, path, where)
+        return theirs
+    if not isinstance(theirs, dict):
+        if theirs is not None:
+            raise UnsafeCheckpointError(path, f"{where} is {type(theirs).__name__} where c3exp's configs have a section")
+        return None  # a section switched off (logger.wandb: null)
+    merged = dict(ours)
+    for key, value in theirs.items():
+        dotted = f"{where}.{key}" if where else key
+        if key in HYDRA_KEYS:
+            if value != ours.get(key):
+                raise UnsafeCheckpointError(path, f"its {dotted}={value!r} is not what c3exp's configs build there ({ours.get(key)!r})")
+        elif key in ours and dotted not in LOCAL_KEYS:
+            merged[key] = merge_plain(ours[key], value, path, dotted)
+    return merged
+
+
+def _refuse_calls(tree: Any, path: str | Path, where: str) -> None:
+    """A stored section where c3exp's configs have a plain value may hold data, never a call."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in HYDRA_KEYS:
+                raise UnsafeCheckpointError(path, f"its {where}.{key} is a call where c3exp's configs have a plain value")
+            _refuse_calls(value, path, f"{where}.{key}")
+    elif isinstance(tree, list):
+        for item in tree:
+            _refuse_calls(item, path, where)
+
+
+def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, run_dir: str | Path | None = None) -> DictConfig:
+    """The checkpoint's run config, composed again from c3exp's own groups with its plain values in place.
+
+    `output_dir` is the checkpoint's run folder here (`run_dir`, default: the folder above the
+    checkpoint's), `data.root` this machine's default unless the command line sets it.
+    """
+    section = checked_section(checkpoint, path)
+    config = dict(section.get("config") or {})
+    choices = stored_choices(section, config, path)
+    composed = compose([f"{group}={value}" for group, value in choices.items()])
+    ours = OmegaConf.to_container(composed, resolve=False)
+    merged = merge_plain(ours, config, path)
+    merged["output_dir"] = str(run_dir if run_dir is not None else Path(path).resolve().parent.parent)
+    return OmegaConf.create(merged)
+
+
+def hydra_choices() -> dict[str, str]:
+    """The group choices of the Hydra run in progress (empty outside one), for checkpoints to store."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {group: str(value) for group, value in HydraConfig.get().runtime.choices.items() if group in GROUPS and value is not None}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (lists are values), so a difference is named as the user would type it."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip("."): tree} if prefix else {}
+    return {dotted: leaf for key, value in tree.items() for dotted, leaf in flatten(value, f"{prefix}{key}.").items()}
+
+
+#: Settings a resumed run may change: where things are, how fast and on what it runs, what it logs.
+#: Every other setting (seed, optimiser, schedule, data, model, attention, task, recipe) changes the result.
+RESUME_FREE = (
+    "task_name", "ckpt_path", "resume", "output_dir", "run_name", "keep_freed_memory", "test_ckpt", "logger", "callbacks",
+    "data.root", "data.num_workers", "data.download", "data.verify_checksums", "model.channels_last", "model.compile",
+    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.default_root_dir",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.limit_test_batches",
+    "trainer.max_epochs",
+)
+
+
+def _free(key: str, stored: Mapping[str, Any]) -> bool:
+    """Whether `key` may differ on resume. More epochs continue a run exactly, unless the schedule is fitted to
+    the run's length without saying so in the config (OneCycleLR's total_steps; cosine's T_max is compared)."""
+    if key == "trainer.max_epochs":
+        scheduler = _select(stored, "optim.scheduler") or {}
+        return not (str(scheduler.get("_target_", "")).endswith("OneCycleLR") and scheduler.get("total_steps") is None)
+    return any(key == free or key.startswith(f"{free}.") for free in RESUME_FREE)
+
+
+def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """`key: stored -> current` for each setting that changes the result and differs from the checkpoint's run.
+
+    Keys only one side has (a setting added to c3exp since the checkpoint was written) are not compared.
+    """
+    before, after = flatten(dict(stored)), flatten(dict(current))
+    return [f"{key}={after[key]!r} (the checkpoint's run: {before[key]!r})"
+            for key in sorted(before.keys() & after.keys()) if not _free(key, stored) and before[key] != after[key]]

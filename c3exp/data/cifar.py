@@ -20,6 +20,28 @@ _TORCHVISION_CLASS = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100
 _PIXELS = 3 * 32 * 32  # one image per row of a batch's "data" array
 
 
+# What a python-version CIFAR file may name: numpy's array reconstruction (numpy 1 and 2 module names) and the
+# bytes codec of pickle protocol 2. Anything else (os.system, a class with __reduce__) is refused, never imported.
+_ARRAY_GLOBALS = {
+    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays only: files from elsewhere are data, never code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which no CIFAR file holds")
+
+
+def load_pickle(path: str | Path) -> object:
+    with open(path, "rb") as f:
+        return _ArrayUnpickler(f, encoding="latin1").load()
+
+
 def _unverified(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
     """The same torchvision class with the md5 checks reduced to "the files exist".
 
@@ -34,8 +56,7 @@ def _unverified(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
             return all((folder / name).is_file() for name in names)
 
         def _load_meta(self) -> None:
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.classes = load_pickle(os.path.join(self.root, self.base_folder, self.meta["filename"]))[self.meta["key"]]
             self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     Unverified.__name__ = f"Unverified{cls.__name__}"
@@ -83,8 +104,7 @@ def _entry_problem(entry: object, keys: list[tuple[str, ...]]) -> str | None:
 def _file_problem(path: Path, keys: list[tuple[str, ...]]) -> str | None:
     """Why torchvision's parsing of `path` fails (truncated, corrupt, not CIFAR), or None if it would not."""
     try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+        entry = load_pickle(path)
     except Exception as err:  # damaged pickles raise many types: EOFError, UnpicklingError, ValueError, ...
         detail = " ".join(str(err).split())  # one line, whatever the unpickler said
         return f"is truncated or corrupt: unpickling fails with {type(err).__name__}: {detail}"
@@ -167,6 +187,7 @@ class CIFARDataModule(ImageDataModule):
     def _open(self, train: bool) -> datasets.CIFAR10:
         cls = _TORCHVISION_CLASS[self.name]
         if not self.verify_checksums:
+            self._refuse_unsafe_files(cls)
             cls = _unverified(cls)
         try:
             return cls(str(self.root), train=train, download=self.download)
@@ -182,6 +203,15 @@ class CIFARDataModule(ImageDataModule):
             if message is None:
                 raise
             raise DataNotFoundError(message) from None
+
+    def _refuse_unsafe_files(self, cls: type[datasets.CIFAR10]) -> None:
+        """Files that are not the official ones are opened by the array-only unpickler before torchvision's
+        pickle.load reads them: one that names anything but arrays is refused, and nothing in it runs."""
+        folder = self.root.resolve() / cls.base_folder
+        if all((folder / name).is_file() for name in _file_names(cls)):
+            problems = _unreadable(cls, folder)
+            if problems:
+                raise DataNotFoundError(unreadable_message(self.name, folder, problems))
 
     def _diagnosis(self, reason: str, download_error: OSError | None = None) -> str | None:
         """What is wrong with the CIFAR files on disk, or None when they look fine (the cause lies elsewhere)."""

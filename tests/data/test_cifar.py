@@ -114,3 +114,18 @@ def test_a_missing_cifar_dataset_keeps_the_not_found_advice(monkeypatch, capsys,
     line = cli_error_line(monkeypatch, capsys, tmp_path, cifar_overrides("cifar10", tmp_path))
     assert line.startswith(f"error: cifar10 not found: looked for {tmp_path.resolve() / 'cifar-10-batches-py'} "
                            "(Dataset not found or corrupted). Either let c3exp download it")
+
+
+@pytest.mark.parametrize("verify", ["true", "false"])
+@pytest.mark.parametrize("name", ["data_batch_1", "batches.meta"])
+def test_a_cifar_file_that_would_run_code_is_refused_and_nothing_runs(monkeypatch, capsys, cifar10_root, tmp_path, verify, name):
+    import pickle
+
+    from tests.test_checkpoints import RunsCode
+
+    marker = tmp_path / "code-ran"
+    (cifar10_root / "cifar-10-batches-py" / name).write_bytes(pickle.dumps({"data": RunsCode(marker)}, protocol=2))
+    line = cli_error_line(monkeypatch, capsys, cifar10_root, cifar_overrides("cifar10", cifar10_root, f"data.verify_checksums={verify}"))
+    assert f"{name} is truncated or corrupt: unpickling fails with UnpicklingError: it names " in line
+    assert "which no CIFAR file holds" in line
+    assert not marker.exists()

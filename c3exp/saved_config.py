@@ -186,8 +186,10 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {dotted: leaf for key, value in tree.items() for dotted, leaf in flatten(value, f"{prefix}{key}.").items()}
 
 
-#: Settings a resumed run may change: where things are, how fast and on what it runs, what it logs.
-#: Every other setting (seed, optimiser, schedule, data, model, attention, task, recipe) changes the result.
+#: Settings a resumed run may change: where things are, how fast and on what it runs, what it logs, and more
+#: epochs (a schedule fitted to the run's length differs in its resolved settings, e.g. cosine's T_max, or is
+#: checked when the fit starts: OneCycleLR's total_steps). Every other setting (seed, optimiser, schedule,
+#: data, model, attention, task, recipe) changes the result.
 RESUME_FREE = (
     "task_name", "ckpt_path", "resume", "output_dir", "run_name", "keep_freed_memory", "test_ckpt", "logger", "callbacks",
     "data.root", "data.num_workers", "data.download", "data.verify_checksums", "model.channels_last", "model.compile",
@@ -197,12 +199,7 @@ RESUME_FREE = (
 )
 
 
-def _free(key: str, stored: Mapping[str, Any]) -> bool:
-    """Whether `key` may differ on resume. More epochs continue a run exactly, unless the schedule is fitted to
-    the run's length without saying so in the config (OneCycleLR's total_steps; cosine's T_max is compared)."""
-    if key == "trainer.max_epochs":
-        scheduler = _select(stored, "optim.scheduler") or {}
-        return not (str(scheduler.get("_target_", "")).endswith("OneCycleLR") and scheduler.get("total_steps") is None)
+def _free(key: str) -> bool:
     return any(key == free or key.startswith(f"{free}.") for free in RESUME_FREE)
 
 
@@ -213,4 +210,4 @@ def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
     """
     before, after = flatten(dict(stored)), flatten(dict(current))
     return [f"{key}={after[key]!r} (the checkpoint's run: {before[key]!r})"
-            for key in sorted(before.keys() & after.keys()) if not _free(key, stored) and before[key] != after[key]]
+            for key in sorted(before.keys() & after.keys()) if not _free(key) and before[key] != after[key]]

@@ -100,6 +100,6 @@ def hydra_config(run_dir: Path) -> dict[str, Any]:
     """The run's composed config as Hydra saved it ({} when absent or unreadable)."""
     try:
         loaded = yaml.safe_load((run_dir / HYDRA_CONFIG).read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}

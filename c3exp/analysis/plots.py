@@ -19,6 +19,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from c3exp.analysis.cam import ChannelMaps
+from c3exp.utils.atomic import write_with
 
 DPI = 80
 CORRELATION_LABEL = "Pearson correlation"
@@ -30,8 +31,8 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # attaches itself to fig: savefig renders with Agg
-    fig.savefig(path, dpi=DPI)
-    return path
+    # beside itself and renamed: a symlink planted at `path` is replaced, never written through
+    return write_with(path, lambda file: fig.savefig(file, format="png", dpi=DPI))
 
 
 def _correlation_colormap() -> Colormap:

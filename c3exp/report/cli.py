@@ -6,8 +6,12 @@ its own section. Runs of the debug configs (task_name=debug, trainer.fast_dev_ru
 are left out unless --include-debug. Only seeds are pooled: a cell whose runs differ in any setting that can
 change their numbers (their config less the seed and NON_RESULT_KEYS) reports the settings with the most
 seeds; where it has several runs of one seed, the most recent one is kept, so means and stds are over
-distinct seeds; the report says what it left out, and which setting differed. Writes to --out
-(default: the directory):
+distinct seeds; the report says what it left out, and which setting differed. A results.json (or W&B run)
+that is damaged (not UTF-8, not JSON, not an object, a field of the wrong type, NaN) or holds no result (no
+trained epoch, no test value of its primary metric) is skipped with one line on stderr naming it and why; the
+header counts only the runs in the tables. Writes to --out (default: the directory), and nowhere else: names
+from the runs are sanitised into file names, and every file is written whole and replaced, never written
+through a symlink already there:
   report.md        a table per task, a row per model and data, per attention block its columns and seed count
                    (specs.TABLE_SPECS); the best of each row in bold; the paper's figure beside ours:
                      classification  Table 1: params (M), MACs (M), test top-1 (%, mean ± sample std over

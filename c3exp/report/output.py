@@ -4,6 +4,7 @@ and the curve PNGs.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
@@ -17,6 +18,7 @@ from c3exp.report.selection import plural, select_runs
 from c3exp.report.specs import paper_value
 from c3exp.report.tables import Table, best_attns, build_tables
 from c3exp.results import RESULTS_FILE
+from c3exp.utils.atomic import write_text
 
 
 def csv_rows(table: Table) -> list[dict[str, Any]]:
@@ -48,21 +50,28 @@ def csv_columns(tables: Sequence[Table]) -> tuple[str, ...]:
 
 
 def write_csv(path: Path, tables: Sequence[Table]) -> Path:
-    """report.csv: the lines of every table, under the columns of all of them (blank where a task has none)."""
+    """report.csv: the lines of every table, under the columns of all of them (blank where a task has none).
+
+    Written whole with write_text: a symlink planted at `path` is replaced, not written through.
+    """
     columns = csv_columns(tables)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for table in tables:
-            for row in csv_rows(table):
-                row = {"task": table.task, **row} if "task" in columns else row
-                writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for table in tables:
+        for row in csv_rows(table):
+            row = {"task": table.task, **row} if "task" in columns else row
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return write_text(path, text.getvalue())
 
 
 def write_report(runs: Sequence[Run], out: str | Path, sources: Sequence[str],
                  include_debug: bool = False) -> dict[str, Path]:
-    """report.md, report.csv and the curve PNGs in `out`; returns their paths."""
+    """report.md, report.csv and the curve PNGs in `out`, and nothing elsewhere; returns their paths.
+
+    Every file is written whole beside itself (c3exp.utils.atomic), so a symlink already in `out` is replaced,
+    never followed; the curves' names are sanitised (plots.safe_name), so a name in a results.json cannot leave `out`.
+    """
     check(bool(runs), "source", ", ".join(sources), f"a source with at least one finished run ({RESULTS_FILE})")
     selection = select_runs(runs, include_debug)
     check(bool(selection.runs), "source", ", ".join(sources),
@@ -71,8 +80,8 @@ def write_report(runs: Sequence[Run], out: str | Path, sources: Sequence[str],
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(selection.runs)
-    plots = {task: curve_plots(table, out) for task, table in tables.items()}
-    markdown = out / "report.md"
-    markdown.write_text(report_markdown(tables, sources, plots, out, selection.notes))
+    taken: set[Path] = set()
+    plots = {task: curve_plots(table, out, taken) for task, table in tables.items()}
+    markdown = write_text(out / "report.md", report_markdown(tables, sources, plots, out, selection.notes))
     return {"markdown": markdown, "csv": write_csv(out / "report.csv", list(tables.values())),
             **{path.stem: path for paths in plots.values() for path in paths}}

@@ -3,9 +3,11 @@ epoch, mean ± std band over seeds.
 """
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,9 @@ from c3exp.analysis.plots import ACCURACY_LABEL, Band, accuracy_curves
 from c3exp.report.runs import DEFAULT_TASK, Run
 from c3exp.report.specs import TableSpec
 from c3exp.report.tables import Cell, Table
+
+NAME_LIMIT = 60  # characters of one name in a file name: three of them stay far below a file system's 255 bytes
+UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.+=-]+")  # everything else, '/' and '\\' first, becomes '-'
 
 
 def curve_band(runs: Sequence[Run]) -> Band | None:
@@ -37,14 +42,36 @@ def curve_band(runs: Sequence[Run]) -> Band | None:
     )
 
 
+def safe_name(name: str) -> str:
+    """A name read from a run's files ('../../x', 'a/b', '.hidden') as a part of a file name in the report's folder.
+
+    No path separators, no '..', no leading dot, at most NAME_LIMIT characters: the names come from files
+    anyone can write, and the report must never write outside its folder.
+    """
+    safe = re.sub(r"\.{2,}", ".", UNSAFE_CHARACTERS.sub("-", name)).lstrip(".-")[:NAME_LIMIT]
+    return safe or "unnamed"
+
+
 def curve_path(out: Path, task: str, model: str, data: str) -> Path:
     """curves_<model>_<data>.png, as before tasks; other tasks' names lead theirs, so no two tables share a file."""
     parts = (model, data) if task == DEFAULT_TASK else (task, model, data)
-    return out / f"curves_{'_'.join(parts)}.png"
+    return out / f"curves_{'_'.join(map(safe_name, parts))}.png"
+
+
+def unused(path: Path, taken: set[Path]) -> Path:
+    """`path`, else path-2, path-3...: two rows whose names sanitise alike must not overwrite each other's curves."""
+    candidates = (path.with_stem(f"{path.stem}-{number}") for number in count(2))
+    chosen = path if path not in taken else next(candidate for candidate in candidates if candidate not in taken)
+    taken.add(chosen)
+    return chosen
 
 
 def draw_curves(bands: Mapping[str, Band], title: str, path: Path, ylabel: str) -> Path:
-    """accuracy_curves, naming the y axis only for a metric other than the one it labels itself (top-1)."""
+    """accuracy_curves, naming the y axis only for a metric other than the one it labels itself (top-1).
+
+    save_figure writes beside `path` and renames: a file or symlink already there is replaced, never
+    written through, and a reader never sees half a PNG.
+    """
     named = {} if ylabel == ACCURACY_LABEL else {"ylabel": ylabel}
     return accuracy_curves(bands, title, path, **named)
 
@@ -55,13 +82,16 @@ def validation_metric_name(spec: TableSpec, row: Mapping[str, Cell]) -> str:
     return f"validation {spec.describe(primary.metric)}"
 
 
-def curve_plots(table: Table, out: Path) -> list[Path]:
-    """One PNG per (model, data) of a task: each attention block's curve of the runs' primary validation metric."""
+def curve_plots(table: Table, out: Path, taken: set[Path]) -> list[Path]:
+    """One PNG per (model, data) of a task: each attention block's curve of the runs' primary validation metric.
+
+    `taken`: the paths the report's other tables wrote; this table's are added.
+    """
     paths = []
     for (model, data), row in table.rows.items():
         bands = {attn: band for attn, cell in row.items() if (band := curve_band(cell.runs)) is not None}
         if bands:
             metric = validation_metric_name(table.spec, row)
-            paths.append(draw_curves(bands, f"{model} on {data}: {metric}", curve_path(out, table.task, model, data),
-                                     f"{metric} (%)"))
+            path = unused(curve_path(out, table.task, model, data), taken)
+            paths.append(draw_curves(bands, f"{model} on {data}: {metric}", path, f"{metric} (%)"))
     return paths

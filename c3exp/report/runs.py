@@ -6,8 +6,10 @@ when it finished, and its recipe (recipe_of), the settings that can change its n
 from __future__ import annotations
 
 import json
+import math
 import numbers
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -15,12 +17,12 @@ from typing import Any
 
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import check
-from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config, read_results
+from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config
 
 DEFAULT_TASK = "classification"  # results.json files from before tasks are classification runs
 # results.json settings that should agree within a cell; a cell mixing them gets a note (Cell.mixed_settings).
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
-NOT_METRICS = ("loss",)  # test_<name> numbers of results.json that are not metrics in 0..1
+NOT_METRICS = ("loss", "ckpt")  # test_<name> keys of results.json that are not metrics in 0..1 (test_ckpt: a setting)
 # Config keys that cannot change a run's numbers ('*': any part; a key covers the keys below it). A cell pools
 # runs as seeds only when their configs agree on every other key (Run.recipe).
 SEED_KEYS = ("seed", "data.seed", "callbacks.epoch_seed.seed")  # the seed, and where the config copies it
@@ -55,6 +57,71 @@ class Run:
     debug: str | None = None  # the debug setting the run was made with (debug_marker), else None
     finished: float | None = None  # when it finished (POSIX seconds): the newest run of a seed is kept
     recipe: tuple[tuple[str, str], ...] = ()  # (dotted key, JSON value) of each setting that counts (recipe_of)
+    epochs: int | None = None  # training epochs it ran (results.json's `epochs`); None where the source does not say
+
+
+class UnusableRun(ValueError):
+    """Why one run cannot be reported (a damaged file, a wrong type, no result): it is skipped, the report goes on."""
+
+
+def skip(name: str, reason: object, action: str = "skipped") -> None:
+    """The one line on stderr for a run left out: which file (or W&B run) and why, so it can be found and fixed."""
+    print(f"{action} {name}: {reason}", file=sys.stderr)
+
+
+def is_finite(value: Any) -> bool:
+    """A real number that is not NaN or infinite: the only kind a mean over seeds can use."""
+    return is_number(value) and math.isfinite(value)
+
+
+def is_whole(value: Any) -> bool:
+    """An epoch, seed or count: a whole number (W&B may hand back 3.0 for 3)."""
+    return is_finite(value) and float(value).is_integer()
+
+
+def is_name(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def is_rows(value: Any) -> bool:
+    """A history: a list of JSON objects, one per epoch."""
+    return isinstance(value, list) and all(isinstance(row, Mapping) for row in value)
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A value as JSON, cut short: what an error line quotes from a file."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def typed(record: Mapping[str, Any], key: str, accepts: Callable[[Any], bool], expected: str,
+          required: bool = False, label: str | None = None) -> Any:
+    """record[key] if `accepts` takes it; absent or null: None (unless required); else UnusableRun naming the key."""
+    value = record.get(key)
+    if value is None and not required:
+        return None
+    if not accepts(value):
+        raise UnusableRun(f"{label or key} is {'missing' if key not in record else shown(value)}, not {expected}")
+    return value
+
+
+def whole(record: Mapping[str, Any], key: str, **kwargs: Any) -> int | None:
+    """typed() for a whole number, as an int."""
+    value = typed(record, key, is_whole, "a whole number", **kwargs)
+    return None if value is None else int(value)
+
+
+def primary_metric(value: Any) -> PrimaryMetric:
+    """The run's declared primary metric, or UnusableRun where the declaration is not one."""
+    try:
+        return PrimaryMetric.of(value)
+    except (TypeError, ValueError) as error:  # ConfigError is a ValueError: a name without val/, a bad mode
+        raise UnusableRun(f"primary_metric is {shown(value)}, not a primary metric ({error})") from None
+
+
+def setting(value: Any) -> Any:
+    """A setting as a cell compares it: scalars as they are, anything else as its JSON (a list is unhashable)."""
+    return value if value is None or isinstance(value, (str, int, float)) else shown(value, limit=200)
 
 
 def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[str, Any] | None = None,
@@ -62,37 +129,65 @@ def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[st
     """A Run from results.json; `config` is the run's composed config, where its debug settings are.
 
     Results from before tasks have no task and no primary metric: classification, judged by val/acc1.
+    Raises UnusableRun, naming the field, where a field the report uses has the wrong type or is not finite.
     """
-    primary = PrimaryMetric.of(results.get("primary_metric"))
+    primary = primary_metric(results.get("primary_metric"))
     return Run(
-        task=str(results.get("task") or DEFAULT_TASK),
+        task=typed(results, "task", is_name, "a task name") or DEFAULT_TASK,
         primary=primary,
-        model=str(results["model"]),
-        attn=str(results["attn"]),
-        data=str(results["data"]),
-        seed=results.get("seed"),
-        params=results.get("params"),
-        macs=results.get("macs"),
+        model=typed(results, "model", is_name, "a model name", required=True),
+        attn=typed(results, "attn", is_name, "an attention name", required=True),
+        data=typed(results, "data", is_name, "a data name", required=True),
+        seed=whole(results, "seed"),
+        params=typed(results, "params", is_finite, "a number"),
+        macs=typed(results, "macs", is_finite, "a number"),
         test_metrics=test_metrics(results),
         curve=validation_curve(results, primary),
-        settings=tuple((key, results.get(key)) for key in SETTING_KEYS),
+        settings=tuple((key, setting(results.get(key))) for key in SETTING_KEYS),
         source=source,
         debug=debug_marker(config or {}) or debug_marker(results),  # the saved config says which debug setting
         finished=finished,
         recipe=recipe_of(config or {}, results),
+        epochs=whole(results, "epochs"),
     )
+
+
+def require_result(run: Run) -> Run:
+    """The run, if it has a result to report: a trained epoch and a test value of its primary metric."""
+    if run.epochs == 0:
+        raise UnusableRun("no trained epoch (epochs: 0), so no result to report")
+    if run.primary.metric not in run.test_metrics:
+        raise UnusableRun(f"no test_{run.primary.metric} (its primary metric), so no result to report")
+    return run
+
+
+def usable(build: Callable[[], Run | None], name: str) -> Run | None:
+    """build()'s run if it is a result to report; else None, after one line on stderr naming it and why."""
+    try:
+        run = build()
+        return None if run is None else require_result(run)
+    except UnusableRun as error:
+        skip(name, error)
+        return None
 
 
 def validation_curve(results: Mapping[str, Any], primary: PrimaryMetric) -> tuple[tuple[int, float], ...]:
     """(epoch, primary validation metric) of each history row that has it: epochs without validation have none."""
-    return tuple((int(row["epoch"]), float(row[primary.name])) for row in results.get("history", [])
-                 if row.get(primary.name) is not None)
+    history = typed(results, "history", is_rows, "a list of objects") or []
+    points = [(row, typed(row, primary.name, is_finite, "a number", label=f"history[{index}].{primary.name}"))
+              for index, row in enumerate(history)]
+    return tuple((whole(row, "epoch", required=True, label=f"history[{index}].epoch"), float(value))
+                 for index, (row, value) in enumerate(points) if value is not None)
 
 
 def test_metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    """metric -> test value of every test_<metric> number in results (not the loss, not test_ckpt's name)."""
-    return {key.removeprefix("test_"): float(value) for key, value in results.items()
-            if key.startswith("test_") and key.removeprefix("test_") not in NOT_METRICS and is_number(value)}
+    """metric -> test value of every test_<metric> in results (not the loss, not test_ckpt's name).
+
+    A value that is not a finite number is an UnusableRun: dropping it would leave a hole the table does not explain.
+    """
+    names = [key.removeprefix("test_") for key in results if key.startswith("test_")]
+    values = {name: typed(results, f"test_{name}", is_finite, "a number") for name in names if name not in NOT_METRICS}
+    return {name: float(value) for name, value in values.items() if value is not None}
 
 
 def is_number(value: Any) -> bool:
@@ -159,9 +254,34 @@ def recipe_of(config: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[tu
                         if not is_non_result(key)))
 
 
+def load_results(path: Path) -> dict[str, Any]:
+    """A results.json's object, or UnusableRun saying why the file is not one (never a traceback)."""
+    if not path.is_file():  # a FIFO or a device named results.json would block or never end
+        raise UnusableRun("not a regular file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+        results = json.loads(text)
+    except OSError as error:
+        raise UnusableRun(f"unreadable ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise UnusableRun(f"not UTF-8 text (byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise UnusableRun("empty" if not text.strip() else f"not valid JSON (line {error.lineno})") from None
+    except RecursionError:
+        raise UnusableRun("not valid JSON (nested too deeply)") from None
+    if not isinstance(results, dict):
+        raise UnusableRun(f"a JSON {type(results).__name__}, not an object")
+    return results
+
+
+def read_run(path: Path) -> Run | None:
+    """The run of one results.json, or None after a line on stderr naming the file and why it is left out."""
+    return usable(lambda: run_from_results(load_results(path), str(path.parent), hydra_config(path.parent),
+                                           path.stat().st_mtime), str(path))
+
+
 def collect_runs(root: str | Path) -> list[Run]:
-    """Every results.json below `root` (a sweep, a runs folder, or all of outputs/)."""
+    """Every reportable results.json below `root` (a sweep, a runs folder, or all of outputs/); a line for the rest."""
     root = Path(root)
     check(root.is_dir(), "source", str(root), "an existing directory of runs (a sweep or outputs/)")
-    return [run_from_results(read_results(path), str(path.parent), hydra_config(path.parent), path.stat().st_mtime)
-            for path in sorted(root.rglob(RESULTS_FILE))]
+    return [run for path in sorted(root.rglob(RESULTS_FILE)) if (run := read_run(path)) is not None]

@@ -11,7 +11,7 @@ from typing import Any
 
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import ConfigError, check
-from c3exp.report.runs import Run, config_value, run_from_results
+from c3exp.report.runs import Run, config_value, primary_metric, run_from_results, usable
 from c3exp.results import PrimaryMetric
 
 WANDB_TEST_KEY = re.compile(r"(?:final/test_|test/)(\w+)")  # a test number in a W&B summary
@@ -27,11 +27,22 @@ def run_from_wandb(run: Any) -> Run | None:
     """A finished c3exp run of the W&B API (its config is the resolved run config), or None.
 
     Finished: its summary has the test value of its primary metric (final/test_<metric> or test/<metric>).
+    A finished run that is no result (no trained epoch, a value of the wrong type) is None after a line on stderr.
     """
+    return usable(lambda: finished_run(run), source_of(run))
+
+
+def source_of(run: Any) -> str:
+    """Where a W&B run is: its URL, else its path."""
+    return str(getattr(run, "url", None) or getattr(run, "path", "wandb"))
+
+
+def finished_run(run: Any) -> Run | None:
+    """run_from_wandb's Run, None for an unfinished run, UnusableRun for one whose config or summary is damaged."""
     config, summary = dict(run.config), dict(run.summary)
     declared = {key: value for key in ("name", "mode")
                 if (value := config_value(config, f"task.primary_metric.{key}"))}
-    primary = PrimaryMetric.of(declared)
+    primary = primary_metric(declared)
     tested = wandb_test_numbers(summary, primary)
     choices = {name: config_value(config, key) for name, key in KEY_CHOICES.items()}
     if f"test_{primary.metric}" not in tested or choices["model"] is None:
@@ -42,11 +53,11 @@ def run_from_wandb(run: Any) -> Run | None:
         "primary_metric": {"name": primary.name, "mode": primary.mode},
         "params": first_value(summary, "final/params", "model/params"),
         "macs": first_value(summary, "final/macs", "model/macs"),
+        "epochs": first_value(summary, "final/epochs"),  # results.json's epochs, as train.py logs it
         **tested,
         "history": [row for row in rows if row.get("epoch") is not None],
     }
-    return run_from_results(results, source=str(getattr(run, "url", None) or getattr(run, "path", "wandb")),
-                            config=config, finished=timestamp(getattr(run, "created_at", None)))
+    return run_from_results(results, source_of(run), config, timestamp(getattr(run, "created_at", None)))
 
 
 def wandb_test_numbers(summary: Mapping[str, Any], primary: PrimaryMetric) -> dict[str, Any]:

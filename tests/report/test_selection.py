@@ -93,6 +93,7 @@ def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
 
     def record(bands, title, path):
         drawn.update(bands)
+        Path(path).write_bytes(b"a PNG")
         return Path(path)
 
     monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)

@@ -192,6 +192,7 @@ def test_curves_of_the_primary_metric_per_segmentation_row(mixed, tmp_path, monk
 
     def record(bands, title, path, **options):
         drawn[Path(path).name] = (bands, title, options)
+        Path(path).write_bytes(b"a PNG")
         return Path(path)
 
     monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)

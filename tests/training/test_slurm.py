@@ -18,12 +18,12 @@ import pytest
 
 from c3exp.eval import evaluate
 from c3exp.checkpoints import open_checkpoint
-from tests.conftest import REPO, c3exp_cli
+from tests.conftest import c3exp_cli
+from tests.training.test_slurm_local_script import daemon_pids, exported, script, skip_without_slurm
 from tests.wandb_records import read_offline_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-SCRIPT = REPO / "scripts" / "slurm-local.sh"
 # The local cluster's node has no GPU and the machine's CPUs: one CPU per task, no memory request.
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=null"]
@@ -65,24 +65,22 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def slurm() -> Iterator[Cluster]:
     """A running single-node cluster for this module's tests, stopped afterwards."""
-    missing = [program for program in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(program) is None]
-    if missing:
-        pytest.skip(f"SLURM is not installed here ({', '.join(missing)} not found): "
-                    "apt-get install slurmctld slurmd slurm-client munge (.ci/run does)")
+    skip_without_slurm()
     if os.geteuid() != 0:
         pytest.skip("the local SLURM cluster needs root: slurmd starts each job as the user who submitted it")
-    state_dir = tmp_path_factory.mktemp("slurm")
-    up = subprocess.run(["bash", str(SCRIPT), "up", str(state_dir)], capture_output=True, text=True, timeout=120)
+    up = script("up")  # in a fresh folder of its own choosing, which it prints
     if up.returncode != 0:  # installed but not starting: a failure to look at, not a skip
         pytest.fail(f"the local SLURM cluster did not start: {up.stderr.strip()}")
-    daemons = [int((state_dir / f"{name}.pid").read_text()) for name in ("munged", "slurmctld", "slurmd")]
+    state_dir = Path(exported(up.stdout)["C3EXP_SLURM_DIR"])
+    daemons = daemon_pids(state_dir)
     try:
         yield Cluster(state_dir, {"SLURM_CONF": str(state_dir / "slurm.conf")})
     finally:
-        subprocess.run(["bash", str(SCRIPT), "down", str(state_dir)], timeout=120)
+        script("down", str(state_dir))
         assert not [pid for pid in daemons if Path(f"/proc/{pid}").exists()], "slurm-local.sh down left daemons running"
+        shutil.rmtree(state_dir)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:

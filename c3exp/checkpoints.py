@@ -50,4 +50,17 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
             key, str(path), f"a c3exp/Lightning checkpoint (torch.load cannot read this file: {type(err).__name__})"
         ) from None
     check(isinstance(checkpoint, dict) and "c3exp" in checkpoint, key, str(path), "a checkpoint written by c3exp")
+    missing = missing_parts(checkpoint)
+    check(not missing, key, str(path), f"a complete c3exp checkpoint: this one has no {' and no '.join(missing)}")
     return checkpoint
+
+
+def missing_parts(checkpoint: dict[str, Any]) -> list[str]:
+    """What a c3exp checkpoint lacks of what eval, analyze and resuming read: its weights and its run's config.
+
+    Without them eval would rebuild the default config and blame the weights, or an override, for the mismatch.
+    """
+    section = checkpoint["c3exp"] if isinstance(checkpoint["c3exp"], dict) else {}
+    parts = {"weights (state_dict)": isinstance(checkpoint.get("state_dict"), dict),
+             "run config (c3exp.config)": bool(section.get("config"))}
+    return [part for part, present in parts.items() if not present]

@@ -15,7 +15,7 @@ from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from c3exp.errors import ConfigError, OverrideError, check
+from c3exp.errors import ConfigError, OverrideError, check, is_int
 from c3exp.paths import config_dir
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
@@ -103,6 +103,15 @@ PLUGIN_CHOICES = {
 }
 
 
+def module_installed(module: str) -> bool:
+    """Whether `module` can be imported; without any Hydra plugin the namespace `hydra_plugins` itself is
+    missing, and find_spec of a module in it raises instead of returning None."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def check_plugins(parsed: Iterable) -> None:
     """A launcher or sweeper whose Hydra plugin is not installed: one line naming the pip install.
 
@@ -115,7 +124,7 @@ def check_plugins(parsed: Iterable) -> None:
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         for value in values:
             module, package = plugins.get(str(value), (None, None))
-            if module and importlib.util.find_spec(module) is None:
+            if module and not module_installed(module):
                 raise OverrideError(f"{override.key_or_group}={value} needs {package}, which is not installed: "
                                     f"pip install -e '.[cluster]' (or pip install {package})")
 
@@ -244,8 +253,45 @@ def check_command_line(args: Sequence[str]) -> None:
         return
     if flags.multirun or any(override.is_sweep_override() for override in parsed):
         check_keys(parsed)
+        if not flags.multirun:
+            check_sweep_is_a_multirun(parsed)
         return
-    compose(flags.overrides, return_hydra_config=True)
+    check_run_dir(compose(flags.overrides, return_hydra_config=True))
+
+
+def check_sweep_is_a_multirun(parsed: Sequence) -> None:
+    """A comma list (`attn=none,se`) sweeps only in a multirun: -m, or a config that sets hydra.mode (hparams_search).
+
+    Hydra's own report is a traceback whose hint to add --multirun comes last.
+    """
+    sweeps = [override for override in parsed if override.is_sweep_override()]
+    try:
+        mode = _compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True).hydra.mode
+    except HydraException:
+        return  # Hydra's message says why the rest does not compose
+    if getattr(mode, "name", mode) != "MULTIRUN":
+        line = sweeps[0].input_line
+        raise OverrideError(f"{line} lists several values, a sweep: add -m to run one job per value (python -m c3exp -m {line} ...)")
+
+
+#: The longest file name most filesystems allow (ext4, XFS, NFS), in bytes.
+NAME_MAX = 255
+
+
+def long_component(path: str) -> str | None:
+    """The first component of `path` over NAME_MAX bytes, if any."""
+    return next((part for part in path.split("/") if len(part.encode()) > NAME_MAX), None)
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """A run directory name the filesystem refuses fails in Hydra, before the run starts, with a traceback."""
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir")
+    part = long_component(str(run_dir)) if run_dir else None
+    if part is None:
+        return
+    key, value = ("run_name", cfg.run_name) if str(cfg.get("run_name")) in part else ("hydra.run.dir", run_dir)
+    raise ConfigError(key, value, f"a shorter name: the run directory's name {part[:40]}... has {len(part.encode())} bytes, "
+                                  f"over the filesystem's limit of {NAME_MAX}")
 
 
 def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
@@ -276,15 +322,72 @@ def validate_config(cfg: DictConfig) -> None:
     momentum = OmegaConf.select(cfg, "optim.optimizer.momentum")
     if momentum is not None:
         check(isinstance(momentum, Number) and 0 <= momentum < 1, "optim.optimizer.momentum", momentum, "0 <= momentum < 1")
+    classes = cfg.data.get("num_classes")
+    check(classes is None or (is_int(classes) and classes >= 2), "data.num_classes", classes, "an integer >= 2")
     batch = cfg.data.batch_size
     check(isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1, "data.batch_size", batch, "an integer >= 1")
     epochs = cfg.trainer.get("max_epochs")
     check(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
     check(cfg.get("resume") in (None, "auto", "never"), "resume", cfg.get("resume"), ["null", "auto", "never"])
     check(cfg.get("test_ckpt") in ("last", "best"), "test_ckpt", cfg.get("test_ckpt"), ["last", "best"])
-    check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+    check(is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"an integer from 0 to {MAX_SEED} (numpy's seeds)")
     keep = cfg.get("keep_freed_memory", False)
     check(isinstance(keep, bool), "keep_freed_memory", keep, "true or false")
+    check_batch_limits(cfg)
+    run_name = str(cfg.get("run_name"))
+    check(len(run_name.encode()) <= NAME_MAX, "run_name", run_name, f"at most {NAME_MAX} bytes: it names the run directory")
+    check_task_fits_data(cfg)
+
+
+MAX_SEED = 2**32 - 1
+#: What a zero limit would do: trainer.limit_*_batches=0 fails (or reports nothing) only after the whole training.
+ZERO_BATCHES = {
+    "limit_train_batches": "train on no batch",
+    "limit_val_batches": "skip validation, which the checkpoints and the primary metric need (trainer.limit_val_batches=null: all)",
+    "limit_test_batches": "test on no batch, and the run ends by testing",
+}
+
+
+def check_batch_limits(cfg: DictConfig) -> None:
+    for key, outcome in ZERO_BATCHES.items():
+        value = cfg.trainer.get(key)
+        check(value is None or value != 0, f"trainer.{key}", value, f"a number of batches > 0 or a fraction > 0: 0 would {outcome}")
+
+
+#: The data module base class whose batches each task reads: a data config fits a task when its `_target_` derives
+#: from it (imported only once every other value has passed, so bad values are answered without torch).
+TASK_DATA = {
+    "classification": "c3exp.data.base.ImageDataModule",
+    "segmentation": "c3exp.data.voc.VOCSegmentationDataModule",
+    "detection": "c3exp.data.detection.DetectionDataModule",
+}
+
+
+def data_target(choice: str) -> str | None:
+    """The `_target_` of conf/data/<choice>.yaml, or of the config it extends (imagenet: imagefolder)."""
+    node = OmegaConf.load(config_dir() / "data" / f"{choice}.yaml")
+    if "_target_" in node:
+        return node._target_
+    parents = [entry for entry in node.get("defaults", []) if isinstance(entry, str) and entry != "_self_"]
+    return data_target(parents[0]) if parents else None
+
+
+def task_of(target: str | None) -> str | None:
+    """The task whose batches a data module class yields."""
+    from hydra.utils import get_class
+
+    cls = get_class(target) if target else None
+    return next((task for task, base in TASK_DATA.items() if cls is not None and issubclass(cls, get_class(base))), None)
+
+
+def check_task_fits_data(cfg: DictConfig) -> None:
+    """Data whose targets the task cannot use (masks for classification) fails deep inside the loss, after the setup."""
+    task, target = OmegaConf.select(cfg, "task.name"), OmegaConf.select(cfg, "data._target_")
+    if task not in TASK_DATA or task_of(target) in (task, None):
+        return
+    fits = [choice for choice in group_choices("data") if task_of(data_target(choice)) == task]
+    raise ConfigError("data", cfg.data.name, f"data for task={task}: one of {', '.join(fits)} "
+                                             f"(data={cfg.data.name} is {task_of(target)} data)")
 
 
 # The handful of settings that identify a run in results files, reports and dashboards: name -> config key.

@@ -19,10 +19,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from c3exp.checkpoints import load_checkpoint, open_checkpoint, trusted
 from c3exp.config import instantiate_reporting_user_errors, key_choices, validate_config
 from c3exp.data.base import per_process_batch_size
-from c3exp.errors import ConfigError, TrainerSettingError
+from c3exp.errors import ConfigError, TrainerSettingError, check
 from c3exp.models import without_pretrained
 from c3exp.results import summarise_history, write_results
+from c3exp.saved_config import changed_settings, checked_section, stored_config
 from c3exp.tasks import TaskModule, build_network, build_task
+from c3exp.training.checkpoint_io import with_atomic_checkpoint_io
 from c3exp.training.csv_rows import carry_over_csv_rows
 from c3exp.training.sweep import assign_gpu_for_parallel_job, pin_ddp_children_to_this_job
 from c3exp.utils.complexity import model_complexity
@@ -31,14 +33,13 @@ from c3exp.utils.noise import silence_library_noise
 from c3exp.utils.threads import use_the_cpus_slurm_gave
 
 log = logging.getLogger(__name__)
-NETWORK_KEYS = ("task", "model", "attn", "placement", "data")  # the key choices that shape the network
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a dict-of-`_target_` group (loggers, callbacks); null entries are off."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+    return [instantiate_reporting_user_errors(node) for node in group.values() if node is not None and "_target_" in node]
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -51,10 +52,14 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer of cfg.trainer; settings Lightning rejects (no GPU here, precision=17) are one line."""
+    """The Lightning Trainer of cfg.trainer; settings Lightning rejects (no GPU here, precision=17) are one line.
+
+    Checkpoints are saved beside themselves (AtomicCheckpointIO), never staged in $TMPDIR.
+    """
     loggers, callbacks = instantiate_group(cfg.get("logger")) or False, instantiate_group(cfg.get("callbacks"))
     try:
-        return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+        plugins = with_atomic_checkpoint_io(cfg.trainer.get("plugins"))
+        return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins)
     except InstantiationException as err:
         cause = err.__cause__
         if not isinstance(cause, (MisconfigurationException, ValueError)):
@@ -102,18 +107,26 @@ def check_checkpoint_fits(cfg: DictConfig, module: TaskModule, checkpoint: dict[
     """
     theirs = {name: tuple(tensor.shape) for name, tensor in checkpoint.get("state_dict", {}).items()}
     ours = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
-    if theirs == ours:
-        return
-    saved = key_choices(OmegaConf.create(checkpoint.get("c3exp", {}).get("config") or {}))
-    here = key_choices(cfg)
-    differs = [f"{key}={saved[key]}, not {here[key]}" for key in NETWORK_KEYS if saved[key] is not None and saved[key] != here[key]]
-    raise ConfigError(
-        "ckpt_path" if cfg.get("ckpt_path") else "resume",
-        path,
-        "a checkpoint of this run's network"
-        + (f" (the checkpoint has {', '.join(differs)})" if differs else "")
-        + "; start afresh with resume=never or another hydra.run.dir",
-    )
+    check(theirs == ours, _resume_key(cfg), path, f"a checkpoint of this run's network; {START_AFRESH}")
+
+
+START_AFRESH = "start afresh with resume=never or another hydra.run.dir"
+
+
+def _resume_key(cfg: DictConfig) -> str:
+    return "ckpt_path" if cfg.get("ckpt_path") else "resume"
+
+
+def check_same_settings(cfg: DictConfig, checkpoint: dict[str, Any], path: str) -> None:
+    """A resumed run continues the checkpoint's run: the settings that change the result must be its own.
+
+    Otherwise results.json would label the old run's weights with the new settings (a seed counted
+    twice, an lr the restored optimiser never used). Speed, logging and more epochs may change.
+    """
+    changed = changed_settings(stored_config(checkpoint, path), OmegaConf.to_container(cfg, resolve=True))
+    check(not changed, _resume_key(cfg), path,
+          f"a checkpoint trained with this command's settings, but these differ: {', '.join(changed)}; "
+          f"resume with the run's own settings, or {START_AFRESH}")
 
 
 def _checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
@@ -147,6 +160,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
     checkpoint = open_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
+        check_same_settings(cfg, checkpoint, ckpt_path)
         check_checkpoint_fits(cfg, module, checkpoint, ckpt_path)
     try:
         start_loggers(cfg, trainer, complexity, ckpt_path, checkpoint)
@@ -171,7 +185,8 @@ def start_loggers(
     """Log the config, and the model's size once: a resumed run's CSV keeps its earlier rows instead."""
     for logger in trainer.loggers:
         if checkpoint is not None and isinstance(logger, CSVLogger) and trainer.is_global_zero:
-            carry_over_csv_rows(logger, ckpt_path, int(checkpoint.get("global_step", 0)))  # before the writer starts
+            history = checked_section(checkpoint, ckpt_path).get("history", [])
+            carry_over_csv_rows(logger, ckpt_path, int(checkpoint.get("global_step", 0)), history)  # before the writer starts
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if checkpoint is None:
             logger.log_metrics({f"model/{key}": value for key, value in complexity.items()}, step=0)

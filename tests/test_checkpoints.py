@@ -63,3 +63,20 @@ def test_the_documented_opt_in_opens_a_trusted_file(tmp_path, marker, monkeypatc
     monkeypatch.setenv(TRUST_ENV, "1")
     open_checkpoint(ckpt)
     assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "contents,missing",
+    [
+        ({"c3exp": {"history": [], "config": {"seed": 0}}}, "weights (state_dict)"),
+        ({"c3exp": {"history": []}, "state_dict": {}}, "run config (c3exp.config)"),
+        ({"c3exp": {"history": []}}, "weights (state_dict) and no run config (c3exp.config)"),
+    ],
+)
+@pytest.mark.parametrize("overrides", [[], ["data.batch_size=4"]], ids=["alone", "with an override"])
+def test_an_incomplete_checkpoint_is_named_with_what_it_lacks(tmp_path, capsys, contents, missing, overrides):
+    """Eval would rebuild the default config, and with an override blame the override, instead of the file."""
+    ckpt = tmp_path / "incomplete.ckpt"
+    torch.save(contents, ckpt)
+    err = error_line(lambda: eval_main([f"ckpt_path={ckpt}", *overrides]), capsys)
+    assert err == f"error: ckpt_path='{ckpt}' is not valid: expected a complete c3exp checkpoint: this one has no {missing}\n"

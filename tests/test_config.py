@@ -177,3 +177,73 @@ def test_a_glob_that_matches_no_choice_is_one_clear_line():
     choices = ", ".join(group_choices("model"))
     with pytest.raises(ConfigError, match=re.escape(f"model='glob(densenet*)' is not valid: expected one of {choices}")):
         check_command_line(["-m", "model=glob(densenet*)"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Values that would fail only after work (training, a whole epoch) or with a traceback: one line up front.
+
+LONG_NAME = "r" * 256
+
+
+@pytest.mark.parametrize(
+    "overrides,key,value,allowed",
+    [
+        (["seed=-1"], "seed", "-1", "an integer from 0 to 4294967295"),
+        (["seed=4294967296"], "seed", "4294967296", "an integer from 0 to 4294967295"),
+        (["trainer.limit_train_batches=0"], "trainer.limit_train_batches", "0", "0 would train on no batch"),
+        (["trainer.limit_val_batches=0"], "trainer.limit_val_batches", "0", "0 would skip validation"),
+        (["trainer.limit_test_batches=0.0"], "trainer.limit_test_batches", "0.0", "0 would test on no batch"),
+        ([f"run_name={LONG_NAME}"], "run_name", LONG_NAME, "at most 255 bytes"),
+        (["data.num_classes=1"], "data.num_classes", "1", "an integer >= 2"),
+        (["task=segmentation", "data=digits"], "data", "digits", "data for task=segmentation: one of shapes, voc2012"),
+        (["task=segmentation", "data=synthetic"], "data", "synthetic", "data for task=segmentation: one of shapes, voc2012"),
+        (["task=detection", "data=digits"], "data", "digits",
+         "data for task=detection: one of coco2017, shapes_coco, shapes_detection, voc2007"),
+        (["task=classification", "data=shapes"], "data", "shapes", "data for task=classification: one of cifar10, cifar100, digits"),
+        (["experiment=segmentation_shapes", "data=shapes_detection"], "data", "shapes_detection",
+         "data for task=segmentation: one of shapes, voc2012 (data=shapes_detection is detection data)"),
+    ],
+)
+def test_values_that_would_fail_after_work_are_one_line_before_it(tmp_path, overrides, key, value, allowed):
+    from c3exp.config import validate_config
+    from tests.conftest import run_config
+
+    with pytest.raises(ConfigError) as error:
+        validate_config(run_config(["data=digits", *overrides], tmp_path))
+    assert (error.value.key, str(error.value.value)) == (key, value) and allowed in error.value.allowed
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides", [["experiment=segmentation_shapes"], ["experiment=detection_shapes"],
+                                       ["data=imagenet", "data.root=/x"],
+                                       ["data=digits", "trainer.limit_val_batches=0.5", "seed=4294967295"]])
+def test_tasks_with_their_data_and_edge_values_pass(tmp_path, overrides):
+    from c3exp.config import validate_config
+    from tests.conftest import run_config
+
+    validate_config(run_config(overrides, tmp_path))
+
+
+@pytest.mark.parametrize("override", ["hydra/launcher=slurm", "hydra/launcher=submitit_local", "hydra/launcher=parallel",
+                                      "hparams_search=optuna"])
+def test_a_plugin_choice_without_any_hydra_plugin_installed_is_one_line(monkeypatch, override):
+    """Without the cluster extras the namespace package hydra_plugins itself is missing: find_spec raises."""
+    import sys
+
+    for name in [name for name in sys.modules if name.startswith("hydra_plugins.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "hydra_plugins", None)  # what Python sees where no plugin is installed
+    with pytest.raises(OverrideError, match=rf"^{re.escape(override)} needs hydra-\w+-\w+, which is not installed: pip install"):
+        check_command_line([override])
+
+
+def test_a_comma_list_without_m_is_one_line_asking_for_it():
+    with pytest.raises(OverrideError, match=r"^attn=none,se lists several values, a sweep: add -m to run one job per value"):
+        check_command_line(["data=digits", "attn=none,se"])
+    check_command_line(["hparams_search=optuna", "seed=0,1"])  # a config that sets hydra.mode=MULTIRUN sweeps without -m
+
+
+def test_a_run_directory_name_over_the_filesystems_limit_is_one_line():
+    """Hydra creates the run directory before the run starts: an OSError traceback (File name too long)."""
+    with pytest.raises(ConfigError, match=r"^run_name='b{240}' is not valid: expected a shorter name: the run directory's name"):
+        check_command_line(["data=digits", f"run_name={'b' * 240}"])

@@ -11,7 +11,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 from torchvision.transforms import v2
 
 from c3exp.data.base import ImageDataModule
-from c3exp.errors import DataNotFoundError
+from c3exp.errors import DataNotFoundError, check
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _EXTENSIONS = ", ".join(IMG_EXTENSIONS)
@@ -86,8 +86,15 @@ class ImageFolderDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.folders:
             self.folders = {split: open_image_folder(self._folder(split)) for split in self.dirs}
+            self._check_two_classes()
             if self.num_classes is None:
                 self.num_classes = len(self.folders["train"].classes)
+
+    def _check_two_classes(self) -> None:
+        """One class folder trains a classifier with nothing to tell apart (cross-entropy of one logit: always 0)."""
+        classes = self.folders["train"].classes
+        check(len(classes) >= 2, "data.root", str(self.root),
+              f"a folder whose {self.dirs['train']}/ has 2 or more class sub-folders: it has one, {classes[0]!r}")
 
     def transform(self, train: bool) -> v2.Transform:
         size = self.image_size

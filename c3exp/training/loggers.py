@@ -1,18 +1,23 @@
 """The W&B logger, set up so that sweeps aggregate, offline works, and resumed runs continue."""
 from __future__ import annotations
 
+import http.client
+import logging
 import os
 import secrets
 import string
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from c3exp.errors import check
+from c3exp.errors import ConfigError, check
 
+log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -35,6 +40,40 @@ def resolve_mode(mode: str) -> str:
     if env_mode in ("online", "offline", "disabled", "dryrun"):
         return "offline" if env_mode == "dryrun" else env_mode  # dryrun: wandb's old name for offline
     return "online" if wandb_has_credentials() else "offline"
+
+
+def server_problem(timeout: float) -> str | None:
+    """Why the W&B server does not answer within `timeout` seconds, or None if it answers.
+
+    wandb.init itself waits init_timeout (90 s) on a node without network and then raises a long traceback.
+    """
+    import wandb
+
+    url = wandb.setup().settings.base_url  # the one wandb.init uses: WANDB_BASE_URL, `wandb login --host`, or W&B's
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # an error status is still an answer: the server is there
+    except (OSError, http.client.HTTPException) as err:  # refused, timed out, no DNS, not HTTP
+        return f"the W&B server {url} does not answer ({getattr(err, 'reason', None) or err})"
+    return None
+
+
+def reachable_mode(mode: str, timeout: float) -> str:
+    """The resolved mode, offline for `auto` where the server does not answer, an error for an explicit `online`.
+
+    Why the difference: `auto` means "log online if you can", and an offline run loses nothing (`wandb sync`
+    uploads it later), so it falls back in one line; `online` is an explicit request (live dashboards, alerts),
+    so it stops before any work rather than train for hours logging where nobody looks.
+    """
+    resolved = resolve_mode(mode)
+    problem = server_problem(timeout) if resolved == "online" else None
+    if problem is None:
+        return resolved
+    if mode == "auto":
+        log.warning("%s: logging offline (logger.wandb.mode=offline); `wandb sync <run dir>/wandb` uploads it later", problem)
+        return "offline"
+    raise ConfigError("logger.wandb.mode", mode, f"offline here: {problem}; logger.wandb.mode=offline logs locally for `wandb sync`")
 
 
 def sweep_group(config_key: str) -> str:
@@ -110,9 +149,11 @@ def wandb_logger(
     mode: str = "auto",
     log_model: bool | str = False,
     resume: str | None = "auto",
+    server_timeout: float = 10.0,
     **kwargs: Any,
 ) -> WandbLogger:
-    """`resume` is the run's top-level policy: `never` starts a new W&B run instead of continuing the old one."""
+    """`resume` is the run's top-level policy: `never` starts a new W&B run instead of continuing the old one;
+    `server_timeout` is how long an online run waits for the W&B server before going offline (see reachable_mode)."""
     save_path = Path(save_dir)
     return WandbLogger(
         project=project,
@@ -124,7 +165,7 @@ def wandb_logger(
         save_dir=str(save_path),
         id=persistent_run_id(save_path, resume),
         resume="allow",
-        mode=resolve_mode(mode),
+        mode=reachable_mode(mode, server_timeout),
         log_model=log_model,
         **kwargs,
     )

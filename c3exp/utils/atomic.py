@@ -38,6 +38,17 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
         raise
 
 
+def remove_temps(folder: Path, pattern: str) -> list[Path]:
+    """Remove the temporary files that killed saves of `folder`/`pattern` left behind; those removed.
+
+    Call it only where no other save into `folder` can be under way (one process saves a run's files).
+    """
+    leftovers = sorted(folder.glob(f"{TEMP_PREFIX}{pattern}.*"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -4,14 +4,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 
 import pytest
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from c3exp.training.loggers import RUN_ID_FILE, persistent_run_id, resolve_mode
+from c3exp.errors import ConfigError
+from c3exp.training.loggers import RUN_ID_FILE, persistent_run_id, reachable_mode, resolve_mode
 from tests.conftest import run_config
 
 
@@ -109,3 +112,52 @@ def test_a_filesystem_without_hard_links_still_gets_an_id(tmp_path, monkeypatch)
     run_id = persistent_run_id(tmp_path)
     assert len(run_id) == 8 and persistent_run_id(tmp_path) == run_id
     assert sorted(p.name for p in tmp_path.iterdir()) == [RUN_ID_FILE]
+
+
+# -- a W&B server that does not answer: an offline cluster node after `wandb login` ---------------------------
+def closed_port() -> tuple[str, None]:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{free.getsockname()[1]}", None
+
+
+def silent_server() -> tuple[str, socket.socket]:
+    """Accepts connections (the kernel's backlog) and never answers: a firewall that drops, a hung proxy."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    return f"http://127.0.0.1:{server.getsockname()[1]}", server
+
+
+@pytest.fixture(params=[closed_port, silent_server], ids=["closed port", "silent server"])
+def no_server(request, credentials, monkeypatch):
+    import wandb
+
+    url, server = request.param()
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    wandb.teardown()  # wandb reads its settings (the base URL) once per process
+    yield url
+    wandb.teardown()
+    if server is not None:
+        server.close()
+
+
+def test_auto_mode_logs_offline_in_one_line_where_the_server_does_not_answer(no_server, caplog):
+    assert reachable_mode("auto", timeout=1) == "offline"
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and no_server in warnings[0] and "logging offline (logger.wandb.mode=offline)" in warnings[0]
+
+
+def test_online_mode_stops_in_one_line_naming_offline_where_the_server_does_not_answer(no_server):
+    with pytest.raises(ConfigError) as error:
+        reachable_mode("online", timeout=1)
+    assert error.value.key == "logger.wandb.mode" and no_server in str(error.value)
+    assert "logger.wandb.mode=offline" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_logger_config_waits_for_the_server_a_few_seconds_not_wandbs_90(no_server, tmp_path):
+    cfg = run_config(["logger=wandb", "logger.wandb.mode=online"], tmp_path)
+    assert 0 < cfg.logger.wandb.server_timeout <= 15
+    with pytest.raises(InstantiationException) as error:  # train.py unwraps it to the one line
+        instantiate(cfg.logger.wandb, server_timeout=1)
+    assert isinstance(error.value.__cause__, ConfigError)

@@ -1,0 +1,50 @@
+"""Checkpoints written beside themselves, so that a kill or a full disk never costs the previous one.
+
+Lightning's TorchCheckpointIO saves through an fsspec transaction that stages the file in $TMPDIR and
+"moves" it into place. Where $TMPDIR is another filesystem (a tmpfs /tmp, outputs on a data disk or
+NFS) that move is a copy which truncates the old last.ckpt first: a kill or a full disk then leaves a
+short file under the checkpoint's name, and every interrupted save leaks a checkpoint-sized temp file.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+from omegaconf import OmegaConf
+
+from c3exp.utils.atomic import remove_temps, write_with
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save into a temporary file in the checkpoint's own folder, fsynced and renamed onto its name.
+
+    A checkpoint's name therefore always holds a whole checkpoint, old or new; a failed save removes
+    its temporary file, and temporary files left by killed saves go at the next save. Loading and
+    removing are Lightning's. Remote URLs (s3://...) keep Lightning's save: object stores replace
+    whole objects anyway.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)  # Lightning's message for storage_options
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_temps(path.parent, "*.ckpt")
+        write_with(path, lambda file: torch.save(checkpoint, file))
+
+
+def with_atomic_checkpoint_io(plugins: Any) -> list[Any]:
+    """trainer.plugins (none, one or a list; configs instantiated) and AtomicCheckpointIO, unless they have a CheckpointIO."""
+    if OmegaConf.is_config(plugins):
+        plugins = instantiate(plugins)
+    if plugins is None:
+        plugins = []
+    given = list(plugins) if isinstance(plugins, Iterable) and not isinstance(plugins, str) else [plugins]
+    if any(isinstance(plugin, CheckpointIO) for plugin in given):
+        return given
+    return [*given, AtomicCheckpointIO()]

@@ -26,7 +26,7 @@ from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError, check
 from c3exp.models import SPEED_KEYS, without_pretrained
 from c3exp.results import write_json
-from c3exp.saved_config import flatten, rebuild_config
+from c3exp.saved_config import HYDRA_KEYS, flatten, rebuild_config
 
 HELP = """\
 usage: python -m c3exp.eval ckpt_path=PATH [key=value ...]
@@ -93,14 +93,14 @@ def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str], pat
     Not load_from_checkpoint, nor the stored config itself: a checkpoint is data, so the config is
     composed again from c3exp's own groups with the checkpoint's choices and plain values.
     """
-    saved = rebuild_config(checkpoint, path)
-    cfg = saved.copy()
-    OmegaConf.set_struct(cfg, True)
     pairs = []
     for item in overrides:
         check("=" in item, "argument", item, "a key=value config override")
         key, _, value = item.partition("=")
         pairs.append((key, value))
+    saved = rebuild_config(checkpoint, path, vouched={key: value for key, value in pairs if key.rpartition(".")[2] in HYDRA_KEYS})
+    cfg = saved.copy()
+    OmegaConf.set_struct(cfg, True)
     for key, value in pairs:
         if key in GROUPS:
             swap_group(cfg, key, value)
@@ -185,9 +185,10 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
 
     checkpoint = load_checkpoint(ckpt_path)
     cfg = config_from_checkpoint(checkpoint, list(overrides), ckpt_path)
+    saved = cfg.copy()
     accelerator = choose_accelerator(cfg, overrides)
     datamodule = build_datamodule(cfg)
-    check_same_network(rebuild_config(checkpoint, ckpt_path), cfg)  # imagefolder's counted classes
+    check_same_network(saved, cfg)  # imagefolder's counted classes
     module = build_task(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones
     load_weights(module, checkpoint["state_dict"], ckpt_path)
     warn_if_not_finite(checkpoint["state_dict"], ckpt_path)

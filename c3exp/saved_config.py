@@ -98,14 +98,16 @@ def _select(tree: Mapping[str, Any], dotted: str) -> Any:
 
 def stored_choices(section: Mapping[str, Any], config: Mapping[str, Any], path: str | Path) -> dict[str, str]:
     """The run's config-group choices: stored by the run (newer checkpoints) or read from each group's `name`."""
-    # A group's file is named as its `name` key; newer checkpoints also store Hydra's choices (experiment, ...).
-    choices = {group: _select(config, f"{group}.name") for group in ("task", "model", "attn", "data", "optim")}
+    # Older checkpoints: a group's file is named as its `name` key (a plug-in's name, task.name=parity, names none).
+    named = {group: _select(config, f"{group}.name") for group in ("task", "model", "attn", "data", "optim")}
+    choices = {group: value for group, value in named.items() if isinstance(value, str) and value in group_choices(group)}
     saved = section.get("choices")
-    choices.update({group: value for group, value in (saved if isinstance(saved, dict) else {}).items() if group in GROUPS})
-    choices = {group: value for group, value in choices.items() if value is not None}
-    for group, value in choices.items():
+    for group, value in (saved if isinstance(saved, dict) else {}).items():
+        if group not in GROUPS or value is None:
+            continue
         if str(value) not in group_choices(group):
             raise UnsafeCheckpointError(path, f"its {group}={value!r} is none of c3exp's {group} configs ({', '.join(group_choices(group))})")
+        choices[group] = value
     if "optim" in choices and "optim/optimizer" not in choices:
         choices.update(_nested_choice("optim/optimizer", config, choices))
     return {group: str(value) for group, value in choices.items()}
@@ -122,8 +124,9 @@ def _nested_choice(group: str, config: Mapping[str, Any], choices: Mapping[str, 
     return {}
 
 
-def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "") -> Any:
-    """`theirs` values in `ours`' shape: keys ours lacks are dropped, Hydra's call keys must be ours."""
+def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "", vouched: Mapping[str, str] | None = None) -> Any:
+    """`theirs` values in `ours`' shape: keys ours lacks are dropped, Hydra's call keys must be ours or `vouched`
+    for by the command line (`task._target_=my.Task`: the user's own plug-in, named by the user, not by the file)."""
     if not isinstance(ours, dict):
         _refuse_calls(theirs, path, where)
         return theirs
@@ -135,10 +138,12 @@ def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "") -> An
     for key, value in theirs.items():
         dotted = f"{where}.{key}" if where else key
         if key in HYDRA_KEYS:
-            if value != ours.get(key):
-                raise UnsafeCheckpointError(path, f"its {dotted}={value!r} is not what c3exp's configs build there ({ours.get(key)!r})")
+            if value != ours.get(key) and (vouched or {}).get(dotted) != str(value):
+                raise UnsafeCheckpointError(path, f"its {dotted}={value!r} is not what c3exp's configs build there "
+                                                  f"({ours.get(key)!r}); a target you trust is taken from the command line: {dotted}=...")
+            merged[key] = value
         elif key in ours and dotted not in LOCAL_KEYS:
-            merged[key] = merge_plain(ours[key], value, path, dotted)
+            merged[key] = merge_plain(ours[key], value, path, dotted, vouched)
     return merged
 
 
@@ -154,19 +159,19 @@ def _refuse_calls(tree: Any, path: str | Path, where: str) -> None:
             _refuse_calls(item, path, where)
 
 
-def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, run_dir: str | Path | None = None) -> DictConfig:
+def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, vouched: Mapping[str, str] | None = None) -> DictConfig:
     """The checkpoint's run config, composed again from c3exp's own groups with its plain values in place.
 
-    `output_dir` is the checkpoint's run folder here (`run_dir`, default: the folder above the
-    checkpoint's), `data.root` this machine's default unless the command line sets it.
+    `vouched`: Hydra keys the command line sets (`task._target_=...`), which the checkpoint's may equal.
+    `output_dir` is the checkpoint's run folder here, `data.root` this machine's unless the command line sets it.
     """
     section = checked_section(checkpoint, path)
     config = dict(section.get("config") or {})
     choices = stored_choices(section, config, path)
     composed = compose([f"{group}={value}" for group, value in choices.items()])
     ours = OmegaConf.to_container(composed, resolve=False)
-    merged = merge_plain(ours, config, path)
-    merged["output_dir"] = str(run_dir if run_dir is not None else Path(path).resolve().parent.parent)
+    merged = merge_plain(ours, config, path, vouched=vouched)
+    merged["output_dir"] = str(Path(path).resolve().parent.parent)
     return OmegaConf.create(merged)
 
 

@@ -25,7 +25,7 @@ from tests.test_checkpoints import RunsCode
 def planted(ckpt: str, folder: Path, edit) -> Path:
     """A copy of a real checkpoint whose stored config `edit` changed: what someone else could share."""
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    edit(checkpoint["c3exp"]["config"])
+    edit(checkpoint["c3exp"]["config"], checkpoint["c3exp"])
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "shared.ckpt"
     torch.save(checkpoint, path)
@@ -54,12 +54,14 @@ def reference_bomb(levels: int = 12, width: int = 8) -> list:
 
 
 ATTACKS = {
-    "chain in data.seed": lambda cfg, marker: cfg["data"].update(seed=target_chain(marker)),
-    "os.system as data": lambda cfg, marker: cfg.update(data={**cfg["data"], "_target_": "os.system", "command": f"touch {marker}"}),
-    "call in a list": lambda cfg, marker: cfg["attn"].update(stages=[target_chain(marker)]),
-    "call in a new section": lambda cfg, marker: cfg["attn"].update(options={"_target_": "os.system", "command": f"touch {marker}"}),
-    "interpolation": lambda cfg, marker: cfg["data"].update(name="${oc.env:HOME}"),
-    "group that is no config": lambda cfg, marker: cfg["model"].update(name="../../tmp/evil"),
+    "chain in data.seed": lambda cfg, section, marker: cfg["data"].update(seed=target_chain(marker)),
+    "os.system as data": lambda cfg, section, marker: cfg.update(
+        data={**cfg["data"], "_target_": "os.system", "command": f"touch {marker}"}),
+    "call in a list": lambda cfg, section, marker: cfg["attn"].update(stages=[target_chain(marker)]),
+    "call in a new section": lambda cfg, section, marker: cfg["attn"].update(
+        options={"_target_": "os.system", "command": f"touch {marker}"}),
+    "interpolation": lambda cfg, section, marker: cfg["data"].update(name="${oc.env:HOME}"),
+    "group that is no config": lambda cfg, section, marker: section.update(choices={"model": "../../tmp/evil"}),
 }
 
 
@@ -70,13 +72,23 @@ def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_eval_and_analyze_never_run_what_a_checkpoint_plants(two_epochs, tmp_path, capsys, attack):
     marker = tmp_path / "code-ran"
-    ckpt = planted(two_epochs["checkpoints"]["last"], tmp_path / "from-someone", lambda cfg: ATTACKS[attack](cfg, marker))
+    ckpt = planted(two_epochs["checkpoints"]["last"], tmp_path / "from-someone",
+                   lambda cfg, section: ATTACKS[attack](cfg, section, marker))
     before = tree_snapshot(tmp_path)
     for command in (lambda: eval_main([f"ckpt_path={ckpt}"]), lambda: analyze_main(["correlation", f"ckpt_path={ckpt}"])):
         line = error_line(command, capsys)
         assert line.startswith(f"error: ckpt_path='{ckpt}' is not valid: expected a checkpoint whose stored config is plain data"), line
     assert not marker.exists()
     assert tree_snapshot(tmp_path) == before  # no eval.json, no analysis folder, nothing else
+
+
+def test_a_target_the_user_names_on_the_command_line_is_taken_and_only_that_one(two_epochs, tmp_path):
+    checkpoint = torch.load(two_epochs["checkpoints"]["last"], map_location="cpu", weights_only=True)
+    checkpoint["c3exp"]["config"]["task"]["_target_"] = "my_plugins.MyTask"
+    vouched = rebuild_config(checkpoint, "x.ckpt", vouched={"task._target_": "my_plugins.MyTask"})
+    assert vouched.task._target_ == "my_plugins.MyTask"
+    with pytest.raises(ValueError, match=r"its task._target_='my_plugins.MyTask' is not what c3exp's configs build there"):
+        rebuild_config(checkpoint, "x.ckpt", vouched={"data._target_": "my_plugins.MyTask"})
 
 
 def test_the_target_chain_runs_code_when_instantiated_so_the_attack_is_real(tmp_path):
@@ -88,7 +100,7 @@ def test_the_target_chain_runs_code_when_instantiated_so_the_attack_is_real(tmp_
 
 
 def test_a_reference_bomb_is_refused_before_it_expands(two_epochs, tmp_path):
-    ckpt = planted(two_epochs["checkpoints"]["last"], tmp_path, lambda cfg: cfg["data"].update(extra=reference_bomb()))
+    ckpt = planted(two_epochs["checkpoints"]["last"], tmp_path, lambda cfg, section: cfg["data"].update(extra=reference_bomb()))
     assert ckpt.stat().st_size < Path(two_epochs["checkpoints"]["last"]).stat().st_size + 4096
     # in a subprocess with a time and memory limit: expanding 8**12 values would hang or die
     done = subprocess.run([sys.executable, "-m", "c3exp.eval", f"ckpt_path={ckpt}"], capture_output=True, text=True,

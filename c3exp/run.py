@@ -5,20 +5,33 @@ before torch and Lightning load (seconds of imports), which happens when a run s
 """
 from __future__ import annotations
 
+import logging
 import os
+import shlex
 import shutil
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from c3exp.cli import USER_ERRORS, run_reporting_user_errors
+from c3exp.cli import USER_ERRORS, cannot_write, run_reporting_user_errors
 from c3exp.config import check_command_line, register_resolvers, validate_config
 from c3exp.paths import config_dir
 from c3exp.results import primary_value
+from c3exp.training.locks import LOCK_FILE, holding, is_secondary_rank, release_all
 from c3exp.training.sweep import JobFailed, Stopped, in_multirun, job_failed, sigterm_received, watch_for_sigterm
+
+log = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# hydra.run.dir of the command line when it was a folder before this process started: never deleted
+_existing_run_dirs: set[Path] = set()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -30,18 +43,88 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_single(cfg: DictConfig) -> dict[str, Any]:
-    """A run that a bad value stops before any work leaves no run directory behind (only Hydra's files)."""
-    try:
-        return train(cfg)
-    except USER_ERRORS:
-        remove_if_unused(Path(cfg.output_dir))
-        raise
+    """A run that a bad value stops before any work leaves no run directory behind (only Hydra's files);
+    one that SIGTERM or Ctrl-C stops exits non-zero with the command that resumes it."""
+    with stop_signals_noted() as received:
+        try:
+            return train(cfg)
+        except USER_ERRORS:
+            remove_if_unused(Path(cfg.output_dir))
+            raise
+        except BaseException:
+            if received:
+                report_stop(Path(cfg.output_dir), received[0])
+            raise
 
 
 def remove_if_unused(run_dir: Path) -> None:
-    """Delete a run directory that holds nothing but what Hydra writes at start (.hydra/, train.log)."""
-    if run_dir.is_dir() and {path.name for path in run_dir.iterdir()} <= {".hydra", "train.log"}:
+    """Delete a run directory this process created that holds nothing but what Hydra and the lock write at start."""
+    unused = {".hydra", "train.log", LOCK_FILE}
+    if run_dir.is_dir() and run_dir.resolve() not in _existing_run_dirs and {path.name for path in run_dir.iterdir()} <= unused:
         shutil.rmtree(run_dir)
+
+
+@contextmanager
+def stop_signals_noted() -> Iterator[list[int]]:
+    """Record SIGTERM and SIGINT (the list the block gets) while still stopping on them.
+
+    Lightning stops on SIGTERM at the end of a batch by raising a SystemExit with status 0, and on
+    Ctrl-C with status 1: without the record a killed run would look finished, or failed for no
+    reason. Outside Lightning's fit and test SIGTERM ends the block with a SystemExit here (so
+    `finally` clauses run); SIGINT keeps Python's KeyboardInterrupt. Rank 0 only: ranks > 0 end with it.
+    """
+    received: list[int] = []
+    if is_secondary_rank() or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if callable(previous[signum]):
+            previous[signum](signum, frame)  # Python's KeyboardInterrupt for SIGINT
+        elif signal.getsignal(signum) is note:  # inside fit or test Lightning calls this after its own handler
+            raise SystemExit(128 + signum)
+
+    for signum, handler in previous.items():
+        if handler != signal.SIG_IGN:  # a run started with nohup or in the background keeps ignoring
+            signal.signal(signum, note)
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def report_stop(run_dir: Path, signum: int) -> None:
+    """Exit 128 + signal number (143 for SIGTERM, 130 for Ctrl-C) saying how far the run got and how to resume it."""
+    epochs = epochs_saved(run_dir / "checkpoints")
+    line = (f"stopped by {signal.Signals(signum).name} after epoch {epochs}: resume with: "
+            f"{resume_command(run_dir, drop_ckpt_path=epochs > 0)}")
+    log.warning(line)  # into train.log
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum) from None
+
+
+def epochs_saved(folder: Path) -> int:
+    """The epochs the newest good checkpoint holds, where resume=auto continues (0 without one)."""
+    if not any(folder.glob("*.ckpt")):
+        return 0
+    from c3exp.checkpoints import open_checkpoint
+    from c3exp.train import newest_good_checkpoint
+
+    found = newest_good_checkpoint(folder)
+    return int(open_checkpoint(found, key="resume")["epoch"]) + 1 if found else 0  # saved at the end of epoch "epoch"
+
+
+def resume_command(run_dir: Path, drop_ckpt_path: bool) -> str:
+    """This run's command line (Hydra's record of its overrides) that continues in `run_dir` from its checkpoint.
+
+    A ckpt_path the run started from would win over the run's own newer checkpoint, so it goes once there is one.
+    """
+    dropped = {"resume", "ckpt_path"} if drop_ckpt_path else {"resume"}
+    overrides = [arg for arg in HydraConfig.get().overrides.task if arg.split("=", 1)[0].lstrip("+~") not in dropped]
+    return shlex.join(["python", "-m", "c3exp", *overrides, f"hydra.run.dir={run_dir}", "resume=auto"])
 
 
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
@@ -52,12 +135,17 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     """
     watch_for_sigterm()
     try:
-        return train(cfg)
+        with holding(Path(cfg.output_dir), "hydra.sweep.dir"):
+            return train(cfg)
     except USER_ERRORS as err:
         raise job_failed(err) from err
     except Exception as err:
         if sigterm_received():
             raise Stopped() from err
+        message = cannot_write(err)  # a full disk or read-only folder fails this job in one line, like a bad value
+        if message is not None:
+            log.error("error: %s", message)
+            raise job_failed(OSError(message)) from err
         raise
 
 
@@ -71,8 +159,17 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return primary_value(results)  # the objective for hyper-parameter sweepers: the task's primary metric
 
 
+def note_existing_run_dir(args: list[str]) -> None:
+    """Remember a hydra.run.dir given on the command line that exists before Hydra creates it: it is the user's."""
+    _existing_run_dirs.clear()
+    given = [arg.split("=", 1)[1] for arg in args if arg.split("=", 1)[0].lstrip("+") == "hydra.run.dir"]
+    if given and Path(given[-1]).is_dir():
+        _existing_run_dirs.add(Path(given[-1]).resolve())
+
+
 def main() -> None:
     run_reporting_user_errors(lambda: check_command_line(sys.argv[1:]))
+    note_existing_run_dir(sys.argv[1:])
     # Hydra re-raises a sweep's first failed job; without this it adds a line asking for HYDRA_FULL_ERROR.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
@@ -80,6 +177,8 @@ def main() -> None:
     except JobFailed as err:  # a bad value in one job: its one line (it says "error: job N: ...")
         print(err, file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    finally:
+        release_all()
 
 
 if __name__ == "__main__":

@@ -2,16 +2,20 @@
 what is allowed; Hydra's flags and help; run directories; no noise."""
 from __future__ import annotations
 
+import json
 import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from c3exp.config import GROUPS, group_choices
-from tests.conftest import run_main
+from tests.conftest import SMALL_DIGITS, run_main
 
 
 FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false"]
@@ -51,6 +55,47 @@ def test_a_bad_value_in_a_run_directory_with_checkpoints_leaves_it_as_it_was(mon
     (tmp_path / "checkpoints").mkdir()
     code, _ = run_main(monkeypatch, capsys, [*FAST, "model.depth=21", f"hydra.run.dir={tmp_path}"])
     assert code == 2 and (tmp_path / "checkpoints").is_dir() and (tmp_path / "train.log").is_file()
+
+
+def test_a_bad_value_leaves_an_existing_empty_run_directory_in_place(monkeypatch, capsys, tmp_path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    code, _ = run_main(monkeypatch, capsys, [*FAST, "model.depth=21", f"hydra.run.dir={run_dir}"])
+    assert code == 2 and run_dir.is_dir()
+
+
+def start_and_stop(args: list[str], run_dir: Path, signum: int) -> subprocess.CompletedProcess:
+    """Start `python -m c3exp args`, send `signum` once its first checkpoint is written, and wait for it to end."""
+    # Python raises KeyboardInterrupt only where SIGINT is not ignored (a shell's background jobs ignore it)
+    run = subprocess.Popen([sys.executable, "-m", "c3exp", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline and run.poll() is None, run.stderr.read()[-3000:]
+        time.sleep(0.1)
+    run.send_signal(signum)
+    _, stderr = run.communicate(timeout=300)
+    return subprocess.CompletedProcess(run.args, run.returncode, "", stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_exits_non_zero_with_its_resume_command_which_finishes_it(tmp_path, signum, status):
+    run_dir = tmp_path / "run"
+    args = ["experiment=quickstart", *SMALL_DIGITS, "trainer.max_epochs=60", "attn.stages=[2,3]", f"hydra.run.dir={run_dir}"]
+    stopped = start_and_stop(args, run_dir, signum)
+    assert stopped.returncode == status and not (run_dir / "results.json").exists()
+    line = stopped.stderr.strip().splitlines()[-1]
+    prefix = f"stopped by {signal.Signals(signum).name} after epoch "
+    assert line.startswith(prefix) and line in (run_dir / "train.log").read_text(), stopped.stderr[-3000:]
+    epochs, _, command = line[len(prefix):].partition(": resume with: ")
+    assert int(epochs) >= 1
+    assert command == shlex.join(["python", "-m", "c3exp", *args[:-1], f"hydra.run.dir={run_dir}", "resume=auto"])
+    finish = [arg.replace("trainer.max_epochs=60", f"trainer.max_epochs={int(epochs) + 1}") for arg in shlex.split(command)]
+    resumed = subprocess.run([sys.executable, *finish[1:]], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = json.loads((run_dir / "results.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == list(range(int(epochs) + 1))  # the saved epochs, then one more
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import xml.etree.ElementTree as ET
 import zlib
@@ -38,6 +39,7 @@ VOID = 255  # VOC's "void" label: object borders and unlabelled pixels, ignored 
 DEFAULT_SPLITS = {"train": 300, "val": 100}
 VOC_FOLDER = Path("VOCdevkit", "VOC2012")
 METADATA = "shapes.json"  # the generator arguments, beside VOCdevkit
+SCRATCH_PREFIX = ".shapes-"  # .shapes-<host>-<pid>-<random>: a writer's private folder inside the root
 COCO_CATEGORIES = [{"id": label, "name": name, "supercategory": "shape"} for label, name in enumerate(CLASSES, start=1)]
 
 # Shapes of similar area for the same size (circle pi r^2, square 3.24 r^2, triangle 2.92 r^2), so
@@ -296,14 +298,15 @@ def ensure_shapes_dataset(
 ) -> None:
     """Write the dataset into `root` unless it is there; safe when several processes call it at once.
 
-    Each writer fills a private temporary folder and renames it into place; the first rename wins
+    Each writer fills a private scratch folder and renames it into place; the first rename wins
     and the others discard their copy. An existing dataset written with other arguments is an error
     rather than silently reused.
     """
     wanted = _metadata(splits, image_size, seed, max_objects)
     if not (root / VOC_FOLDER / "ImageSets" / "Segmentation" / "train.txt").is_file():
         root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".shapes-", dir=root))
+        remove_stale_scratch(root)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=root))
         try:
             write_shapes_dataset(scratch, splits, image_size, seed, max_objects)
             for name in (METADATA, "annotations", VOC_FOLDER.parts[0]):
@@ -311,13 +314,35 @@ def ensure_shapes_dataset(
                     os.rename(scratch / name, root / name)
                 except OSError:  # another process got there first
                     pass
-        finally:
+        finally:  # an error, Ctrl-C or a run's SIGTERM (c3exp.run turns it into SystemExit)
             shutil.rmtree(scratch, ignore_errors=True)
     metadata = root / METADATA
     found = json.loads(metadata.read_text()) if metadata.is_file() else None
     if found is not None and found != wanted:
         raise ConfigError("data.root", str(root), f"a folder without shapes written with other settings "
                           f"({found}, not {wanted}): delete it or choose another data.root")
+
+
+def remove_stale_scratch(root: Path) -> None:
+    """Delete the scratch folders that writers on this host left when killed outright (SIGKILL, out of memory).
+
+    Only those of processes that are gone: another process may be writing into its own right now.
+    """
+    host = socket.gethostname()
+    for scratch in root.glob(f"{SCRATCH_PREFIX}{host}-*"):
+        pid = scratch.name[len(SCRATCH_PREFIX) + len(host) + 1:].partition("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class WritesShapes:

@@ -23,7 +23,9 @@ from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from c3exp.cli import run_reporting_user_errors
 from c3exp.results import write_json
+from c3exp.training.locks import acquire, release
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
@@ -162,6 +164,28 @@ def failure_text(error: BaseException) -> str:
     """What a failed job's status says: the user error behind JobFailed, else the exception."""
     cause = error.__cause__ if isinstance(error, JobFailed) and error.__cause__ else error
     return f"{type(cause).__name__}: {cause}"
+
+
+class FolderLock(Callback):
+    """One process per run folder and per sweep folder (c3exp.training.locks).
+
+    Taken before Hydra writes its .hydra/ files and train.log, so a refused second start leaves the
+    first run's folder untouched. The process that runs a multirun (with submitit, the submitting
+    one) holds the sweep folder; each job holds its own folder (run_sweep_job). A refusal exits here:
+    Hydra turns a callback's exceptions into warnings and would go on.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_reporting_user_errors(lambda: acquire(Path(config.hydra.run.dir), "hydra.run.dir"))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_reporting_user_errors(lambda: acquire(Path(config.hydra.sweep.dir), "hydra.sweep.dir"))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(config.hydra.sweep.dir))
 
 
 class SweepSummary(Callback):

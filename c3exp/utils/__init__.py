@@ -1,4 +1,2 @@
-"""Small helpers shared across c3exp."""
-from c3exp.utils.complexity import PartCost, count_macs, count_params, part_costs
-
-__all__ = ["PartCost", "count_macs", "count_params", "part_costs"]
+"""Small helpers shared across c3exp, each module importing only what it needs (no torch at package level:
+the CLI answers configuration questions before torch loads)."""

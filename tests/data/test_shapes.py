@@ -3,7 +3,13 @@ torchvision; determinism; occlusion; segmentation and detection batches from the
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +179,23 @@ def test_concurrent_writers_leave_one_complete_dataset(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["VOCdevkit", "annotations", "shapes.json"]  # no scratch left
     reference = write_shapes_dataset(tmp_path / "reference", SPLITS, 32, 0)
     assert file_bytes(root / "VOCdevkit") == file_bytes(reference / "VOCdevkit")
+
+
+def test_the_scratch_of_a_killed_writer_is_gone_after_the_next_generation(tmp_path):
+    """SIGKILL skips every `finally`: the next writer removes scratch of dead processes, not of live ones."""
+    root = tmp_path / "shapes"
+    code = f"from c3exp.data.shapes import ensure_shapes_dataset as e; e(__import__('pathlib').Path({str(root)!r}), {{'train': 100000, 'val': 1}}, 32, 0)"
+    writer = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while not list(root.glob(".shapes-*/VOCdevkit")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert list(root.glob(".shapes-*/VOCdevkit")), "the writer never started"
+    live = root / f".shapes-{socket.gethostname()}-{os.getpid()}-busy"  # a writer still at work (this process)
+    live.mkdir()
+    ensure_shapes_dataset(root, SPLITS, 32, 0)
+    assert sorted(p.name for p in root.iterdir()) == [live.name, "VOCdevkit", "annotations", "shapes.json"]
 
 
 def test_data_written_with_other_settings_is_not_reused(tmp_path):

@@ -1,0 +1,129 @@
+"""One process per run folder and per sweep folder.
+
+Two runs in one `hydra.run.dir` (the resume idiom started twice, a SLURM requeue that overlaps the
+live job) would both train and overwrite each other's checkpoints and metrics.csv; two sweeps in one
+sweep folder collide job by job. The first process holds an exclusive `flock` on a file in the folder
+and writes who it is into it; a second process is refused in one line naming the holder. The kernel
+drops the lock when its holder dies, however it dies, so a stale lock is simply taken over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no advisory locks, no guard
+    fcntl = None
+
+LOCK_FILE = ".c3exp.lock"
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+SAME_JOB_WAIT_S = 120.0  # a requeued SLURM job waits this long for its earlier start to die (NFS leases expire)
+
+_held: dict[Path, IO[str]] = {}  # folder -> its open, locked file, kept open for as long as the lock lasts
+
+
+class FolderInUse(RuntimeError):
+    """Another live process works in this folder: the CLI prints the message and exits with status 2."""
+
+
+def is_secondary_rank() -> bool:
+    """A DDP child that Lightning's launcher started, a task > 0 of a SLURM job, a node > 0: rank 0 holds the lock."""
+    return any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES)
+
+
+def holder_record() -> dict[str, Any]:
+    """Who holds the lock, written into the lock file for the message a second process prints."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def describe(record: dict[str, Any]) -> str:
+    if not record:
+        return "another process"  # it has the lock but has not written its record yet
+    slurm = f" (SLURM job {record['slurm_job']})" if record.get("slurm_job") else ""
+    return f"pid {record['pid']} on host {record['host']}{slurm} since {record['since']}"
+
+
+def read_record(lock_file: IO[str]) -> dict[str, Any]:
+    lock_file.seek(0)
+    with suppress(ValueError):
+        return json.loads(lock_file.read())
+    return {}
+
+
+def _try_flock(lock_file: IO[str]) -> bool:
+    """Take the lock without waiting; False if another process holds it."""
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _flock_or_wait_for_same_job(lock_file: IO[str]) -> bool:
+    """The lock; held by an earlier start of this very SLURM job (requeued), wait for that one to die."""
+    deadline = time.monotonic() + SAME_JOB_WAIT_S
+    while not _try_flock(lock_file):
+        same_job = os.environ.get("SLURM_JOB_ID") and read_record(lock_file).get("slurm_job") == os.environ["SLURM_JOB_ID"]
+        if not same_job or time.monotonic() > deadline:
+            return False
+        time.sleep(1.0)
+    return True
+
+
+def acquire(folder: Path, other_folder_key: str) -> None:
+    """Hold `folder` for this process until release(); refuse in one line if a live process holds it.
+
+    Ranks > 0 share rank 0's folder and take nothing. Where the file system has no locks (some
+    network mounts) the run goes on unguarded.
+    """
+    folder = Path(folder).resolve()
+    if fcntl is None or is_secondary_rank() or folder in _held:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_file = open(folder / LOCK_FILE, "a+")
+    try:
+        locked = _flock_or_wait_for_same_job(lock_file)
+    except OSError:  # ENOLCK, EOPNOTSUPP: no locking here
+        lock_file.close()
+        return
+    if not locked:
+        holder = describe(read_record(lock_file))
+        lock_file.close()
+        raise FolderInUse(f"{folder} is in use by {holder}: wait for it or use another {other_folder_key}")
+    lock_file.truncate(0)
+    lock_file.write(json.dumps(holder_record()))
+    lock_file.flush()
+    _held[folder] = lock_file
+
+
+def release(folder: Path) -> None:
+    """Let another process have `folder`. The lock file stays: removing it would let two processes lock two files."""
+    lock_file = _held.pop(Path(folder).resolve(), None)
+    if lock_file is not None:
+        lock_file.close()
+
+
+def release_all() -> None:
+    """Every lock this process holds (the end of `python -m c3exp`, in-process tests)."""
+    for folder in list(_held):
+        release(folder)
+
+
+@contextmanager
+def holding(folder: Path, other_folder_key: str) -> Iterator[None]:
+    """acquire() for the duration of the block (one sweep job in a process that runs several)."""
+    already = Path(folder).resolve() in _held
+    acquire(folder, other_folder_key)
+    try:
+        yield
+    finally:
+        if not already:
+            release(folder)

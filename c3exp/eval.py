@@ -108,7 +108,17 @@ def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str], pat
         if key not in GROUPS:
             set_key(cfg, key, value)
     check_same_network(saved, cfg)
+    note_data_root(checkpoint, cfg, overrides)
     return cfg
+
+
+def note_data_root(checkpoint: dict[str, Any], cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Say where the test data is read from when it is not where the run read it: data.root is never the checkpoint's."""
+    stored = checkpoint["c3exp"].get("config", {}).get("data", {}).get("root")
+    here = OmegaConf.select(cfg, "data.root", default=None)
+    if stored is not None and str(stored) != str(here) and not any(item.startswith(("data.root=", "data=")) for item in overrides):
+        print(f"note: the test data is read from data.root={here}, this machine's, not the run's {stored} "
+              "(a checkpoint never says where c3exp reads or writes); data.root=... chooses", file=sys.stderr, flush=True)
 
 
 def network_settings(cfg: DictConfig) -> dict[str, Any]:

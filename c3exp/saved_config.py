@@ -125,7 +125,7 @@ def _nested_choice(group: str, config: Mapping[str, Any], choices: Mapping[str, 
 
 
 def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "", vouched: Mapping[str, str] | None = None) -> Any:
-    """`theirs` values in `ours`' shape: keys ours lacks are dropped, Hydra's call keys must be ours or `vouched`
+    """`theirs` values in `ours`' shape, calls only where ours has them: Hydra's call keys must be ours or `vouched`
     for by the command line (`task._target_=my.Task`: the user's own plug-in, named by the user, not by the file)."""
     if not isinstance(ours, dict):
         _refuse_calls(theirs, path, where)
@@ -142,8 +142,8 @@ def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "", vouch
                 raise UnsafeCheckpointError(path, f"its {dotted}={value!r} is not what c3exp's configs build there "
                                                   f"({ours.get(key)!r}); a target you trust is taken from the command line: {dotted}=...")
             merged[key] = value
-        elif key in ours and dotted not in LOCAL_KEYS:
-            merged[key] = merge_plain(ours[key], value, path, dotted, vouched)
+        elif dotted not in LOCAL_KEYS:  # a key ours lacks (an option of a free-form section, a `+key`) is plain data
+            merged[key] = merge_plain(ours.get(key), value, path, dotted, vouched)
     return merged
 
 

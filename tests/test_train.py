@@ -120,7 +120,8 @@ def test_reusing_a_run_directory_with_another_network_is_one_line(two_epochs, tm
         run_reporting_user_errors(lambda: train(run_config(other, run_dir)))
     message = capsys.readouterr().err.strip().splitlines()[-1]  # after any log lines of earlier tests' handlers
     assert exit_info.value.code == 2 and message.startswith("error: resume=")
-    assert "model=resnet20, not resnet32" in message and "resume=never" in message
+    assert "these differ: model.depth=32 (the checkpoint's run: 20), model.name='resnet32' (the checkpoint's run: 'resnet20')" in message
+    assert "resume=never" in message
 
 
 def test_resume_auto_skips_a_checkpoint_cut_short(two_epochs, tmp_path):

@@ -114,8 +114,8 @@ def test_resuming_a_detection_run_equals_the_uninterrupted_run(straight, shapes_
     assert resumed["test_map_50"] == straight["test_map_50"]
 
 
-def test_eval_reproduces_the_test_map(straight):
-    metrics = evaluate(straight["checkpoints"]["best"], [])
+def test_eval_reproduces_the_test_map(straight, shapes_root):
+    metrics = evaluate(straight["checkpoints"]["best"], [f"data.root={shapes_root}"])  # data.root is never the checkpoint's
     assert metrics["test/map_50"] == pytest.approx(straight["test_map_50"], abs=1e-6)
     assert metrics["test/map"] == pytest.approx(straight["test_map"], abs=1e-6)
 

@@ -52,8 +52,8 @@ def test_resuming_a_segmentation_run_equals_the_uninterrupted_run(straight, shap
     assert resumed["test_miou"] == straight["test_miou"] and resumed["test_loss"] == straight["test_loss"]
 
 
-def test_eval_reproduces_the_test_miou(straight):
-    metrics = evaluate(straight["checkpoints"]["last"])
+def test_eval_reproduces_the_test_miou(straight, shapes_root):
+    metrics = evaluate(straight["checkpoints"]["last"], [f"data.root={shapes_root}"])  # data.root is never the checkpoint's
     assert metrics["test/miou"] == pytest.approx(straight["test_miou"], abs=1e-6)
     assert metrics["test/pixel_acc"] == pytest.approx(straight["test_pixel_acc"], abs=1e-6)
 

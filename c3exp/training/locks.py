@@ -78,6 +78,16 @@ def _flock_or_wait_for_same_job(lock_file: IO[str]) -> bool:
     return True
 
 
+def open_lock_file(path: Path) -> IO[str]:
+    """The lock file, created if need be, never through a symlink planted at its name (it is truncated and written)."""
+    try:
+        return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")
+    except OSError as err:
+        if os.path.islink(path):
+            raise FolderInUse(f"{path} is a symlink: c3exp writes its lock file only as a plain file; remove it") from None
+        raise
+
+
 def acquire(folder: Path, other_folder_key: str) -> None:
     """Hold `folder` for this process until release(); refuse in one line if a live process holds it.
 
@@ -88,7 +98,7 @@ def acquire(folder: Path, other_folder_key: str) -> None:
     if fcntl is None or is_secondary_rank() or folder in _held:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    lock_file = open(folder / LOCK_FILE, "a+")
+    lock_file = open_lock_file(folder / LOCK_FILE)
     try:
         locked = _flock_or_wait_for_same_job(lock_file)
     except OSError:  # ENOLCK, EOPNOTSUPP: no locking here
@@ -99,6 +109,7 @@ def acquire(folder: Path, other_folder_key: str) -> None:
         lock_file.close()
         raise FolderInUse(f"{folder} is in use by {holder}: wait for it or use another {other_folder_key}")
     lock_file.truncate(0)
+    lock_file.seek(0)
     lock_file.write(json.dumps(holder_record()))
     lock_file.flush()
     _held[folder] = lock_file

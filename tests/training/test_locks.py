@@ -96,3 +96,14 @@ def test_a_second_process_on_a_live_run_dir_exits_2_and_the_first_finishes(tmp_p
     results = json.loads((run_dir / "results.json").read_text())
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
     assert results["epochs"] == 3 and {row["epoch"] for row in rows if row.get("train/loss")} == {"0", "1", "2"}
+
+
+def test_a_symlink_planted_at_the_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_FILE).symlink_to(victim)
+    with pytest.raises(FolderInUse, match="is a symlink"):
+        acquire(run_dir, "hydra.run.dir")
+    assert victim.read_text() == "precious\n"

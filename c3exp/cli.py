@@ -35,8 +35,8 @@ def run_reporting_user_errors(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except USER_ERRORS as err:
-        fail(str(err))
-        raise  # unreachable: fail() exits
+        fail_logged(str(err))
+        raise  # unreachable: fail_logged() exits
     except Exception as err:
         message = cannot_write(err)
         if message is None:
@@ -76,11 +76,13 @@ def written_path(err: OSError) -> str:
 def fail_logged(message: str) -> None:
     """fail(), with the line also in the run's log (train.log, through Hydra's file handler), where the run's story ends.
 
+    Only where logging is set up (a run): elsewhere logging's last-resort handler would print the line twice.
     On a full disk the log line itself may not fit: logging then skips it silently instead of printing a traceback.
     """
-    raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
-    try:
-        logging.getLogger(__name__).error("error: %s", message)
-    finally:
-        logging.raiseExceptions = raise_exceptions
+    if logging.getLogger().handlers:
+        raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
+        try:
+            logging.getLogger(__name__).error("error: %s", message)
+        finally:
+            logging.raiseExceptions = raise_exceptions
     fail(message)

@@ -154,6 +154,7 @@ def test_resume_auto_under_other_settings_is_one_line_and_trains_nothing(two_epo
     assert code == 2 and err.count("\n") == 1, err
     assert "expected a checkpoint trained with this command's settings, but these differ: " in err
     assert f"{change} (the checkpoint's run: " in err
+    assert (run_dir / "train.log").read_text().rstrip().endswith(err.rstrip())  # the run's story ends with its cause
     after = tree_snapshot(run_dir)
     assert {path: after.get(path) for path in before} == before  # no checkpoint, CSV row or result touched
     assert sorted(path for path in after if path.endswith(".ckpt")) == sorted(path for path in before if path.endswith(".ckpt"))

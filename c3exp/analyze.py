@@ -14,13 +14,13 @@ detections side by side.
       stage) at K epochs from first to last (default 3). Default FILE: correlation_compare.png in the
       runs' common parent folder.
 
-  cam BASELINE_CKPT C3_CKPT [--images N] [--topk K] [--split val|test] [--out FILE]
+  cam BASELINE_CKPT C3_CKPT [--images N] [--topk K] [--split val|test] [--data-root DIR] [--out FILE]
       Fig. 6: the first N images of the split (default 4, test; at most the split's size) with the maps of
       each network's K most activated last-stage channels (default 6) over them, baseline and C3 side by
       side in one PNG.
       Default FILE: cam_compare.png in the checkpoints' common parent folder.
 
-  boxes BASELINE_CKPT C3_CKPT [--images N] [--score S] [--split val|test] [--out FILE]
+  boxes BASELINE_CKPT C3_CKPT [--images N] [--score S] [--split val|test] [--data-root DIR] [--out FILE]
       Two detection checkpoints (task=detection) on the same data: the first N images of the split
       (default 4, test; at most the split's size), one row each, with the ground-truth boxes, the
       baseline's and the C3 network's detections scoring at least S (default 0.5, in [0, 1]), each box
@@ -50,6 +50,7 @@ from c3exp.analysis.plots import box_comparison, cam_comparison, correlation_hea
 from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import check
 from c3exp.results import RESULTS_FILE, read_results, write_json
+from c3exp.utils.atomic import write_with
 
 if TYPE_CHECKING:
     from c3exp.data import ImageDataModule
@@ -58,8 +59,9 @@ SPLITS = ("val", "test")
 
 
 # -- checkpoints and data ------------------------------------------------------------------------
-def load_network(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, DictConfig]:
-    """The checkpoint's network (the one its task trains) with its trained weights (eval mode), and its run config."""
+def load_network(ckpt_path: str | Path, overrides: Sequence[str] = (), data_root: str | None = None) -> tuple[nn.Module, DictConfig]:
+    """The checkpoint's network (the one its task trains) with its trained weights (eval mode), and its run config
+    (its data read from `data_root` where its data config has a root: the bundled digits have none)."""
     from c3exp.checkpoints import load_checkpoint
     from c3exp.eval import config_from_checkpoint, load_weights
     from c3exp.models import without_pretrained
@@ -67,10 +69,17 @@ def load_network(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> tuple[
 
     checkpoint = load_checkpoint(ckpt_path)
     cfg = config_from_checkpoint(checkpoint, list(overrides), ckpt_path)
+    if data_root and "root" in cfg.data:
+        cfg.data.root = data_root
     net = build_network(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones: no download
     weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
     load_weights(net, weights, ckpt_path)
     return net.eval(), cfg
+
+
+def load_networks(args: argparse.Namespace) -> tuple[tuple[nn.Module, DictConfig], tuple[nn.Module, DictConfig]]:
+    """The two checkpoints of a comparison; their data is read from --data-root (never a checkpoint's own root)."""
+    return load_network(args.baseline, data_root=args.data_root), load_network(args.c3, data_root=args.data_root)
 
 
 def check_task(cfg: DictConfig, task: str, role: str, ckpt_path: str | Path) -> None:
@@ -127,7 +136,8 @@ def common_parent(paths: Sequence[str | Path]) -> Path:
 def correlation_outputs(correlations: Sequence[StageCorrelation], out: Path, name: str, images: int) -> list[Path]:
     """correlation.npz, correlation.json and one heatmap per stage in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "correlation.npz", **{f"stage{c.stage}": c.matrix for c in correlations})
+    matrices = {f"stage{c.stage}": c.matrix for c in correlations}
+    write_with(out / "correlation.npz", lambda file: np.savez_compressed(file, **matrices))
     summary = {"checkpoint": name, "images": images,
                "stages": [{"stage": c.stage, "channels": len(c.matrix), "mean_abs_corr": c.mean_abs,
                            "constant_channels": c.constant} for c in correlations]}
@@ -201,7 +211,7 @@ def display_images(images: torch.Tensor, datamodule) -> np.ndarray:
 
 
 def run_cam(args: argparse.Namespace) -> Path:
-    (baseline, cfg), (c3, c3_cfg) = load_network(args.baseline), load_network(args.c3)
+    (baseline, cfg), (c3, c3_cfg) = load_networks(args)
     check_task(cfg, "classification", "baseline checkpoint", args.baseline)
     check_task(c3_cfg, "classification", "c3 checkpoint", args.c3)
     check_same_data(cfg, c3_cfg, args.c3)
@@ -250,7 +260,7 @@ def detections_above(net: nn.Module, images: Sequence[torch.Tensor], score: floa
 
 def run_boxes(args: argparse.Namespace) -> Path:
     check(0.0 <= args.score <= 1.0, "--score", args.score, "a detection score in [0, 1]")
-    (baseline, cfg), (c3, c3_cfg) = load_network(args.baseline), load_network(args.c3)
+    (baseline, cfg), (c3, c3_cfg) = load_networks(args)
     check_task(cfg, "detection", "baseline checkpoint", args.baseline)
     check_task(c3_cfg, "detection", "c3 checkpoint", args.c3)
     check_same_data(cfg, c3_cfg, args.c3)
@@ -298,6 +308,7 @@ def build_parser() -> ArgumentParser:
     cam.add_argument("--images", type=positive_int, default=4, help="how many images (default 4)")
     cam.add_argument("--topk", type=positive_int, default=6, help="channels per image (default 6)")
     cam.add_argument("--split", choices=SPLITS, default="test")
+    cam.add_argument("--data-root", help="where the data set is (default: this machine's data.root, C3EXP_DATA or data/)")
     cam.add_argument("--out", help="output PNG (default: <common parent>/cam_compare.png)")
     cam.set_defaults(run=run_cam)
 
@@ -307,6 +318,7 @@ def build_parser() -> ArgumentParser:
     boxes.add_argument("--images", type=positive_int, default=4, help="how many images (default 4)")
     boxes.add_argument("--score", type=float, default=0.5, help="the lowest score of a drawn detection (default 0.5)")
     boxes.add_argument("--split", choices=SPLITS, default="test")
+    boxes.add_argument("--data-root", help="where the data set is (default: this machine's data.root, C3EXP_DATA or data/)")
     boxes.add_argument("--out", help="output PNG (default: <common parent>/boxes_compare.png)")
     boxes.set_defaults(run=run_boxes)
     return parser

@@ -118,7 +118,7 @@ def note_data_root(checkpoint: dict[str, Any], cfg: DictConfig, overrides: Seque
     here = OmegaConf.select(cfg, "data.root", default=None)
     if stored is not None and str(stored) != str(here) and not any(item.startswith(("data.root=", "data=")) for item in overrides):
         print(f"note: the test data is read from data.root={here}, this machine's, not the run's {stored} "
-              "(a checkpoint never says where c3exp reads or writes); data.root=... chooses", file=sys.stderr, flush=True)
+              "(a checkpoint never says where c3exp reads or writes); data.root=... chooses", flush=True)
 
 
 def network_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -28,6 +28,9 @@ HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_conv
 #: root when it downloads or generates data; outputs go to the run's folder here).
 LOCAL_KEYS = ("data.root", "output_dir", "trainer.default_root_dir")
 SCALARS = (str, int, float, bool, type(None))
+#: What re-testing a checkpoint never builds: c3exp's defaults stand in for the run's (a run's own loggers
+#: and callbacks, e.g. callbacks=analysis, would otherwise need their config group to be known).
+UNUSED_SECTIONS = ("logger", "callbacks")
 
 
 class UnsafeCheckpointError(ConfigError):
@@ -166,7 +169,7 @@ def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, vouched: Map
     `output_dir` is the checkpoint's run folder here, `data.root` this machine's unless the command line sets it.
     """
     section = checked_section(checkpoint, path)
-    config = dict(section.get("config") or {})
+    config = {key: value for key, value in (section.get("config") or {}).items() if key not in UNUSED_SECTIONS}
     choices = stored_choices(section, config, path)
     composed = compose([f"{group}={value}" for group, value in choices.items()])
     ours = OmegaConf.to_container(composed, resolve=False)

@@ -117,8 +117,8 @@ def tiny_detection(root: Path, attn: str) -> list[str]:
 def checkpoints(tmp_path_factory) -> dict[str, str]:
     """ResNet-20 Faster R-CNN without and with C3, trained once for the module: attn -> last checkpoint."""
     root, runs = tmp_path_factory.mktemp("shapes"), tmp_path_factory.mktemp("detection_runs")
-    return {attn: train(run_config(tiny_detection(root, attn), runs / attn))["checkpoints"]["last"]
-            for attn in ("none", "c3")}
+    return {**{attn: train(run_config(tiny_detection(root, attn), runs / attn))["checkpoints"]["last"] for attn in ("none", "c3")},
+            "root": ["--data-root", str(root)]}
 
 
 @pytest.mark.slow
@@ -127,7 +127,7 @@ def test_boxes_draws_one_row_of_three_panels_per_image(checkpoints, tmp_path, ca
     for images in (1, 2):
         png = tmp_path / f"boxes{images}.png"
         out = analyze(["boxes", checkpoints["none"], checkpoints["c3"], "--images", str(images), "--score", "0",
-                       "--out", str(png)])
+                       "--out", str(png), *checkpoints["root"]])
         assert out == png and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(png) as image:
             image.verify()
@@ -142,7 +142,7 @@ def test_boxes_draws_one_row_of_three_panels_per_image(checkpoints, tmp_path, ca
 
 
 def test_boxes_defaults_to_the_checkpoints_common_parent(checkpoints, capsys):
-    out = analyze(["boxes", checkpoints["none"], checkpoints["c3"], "--images", "1"])
+    out = analyze(["boxes", checkpoints["none"], checkpoints["c3"], "--images", "1", *checkpoints["root"]])
     assert out.name == "boxes_compare.png" and out.is_file()
     assert out.parent == Path(checkpoints["none"]).resolve().parents[2]  # <runs>/<attn>/checkpoints/last.ckpt
 
@@ -165,19 +165,19 @@ def classification_checkpoint(tmp_path_factory) -> str:
     ],
 )
 def test_bad_options_are_one_error_line(checkpoints, extra, message, capsys):
-    err = error_line(lambda: analyze(["boxes", checkpoints["none"], checkpoints["c3"], *extra]), capsys)
+    err = error_line(lambda: analyze(["boxes", checkpoints["none"], checkpoints["c3"], *extra, *checkpoints["root"]]), capsys)
     assert message in err
 
 
 def test_a_classification_checkpoint_is_one_error_line(checkpoints, classification_checkpoint, capsys):
-    err = error_line(lambda: analyze(["boxes", checkpoints["none"], classification_checkpoint]), capsys)
+    err = error_line(lambda: analyze(["boxes", checkpoints["none"], classification_checkpoint, *checkpoints["root"]]), capsys)
     assert "c3 checkpoint=" in err and "expected a detection checkpoint (task=detection), not task=classification" in err
-    err = error_line(lambda: analyze(["boxes", classification_checkpoint, checkpoints["c3"]]), capsys)
+    err = error_line(lambda: analyze(["boxes", classification_checkpoint, checkpoints["c3"], *checkpoints["root"]]), capsys)
     assert "baseline checkpoint=" in err and "a detection checkpoint (task=detection)" in err
 
 
 def test_cam_and_correlation_refuse_a_detection_checkpoint_in_one_line(checkpoints, capsys):
-    err = error_line(lambda: analyze(["cam", checkpoints["none"], checkpoints["c3"]]), capsys)
+    err = error_line(lambda: analyze(["cam", checkpoints["none"], checkpoints["c3"], *checkpoints["root"]]), capsys)
     assert "expected a classification checkpoint (task=classification), not task=detection" in err
-    err = error_line(lambda: analyze(["correlation", f"ckpt_path={checkpoints['c3']}"]), capsys)
+    err = error_line(lambda: analyze(["correlation", f"ckpt_path={checkpoints['c3']}", f"data.root={checkpoints['root'][1]}"]), capsys)
     assert "expected a classification checkpoint (task=classification), not task=detection" in err

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from c3exp.analyze import main as analyze_main
 from c3exp.eval import main as eval_main
-from c3exp.saved_config import LOCAL_KEYS, MAX_NODES, changed_settings, flatten, rebuild_config
+from c3exp.saved_config import LOCAL_KEYS, MAX_NODES, UNUSED_SECTIONS, changed_settings, flatten, rebuild_config
 from c3exp.train import train
 from tests.conftest import REPO, SHORT_RUN, error_line, run_config, run_main
 from tests.test_checkpoints import RunsCode
@@ -122,7 +122,7 @@ def test_an_honest_checkpoint_gives_back_its_run_config(two_epochs):
     checkpoint = torch.load(two_epochs["checkpoints"]["last"], map_location="cpu", weights_only=True)
     rebuilt = flatten(OmegaConf.to_container(rebuild_config(checkpoint, two_epochs["checkpoints"]["last"]), resolve=False))
     stored = flatten(checkpoint["c3exp"]["config"])
-    local = [key for key in stored if any(key == k or key.startswith(f"{k}.") for k in LOCAL_KEYS)]
+    local = [key for key in stored if any(key == k or key.startswith(f"{k}.") for k in (*LOCAL_KEYS, *UNUSED_SECTIONS))]
     assert local and {key: rebuilt[key] for key in stored if key not in local} == {key: stored[key] for key in stored if key not in local}
     assert rebuilt["output_dir"] == str(Path(two_epochs["run_dir"]).resolve())
 

@@ -21,6 +21,7 @@ from c3exp.analysis.correlation import StageCorrelation, stage_correlations
 from c3exp.analysis.plots import CorrelationHistory, correlation_heatmaps
 from c3exp.errors import ConfigError, check
 from c3exp.results import write_json
+from c3exp.utils.atomic import write_with
 
 ANALYSIS_DIR = "analysis"
 RECORD_FILE = "correlation.json"
@@ -87,7 +88,8 @@ class ChannelCorrelation(L.Callback):
         epoch = trainer.current_epoch
         stem = self.out_dir / epoch_stem(epoch)
         stem.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(stem.with_suffix(".npz"), **{f"stage{c.stage}": c.matrix for c in correlations})
+        matrices = {f"stage{c.stage}": c.matrix for c in correlations}
+        write_with(stem.with_suffix(".npz"), lambda file: np.savez_compressed(file, **matrices))
         record = {
             "epoch": epoch,
             "step": trainer.global_step,

@@ -22,7 +22,7 @@ from c3exp.data.base import per_process_batch_size
 from c3exp.errors import ConfigError, TrainerSettingError, check
 from c3exp.models import without_pretrained
 from c3exp.results import summarise_history, write_results
-from c3exp.saved_config import changed_settings, checked_section, stored_config
+from c3exp.saved_config import changed_settings, stored_config
 from c3exp.tasks import TaskModule, build_network, build_task
 from c3exp.training.checkpoint_io import with_atomic_checkpoint_io
 from c3exp.training.csv_rows import carry_over_csv_rows
@@ -185,7 +185,7 @@ def start_loggers(
     """Log the config, and the model's size once: a resumed run's CSV keeps its earlier rows instead."""
     for logger in trainer.loggers:
         if checkpoint is not None and isinstance(logger, CSVLogger) and trainer.is_global_zero:
-            history = checked_section(checkpoint, ckpt_path).get("history", [])
+            history = checkpoint["c3exp"].get("history", [])  # walked and checked once, by check_same_settings
             carry_over_csv_rows(logger, ckpt_path, int(checkpoint.get("global_step", 0)), history)  # before the writer starts
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if checkpoint is None:

@@ -93,7 +93,7 @@ def check_overrides(overrides: Iterable[str]) -> list:
 
 _SUBMITIT = ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
 _JOBLIB = ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher")
-_OPTUNA = ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper")
+_OPTUNA = ("optuna", "optuna")  # c3exp's own sweeper (c3exp.training.tuning) on Optuna
 #: Choices served by a Hydra plugin of the `cluster` extras: group -> choice -> (plugin module, package).
 PLUGIN_CHOICES = {
     "hydra/launcher": {"slurm": _SUBMITIT, "submitit_slurm": _SUBMITIT, "submitit_local": _SUBMITIT,

@@ -19,6 +19,8 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra_plugins.c3exp_optuna import OptunaSweeper
 from omegaconf import DictConfig
 
 from c3exp.cli import USER_ERRORS, cannot_write, run_reporting_user_errors
@@ -27,6 +29,7 @@ from c3exp.paths import config_dir
 from c3exp.results import primary_value
 from c3exp.training.locks import LOCK_FILE, holding, is_secondary_rank, release_all
 from c3exp.training.sweep import JobFailed, Stopped, in_multirun, job_failed, sigterm_received, watch_for_sigterm
+from c3exp.training.tuning import run_as_trial
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -136,7 +139,7 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     watch_for_sigterm()
     try:
         with holding(Path(cfg.output_dir), "hydra.sweep.dir"):
-            return train(cfg)
+            return run_as_trial(lambda: train(cfg))  # inside an Optuna trial: the study is told how it ended
     except USER_ERRORS as err:
         raise job_failed(err) from err
     except Exception as err:
@@ -150,6 +153,8 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 register_resolvers()
+# An editable install hides hydra_plugins/ from Hydra's plugin scan: name c3exp's sweeper to Hydra here.
+Plugins.instance().register(OptunaSweeper)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")

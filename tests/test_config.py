@@ -224,8 +224,7 @@ def test_tasks_with_their_data_and_edge_values_pass(tmp_path, overrides):
     validate_config(run_config(overrides, tmp_path))
 
 
-@pytest.mark.parametrize("override", ["hydra/launcher=slurm", "hydra/launcher=submitit_local", "hydra/launcher=parallel",
-                                      "hparams_search=optuna"])
+@pytest.mark.parametrize("override", ["hydra/launcher=slurm", "hydra/launcher=submitit_local", "hydra/launcher=parallel"])
 def test_a_plugin_choice_without_any_hydra_plugin_installed_is_one_line(monkeypatch, override):
     """Without the cluster extras the namespace package hydra_plugins itself is missing: find_spec raises."""
     import sys

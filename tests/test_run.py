@@ -110,7 +110,7 @@ def test_asking_for_a_gpu_without_one_is_one_line(monkeypatch, capsys, tmp_path)
     [
         ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
         ("hydra/launcher=parallel", "hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
-        ("hparams_search=optuna", "hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+        ("hparams_search=optuna", "optuna", "optuna"),
     ],
 )
 def test_a_sweep_plugin_that_is_not_installed_is_one_line_naming_the_install(monkeypatch, capsys, tmp_path, override, module, package):

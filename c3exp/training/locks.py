@@ -138,3 +138,32 @@ def holding(folder: Path, other_folder_key: str) -> Iterator[None]:
     finally:
         if not already:
             release(folder)
+
+
+def in_use(lock_path: Path) -> bool:
+    """Whether a live process (this one included, through another open file) holds the flock on `lock_path`."""
+    if fcntl is None:
+        return False
+    try:
+        lock_file = os.fdopen(os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW), "r")
+    except OSError:  # no such file: nobody ever held it
+        return False
+    with lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        return False
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold the flock on `lock_path` (created if need be) for the block, waiting for any other holder."""
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+    lock_file = open_lock_file(Path(lock_path))
+    try:
+        if fcntl is not None:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield
+    finally:
+        lock_file.close()

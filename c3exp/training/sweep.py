@@ -182,6 +182,8 @@ class FolderLock(Callback):
         release(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("OptunaSweeper"):
+            return  # the workers of one search share its folder by design; each trial's job holds its own
         run_reporting_user_errors(lambda: acquire(Path(config.hydra.sweep.dir), "hydra.sweep.dir"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from c3exp.training.locks import LOCK_FILE, FolderInUse, acquire, release
+from c3exp.training.locks import LOCK_FILE, FolderInUse, acquire, exclusive, in_use, release
 from tests.conftest import SMALL_DIGITS, run_main
 
 FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false"]
@@ -107,3 +107,21 @@ def test_a_symlink_planted_at_the_lock_file_is_refused_and_its_target_untouched(
     with pytest.raises(FolderInUse, match="is a symlink"):
         acquire(run_dir, "hydra.run.dir")
     assert victim.read_text() == "precious\n"
+
+
+def test_in_use_tells_a_live_holder_from_a_dead_one(tmp_path, held_by_another_process):
+    """What the Optuna sweeper asks of a trial's run folder and of a worker's lock file."""
+    assert not in_use(tmp_path / LOCK_FILE)  # never locked: no file
+    held_by_another_process(tmp_path)
+    assert in_use(tmp_path / LOCK_FILE)
+    other = tmp_path / "other"
+    acquire(other, "hydra.run.dir")
+    release(other)
+    assert (other / LOCK_FILE).exists() and not in_use(other / LOCK_FILE)  # the file stays, the lock is gone
+
+
+def test_exclusive_holds_its_file_for_the_block_only(tmp_path):
+    path = tmp_path / "sub" / "ask.lock"
+    with exclusive(path):
+        assert in_use(path)
+    assert not in_use(path)

@@ -87,21 +87,6 @@ def test_launcher_runs_a_two_job_sweep(tmp_path, launcher: str):
     assert seeds == [0, 1]
 
 
-@pytest.mark.slow
-def test_optuna_search_maximises_the_returned_objective(tmp_path):
-    sweep = tmp_path / "sweep"
-    done = c3exp_cli(["hparams_search=optuna", "hydra.sweeper.n_trials=2", *SMALL, "data.val_split=180", "trainer.max_epochs=1",
-                      f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    import yaml
-
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    trials = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
-    assert len(trials) == 2
-    assert best["best_value"] == pytest.approx(max(t["best_val_acc1"] for t in trials))
-    assert set(best["best_params"]) == {"optim.optimizer.lr", "optim.optimizer.weight_decay"}
-
-
 # ----------------------------------------------------------------------------------------------
 # Parallel (joblib/loky) sweep jobs: each worker process holds one GPU, whatever its job numbers.
 

@@ -1,15 +1,18 @@
 """The shared DataModule: in-memory uint8 image arrays, a seeded validation hold-out, standard augmentation."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip
+from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip, RandomErase
+from c3exp.data.mixing import MixingCollate, batch_mixing
 from c3exp.errors import check
 
 
@@ -53,6 +56,29 @@ class ArrayDataset(Dataset):
         return image, int(self.arrays.labels[index])
 
 
+class TransformedImages(Dataset):
+    """`dataset`'s (image, label) samples with `transform` applied to the image after the dataset's own transforms.
+
+    How random erasing reaches every subclass's training images, whatever transforms its dataset applies.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+def check_number(value: object, key: str, low: float, high: float, allowed: str) -> None:
+    """A finite real number (not a bool) from `low` to `high`, else one line naming `key`."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+    check(ok, key, value, allowed)
+
+
 def build_transforms(
     mean: Sequence[float],
     std: Sequence[float],
@@ -84,6 +110,12 @@ class ImageDataModule(L.LightningDataModule):
     `on_device=True` keeps the splits on the training device and batches, crops, flips and
     normalises there (c3exp.data.device.DeviceBatches) instead of in DataLoader workers; its
     shuffling and augmentation of epoch e come from a generator seeded with (`seed`, e).
+
+    Options of the strong CIFAR recipe, all off by default: `random_erasing` zeroes one random
+    rectangle of each normalised training image with that probability (c3exp.data.device.draw_erasing);
+    `mixup_alpha` / `cutmix_alpha` > 0 apply MixUp / CutMix (one of the two per batch, p=0.5, where both
+    are on) to whole training batches (c3exp.data.mixing), whose labels are then float (N, num_classes)
+    probabilities. Validation and test batches are never mixed or erased.
     """
 
     mean: Sequence[float] = (0.5, 0.5, 0.5)
@@ -107,6 +139,9 @@ class ImageDataModule(L.LightningDataModule):
         train_repeats: int = 1,
         on_device: bool = False,
         seed: int = 0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        random_erasing: float = 0.0,
     ):
         super().__init__()
         check(isinstance(on_device, bool), "data.on_device", on_device, "true or false")
@@ -125,6 +160,10 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.val_split, self.split_seed = val_split, split_seed
         self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
+        for key, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+            check_number(alpha, f"data.{key}", 0, math.inf, "a number >= 0 (the Beta distribution's alpha; 0: off)")
+        check_number(random_erasing, "data.random_erasing", 0, 1, "a probability from 0 to 1 (0: off)")
+        self.mixup_alpha, self.cutmix_alpha, self.random_erasing = mixup_alpha, cutmix_alpha, random_erasing
         self.splits: dict[str, ImageArrays] | None = None
 
     # -- what subclasses provide -------------------------------------------------------------
@@ -164,20 +203,36 @@ class ImageDataModule(L.LightningDataModule):
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
         return per_process_batch_size(batch_size, self.trainer.world_size if self.trainer is not None else 1)
 
+    def batch_mixing(self) -> v2.Transform | None:
+        """The MixUp/CutMix of whole training batches (None: off), built once num_classes is known (after setup)."""
+        return batch_mixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
+
     def _loader(self, split: str) -> DataLoader | DeviceBatches:
         train = split == "train"
         if self.on_device:
             return self.device_batches(split)
+        dataset = self.dataset(split)
+        if train and self.random_erasing > 0:
+            dataset = TransformedImages(dataset, RandomErase(self.random_erasing))
+        mix = self.batch_mixing() if train else None
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.per_process_batch_size(split),
             shuffle=train,
             num_workers=self.num_workers,
+            collate_fn=MixingCollate(mix) if mix is not None else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             # fresh workers each epoch: they are seeded from the (seed, epoch)-reseeded RNG, so an
             # epoch's augmentations do not depend on earlier epochs and resumed runs stay exact
             persistent_workers=False,
         )
+
+    def train_augmentation(self) -> Augmentation | None:
+        """What data.on_device does to training images: crop/flip where data.augment, erasing where data.random_erasing > 0."""
+        if not (self.augment or self.random_erasing > 0):
+            return None
+        padding, hflip = (self.crop_padding, self.hflip) if self.augment else (0, False)
+        return Augmentation(padding, hflip, self.random_erasing)
 
     def device_batches(self, split: str) -> DeviceBatches:
         """`split` copied once to the training device, batched (and for training augmented) there."""
@@ -194,13 +249,14 @@ class ImageDataModule(L.LightningDataModule):
             self.per_process_batch_size(split),
             self.mean,
             self.std,
-            augmentation=Augmentation(self.crop_padding, self.hflip) if train and self.augment else None,
+            augmentation=self.train_augmentation() if train else None,
             shuffle=train,
             repeats=self.train_repeats if train else 1,
             seed=self.seed,
             epoch=lambda: trainer.current_epoch if trainer is not None else 0,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
+            mix=self.batch_mixing() if train else None,
         )
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:

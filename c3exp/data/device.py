@@ -3,10 +3,13 @@
 CIFAR-sized data fits in GPU memory many times over; cropping, flipping and normalising a batch
 there costs microseconds, where per-sample transforms in worker processes cost a CPU core per few
 thousand images a second. Both paths draw the same random variables, (top, left, flip) per image,
-through `draw_crop_flip`, and cut the same pixels for the same draws (tests/data/test_device.py).
+through `draw_crop_flip`, and cut the same pixels for the same draws (tests/data/test_device.py);
+random erasing likewise draws its rectangles through `draw_erasing` in both. MixUp and CutMix act on
+whole batches in both paths (c3exp.data.mixing).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -82,12 +85,89 @@ class RandomCropFlip:
         return f"RandomCropFlip(padding={self.padding}, hflip={self.hflip})"
 
 
+#: Random erasing's rectangle (Zhong et al. 2020, torchvision's RandomErasing defaults): its area as a
+#: fraction of the image's, its aspect ratio (height / width, drawn log-uniformly), and the draws per image.
+ERASE_SCALE, ERASE_RATIO, ERASE_ATTEMPTS = (0.02, 0.33), (0.3, 3.3), 10
+
+
+@dataclass(frozen=True)
+class EraseDraws:
+    """The rectangles random erasing zeroes in N images: (N, 4) rows of (top, left, height, width); 0 x 0: none."""
+
+    boxes: torch.Tensor
+
+    def __getitem__(self, index: int) -> tuple[int, int, int, int]:
+        top, left, height, width = self.boxes[index].tolist()
+        return top, left, height, width
+
+
+def draw_erasing(
+    count: int, height: int, width: int, p: float, generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> EraseDraws:
+    """One rectangle per image with probability `p`, distributed as torchvision's RandomErasing draws it.
+
+    torchvision tries up to 10 (area fraction, aspect ratio) pairs, uniform in ERASE_SCALE and
+    log-uniform in ERASE_RATIO, keeps the first whose rounded sides fit strictly inside the image and
+    erases nothing if none does. Here all 10 are drawn at once (a fixed number of draws per image keeps
+    the batched and the per-image path on the same stream) and the same first fitting one is kept, so
+    the distribution is torchvision's, without a data-dependent loop. Sides are rounded half to even, as
+    Python's round, but computed in float32 (torchvision: float64 from float32 draws), so a side within
+    float32 error of a .5 boundary may round the other way. The corner is uniform over the positions
+    where the rectangle fits.
+    """
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, device=device)
+
+    erase = rand(count) < p
+    area = height * width * (ERASE_SCALE[0] + (ERASE_SCALE[1] - ERASE_SCALE[0]) * rand(count, ERASE_ATTEMPTS))
+    low, high = math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])
+    aspect = torch.exp(low + (high - low) * rand(count, ERASE_ATTEMPTS))
+    sides = torch.stack([(area * aspect).sqrt().round(), (area / aspect).sqrt().round()], -1).long()  # (N, 10, 2)
+    fits = (sides[..., 0] < height) & (sides[..., 1] < width)
+    first = fits.int().argmax(1)  # the first fitting attempt (0 where none fits: masked below)
+    sides = sides[torch.arange(count, device=sides.device), first] * (erase & fits.any(1))[:, None]
+    corner = (rand(count, 2) * (torch.tensor([height, width], device=sides.device) - sides + 1)).long()
+    return EraseDraws(torch.cat([corner, sides], 1))
+
+
+def erase_image(image: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """One (C, H, W) image with its `height` x `width` rectangle at (top, left) set to 0 (torchvision's erase)."""
+    return TF.erase(image, top, left, height, width, torch.zeros((), dtype=image.dtype))
+
+
+def erase_batch(images: torch.Tensor, draws: EraseDraws) -> torch.Tensor:
+    """`erase_image` for a whole (N, C, H, W) batch at once: one mask built from the rows and columns inside each box."""
+    top, left, height, width = draws.boxes.unbind(1)
+    rows = torch.arange(images.shape[-2], device=images.device)
+    cols = torch.arange(images.shape[-1], device=images.device)
+    inside_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])  # (N, H)
+    inside_cols = (cols >= left[:, None]) & (cols < (left + width)[:, None])  # (N, W)
+    return images.masked_fill((inside_rows[:, :, None] & inside_cols[:, None, :])[:, None], 0)
+
+
+class RandomErase:
+    """The per-sample DataLoader transform: one `draw_erasing` from the global RNG per (normalised) image."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return erase_image(image, *draw_erasing(1, *image.shape[-2:], self.p)[0])
+
+    def __repr__(self) -> str:
+        return f"RandomErase(p={self.p})"
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    """What the training split gets on the device: pad-and-crop by `padding` (0: none) and flips."""
+    """What the training split gets on the device: pad-and-crop by `padding` (0: none), flips, and random
+    erasing of the normalised images with probability `erasing` (0: none)."""
 
     padding: int
     hflip: bool
+    erasing: float = 0.0
 
 
 class DeviceBatches:
@@ -97,7 +177,9 @@ class DeviceBatches:
     epoch_seed(seed, epoch()): epoch e yields the same batches whether or not the run was resumed.
     With several data-parallel processes, the (shuffled) order is padded to a multiple of
     `world_size` and process `rank` takes every world_size-th index, as DistributedSampler does.
-    `repeats` > 1 makes one pass several passes over the images (data.train_repeats).
+    `repeats` > 1 makes one pass several passes over the images (data.train_repeats). `mix` (MixUp
+    and/or CutMix, c3exp.data.mixing) transforms each whole (images, labels) batch last; it draws from
+    the global RNG, which the per-epoch reseeding (EpochSeed) controls as it does the DataLoader path's.
     """
 
     def __init__(
@@ -114,12 +196,14 @@ class DeviceBatches:
         epoch: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
+        mix: Callable[[torch.Tensor, torch.Tensor], Batch] | None = None,
     ):
         self.images, self.labels = images, labels
         self.batch_size, self.mean, self.std = batch_size, mean, std
         self.augmentation, self.shuffle, self.repeats = augmentation, shuffle, repeats
         self.seed, self.epoch = seed, epoch
         self.rank, self.world_size = rank, world_size
+        self.mix = mix
 
     def __len__(self) -> int:
         return -(-self.shard_size() // self.batch_size)
@@ -137,11 +221,17 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[Batch]:
         generator = torch.Generator(device=self.labels.device).manual_seed(epoch_seed(self.seed, self.epoch()))
         for index in self.shard(generator).split(self.batch_size):
-            yield self.batch(index, generator), self.labels[index]
+            images, labels = self.batch(index, generator), self.labels[index]
+            yield self.mix(images, labels) if self.mix is not None else (images, labels)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images = self.images[index]
-        if self.augmentation is not None:
-            pad, hflip = self.augmentation.padding, self.augmentation.hflip
+        images, augmentation = self.images[index], self.augmentation
+        if augmentation is not None and (augmentation.padding > 0 or augmentation.hflip):
+            pad, hflip = augmentation.padding, augmentation.hflip
             images = crop_flip_batch(images, draw_crop_flip(len(index), pad, hflip, generator, images.device), pad)
-        return normalize_batch(images, self.mean, self.std)
+        images = normalize_batch(images, self.mean, self.std)
+        if augmentation is not None and augmentation.erasing > 0:
+            height, width = images.shape[-2:]
+            draws = draw_erasing(len(index), height, width, augmentation.erasing, generator, images.device)
+            images = erase_batch(images, draws)
+        return images

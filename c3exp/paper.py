@@ -7,6 +7,15 @@ from typing import NamedTuple
 PAPER_DATA = "cifar100"
 PAPER_MODELS = {"resnet20": "ResNet-20", "resnet56": "ResNet-56", "resnet110": "ResNet-110", "wrn": "Wide-ResNet"}
 PAPER_ATTNS = {"none": "baseline", "se": "+ SE", "cbam": "+ CBAM", "c3": "+ C3"}
+#: The experiment configs of the paper's recipe (SGD 0.1, MultiStepLR, 160 epochs): its figures stand beside their runs.
+PAPER_EXPERIMENTS = ("paper_cifar100", "paper_cifar10")
+
+
+def is_paper_recipe(experiment: str | None) -> bool:
+    """Whether runs of `experiment` compare with the paper's figures: the paper's experiments, and runs that record no
+    experiment (the default config is the paper's recipe). Beside another recipe's runs (strong_cifar100) the
+    paper's figure would compare two recipes, not two implementations."""
+    return experiment is None or experiment in PAPER_EXPERIMENTS
 
 
 class PaperCell(NamedTuple):

@@ -3,9 +3,9 @@
 One module per concern, each importing only those above it:
   runs.py        the Run record; reading results.json files and the configs saved beside them
   wandb_runs.py  the same Run records from the finished runs of a W&B project
-  selection.py   which runs are pooled (no debug runs, one recipe per cell, one run per seed), notes for the rest
+  selection.py   which runs are pooled (no debug runs, one run per seed of one recipe), cells' labels, notes
   specs.py       what each task's table shows: columns, the bold metric, the paper's figures (TABLE_SPECS)
-  tables.py      runs grouped into cells and rows, one table per task
+  tables.py      runs grouped into cells (recipe, block, varied settings) and rows, one table per task
   plots.py       the validation curves: mean ± std bands over seeds, one PNG per (model, data)
   markdown.py    the text of report.md
   output.py      report.csv, and write_report, which writes all the files

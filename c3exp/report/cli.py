@@ -3,25 +3,30 @@
 Collects every run's results.json under the directory (recursively), and/or the finished runs of a
 W&B project, and reports each task the runs declare (results.json's `task`; none: classification) in
 its own section. Runs of the debug configs (task_name=debug, trainer.fast_dev_run, trainer.overfit_batches)
-are left out unless --include-debug. Only seeds are pooled: a cell whose runs differ in any setting that can
-change their numbers (their config less the seed and NON_RESULT_KEYS) reports the settings with the most
-seeds; where it has several runs of one seed, the most recent one is kept, so means and stds are over
-distinct seeds; the report says what it left out, and which setting differed. A results.json (or W&B run)
+are left out unless --include-debug. Only seeds are pooled: runs of different recipes (the experiment in
+.hydra/hydra.yaml) are column groups of their own, and runs of one recipe and attention block that differ in
+any setting that can change their numbers (their config less the seed and NON_RESULT_KEYS: what a sweep
+varies) are cells of their own, labelled by those settings ('c3 (attn.stages=[1])'); where a cell has several
+runs of one seed, the most recent one is kept, so means and stds are over distinct seeds, and the report
+says what it left out. A row whose cells ran different budgets (trainer.max_epochs, limit_train_batches,
+data.batch_size) gets a note under its table. A results.json (or W&B run)
 that is damaged (not UTF-8, not JSON, not an object, a field of the wrong type, NaN) or holds no result (no
 trained epoch, no test value of its primary metric) is skipped with one line on stderr naming it and why; the
 header counts only the runs in the tables. Writes to --out (default: the directory), and nowhere else: names
 from the runs are sanitised into file names, and every file is written whole and replaced, never written
 through a symlink already there:
   report.md        a table per task, a row per model and data, per attention block its columns and seed count
-                   (specs.TABLE_SPECS); the best of each row in bold; the paper's figure beside ours:
+                   (specs.TABLE_SPECS); with several recipes (or more than 4 blocks) a row per block and per
+                   recipe its columns; the best of each row (within its recipe) in bold; beside the paper's
+                   recipe's cells (experiment=paper_cifar100/10, or none recorded) the paper's figure:
                      classification  Table 1: params (M), MACs (M), test top-1 (%, mean ± sample std over
                                      seeds); the paper's for CIFAR-100 cells
                      segmentation    Table 3 (left): params (M), mean IoU, mean class accuracy, pixel
                                      accuracy (%, mean ± std); the paper's for VOC 2012 cells
-  report.csv       the same, one line per (model, data, attention), with a best_in_row flag (and a task
-                   column when the runs span several tasks)
+  report.csv       the same, one line per cell: model, data, attn, recipe, a column per varied setting, the
+                   figures, a best_in_row flag (and a task column when the runs span several tasks)
   curves_<model>_<data>.png, curves_<task>_<model>_<data>.png (tasks other than classification)
-                   the task's primary validation metric per epoch, mean ± std band over seeds, one line per attention
+                   the task's primary validation metric per epoch, mean ± std band over seeds, one line per cell
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """The text of report.md: how many runs from where, what was left out, then per task its table and curves."""
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from c3exp.report.selection import plural
+from c3exp.report.selection import block_label, plural, shown_setting
 from c3exp.report.specs import TableSpec, paper_value
-from c3exp.report.tables import Cell, Table, attn_key, best_attns
+from c3exp.report.tables import BUDGET_KEYS, NO_EXPERIMENT, Cell, Table, best_cells, recipe_name
 from c3exp.summary import markdown_table
 
 
@@ -16,7 +17,7 @@ def with_paper(ours: str, paper: float | None) -> str:
 
 
 def markdown_cells(cell: Cell | None, spec: TableSpec, best: bool) -> list[str]:
-    """One attention block's columns (each with the paper's figure beside it) and its seed count."""
+    """One cell's columns (each with the paper's figure beside it) and its seed count; blanks where there is none."""
     if cell is None:
         return [""] * len(spec.headers)
     texts = []
@@ -27,45 +28,65 @@ def markdown_cells(cell: Cell | None, spec: TableSpec, best: bool) -> list[str]:
     return [*texts, str(cell.seeds)]
 
 
-# More attention blocks than this and the table gets a row per block (the zoo) instead of columns per block.
+# More attention blocks than this, or several recipes, and the table gets a row per block instead of columns per block.
 WIDE_TABLE_ATTNS = 4
 
 
 def table_markdown(table: Table) -> str:
-    """A row per (model, data); per attention block, in the paper's order, its columns; the row's best in bold.
+    """A row per (model, data) and per block, in the paper's order, its columns; the row's best in bold.
 
-    With more than WIDE_TABLE_ATTNS blocks, a row per (model, data, attention) instead: a sweep over the
-    whole zoo stays readable.
+    With several recipes, or more than WIDE_TABLE_ATTNS blocks (a sweep over the whole zoo), a row per (model,
+    data, block) instead, and per recipe (a column group) its columns: paper and strong recipe side by side.
     """
-    attns = sorted({cell.attn for cell in table.cells}, key=attn_key)
-    if len(attns) > WIDE_TABLE_ATTNS:
-        return long_table_markdown(table)
-    headers = ["model", "data"] + [f"{attn} {header}" for attn in attns for header in table.spec.headers]
+    recipes, blocks = table.recipes, table.blocks
+    wide = len(recipes) == 1 and len(blocks) <= WIDE_TABLE_ATTNS
+    groups = [block_label(*block) for block in blocks] if wide else [
+        recipe_name(recipe) if len(recipes) > 1 else "" for recipe in recipes]
+    headers = ["model", "data", *([] if wide else ["attn"])]
+    headers += [f"{group} {header}".strip() for group in groups for header in table.spec.headers]
     lines = []
     for (model, data), row in table.rows.items():
-        best = best_attns(row)
-        lines.append([model, data] + [text for attn in attns
-                                      for text in markdown_cells(row.get(attn), table.spec, attn in best)])
+        best = best_cells(row)
+        # (the line's leading cells, the keys of its column groups' cells)
+        layout = [([], [(recipes[0], block) for block in blocks])] if wide else [
+            ([block_label(*block)], [(recipe, block) for recipe in recipes]) for block in blocks
+            if block in {block for _, block in row}]
+        for lead, keys in layout:
+            texts = [text for key in keys for text in markdown_cells(row.get(key), table.spec, key in best)]
+            lines.append([model, data, *lead, *texts])
     return markdown_table(headers, lines)
 
 
-def long_table_markdown(table: Table) -> str:
-    """A row per (model, data, attention), the blocks of a (model, data) in the paper's order, its best in bold."""
-    lines = []
+def recipes_line(table: Table) -> list[str]:
+    """What the column groups are: the recipes (experiments) of the runs, never pooled; none where none is recorded."""
+    if table.recipes == [None]:
+        return []
+    names = ", ".join(f"experiment={recipe}" if recipe else NO_EXPERIMENT for recipe in table.recipes)
+    if len(table.recipes) == 1:
+        return [f"Recipe: {names}.", ""]
+    return [f"Recipes (a column group each, never pooled; bold: the row's best within its recipe): {names}.", ""]
+
+
+def budget_notes(table: Table) -> list[str]:
+    """A line per row whose cells ran different budgets (epochs, batches, batch size): not a like-for-like row."""
+    notes = []
     for (model, data), row in table.rows.items():
-        best = best_attns(row)
-        for attn in sorted(row, key=attn_key):
-            lines.append([model, data, attn, *markdown_cells(row[attn], table.spec, attn in best)])
-    return markdown_table(["model", "data", "attn", *table.spec.headers], lines)
+        budgets: dict[tuple, list[str]] = defaultdict(list)
+        for cell in row.values():
+            budgets[cell.budget].append(table.cell_name(cell))
+        differ = [index for index in range(len(BUDGET_KEYS)) if len({budget[index] for budget in budgets}) > 1]
+        texts = [", ".join(f"{budget[index][0]}={shown_setting(budget[index][1])}" for index in differ)
+                 + f" ({', '.join(names)})" for budget, names in budgets.items()]
+        notes += [f"- {model} / {data}: {'; '.join(texts)}"] if differ else []
+    return notes
 
 
 def section_markdown(table: Table, plots: Sequence[Path], out: Path) -> list[str]:
-    """One task's section: what its numbers are, its table, cells that mix settings, its curves."""
-    mixed = [f"- {cell.model} / {cell.data} / {cell.attn}: runs differ in {', '.join(cell.mixed_settings)}"
-             for cell in table.cells if cell.mixed_settings]
-    parts = [f"## {table.spec.heading}", "", table.spec.legend, "", table_markdown(table)]
-    if mixed:
-        parts += ["", "Cells whose runs used different settings:", *mixed]
+    """One task's section: what its numbers are, its recipes, its table, rows of different budgets, its curves."""
+    budgets = budget_notes(table)
+    parts = [f"## {table.spec.heading}", "", table.spec.legend, "", *recipes_line(table), table_markdown(table)]
+    if budgets:
+        parts += ["", "Rows whose cells had different budgets (compare them with care):", *budgets]
     if plots:
         parts += ["", "### Validation curves", ""]
         parts += [f"![{path.stem}]({path.relative_to(out).as_posix()})" for path in plots]

@@ -14,24 +14,26 @@ from c3exp.errors import check
 from c3exp.report.markdown import report_markdown
 from c3exp.report.plots import curve_plots
 from c3exp.report.runs import Run
-from c3exp.report.selection import plural, select_runs
+from c3exp.report.selection import plural, select_runs, shown_setting
 from c3exp.report.specs import paper_value
-from c3exp.report.tables import Table, best_attns, build_tables
+from c3exp.report.tables import Table, best_cells, build_tables
 from c3exp.results import RESULTS_FILE
 from c3exp.utils.atomic import write_text
 
 
 def csv_rows(table: Table) -> list[dict[str, Any]]:
-    """One line per (model, data, attention) of a table, with a best_in_row flag and the paper's figures."""
+    """One line per cell of a table: its recipe and varied settings, a best_in_row flag (best of its row within its
+    recipe) and the paper's figures."""
     out = []
     for row in table.rows.values():
-        best = best_attns(row)
-        for attn, cell in row.items():
-            paper = cell.paper
+        best = best_cells(row)
+        for key, cell in row.items():
+            paper, varied = cell.paper, dict(cell.varied)
             out.append({
-                "model": cell.model, "data": cell.data, "attn": attn,
-                **{key: value for column in table.spec.columns for key, value in column.csv_values(cell).items()},
-                "seeds": cell.seeds, "best_in_row": attn in best,
+                "model": cell.model, "data": cell.data, "attn": cell.attn, "recipe": cell.recipe,
+                **{name: shown_setting(varied[name]) if name in varied else None for name in table.varied_keys},
+                **{name: value for column in table.spec.columns for name, value in column.csv_values(cell).items()},
+                "seeds": cell.seeds, "best_in_row": key in best,
                 **{f"paper_{column.name}": paper_value(paper, column) for column in table.spec.columns
                    if column.paper_field},
                 "runs": ";".join(run.source for run in cell.runs),
@@ -42,9 +44,10 @@ def csv_rows(table: Table) -> list[dict[str, Any]]:
 def csv_columns(tables: Sequence[Table]) -> tuple[str, ...]:
     """Every table's columns once, section by section, and a leading task column when several tasks share the file.
 
-    One task's file keeps exactly its own columns (classification: the columns reports had before tasks).
+    One task's file keeps exactly its own columns.
     """
-    same_kind = zip(*(table.spec.csv_sections() for table in tables))  # (all identities), (all figures), ...
+    # (all identities), (all figures), ...
+    same_kind = zip(*(table.spec.csv_sections(table.varied_keys) for table in tables))
     names = [name for sections in same_kind for name in dict.fromkeys(chain.from_iterable(sections))]
     return ("task", *names) if len(tables) > 1 else tuple(names)
 

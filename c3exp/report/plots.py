@@ -1,5 +1,5 @@
-"""The report's curves: per (model, data) of a task, each attention block's primary validation metric per
-epoch, mean ± std band over seeds.
+"""The report's curves: per (model, data) of a task, each cell's (attention block, with its recipe and varied
+settings) primary validation metric per epoch, mean ± std band over seeds.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from c3exp.analysis.plots import ACCURACY_LABEL, Band, accuracy_curves
 from c3exp.report.runs import DEFAULT_TASK, Run
 from c3exp.report.specs import TableSpec
-from c3exp.report.tables import Cell, Table
+from c3exp.report.tables import Cell, CellKey, Table
 
 NAME_LIMIT = 60  # characters of one name in a file name: three of them stay far below a file system's 255 bytes
 UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.+=-]+")  # everything else, '/' and '\\' first, becomes '-'
@@ -76,20 +76,20 @@ def draw_curves(bands: Mapping[str, Band], title: str, path: Path, ylabel: str) 
     return accuracy_curves(bands, title, path, **named)
 
 
-def validation_metric_name(spec: TableSpec, row: Mapping[str, Cell]) -> str:
+def validation_metric_name(spec: TableSpec, row: Mapping[CellKey, Cell]) -> str:
     """'validation top-1 accuracy': the long name of the primary metric a row's runs declare."""
     primary = next(run.primary for cell in row.values() for run in cell.runs)
     return f"validation {spec.describe(primary.metric)}"
 
 
 def curve_plots(table: Table, out: Path, taken: set[Path]) -> list[Path]:
-    """One PNG per (model, data) of a task: each attention block's curve of the runs' primary validation metric.
+    """One PNG per (model, data) of a task: each cell's curve of the runs' primary validation metric.
 
     `taken`: the paths the report's other tables wrote; this table's are added.
     """
     paths = []
     for (model, data), row in table.rows.items():
-        bands = {attn: band for attn, cell in row.items() if (band := curve_band(cell.runs)) is not None}
+        bands = {table.cell_name(cell): band for cell in row.values() if (band := curve_band(cell.runs)) is not None}
         if bands:
             metric = validation_metric_name(table.spec, row)
             path = unused(curve_path(out, table.task, model, data), taken)

@@ -1,7 +1,8 @@
 """The Run record a report is made of, read from results.json files and the configs saved beside them.
 
-A Run also carries what selection needs to decide whether it counts: its debug marker (debug_marker),
-when it finished, and its recipe (recipe_of), the settings that can change its numbers.
+A Run also carries what selection needs to decide whether it counts and where: its debug marker
+(debug_marker), when it finished, the experiment it was composed with (experiment_of: the recipe's name, a
+table's column group) and its recipe (recipe_of), the settings that can change its numbers.
 """
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import check
 from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config
 
 DEFAULT_TASK = "classification"  # results.json files from before tasks are classification runs
-# results.json settings that should agree within a cell; a cell mixing them gets a note (Cell.mixed_settings).
+# results.json's settings: the recipe of a run without a saved config (recipe_of).
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
+HYDRA_SETTINGS = Path(".hydra") / "hydra.yaml"  # Hydra's own config of a CLI run: its group choices
 NOT_METRICS = ("loss", "ckpt")  # test_<name> keys of results.json that are not metrics in 0..1 (test_ckpt: a setting)
 # Config keys that cannot change a run's numbers ('*': any part; a key covers the keys below it). A cell pools
-# runs as seeds only when their configs agree on every other key (Run.recipe).
+# runs as seeds only when their configs agree on every other key (Run.recipe); the others get cells of their own.
 SEED_KEYS = ("seed", "data.seed", "callbacks.epoch_seed.seed")  # the seed, and where the config copies it
 NON_RESULT_KEYS = (
     *SEED_KEYS,
@@ -52,12 +56,12 @@ class Run:
     macs: int | None
     test_metrics: Mapping[str, float]  # metric -> its test value, a fraction: {"acc1": 0.71, "acc5": 0.92}
     curve: tuple[tuple[int, float], ...]  # (0-based epoch, the primary validation metric, a fraction)
-    settings: tuple[tuple[str, Any], ...]
     source: str
     debug: str | None = None  # the debug setting the run was made with (debug_marker), else None
     finished: float | None = None  # when it finished (POSIX seconds): the newest run of a seed is kept
     recipe: tuple[tuple[str, str], ...] = ()  # (dotted key, JSON value) of each setting that counts (recipe_of)
     epochs: int | None = None  # training epochs it ran (results.json's `epochs`); None where the source does not say
+    experiment: str | None = None  # the experiment config it was composed with (experiment_of); None: not recorded
 
 
 class UnusableRun(ValueError):
@@ -119,13 +123,8 @@ def primary_metric(value: Any) -> PrimaryMetric:
         raise UnusableRun(f"primary_metric is {shown(value)}, not a primary metric ({error})") from None
 
 
-def setting(value: Any) -> Any:
-    """A setting as a cell compares it: scalars as they are, anything else as its JSON (a list is unhashable)."""
-    return value if value is None or isinstance(value, (str, int, float)) else shown(value, limit=200)
-
-
 def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[str, Any] | None = None,
-                     finished: float | None = None) -> Run:
+                     finished: float | None = None, experiment: str | None = None) -> Run:
     """A Run from results.json; `config` is the run's composed config, where its debug settings are.
 
     Results from before tasks have no task and no primary metric: classification, judged by val/acc1.
@@ -143,12 +142,12 @@ def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[st
         macs=typed(results, "macs", is_finite, "a number"),
         test_metrics=test_metrics(results),
         curve=validation_curve(results, primary),
-        settings=tuple((key, setting(results.get(key))) for key in SETTING_KEYS),
         source=source,
         debug=debug_marker(config or {}) or debug_marker(results),  # the saved config says which debug setting
         finished=finished,
         recipe=recipe_of(config or {}, results),
         epochs=whole(results, "epochs"),
+        experiment=experiment,
     )
 
 
@@ -274,10 +273,23 @@ def load_results(path: Path) -> dict[str, Any]:
     return results
 
 
+def experiment_of(run_dir: Path) -> str | None:
+    """The experiment config a CLI run was composed with (Hydra's runtime.choices in .hydra/hydra.yaml), else None.
+
+    It names the run's recipe: results.json and the saved config do not record it.
+    """
+    try:
+        saved = yaml.safe_load((run_dir / HYDRA_SETTINGS).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    experiment = config_value(saved, "hydra.runtime.choices.experiment") if isinstance(saved, Mapping) else None
+    return experiment if is_name(experiment) else None
+
+
 def read_run(path: Path) -> Run | None:
     """The run of one results.json, or None after a line on stderr naming the file and why it is left out."""
     return usable(lambda: run_from_results(load_results(path), str(path.parent), hydra_config(path.parent),
-                                           path.stat().st_mtime), str(path))
+                                           path.stat().st_mtime, experiment_of(path.parent)), str(path))
 
 
 def collect_runs(root: str | Path) -> list[Run]:

@@ -1,17 +1,22 @@
-"""Which runs a report pools into its means, and a note for each kind of run it leaves out.
+"""Which runs a report pools into one mean, how its cells are told apart, and a note for each kind of run it
+leaves out.
 
-A mean ± std over seeds estimates one recipe from independent samples, so a report drops debug runs
-(unless asked), keeps one recipe per cell and one run per seed of it, and says what it dropped and why.
+A mean ± std over seeds estimates one recipe from independent samples, so a report drops debug runs (unless
+asked), pools only runs of one experiment whose settings agree but for the seed (Run.recipe), keeps one run per
+seed of them, and says what it dropped and why. Runs of other settings are not dropped: each gets a cell of its
+own, labelled by the settings its block's runs vary (block_label).
 """
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from c3exp.report.runs import Run
 
-Recipe = tuple[tuple[str, str], ...]  # Run.recipe
+Settings = tuple[tuple[str, str], ...]  # (dotted key, JSON value), as Run.recipe holds them
+UNSET = "unset"  # the value of a key a run's config does not have
 
 
 @dataclass(frozen=True)
@@ -43,64 +48,69 @@ def recency(run: Run) -> tuple[float, str]:
     return (run.finished if run.finished is not None else float("-inf"), run.source)
 
 
-def differences(left: Recipe, reported: Recipe, shown: int = 3) -> str:
-    """'trainer.limit_train_batches=10 (reported: null)' for the first `shown` settings that differ."""
-    mine, theirs = dict(left), dict(reported)
-    keys = sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
-    texts = [f"{key}={mine.get(key, 'unset')} (reported: {theirs.get(key, 'unset')})" for key in keys[:shown]]
-    return ", ".join(texts) + (f" and {plural(len(keys) - shown, 'other setting')}" if len(keys) > shown else "")
+def varied_keys(runs: Sequence[Run]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(task, attention) -> the config keys whose values differ between runs of one model, data, attention and
+    experiment.
 
-
-def sources(runs: Sequence[Run]) -> str:
-    """Where the runs came from, for a note: 'outputs/a, outputs/b'."""
-    return ", ".join(run.source for run in runs)
-
-
-def recipe_weight(group: Sequence[Run]) -> tuple[int, int, tuple[float, str]]:
-    """The recipe a cell reports: the most seeds, then the most runs, then the most recent run."""
-    return len({run.seed for run in group}), len(group), max(recency(run) for run in group)
-
-
-def one_recipe_per_cell(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
-    """The runs of one recipe per (model, data, attention), with a line per recipe left out and what differed.
-
-    A mean over seeds estimates one recipe: averaging a 10-batch run with a full one measures neither.
+    What a sweep varies (attn.stages=[1],[4], optim.optimizer.lr, a trainer budget) tells a block's cells apart;
+    keys that differ only between rows (model.depth) or experiments (a table's column groups) do not.
     """
-    cells: dict[tuple[str, str, str, str], dict[Recipe, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple, list[dict[str, str]]] = defaultdict(list)
     for run in runs:
-        cells[run.task, run.model, run.data, run.attn][run.recipe].append(run)
-    kept, notes = [], []
-    for (_, model, data, attn), recipes in cells.items():
-        reported = max(recipes.values(), key=recipe_weight)
-        kept += reported
-        notes += [f"{model} / {data} / {attn}: left out {plural(len(group), 'run')} whose settings differ from the "
-                  f"reported seeds' ({differences(recipe, reported[0].recipe)}): {sources(group)}."
-                  for recipe, group in recipes.items() if group is not reported]
-    return kept, notes
+        groups[run.task, run.attn, run.model, run.data, run.experiment].append(dict(run.recipe))
+    keys: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for (task, attn, *_), recipes in groups.items():
+        keys[task, attn] |= {key for key in set().union(*recipes) if len({recipe.get(key) for recipe in recipes}) > 1}
+    return {block: tuple(sorted(names)) for block, names in keys.items()}
+
+
+def varied_settings(run: Run, keys: Mapping[tuple[str, str], tuple[str, ...]]) -> Settings:
+    """The run's values of its block's varied keys (varied_keys): with its experiment, the cell it is pooled in."""
+    recipe = dict(run.recipe)
+    return tuple((key, recipe.get(key, UNSET)) for key in keys.get((run.task, run.attn), ()))
+
+
+def shown_setting(value: str) -> str:
+    """A setting's JSON (Run.recipe) as a label shows it: a string without quotes, anything else as JSON."""
+    parsed = value if value == UNSET else json.loads(value)
+    return parsed if isinstance(parsed, str) else value
+
+
+def block_label(attn: str, settings: Settings) -> str:
+    """'c3', or 'c3 (attn.stages=[1])': the attention block and what tells it from the block's other cells."""
+    shown = ", ".join(f"{key}={shown_setting(value)}" for key, value in settings)
+    return f"{attn} ({shown})" if shown else attn
+
+
+def cell_name(*parts: str | None) -> str:
+    """'resnet20 / cifar100 / strong_cifar100 / c3' for a note; a part that is None (no experiment) is left out."""
+    return " / ".join(part for part in parts if part)
 
 
 def one_run_per_seed(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
-    """The most recent run of each (model, data, attention, seed), with a line per seed that had several.
+    """The most recent run of each seed of a cell (one recipe of a model, data and attention), with a line per seed
+    that had several.
 
     A re-run of a seed is not a new sample: averaging both would shrink the std and skew the mean.
     """
-    groups: dict[tuple[str, str, str, str, int | None], list[Run]] = defaultdict(list)
+    groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[run.task, run.model, run.data, run.attn, run.seed].append(run)
+        groups[run.task, run.model, run.data, run.experiment, run.attn, run.recipe, run.seed].append(run)
+    keys = varied_keys(runs)
     kept, notes = [], []
-    for (_, model, data, attn, seed), group in groups.items():
+    for (_, model, data, experiment, attn, _, seed), group in groups.items():
         newest = max(group, key=recency)
         kept.append(newest)
         if len(group) > 1:
-            notes.append(f"{model} / {data} / {attn}: {len(group)} runs with seed {seed}; kept the most recent "
-                         f"({newest.source}), left out {len(group) - 1}.")
+            name = cell_name(model, data, experiment, block_label(attn, varied_settings(newest, keys)))
+            notes.append(f"{name}: {len(group)} runs with seed {seed}; kept the most recent ({newest.source}), "
+                         f"left out {len(group) - 1}.")
     return kept, notes
 
 
 def select_runs(runs: Sequence[Run], include_debug: bool = False) -> Selection:
-    """The runs to report: no debug runs (unless asked for), one recipe per cell, and one run per seed of it."""
+    """The runs to report: no debug runs (unless asked for), and one run per seed of each cell."""
     kept, notes = (list(runs), []) if include_debug else without_debug_runs(runs)
     skipped = len(runs) - len(kept)
-    kept, other_settings = one_recipe_per_cell(kept)
     kept, duplicates = one_run_per_seed(kept)
-    return Selection(tuple(kept), tuple(notes + other_settings + duplicates), skipped)
+    return Selection(tuple(kept), tuple(notes + duplicates), skipped)

@@ -28,7 +28,7 @@ from c3exp.results import PrimaryMetric
 if TYPE_CHECKING:  # a Cell is built with its spec: tables.py imports this module
     from c3exp.report.tables import Cell
 
-CSV_IDENTITY = ("model", "data", "attn")
+CSV_IDENTITY = ("model", "data", "attn", "recipe")  # then a column per setting a block varies (Table.varied_keys)
 CSV_COUNTS = ("seeds", "best_in_row")
 CSV_SOURCES = ("runs",)
 
@@ -121,11 +121,12 @@ class TableSpec:
         return next((column.long_name for column in self.columns
                      if isinstance(column, MetricColumn) and column.metric == metric), metric)
 
-    def csv_sections(self) -> tuple[tuple[str, ...], ...]:
-        """The CSV columns in sections (identity, figures, counts, the paper's, sources): tables merge by section."""
+    def csv_sections(self, varied: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+        """The CSV columns in sections (identity and the `varied` settings, figures, counts, the paper's, sources):
+        tables merge by section."""
         figures = tuple(name for column in self.columns for name in column.csv_names)
         paper = tuple(f"paper_{column.name}" for column in self.columns if column.paper_field)
-        return CSV_IDENTITY, figures, CSV_COUNTS, paper, CSV_SOURCES
+        return CSV_IDENTITY + varied, figures, CSV_COUNTS, paper, CSV_SOURCES
 
 
 def table1(model: str, data: str, attn: str) -> PaperFigures | None:

@@ -19,6 +19,7 @@ from c3exp.analysis.plots import Band
 from c3exp.report import main as report
 from c3exp.report.wandb_runs import run_from_wandb
 from tests.conftest import error_line, rows_by_attn as read_csv
+from tests.report.conftest import rows_by_cell, write_hydra_run
 
 
 DEBUG_FAST = {"task_name": "debug", "trainer": {"fast_dev_run": True, "overfit_batches": 0.0, "max_epochs": 160}}
@@ -74,18 +75,19 @@ def test_debug_runs_are_skipped_and_seeds_are_distinct(walkthrough, tmp_path):
 
 
 def test_include_debug_reports_them_one_run_per_seed(walkthrough, tmp_path):
-    """A debug run is reported where it is alone; it is never pooled with runs of the real settings."""
+    """A debug run is reported in a cell of its own, labelled by the settings that differ; never pooled."""
     write_run(walkthrough / "debug" / "runs" / "e_se", "se", 0, 0.50, DEBUG_FAST, age=50)
     written = report([str(walkthrough), "--out", str(tmp_path / "report"), "--include-debug"])
-    rows, markdown = read_csv(written["csv"]), written["markdown"].read_text()
-    assert int(rows["c3"]["seeds"]) == 2 and int(rows["none"]["seeds"]) == 2 and int(rows["se"]["seeds"]) == 1
-    assert float(rows["c3"]["top1_mean"]) == pytest.approx(92.0)  # the sweep's seeds, not the 9% fast_dev_run
-    assert "Skipped" not in markdown
-    assert (f"resnet20 / digits / c3: left out 1 run whose settings differ from the reported seeds' "
-            f"(trainer.fast_dev_run=true (reported: false), trainer.max_epochs=160 (reported: unset)): "
-            f"{walkthrough}/debug/runs/b_c3.") in markdown
-    assert "resnet20 / digits / none: left out 1 run whose settings differ" in markdown
-    assert "resnet20 / digits / c3: 2 runs with seed 0" in markdown  # the quickstart run: a re-run of seed 0
+    rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
+    sweep_c3 = "c3 (trainer.fast_dev_run=false, trainer.max_epochs=unset)"
+    cells = {name: (int(row["seeds"]), float(row["top1_mean"])) for name, row in rows.items()}
+    assert cells == {sweep_c3: (2, pytest.approx(92.0)),  # the sweep's seeds, not the 9% fast_dev_run
+                     "c3 (trainer.fast_dev_run=true, trainer.max_epochs=160)": (1, pytest.approx(9.0)),
+                     "none (trainer.max_epochs=unset, trainer.overfit_batches=0.0)": (2, pytest.approx(82.0)),
+                     "none (trainer.max_epochs=40, trainer.overfit_batches=3)": (1, pytest.approx(100.0)),
+                     "se": (1, pytest.approx(50.0))}
+    assert "Skipped" not in markdown and "left out 1 run whose settings differ" not in markdown
+    assert f"resnet20 / digits / {sweep_c3}: 2 runs with seed 0" in markdown  # the quickstart run: a re-run of seed 0
 
 
 def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
@@ -167,18 +169,29 @@ def dotted_path(setting: dict) -> list[str]:
 
 
 def test_a_short_run_is_not_averaged_with_a_full_run_as_a_seed(tmp_path, capsys):
-    """A limit_train_batches=10 run and a full run of one config: one cell of each, never '53.06 ± 62.44'."""
+    """A limit_train_batches=10 run and a full run of one config: a cell of each, never '53.06 ± 62.44'."""
     runs = tmp_path / "runs"
     write_run(runs / "short", "c3", 1, 0.0891, full_config(1, limit_train_batches=10), age=100)
     write_run(runs / "full", "c3", 0, 0.9721, full_config(0))
     written = report([str(runs), "--out", str(tmp_path / "report")])
-    row, markdown = read_csv(written["csv"])["c3"], written["markdown"].read_text()
-    assert (int(row["seeds"]), row["runs"], row["top1_std"]) == (1, str(runs / "full"), "")
-    assert float(row["top1_mean"]) == pytest.approx(97.21)
+    rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
+    cells = {name: (int(row["seeds"]), row["runs"], float(row["top1_mean"]), row["top1_std"])
+             for name, row in rows.items()}
+    assert cells == {"c3 (trainer.limit_train_batches=10)": (1, str(runs / "short"), pytest.approx(8.91), ""),
+                     "c3 (trainer.limit_train_batches=null)": (1, str(runs / "full"), pytest.approx(97.21), "")}
     assert "53.06" not in markdown and "62.44" not in markdown
-    note = (f"- resnet20 / digits / c3: left out 1 run whose settings differ from the reported seeds' "
-            f"(trainer.limit_train_batches=10 (reported: null)): {runs / 'short'}.")
+    note = ("- resnet20 / digits: trainer.limit_train_batches=10 (c3 (trainer.limit_train_batches=10)); "
+            "trainer.limit_train_batches=null (c3 (trainer.limit_train_batches=null))")
     assert note in markdown.splitlines() and note in capsys.readouterr().out.splitlines()
+
+
+def leaf(config: dict, setting: dict) -> str:
+    """The value `config` has at the one leaf of `setting`, as a cell's label shows it ('unset' where none)."""
+    for key in dotted_path(setting):
+        if key not in config:
+            return "unset"
+        config = config[key]
+    return config if isinstance(config, str) else json.dumps(config)
 
 
 @pytest.mark.parametrize("setting", [
@@ -187,16 +200,18 @@ def test_a_short_run_is_not_averaged_with_a_full_run_as_a_seed(tmp_path, capsys)
     {"optim": {"optimizer": {"weight_decay": 0.0005}}}, {"optim": {"scheduler": {"milestones": [1]}}},
     {"attn": {"placement": "last_block"}}, {"attn": {"options": {"fold_messages": False}}}, {"model": {"width": 2}},
 ], ids=lambda setting: ".".join(dotted_path(setting)))
-def test_runs_of_any_other_setting_are_left_out_not_pooled(tmp_path, setting):
+def test_runs_of_any_other_setting_get_a_cell_of_their_own(tmp_path, setting):
     runs = tmp_path / "runs"
     for seed in (0, 1):
         write_run(runs / f"s{seed}", "c3", seed, 0.90 + seed / 100, full_config(seed))
     write_run(runs / "other", "c3", 2, 0.10, merged(full_config(2), setting))
     written = report([str(runs), "--out", str(tmp_path / "report")])
-    row, markdown = read_csv(written["csv"])["c3"], written["markdown"].read_text()
-    assert int(row["seeds"]) == 2 and float(row["top1_mean"]) == pytest.approx(90.5)
+    rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
     key = ".".join(dotted_path(setting))
-    assert f"left out 1 run whose settings differ from the reported seeds' ({key}=" in markdown
+    ours, other = f"c3 ({key}={leaf(full_config(0), setting)})", f"c3 ({key}={leaf(setting, setting)})"
+    assert {name: (int(row["seeds"]), float(row["top1_mean"])) for name, row in rows.items()} == {
+        ours: (2, pytest.approx(90.5)), other: (1, pytest.approx(10.0))}
+    assert f"{ours} top-1 (%)" in markdown and "left out" not in markdown
 
 
 def test_genuine_seeds_are_pooled_whatever_their_paths_loggers_and_workers(tmp_path):
@@ -220,3 +235,32 @@ def test_genuine_seeds_are_pooled_whatever_their_paths_loggers_and_workers(tmp_p
     assert float(row["top1_std"]) == pytest.approx(statistics.stdev(top1))
     assert f"**{statistics.fmean(top1):.2f} ± {statistics.stdev(top1):.2f}**" in markdown
     assert "left out" not in markdown
+
+
+# -- what a sweep varies labels its cells --------------------------------------------------------------------------
+
+
+def test_a_sweep_over_c3s_locations_gives_a_labelled_cell_per_location(tmp_path):
+    """`-m experiment=quickstart attn=none,c3 'attn.stages=[1],[4]' seed=0,1`: a cell per (block, location), each
+    over its 2 seeds. The baseline's runs differ in attn.stages too: they are not 4 seeds of one cell."""
+    sweep = tmp_path / "multiruns" / "stamp"
+    accuracies = {("none", "[1]"): (0.60, 0.62), ("none", "[4]"): (0.61, 0.61), ("c3", "[1]"): (0.64, 0.70),
+                  ("c3", "[4]"): (0.71, 0.75)}
+    for number, ((attn, stages), pair) in enumerate(accuracies.items()):
+        for seed, acc in enumerate(pair):
+            overrides = ["experiment=quickstart", f"attn={attn}", f"attn.stages={stages}", f"seed={seed}"]
+            write_hydra_run(sweep / f"{2 * number + seed}_resnet20-{attn}-digits-s{seed}", overrides, acc)
+    written = report([str(sweep), "--out", str(tmp_path / "report")])
+    rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
+    # means and sample stds of (60, 62), (61, 61), (64, 70), (71, 75): 61 ± 1.41, 61 ± 0, 67 ± 4.24, 73 ± 2.83
+    assert {name: (int(row["seeds"]), row["top1_mean"], row["top1_std"][:5]) for name, row in rows.items()} == {
+        "none (attn.stages=[1])": (2, "61.0", "1.414"), "none (attn.stages=[4])": (2, "61.0", "0.0"),
+        "c3 (attn.stages=[1])": (2, "67.0", "4.242"), "c3 (attn.stages=[4])": (2, "73.0", "2.828")}
+    assert [name for name, row in rows.items() if row["best_in_row"] == "True"] == ["c3 (attn.stages=[4])"]
+    headers = [text.strip() for text in next(line for line in markdown.splitlines() if line.startswith("| model"))
+               .strip("|").split("|")]
+    assert [header for header in headers if header.endswith("top-1 (%)")] == [
+        "none (attn.stages=[1]) top-1 (%)", "none (attn.stages=[4]) top-1 (%)", "c3 (attn.stages=[1]) top-1 (%)",
+        "c3 (attn.stages=[4]) top-1 (%)"]
+    assert "**73.00 ± 2.83**" in markdown and "Recipe: experiment=quickstart." in markdown
+    assert "left out" not in markdown and "budgets" not in markdown

@@ -18,8 +18,8 @@ from c3exp.report.runs import collect_runs
 from c3exp.results import PrimaryMetric
 
 
-CLASSIFICATION_CSV = ("model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std", "seeds", "best_in_row",
-                      "paper_params_m", "paper_macs_m", "paper_top1", "runs")
+CLASSIFICATION_CSV = ("model", "data", "attn", "recipe", "params_m", "macs_m", "top1_mean", "top1_std", "seeds",
+                      "best_in_row", "paper_params_m", "paper_macs_m", "paper_top1", "runs")
 
 
 SEGMENTATION_METRICS = ("miou", "macc", "pixel_acc")
@@ -161,7 +161,7 @@ def test_paper_values_only_for_voc2012(written):
 
 def test_the_csv_has_each_tasks_columns_and_a_task_column(written):
     columns, rows = read_csv(written["csv"])
-    assert columns == ["task", "model", "data", "attn", "params_m", "macs_m", "top1_mean", "top1_std",
+    assert columns == ["task", "model", "data", "attn", "recipe", "params_m", "macs_m", "top1_mean", "top1_std",
                        "miou_mean", "miou_std", "macc_mean", "macc_std", "pixel_acc_mean", "pixel_acc_std",
                        "seeds", "best_in_row", "paper_params_m", "paper_macs_m", "paper_top1", "paper_miou",
                        "paper_macc", "runs"]
@@ -181,7 +181,7 @@ def test_an_old_results_file_is_classification(tmp_path):
     assert run.curve == ((0, 0.35), (1, 0.7))
     written = report([str(tmp_path)])
     columns, rows = read_csv(written["csv"])
-    assert tuple(columns) == CLASSIFICATION_CSV  # one task: exactly the columns of reports before tasks
+    assert tuple(columns) == CLASSIFICATION_CSV  # one task: exactly its own columns, no task column
     assert float(rows[0]["top1_mean"]) == pytest.approx(75.0)
     assert "## Classification (Table 1 layout)" in written["markdown"].read_text()
     assert (tmp_path / "curves_resnet20_digits.png").is_file()

@@ -24,6 +24,7 @@ from c3exp.models import without_pretrained
 from c3exp.results import summarise_history, write_results
 from c3exp.saved_config import changed_settings, stored_config
 from c3exp.tasks import TaskModule, build_network, build_task
+from c3exp.training.callbacks import recipe_callbacks
 from c3exp.training.checkpoint_io import with_atomic_checkpoint_io
 from c3exp.training.csv_rows import carry_over_csv_rows
 from c3exp.training.sweep import assign_gpu_for_parallel_job, pin_ddp_children_to_this_job
@@ -54,9 +55,11 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer of cfg.trainer; settings Lightning rejects (no GPU here, precision=17) are one line.
 
-    Checkpoints are saved beside themselves (AtomicCheckpointIO), never staged in $TMPDIR.
+    Checkpoints are saved beside themselves (AtomicCheckpointIO), never staged in $TMPDIR. The optim recipe
+    adds its own callbacks (the weights' moving average) to the callbacks group's.
     """
-    loggers, callbacks = instantiate_group(cfg.get("logger")) or False, instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger")) or False
+    callbacks = instantiate_group(cfg.get("callbacks")) + recipe_callbacks(cfg.get("optim"))
     try:
         plugins = with_atomic_checkpoint_io(cfg.trainer.get("plugins"))
         return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins)

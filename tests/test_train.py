@@ -1,5 +1,6 @@
 """Training end to end on the bundled digits (c3exp/train.py): results.json, metrics.csv, checkpoints, exact resume
-(from a checkpoint, resume=auto, after SIGKILL, with workers), determinism, the learning-rate schedule."""
+(from a checkpoint, resume=auto, after SIGKILL, with workers, with each option of the strong recipe), determinism, the
+learning-rate schedule, the weights' moving average in the final test."""
 from __future__ import annotations
 
 import csv
@@ -12,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import c3exp
 from c3exp.cli import run_reporting_user_errors
 from c3exp.errors import ConfigError
+from c3exp.eval import evaluate
 from c3exp.train import newest_good_checkpoint, train
 from c3exp.utils.complexity import count_macs, count_params
 from tests.conftest import SHORT_RUN as SHORT, SMALL_DIGITS as SMALL, TINY_DIGITS, c3exp_cli, run_config, without_timing
@@ -251,3 +254,34 @@ def test_resuming_onecycle_for_more_epochs_than_its_schedule_is_one_line(tmp_pat
     first = train(run_config([*args, "trainer.max_epochs=1"], tmp_path))
     with pytest.raises(ConfigError, match=r"trainer.max_epochs=2 .*at most the 3 steps .*\(6 asked\)"):
         train(run_config([*args, "trainer.max_epochs=2", f"ckpt_path={first['checkpoints']['last']}"], tmp_path))
+
+
+# The strong CIFAR recipe's options, each off by default: task, optimisation and data augmentation. The warm-up spans the
+# resume point (2.5 epochs of 3), so a resumed run picks up its ramp mid-way.
+RECIPE_OPTIONS = ["task.label_smoothing=0.1", "task.tta_flip=true", "optim.warmup_epochs=2.5", "optim.optimizer.nesterov=true",
+                  "optim.ema_decay=0.9", "data.mixup_alpha=0.2", "data.cutmix_alpha=1.0", "data.random_erasing=0.5"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", RECIPE_OPTIONS)
+def test_resume_is_exact_with_each_recipe_option(option, three_epochs, tmp_path):
+    args = SHORT + [option]
+    straight = train(run_config(args + ["trainer.max_epochs=3"], tmp_path / "straight"))
+    assert without_timing(straight["history"]) != without_timing(three_epochs["history"])  # the option changed the run
+    first = train(run_config(args + ["trainer.max_epochs=2"], tmp_path / "legs"))
+    resumed = train(run_config(args + ["trainer.max_epochs=3", f"ckpt_path={first['checkpoints']['last']}"], tmp_path / "legs"))
+    assert without_timing(resumed["history"]) == without_timing(straight["history"])
+    assert (resumed["test_acc1"], resumed["test_loss"]) == (straight["test_acc1"], straight["test_loss"])
+
+
+@pytest.mark.parametrize("test_ckpt", ["last", "best"])
+def test_with_ema_the_final_test_and_eval_use_the_averaged_weights(test_ckpt, tmp_path):
+    """The checkpoint's state_dict is the average, its current_model_state the raw weights, which test otherwise."""
+    results = train(run_config(SHORT + ["trainer.max_epochs=2", "optim.ema_decay=0.9", f"test_ckpt={test_ckpt}"], tmp_path))
+    tested = results["checkpoints"][test_ckpt]
+    checkpoint = torch.load(tested, weights_only=True)
+    raw = tmp_path / "raw.ckpt"
+    torch.save({**checkpoint, "state_dict": checkpoint["current_model_state"]}, raw)
+    averaged, unaveraged = evaluate(tested)["test/loss"], evaluate(raw)["test/loss"]
+    assert results["test_loss"] == pytest.approx(averaged, abs=1e-6)
+    assert abs(averaged - unaveraged) > 1e-4

@@ -53,6 +53,7 @@ def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[s
         "optimizer": instantiate(cfg.optim.optimizer),
         "scheduler": instantiate(scheduler) if scheduler else None,
         "scheduler_interval": cfg.optim.get("interval", "epoch"),
+        "warmup_epochs": cfg.optim.get("warmup_epochs", 0),  # optim recipes of one's own may lack conf/optim/shared
         "run_config": OmegaConf.to_container(cfg, resolve=True) if run_config is None else run_config,
     }
     # not recursive: run_config holds every group's `_target_`, which are settings here, not objects to build

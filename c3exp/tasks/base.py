@@ -11,6 +11,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
+from numbers import Number
 from typing import Any, ClassVar
 
 import lightning as L
@@ -18,6 +19,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 from torch import nn
+from torch.optim.lr_scheduler import LinearLR, OneCycleLR
 from torchmetrics import MeanMetric, MetricCollection
 
 from c3exp.errors import check
@@ -43,6 +45,9 @@ class TaskModule(L.LightningModule):
     metric_modes: ClassVar[dict[str, str]] = {}
     #: The primary metric when the task config names none.
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric()
+    #: The options of the task config (`label_smoothing`, `tta_flip`) that this task's loss and evaluation read;
+    #: the others must stay off, or a task built on another's config (task._target_=...) would ignore them.
+    reads_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -54,12 +59,17 @@ class TaskModule(L.LightningModule):
         run_config: dict[str, Any] | None = None,
         primary_metric: PrimaryMetric | Mapping[str, Any] | None = None,
         name: str | None = None,
+        warmup_epochs: float = 0,
+        label_smoothing: float = 0.0,
+        tta_flip: bool = False,
     ):
         super().__init__()
         self.net = net
         self.num_classes = num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
+        self.warmup_epochs = checked_warmup(warmup_epochs, scheduler)
+        self.label_smoothing, self.tta_flip = self._read_options(label_smoothing=label_smoothing, tta_flip=tta_flip)
         self.run_config = run_config or {}
         self.primary_metric = PrimaryMetric.of(primary_metric) if primary_metric else self.default_primary
         check(self.primary_metric.metric in self.metric_modes, "task.primary_metric.name", self.primary_metric.name,
@@ -76,6 +86,20 @@ class TaskModule(L.LightningModule):
         self._epoch_images = 0
         self._throughput: dict[str, float] = {}
         self._compiled = False
+
+    def _read_options(self, label_smoothing: float, tta_flip: bool) -> tuple[float, bool]:
+        """The task config's loss and evaluation options, checked: each a valid value, and off where the task ignores it.
+
+        label_smoothing: F.cross_entropy's share of each target spread evenly over the classes; tta_flip:
+        validation and test average the outputs of each image and of its mirror image.
+        """
+        check(isinstance(label_smoothing, Number) and not isinstance(label_smoothing, bool) and 0 <= label_smoothing < 1,
+              "task.label_smoothing", label_smoothing, "a number from 0 (none) up to, not including, 1")
+        check(isinstance(tta_flip, bool), "task.tta_flip", tta_flip, "true or false")
+        for key, value in (("label_smoothing", label_smoothing), ("tta_flip", tta_flip)):
+            check(not value or key in self.reads_options, f"task.{key}", value,
+                  f"{0 if key == 'label_smoothing' else 'false'}: {type(self).__name__} does not read it")
+        return float(label_smoothing), tta_flip
 
     # -- what a task provides -----------------------------------------------------------------
     @classmethod
@@ -248,10 +272,26 @@ class TaskModule(L.LightningModule):
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer, **self._run_length(self.scheduler_factory))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        schedulers = []
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer=optimizer, **self._run_length(self.scheduler_factory))
+            schedulers.append({"scheduler": scheduler, "interval": self.scheduler_interval})
+        if self.warmup_epochs:
+            schedulers.append({"scheduler": self._warmup(optimizer), "interval": "step"})
+            return [optimizer], schedulers
+        return {"optimizer": optimizer, "lr_scheduler": schedulers[0]} if schedulers else optimizer
+
+    def _warmup(self, optimizer: torch.optim.Optimizer) -> LinearLR:
+        """Optimiser step s (0-based) of the first W = warmup_epochs x steps per epoch runs at (s + 1) / W of the lr.
+
+        Stepped every optimiser step, it scales the lr the recipe's schedule sets. MultiStepLR and CosineAnnealingLR
+        to eta_min=0 (the recipes') scale the current lr too, so a step sees exactly the product of both factors.
+        Cosine to eta_min > 0 moves the lr by an affine step, which a ramp over an epoch's end puts off the product
+        (by 0.3 % in a 4-epoch cosine to lr / 10 after a 1.5-epoch ramp); a warm-up within the first epoch leaves it exact.
+        """
+        steps_per_epoch = self.trainer.estimated_stepping_batches / self.trainer.max_epochs
+        steps = max(1, round(self.warmup_epochs * steps_per_epoch))
+        return LinearLR(optimizer, start_factor=1 / steps, end_factor=1.0, total_iters=steps - 1)
 
     def _run_length(self, factory: SchedulerFactory) -> dict[str, int]:
         """{"total_steps": N} for a scheduler that takes the run's length in steps (OneCycleLR) and was not given it.
@@ -261,6 +301,17 @@ class TaskModule(L.LightningModule):
         given = getattr(factory, "keywords", {})
         takes = "total_steps" in inspect.signature(factory).parameters
         return {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes and "total_steps" not in given else {}
+
+
+def checked_warmup(epochs: float, scheduler: SchedulerFactory | None) -> float:
+    """optim.warmup_epochs: a number >= 0, and 0 with OneCycleLR, whose own warm-up (pct_start) sets every step's lr."""
+    check(isinstance(epochs, Number) and not isinstance(epochs, bool) and epochs >= 0, "optim.warmup_epochs", epochs,
+          "a number of epochs >= 0 (fractions too), 0 for none")
+    schedule = getattr(scheduler, "func", scheduler)  # the class behind Hydra's partial
+    one_cycle = isinstance(schedule, type) and issubclass(schedule, OneCycleLR)
+    check(not (epochs and one_cycle), "optim.warmup_epochs", epochs,
+          "0 with OneCycleLR (optim=onecycle), which warms up by itself over optim.scheduler.pct_start of the run")
+    return float(epochs)
 
 
 def epoch_line(row: Mapping[str, float], epochs: int) -> str:

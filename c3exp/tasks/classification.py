@@ -1,4 +1,8 @@
-"""Image classification: cross-entropy, top-1/top-5 accuracy (the paper's Table 1)."""
+"""Image classification: cross-entropy, top-1/top-5 accuracy (the paper's Table 1).
+
+Training batches may carry soft labels, (N, classes) probabilities (MixUp, CutMix): the loss is then the
+cross-entropy with those probabilities, and train accuracy counts the most probable label as the true one.
+"""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -12,10 +16,15 @@ from c3exp.tasks.base import PrimaryMetric, TaskModule
 
 
 class ClassificationModule(TaskModule):
-    """Cross-entropy on (images, labels) batches; `val/acc1` decides the best checkpoint."""
+    """Cross-entropy on (images, labels) batches; `val/acc1` decides the best checkpoint.
+
+    `label_smoothing`: F.cross_entropy's, for hard and soft labels alike. `tta_flip`: validation and test
+    score the mean of the logits of each image and of its mirror image (never in training).
+    """
 
     metric_modes: ClassVar[dict[str, str]] = {"acc1": "max", "acc5": "max"}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/acc1", "max")
+    reads_options: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "tta_flip"})
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         top5 = min(5, self.num_classes)
@@ -27,10 +36,18 @@ class ClassificationModule(TaskModule):
             prefix=prefix,
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if self.tta_flip and not self.training:
+            logits = (logits + self.net(x.flip(-1))) / 2
+        return logits
+
     def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         images, labels = batch
         logits = self(images)
-        return F.cross_entropy(logits, labels), logits.detach(), labels, len(labels)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        hard = labels.argmax(1) if labels.is_floating_point() else labels  # soft labels: the most probable class
+        return loss, logits.detach(), hard, len(labels)
 
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, self.num_classes, (len(images),), generator=generator)

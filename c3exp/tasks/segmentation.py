@@ -1,8 +1,10 @@
 """Semantic segmentation: a DeepLab head on a (dilated) ResNet backbone, the paper's Table 3 (left).
 
 Loss: pixel-wise cross-entropy that skips the `ignore_index` (255: VOC's object borders and padding),
-plus `aux_weight` times the auxiliary head's when it has one. Metrics over the whole split, from one
-shared confusion matrix: mean IoU, mean class accuracy (the paper's "Mean Acc.") and pixel accuracy.
+plus `aux_weight` times the auxiliary head's when it has one; `label_smoothing` as F.cross_entropy's.
+Metrics over the whole split, from one shared confusion matrix: mean IoU, mean class accuracy (the
+paper's "Mean Acc.") and pixel accuracy; with `tta_flip`, of the mean of the output maps of each image
+and, flipped back, of its mirror image.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class SegmentationModule(TaskModule):
 
     metric_modes: ClassVar[dict[str, str]] = {"miou": "max", "macc": "max", "pixel_acc": "max"}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/miou", "max")
+    reads_options: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "tta_flip"})
 
     def __init__(
         self,
@@ -83,13 +86,23 @@ class SegmentationModule(TaskModule):
             prefix=prefix,
         )
 
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.net(x)
+        if self.tta_flip and not self.training:
+            mirrored = self.net(x.flip(-1))
+            outputs = {key: (value + mirrored[key].flip(-1)) / 2 for key, value in outputs.items()}
+        return outputs
+
     def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         images, masks = batch
         outputs = self(images)
-        loss = F.cross_entropy(outputs["out"], masks, ignore_index=self.ignore_index)
+        loss = self._loss(outputs["out"], masks)
         if "aux" in outputs:
-            loss = loss + self.aux_weight * F.cross_entropy(outputs["aux"], masks, ignore_index=self.ignore_index)
+            loss = loss + self.aux_weight * self._loss(outputs["aux"], masks)
         return loss, outputs["out"].detach(), masks, len(images)
+
+    def _loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, masks, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
 
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         height, width = images.shape[-2:]

@@ -1,24 +1,32 @@
 """TaskModule (c3exp/tasks/base.py) and build_task (c3exp/tasks/__init__.py): tasks as plug-ins, the epoch log line,
-the run times a checkpoint carries.
+the run times a checkpoint carries, the optimiser: warm-up composed with the schedule, Nesterov.
 
 `ParityTask` lives in this test module only: it is run by train(), chosen by a checkpoint, summarised
 in results.json and re-tested by eval with config overrides alone, which is the plug-in claim.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
+import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
+from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
+from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanSquaredError, MetricCollection
 
 import c3exp
+from c3exp.config import group_choices
 from c3exp.errors import ConfigError
 from c3exp.eval import evaluate
+from c3exp.paths import config_dir
 from c3exp.results import PrimaryMetric, primary_value
 from c3exp.tasks import ClassificationModule, TaskModule, build_task
 from c3exp.train import train
@@ -107,7 +115,6 @@ def test_every_epoch_is_one_line_in_the_log(tmp_path, caplog):
 
 def test_testing_a_checkpoint_leaves_the_run_times_alone():
     """trainer.test(ckpt_path="best") loads an older checkpoint: its times are not the run's."""
-    import lightning as L
     from lightning.pytorch.trainer.states import TrainerFn
 
     from c3exp.tasks import build_task
@@ -123,3 +130,79 @@ def test_testing_a_checkpoint_leaves_the_run_times_alone():
     module.trainer.state.fn = TrainerFn.FITTING
     module.on_load_checkpoint(saved)
     assert module.train_seconds == 5.0 and module.history == [{"epoch": 0}] and module.wall_seconds_before == 9.0
+
+
+# -- optimisation: warm-up, Nesterov ------------------------------------------------------------------------------
+class LearningRates(L.Callback):
+    """The learning rate each optimiser step runs with."""
+
+    def __init__(self):
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def learning_rates(scheduler, warmup_epochs: float, epochs: int = 3) -> list[float]:
+    """The lr of every step of a fit of `epochs` x 4 batches, SGD at lr 0.1 with `scheduler` stepped every epoch."""
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(16, 2), torch.randint(0, 3, (16,))), batch_size=4)
+    module = ClassificationModule(torch.nn.Linear(2, 3), num_classes=3, optimizer=partial(torch.optim.SGD, lr=0.1),
+                                  scheduler=scheduler, warmup_epochs=warmup_epochs)
+    recorder = LearningRates()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+    trainer.fit(module, train_dataloaders=data)
+    return recorder.seen
+
+
+def test_warmup_multiplies_the_step_schedule_by_a_linear_ramp_over_its_steps():
+    """1.5 epochs of 4 steps: steps 0..5 at (s + 1)/6 of the lr, whatever the schedule makes of it (x0.1 from epoch 1)."""
+    got = learning_rates(partial(MultiStepLR, milestones=[1], gamma=0.1), warmup_epochs=1.5)
+    ramp = [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1, 1, 1, 1, 1]
+    schedule = [0.1] * 4 + [0.01] * 8
+    assert got == pytest.approx([w * lr for w, lr in zip(ramp, schedule)], rel=1e-12)
+
+
+def test_warmup_times_cosine_annealing_is_the_product_of_both():
+    """Cosine to 0 over 3 epochs: (1 + cos(pi e / 3)) / 2 = 1, 3/4, 1/4 in epochs 0, 1, 2, times the ramp."""
+    got = learning_rates(partial(CosineAnnealingLR, T_max=3, eta_min=0.0), warmup_epochs=1.5)
+    ramp = [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1, 1, 1, 1, 1, 1, 1]
+    cosine = [1.0] * 4 + [0.75] * 4 + [0.25] * 4
+    assert got == pytest.approx([0.1 * w * c for w, c in zip(ramp, cosine)], rel=1e-12)
+
+
+def test_a_warmup_within_the_first_epoch_leaves_the_schedule_as_it_was():
+    """Half an epoch: steps 0, 1 at 1/2 and all of the lr; from there on cosine to eta_min=0.01, unchanged."""
+    got = learning_rates(partial(CosineAnnealingLR, T_max=3, eta_min=0.01), warmup_epochs=0.5)
+    cosine = [0.01 + 0.09 * c for c in [1.0] * 4 + [0.75] * 4 + [0.25] * 4]
+    assert got == pytest.approx([cosine[0] / 2, *cosine[1:]], rel=1e-12)
+    assert learning_rates(partial(CosineAnnealingLR, T_max=3, eta_min=0.01), warmup_epochs=0) == pytest.approx(cosine)
+
+
+def test_warmup_is_read_from_the_optim_recipe_and_refused_with_onecycle():
+    cfg = c3exp.compose(["data=digits", "optim.warmup_epochs=0.5"])
+    assert build_task(cfg, run_config={}).warmup_epochs == 0.5
+    shared = OmegaConf.load(config_dir() / "optim" / "shared" / "options.yaml")  # every recipe's defaults list has it
+    assert shared.warmup_epochs == inspect.signature(TaskModule).parameters["warmup_epochs"].default == 0
+    for recipe in group_choices("optim"):
+        assert build_task(c3exp.compose(["data=digits", f"optim={recipe}"]), run_config={}).warmup_epochs == 0
+    with pytest.raises(ConfigError, match=r"optim.warmup_epochs=1 is not valid: expected 0 with OneCycleLR"):
+        build_task(c3exp.compose(["data=digits", "optim=onecycle", "optim.warmup_epochs=1"]), run_config={})
+    with pytest.raises(ConfigError, match=r"optim.warmup_epochs=-1 is not valid"):
+        build_task(c3exp.compose(["data=digits", "optim.warmup_epochs=-1"]), run_config={})
+
+
+@pytest.mark.parametrize("nesterov, factor", [(False, 1.0), (True, 1.9)])
+def test_one_sgd_step_of_the_paper_recipe_with_and_without_nesterov(nesterov, factor):
+    """The first step's momentum buffer is the gradient g (plus weight decay 1e-4 x w): plain SGD moves w by lr x g,
+    Nesterov's by lr x (g + 0.9 g)."""
+    cfg = c3exp.compose(["data=digits", f"optim.optimizer.nesterov={str(nesterov).lower()}"])
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(net.weight, 2.0)
+    module = build_task(cfg, net=net, run_config={})
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["nesterov"] is nesterov
+    net(torch.ones(1, 1)).sum().backward()  # gradient 1
+    optimizer.step()
+    assert net.weight.item() == pytest.approx(2.0 - 0.1 * factor * (1 + 1e-4 * 2.0), rel=1e-7)

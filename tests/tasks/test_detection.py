@@ -17,7 +17,7 @@ from c3exp.tasks import DetectionModule, build_network
 from c3exp.tasks.detection import DetectionAP
 from c3exp.train import train
 from c3exp.utils.complexity import model_complexity
-from tests.conftest import run_config, without_timing
+from tests.conftest import run_config, run_main, without_timing
 
 
 def tiny(root: Path, data: str = "shapes_detection") -> list[str]:
@@ -65,6 +65,14 @@ def test_average_precision_equals_the_hand_computed_value():
     assert result["ap50_square"] == pytest.approx(1.0)
     assert result["map_50"] == pytest.approx((circle + 1) / 2) and result["map"] == pytest.approx((circle + 1) / 2)
     assert set(result) == {"map", "map_50", "map_75", "ap_circle", "ap50_circle", "ap_square", "ap50_square"}
+
+
+@pytest.mark.parametrize("option", ["task.label_smoothing=0.1", "task.tta_flip=true"])
+def test_the_classification_recipe_options_are_no_keys_of_detection(option, monkeypatch, capsys):
+    """The detector has no such loss or flip averaging: `python -m c3exp` says so in one line, before any work."""
+    code, err = run_main(monkeypatch, capsys, ["task=detection", "data=shapes_detection", option])
+    key = option.partition("=")[0]
+    assert code == 2 and err.startswith(f"error: {key} is not a config key or group ({option})") and err.count("\n") == 1
 
 
 def test_the_detection_module_declares_map_metrics():

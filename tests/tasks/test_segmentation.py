@@ -120,3 +120,39 @@ def test_the_cli_and_build_model_give_the_same_segmentation_network(head, aux):
     assert [(n, p.shape) for n, p in net.named_parameters()] == [(n, p.shape) for n, p in module.net.named_parameters()]
     out = net(torch.randn(2, 3, 65, 65))
     assert out["out"].shape == (2, 4, 65, 65) and ("aux" in out) == aux
+
+
+class OneHead(torch.nn.Module):
+    def forward(self, x):
+        return {"out": x}
+
+
+def test_label_smoothing_spreads_its_share_over_the_classes_of_the_labelled_pixels():
+    """eps = 0.3, 3 classes: each labelled pixel's loss is -(0.8 log p_label + 0.1 sum of the other log p); void pixels none."""
+    logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    masks = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(2))
+    masks[0, 0] = 255
+    module = SegmentationModule(OneHead(), num_classes=3, optimizer=torch.optim.SGD, label_smoothing=0.3)
+    loss = module.model_step((logits, masks))[0]
+    log_p = logits.log_softmax(1).permute(0, 2, 3, 1)[masks != 255]  # (labelled pixels, classes)
+    labels = masks[masks != 255]
+    per_pixel = [-(0.7 * row[label] + 0.1 * sum(row)) for row, label in zip(log_p.tolist(), labels.tolist())]
+    assert float(loss) == pytest.approx(sum(per_pixel) / len(per_pixel), rel=1e-5)
+
+
+class RampNet(torch.nn.Module):
+    """Maps that depend on the pixel's column (0, 1, 2, 3 across a 4-wide image), so a flip changes them."""
+
+    def forward(self, x):
+        ramp = torch.arange(x.shape[-1], dtype=x.dtype)
+        return {"out": x * ramp, "aux": x + ramp}
+
+
+def test_tta_flip_averages_the_maps_of_the_image_and_the_flipped_back_maps_of_its_mirror_image():
+    """Flipped back, the mirror image's maps weigh column j by 3 - j: the mean is x * 1.5 and x + 1.5."""
+    x = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(3))
+    module = SegmentationModule(RampNet(), num_classes=3, optimizer=torch.optim.SGD, tta_flip=True).eval()
+    outputs = module(x)
+    torch.testing.assert_close(outputs["out"], x * 1.5)
+    torch.testing.assert_close(outputs["aux"], x + 1.5)
+    torch.testing.assert_close(module.train()(x)["out"], x * torch.arange(4.0))  # never in training

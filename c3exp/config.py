@@ -20,7 +20,8 @@ from c3exp.paths import config_dir
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
 GROUPS = (
-    "task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "callbacks", "experiment", "debug", "hparams_search",
+    "task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "callbacks", "recipe", "experiment", "debug",
+    "hparams_search",
 )
 
 
@@ -398,6 +399,7 @@ KEY_CHOICES = {
     "placement": "attn.placement",
     "data": "data.name",
     "optim": "optim.name",
+    "recipe": "recipe",
     "seed": "seed",
     "max_epochs": "trainer.max_epochs",
     "batch_size": "data.batch_size",

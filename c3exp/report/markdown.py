@@ -61,7 +61,8 @@ def recipes_line(table: Table) -> list[str]:
     """What the column groups are: the recipes (experiments) of the runs, never pooled; none where none is recorded."""
     if table.recipes == [None]:
         return []
-    names = ", ".join(f"experiment={recipe}" if recipe else NO_EXPERIMENT for recipe in table.recipes)
+    names = ", ".join(NO_EXPERIMENT if not recipe else recipe if recipe.startswith("recipe=") else f"experiment={recipe}"
+                      for recipe in table.recipes)
     if len(table.recipes) == 1:
         return [f"Recipe: {names}.", ""]
     return [f"Recipes (a column group each, never pooled; bold: the row's best within its recipe): {names}.", ""]

@@ -274,16 +274,22 @@ def load_results(path: Path) -> dict[str, Any]:
 
 
 def experiment_of(run_dir: Path) -> str | None:
-    """The experiment config a CLI run was composed with (Hydra's runtime.choices in .hydra/hydra.yaml), else None.
+    """The recipe a CLI run was composed with, from Hydra's runtime.choices in .hydra/hydra.yaml, else None.
 
-    It names the run's recipe: results.json and the saved config do not record it.
+    The experiment names it ("strong_cifar100"); a recipe group chosen apart from it is added
+    ("quickstart recipe=strong", or "recipe=strong" without an experiment). The paper recipe, the
+    default, adds nothing.
     """
     try:
         saved = yaml.safe_load((run_dir / HYDRA_SETTINGS).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    experiment = config_value(saved, "hydra.runtime.choices.experiment") if isinstance(saved, Mapping) else None
-    return experiment if is_name(experiment) else None
+    choices = config_value(saved, "hydra.runtime.choices") if isinstance(saved, Mapping) else None
+    choices = choices if isinstance(choices, Mapping) else {}
+    experiment, recipe = (value if is_name(value) else None for value in (choices.get("experiment"), choices.get("recipe")))
+    if recipe in (None, "paper") or (experiment or "").startswith(f"{recipe}_"):
+        return experiment
+    return f"{experiment} recipe={recipe}" if experiment else f"recipe={recipe}"
 
 
 def read_run(path: Path) -> Run | None:

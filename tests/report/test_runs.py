@@ -29,6 +29,16 @@ def test_the_experiment_is_read_from_hydras_choices(tmp_path):
         "paper": "paper_cifar100", "plain": None, "damaged": None}
 
 
+def test_a_recipe_chosen_apart_from_the_experiment_joins_its_name(tmp_path):
+    """recipe=strong on another experiment, or on none, is a recipe of its own; the experiment that picks it is not."""
+    write_hydra_run(tmp_path / "strong", ["experiment=strong_cifar100", "attn=c3"], 0.7)
+    write_hydra_run(tmp_path / "quick", ["experiment=quickstart", "recipe=strong", "attn=c3"], 0.7)
+    write_hydra_run(tmp_path / "bare", ["recipe=strong", "attn=c3"], 0.7)
+    write_hydra_run(tmp_path / "paper", ["recipe=paper", "attn=c3"], 0.7)
+    assert {Path(run.source).name: run.experiment for run in collect_runs(tmp_path)} == {
+        "strong": "strong_cifar100", "quick": "quickstart recipe=strong", "bare": "recipe=strong", "paper": None}
+
+
 @pytest.mark.slow
 def test_the_run_folders_the_report_tests_write_are_what_a_real_run_writes(tmp_path):
     """tests/report/conftest.py's write_hydra_run against `python -m c3exp` itself: the same .hydra files (the

@@ -285,3 +285,14 @@ def test_with_ema_the_final_test_and_eval_use_the_averaged_weights(test_ckpt, tm
     averaged, unaveraged = evaluate(tested)["test/loss"], evaluate(raw)["test/loss"]
     assert results["test_loss"] == pytest.approx(averaged, abs=1e-6)
     assert abs(averaged - unaveraged) > 1e-4
+
+
+@pytest.mark.slow
+def test_the_strong_recipe_trains_the_quickstart_with_every_option_on(tmp_path):
+    """recipe=strong on the digits (short epochs): it runs, records its recipe, and its checkpoints hold both weights."""
+    results = train(run_config(SHORT + ["recipe=strong", "trainer.max_epochs=2", "optim.warmup_epochs=1",
+                                        "optim.ema_decay=0.9"], tmp_path))
+    assert results["recipe"] == "strong" and results["optim"] == "cosine" and results["epochs"] == 2
+    checkpoint = torch.load(results["checkpoints"]["last"], map_location="cpu", weights_only=False)
+    assert set(checkpoint["current_model_state"]) == set(checkpoint["state_dict"])  # raw weights beside the average
+    assert any(not torch.equal(checkpoint["current_model_state"][k], v) for k, v in checkpoint["state_dict"].items())

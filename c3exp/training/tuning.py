@@ -32,7 +32,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from c3exp.errors import ConfigError, check
 from c3exp.results import primary_value, write_json
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 TRIAL_VARIABLE = "C3EXP_OPTUNA_TRIAL"  # hydra.job.env_set: which trial of the study a job runs
 BEST_FILE = "optuna_best.json"
 WORKERS_DIR = ".optuna-workers"  # one flock per live worker: trials of a dead worker are found by it
+ASK_LOCK = "ask.lock"  # held while a worker counts, asks or retries trials
 
 
 # -- the study -------------------------------------------------------------------------------------
@@ -100,8 +101,11 @@ def search_space(params: Mapping[str, str] | None, arguments: Sequence[str]) -> 
 
 
 def trial_overrides(trial: optuna.trial.FrozenTrial | optuna.Trial, subdir: str) -> list[str]:
-    """A trial's job: its parameters, its run folder under the sweep, and its number (for the job's reports)."""
-    values = [f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in trial.params.items()]
+    """A trial's job: its parameters, its run folder under the sweep, and its number (for the job's reports).
+
+    A categorical value is the text of one choice of the override it came from (`[1]` of attn.stages=[1],[4]).
+    """
+    values = [f"{key}={value}" for key, value in trial.params.items()]
     return [*values, f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_VARIABLE}={trial.number}"]
 
 
@@ -130,7 +134,8 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         with worker_lock(sweep_dir) as (worker, others):
             study = self.open_study(others)
-            retry_dead_trials(study, sweep_dir)
+            with exclusive(sweep_dir / WORKERS_DIR / ASK_LOCK):  # two workers starting together retry a trial once
+                retry_dead_trials(study, sweep_dir)
             while trials := self.ask(study, space, worker, sweep_dir):
                 self.run(study, trials, fixed)
         report_best(study, fixed, sweep_dir)
@@ -154,7 +159,7 @@ class OptunaSweeper(Sweeper):
         import optuna
 
         taken = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-        with exclusive(sweep_dir / WORKERS_DIR / "ask.lock"):
+        with exclusive(sweep_dir / WORKERS_DIR / ASK_LOCK):
             count = len(study.get_trials(deepcopy=False, states=taken))
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - count))]
             for trial in trials:

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from c3exp.errors import ConfigError
-from c3exp.training.tuning import best_command, load_study, search_space
+from c3exp.training.tuning import best_command, load_study, search_space, trial_overrides
 from tests.conftest import SMALL_DIGITS
 
 SEARCH = ["hparams_search=optuna", *SMALL_DIGITS, "trainer=cpu", "data.val_split=180", "hydra.sweeper.study_name=digits"]
@@ -35,6 +35,14 @@ def test_a_parameter_that_is_no_sweep_is_one_line():
     with pytest.raises(ConfigError, match=r"^hydra.sweeper.params.optim.optimizer.lr='optim.optimizer.lr=0.1' is not valid: "
                                           r"expected interval\(a, b\), range\(a, b\), choice\(...\) or a,b,c$"):
         search_space({"optim.optimizer.lr": "0.1"}, [])
+
+
+def test_a_choice_of_lists_reaches_the_job_as_lists():
+    """A categorical parameter holds each choice's override text; the job's override is that text, unquoted."""
+    space, _ = search_space({}, ["attn.stages=[1],[4]"])
+    trial = optuna.trial.create_trial(params={"attn.stages": "[4]"}, distributions=space, value=0.5)
+    trial.number = 3
+    assert trial_overrides(trial, "trial3") == ["attn.stages=[4]", "hydra.sweep.subdir=trial3", "+hydra.job.env_set.C3EXP_OPTUNA_TRIAL=3"]
 
 
 def test_the_best_command_is_one_run_without_the_searchs_own_settings():

@@ -189,6 +189,12 @@ def test_changing_the_network_is_one_line(ckpt, capsys, argument, message):
     assert message in eval_error(capsys, f"ckpt_path={ckpt}", argument)
 
 
+def test_a_checkpoint_is_tested_with_flip_tta_when_asked(ckpt):
+    """task.tta_flip scores the mean of each image's and its mirror's logits; the weights stay the checkpoint's."""
+    plain, flipped = evaluate(ckpt), evaluate(ckpt, ["task.tta_flip=true"])
+    assert plain != flipped and set(plain) == set(flipped)
+
+
 def test_speed_options_are_not_network_settings():
     cfg = OmegaConf.create({"model": {"depth": 20, "compile": True, "channels_last": True},
                             "attn": {"options": {"reduction": 8}}, "data": {"num_classes": 10}})

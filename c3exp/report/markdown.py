@@ -69,17 +69,23 @@ def recipes_line(table: Table) -> list[str]:
 
 
 def budget_notes(table: Table) -> list[str]:
-    """A line per row whose cells ran different budgets (epochs, batches, batch size): not a like-for-like row."""
+    """A line per row and recipe whose cells ran different budgets (epochs, batches, batch size): blocks not
+    compared like for like. Recipes may differ in budget by design (the strong one trains 200 epochs)."""
     notes = []
     for (model, data), row in table.rows.items():
-        budgets: dict[tuple, list[str]] = defaultdict(list)
+        recipes: dict[str | None, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
         for cell in row.values():
-            budgets[cell.budget].append(table.cell_name(cell))
-        differ = [index for index in range(len(BUDGET_KEYS)) if len({budget[index] for budget in budgets}) > 1]
-        texts = [", ".join(f"{budget[index][0]}={shown_setting(budget[index][1])}" for index in differ)
-                 + f" ({', '.join(names)})" for budget, names in budgets.items()]
-        notes += [f"- {model} / {data}: {'; '.join(texts)}"] if differ else []
+            recipes[cell.recipe][cell.budget].append(table.cell_name(cell))
+        notes += [f"- {model} / {data}: {text}" for budgets in recipes.values() if (text := budget_text(budgets))]
     return notes
+
+
+def budget_text(budgets: Mapping[tuple, list[str]]) -> str:
+    """The cells of one recipe in one row, grouped by the budget settings that differ; '' where they agree."""
+    differ = [index for index in range(len(BUDGET_KEYS)) if len({budget[index] for budget in budgets}) > 1]
+    texts = [", ".join(f"{budget[index][0]}={shown_setting(budget[index][1])}" for index in differ)
+             + f" ({', '.join(names)})" for budget, names in budgets.items()]
+    return "; ".join(texts) if differ else ""
 
 
 def section_markdown(table: Table, plots: Sequence[Path], out: Path) -> list[str]:

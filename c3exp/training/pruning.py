@@ -17,22 +17,29 @@ class ReportToTrial(L.Callback):
     """
 
     def __init__(self) -> None:
-        self.trial = None
+        self.trial, self.active = None, False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rank 0 talks to the study; every DDP rank learns whether there is a trial, to stop with it."""
         found = current_trial() if trainer.is_global_zero else None
         self.trial = found[1] if found else None
+        self.active = bool(trainer.strategy.broadcast(self.trial is not None, src=0))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.trial is None or trainer.sanity_checking or trainer.state.fn != "fit":
+        if not self.active or trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        import optuna
+        pruned = self.report(pl_module) if self.trial is not None else False
+        if trainer.strategy.broadcast(pruned, src=0):  # every rank stops, or the others would wait for rank 0
+            import optuna
 
+            raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch + 1}")
+
+    def report(self, pl_module: L.LightningModule) -> bool:
+        """Report the epochs the trial lacks; whether the pruner stops it now."""
         metric = pl_module.primary_metric.name
         reported = self.trial.study.get_trials(deepcopy=False)[self.trial.number].intermediate_values
         for row in pl_module.history:
             step = int(row["epoch"]) + 1
             if metric in row and step not in reported and math.isfinite(row[metric]):
                 self.trial.report(row[metric], step)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch + 1}")
+        return self.trial.should_prune()

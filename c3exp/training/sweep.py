@@ -219,9 +219,12 @@ class SweepSummary(Callback):
         write_sweep_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Only reached when every job succeeded (Hydra raises the first failure before it)."""
+        """Reached when no failure ended the sweep: Hydra's sweeper raises the first; the Optuna sweeper goes
+        on past a diverged trial."""
         jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
-        log.info("sweep finished: all %d jobs completed (%s)", len(jobs), config.hydra.sweep.dir)
+        failed = sum(job["status"] == "failed" for job in jobs)
+        done = f"{len(jobs) - failed} of {len(jobs)} jobs completed, {failed} failed" if failed else f"all {len(jobs)} jobs completed"
+        log.info("sweep finished: %s (%s)", done, config.hydra.sweep.dir)
 
 
 def slurm_job() -> dict[str, str]:

@@ -34,9 +34,9 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from c3exp.errors import ConfigError, check
+from c3exp.errors import ConfigError, NonFiniteLossError, check
 from c3exp.results import primary_value, write_json
-from c3exp.training.locks import LOCK_FILE, exclusive, in_use
+from c3exp.training.locks import LOCK_FILE, FolderInUse, exclusive, in_use
 
 if TYPE_CHECKING:
     import optuna
@@ -170,7 +170,8 @@ class OptunaSweeper(Sweeper):
     def run(self, study: optuna.Study, trials: list[optuna.Trial], fixed: list[str]) -> None:
         """Launch the trials' jobs; a job that ended without telling its outcome (killed) is failed here.
 
-        A user error (a bad value) ends the search in its one line; any other failure fails that trial only.
+        A user error (a bad value) ends the search in its one line: every trial would fail alike. A trial
+        that diverged (its job says it in one line) or whose folder another process holds fails alone.
         """
         import optuna
 
@@ -185,8 +186,10 @@ class OptunaSweeper(Sweeper):
             if job.status == JobStatus.FAILED:
                 try:
                     job.return_value  # re-raises the job's exception
-                except JobFailed:
-                    raise
+                except JobFailed as err:
+                    if not isinstance(err.__cause__, (NonFiniteLossError, FolderInUse)):
+                        raise
+                    log.warning("trial %d: %s", trial.number, err.__cause__)
                 except Exception as err:
                     log.warning("trial %d failed: %s: %s", trial.number, type(err).__name__, err)
 
@@ -273,6 +276,7 @@ def run_as_trial(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     a job requeued by SLURM, or one whose sweeper died, still records its outcome).
 
     A job that SIGTERM or Ctrl-C stops tells nothing: its requeue (or a later start of the search) goes on.
+    A diverged trial (NaN loss) is told pruned: the sampler then ranks its parameters below every finished trial.
     """
     found = current_trial()
     if found is None:
@@ -286,6 +290,10 @@ def run_as_trial(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         study.tell(trial.number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         log.info("trial %d pruned", trial.number)
         return {"pruned": True}
+    except NonFiniteLossError:
+        trial.set_user_attr("diverged", True)
+        study.tell(trial.number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        raise
     except Exception:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         raise

@@ -137,3 +137,18 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(tmp_path):
     for trial in found:  # each trial's value is its own run's
         run = json.loads((sweep / trial.user_attrs["subdir"] / "results.json").read_text())
         assert trial.value == run["best_val_acc1"]
+
+
+@pytest.mark.slow
+def test_diverging_trials_are_pruned_and_the_search_goes_on(tmp_path):
+    """An lr of 1e6 turns the loss to NaN in the first steps: each such trial ends pruned (marked diverged),
+    its job fails alone, and the search still finishes its trials instead of ending at the first."""
+    sweep = tmp_path / "sweep"
+    out = finished(search(sweep, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "optim.optimizer.lr=tag(log, interval(1e6, 1e7))"))
+    found = trials(sweep)
+    assert [(t.state.name, t.user_attrs.get("diverged")) for t in found] == [("PRUNED", True), ("PRUNED", True)]
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [job["status"] for job in summary] == ["failed", "failed"]
+    assert "NonFiniteLossError" in summary[0]["error"] and not (sweep / "optuna_best.json").exists()
+    assert "best trial" not in out
+    assert "sweep finished: 0 of 2 jobs completed, 2 failed" in out

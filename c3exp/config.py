@@ -15,7 +15,7 @@ from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from c3exp.errors import ConfigError, OverrideError, check, is_int
+from c3exp.errors import ConfigError, OverrideError, check, is_int, is_number
 from c3exp.paths import config_dir
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
@@ -299,7 +299,7 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
-    ok = isinstance(value, Number) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    ok = is_number(value) and (value >= 0 if allow_zero else value > 0)
     check(ok, key, value, "a number >= 0" if allow_zero else "a number > 0")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping
+from numbers import Real
 from typing import Any
 
 
@@ -20,6 +21,11 @@ def check(condition: bool, key: str, value: Any, allowed: str | Iterable[Any]) -
     """Raise ConfigError(key, value, allowed) unless `condition` holds."""
     if not condition:
         raise ConfigError(key, value, allowed)
+
+
+def is_number(value: Any) -> bool:
+    """A real-number setting: YAML's true/false are bools, which Python counts as numbers."""
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def is_int(value: Any) -> bool:

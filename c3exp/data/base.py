@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from numbers import Real
 
 import lightning as L
 import torch
@@ -13,7 +12,7 @@ from torchvision.transforms import v2
 
 from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip, RandomErase
 from c3exp.data.mixing import MixingCollate, batch_mixing
-from c3exp.errors import check
+from c3exp.errors import check, is_number
 
 
 def per_process_batch_size(batch_size: int, world_size: int) -> int:
@@ -75,7 +74,7 @@ class TransformedImages(Dataset):
 
 def check_number(value: object, key: str, low: float, high: float, allowed: str) -> None:
     """A finite real number (not a bool) from `low` to `high`, else one line naming `key`."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+    ok = is_number(value) and math.isfinite(value) and low <= value <= high
     check(ok, key, value, allowed)
 
 

@@ -11,7 +11,6 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
-from numbers import Number
 from typing import Any, ClassVar
 
 import lightning as L
@@ -22,7 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LinearLR, OneCycleLR
 from torchmetrics import MeanMetric, MetricCollection
 
-from c3exp.errors import check
+from c3exp.errors import check, is_number
 from c3exp.results import PrimaryMetric
 from c3exp.saved_config import hydra_choices
 
@@ -93,7 +92,7 @@ class TaskModule(L.LightningModule):
         label_smoothing: F.cross_entropy's share of each target spread evenly over the classes; tta_flip:
         validation and test average the outputs of each image and of its mirror image.
         """
-        check(isinstance(label_smoothing, Number) and not isinstance(label_smoothing, bool) and 0 <= label_smoothing < 1,
+        check(is_number(label_smoothing) and 0 <= label_smoothing < 1,
               "task.label_smoothing", label_smoothing, "a number from 0 (none) up to, not including, 1")
         check(isinstance(tta_flip, bool), "task.tta_flip", tta_flip, "true or false")
         for key, value in (("label_smoothing", label_smoothing), ("tta_flip", tta_flip)):
@@ -305,7 +304,7 @@ class TaskModule(L.LightningModule):
 
 def checked_warmup(epochs: float, scheduler: SchedulerFactory | None) -> float:
     """optim.warmup_epochs: a number >= 0, and 0 with OneCycleLR, whose own warm-up (pct_start) sets every step's lr."""
-    check(isinstance(epochs, Number) and not isinstance(epochs, bool) and epochs >= 0, "optim.warmup_epochs", epochs,
+    check(is_number(epochs) and epochs >= 0, "optim.warmup_epochs", epochs,
           "a number of epochs >= 0 (fractions too), 0 for none")
     schedule = getattr(scheduler, "func", scheduler)  # the class behind Hydra's partial
     one_cycle = isinstance(schedule, type) and issubclass(schedule, OneCycleLR)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from numbers import Number
 from typing import Any
 
 import lightning as L
@@ -11,7 +10,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 
-from c3exp.errors import NonFiniteLossError, check
+from c3exp.errors import NonFiniteLossError, check, is_number
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -90,7 +89,7 @@ class EMAWeights(EMAWeightAveraging):
     """
 
     def __init__(self, decay: float):
-        check(isinstance(decay, Number) and not isinstance(decay, bool) and 0 < decay < 1, "optim.ema_decay", decay,
+        check(is_number(decay) and 0 < decay < 1, "optim.ema_decay", decay,
               "a number between 0 and 1 (e.g. 0.999), or null for no average")
         super().__init__(decay=float(decay))
 

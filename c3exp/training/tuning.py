@@ -265,8 +265,8 @@ def current_trial() -> tuple[optuna.Study, optuna.Trial] | None:
     if number is None or not str(hydra.sweeper.get("_target_", "")).endswith(OptunaSweeper.__name__):
         return None
     pruner = instantiate(hydra.sweeper.pruner) if hydra.sweeper.get("pruner") else None
-    study = load_study(hydra.sweeper.storage, hydra.sweeper.study_name, pruner=pruner)
-    storage = open_storage(hydra.sweeper.storage)  # the study's own storage object is not public
+    storage = open_storage(hydra.sweeper.storage)  # kept: the study's own storage object is not public
+    study = optuna.load_study(study_name=hydra.sweeper.study_name, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), int(number))
     return study, optuna.Trial(study, trial_id)
 

@@ -13,13 +13,13 @@ test-fast:          ## the default suite: everything but the tests marked slow (
 	$(PYTHON) -m pytest
 
 demo:               ## ResNet-20 without and with C3 on the bundled digits, on the CPU, then a comparison table
-	$(PYTHON) -m c3exp.demo
+	$(PYTHON) -m c3exp demo
 
 summary:            ## per-stage parameters and MACs of a config, e.g. make summary ARGS="model=resnet110 attn=c3"
-	$(PYTHON) -m c3exp.summary $(ARGS)
+	$(PYTHON) -m c3exp summary $(ARGS)
 
 paper-table:        ## Table 1 of the paper, our counts beside the paper's
-	$(PYTHON) -m c3exp.summary table=paper
+	$(PYTHON) -m c3exp summary table=paper
 
 clean:
 	rm -rf outputs multirun .pytest_cache

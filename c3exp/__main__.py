@@ -1,3 +1,3 @@
-from c3exp.run import main
-
-main()
+from c3exp.cli import main
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,5 @@
-"""Reading checkpoints: one loader for training's resume, eval and analyze.
-
-Checkpoints are opened with `weights_only=True`: tensors and plain data only. A checkpoint shared by
-someone else (a W&B artifact, a colleague's folder) could otherwise run whatever its pickle holds.
-"""
+"""Reading checkpoints for resume, eval and analyze: `weights_only=True`, tensors and plain data only, so a checkpoint
+from someone else (a W&B artifact, a colleague's folder) cannot run what its pickle holds."""
 from __future__ import annotations
 
 import os
@@ -56,10 +53,8 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
 
 
 def missing_parts(checkpoint: dict[str, Any]) -> list[str]:
-    """What a c3exp checkpoint lacks of what eval, analyze and resuming read: its weights and its run's config.
+    """What eval, analyze and resuming read that the checkpoint lacks: its weights and its run's config."""
 
-    Without them eval would rebuild the default config and blame the weights, or an override, for the mismatch.
-    """
     section = checkpoint["c3exp"] if isinstance(checkpoint["c3exp"], dict) else {}
     parts = {"weights (state_dict)": isinstance(checkpoint.get("state_dict"), dict),
              "run config (c3exp.config)": bool(section.get("config"))}

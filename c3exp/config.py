@@ -5,11 +5,14 @@ import argparse
 import difflib
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from numbers import Number
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.config_loader import ConfigLoader
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
@@ -17,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from c3exp.errors import ConfigError, OverrideError, check, is_int, is_number
 from c3exp.paths import config_dir
+from c3exp.utils.mappings import flatten
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
 GROUPS = (
@@ -46,9 +50,28 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("c3exp.parallel_jobs", parallel_jobs, use_cache=True)
 
 
-def group_choices(group: str) -> list[str]:
-    folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+@contextmanager
+def on_c3exp_configs() -> Iterator[ConfigLoader]:
+    """Hydra initialised on c3exp's conf/ for the block; the state it had (a run's, a notebook's) is put back after."""
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            yield GlobalHydra.instance().config_loader()
+    finally:
+        if running is not None:
+            GlobalHydra.instance().initialize(running)
+
+
+def group_choices(group: str, searchpath: Sequence[str] = ()) -> list[str]:
+    """The configs of `group`: c3exp's own and those `hydra.searchpath=[...]` overrides add."""
+    with on_c3exp_configs() as loader:
+        return loader.get_group_options(group, config_name="config", overrides=list(searchpath))
+
+
+def searchpath(overrides: Iterable[str]) -> list[str]:
+    """The `hydra.searchpath=[...]` overrides among `overrides`, as typed."""
+    return [line for line in overrides if line.partition("=")[0].lstrip("+") == "hydra.searchpath"]
 
 
 def one_line(err: HydraException) -> str:
@@ -70,16 +93,13 @@ def parse_overrides(args: Iterable[str]) -> list:
 
 
 def check_overrides(overrides: Iterable[str]) -> list:
-    """Reject an unknown group choice (`data=foo`, one value of a sweep, a glob matching none) with one clear line.
-
-    Returns the parsed overrides, for callers that look at them further.
-    """
+    """The parsed overrides; an unknown group choice (`data=foo`, also in a sweep or glob) is one line."""
     parsed = parse_overrides(overrides)
     for override in parsed:
         group = override.key_or_group
         if group not in GROUPS or override.is_delete():
             continue
-        choices = group_choices(group)
+        choices = group_choices(group, searchpath(o.input_line for o in parsed))
         value = override.value()
         if isinstance(value, Glob):
             check(bool(value.filter(choices)), group, (override.input_line or "").partition("=")[2], choices)
@@ -105,8 +125,7 @@ PLUGIN_CHOICES = {
 
 
 def module_installed(module: str) -> bool:
-    """Whether `module` can be imported; without any Hydra plugin the namespace `hydra_plugins` itself is
-    missing, and find_spec of a module in it raises instead of returning None."""
+    """Whether `module` imports; find_spec raises, not returns None, when the `hydra_plugins` namespace is missing."""
     try:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
@@ -114,10 +133,7 @@ def module_installed(module: str) -> bool:
 
 
 def check_plugins(parsed: Iterable) -> None:
-    """A launcher or sweeper whose Hydra plugin is not installed: one line naming the pip install.
-
-    Hydra itself reports the plugin's config as missing from its search path, in a dozen lines.
-    """
+    """A launcher or sweeper whose Hydra plugin is not installed: one line naming the pip install, not Hydra's dozen."""
     for override in parsed:
         plugins = PLUGIN_CHOICES.get(override.key_or_group)
         if not plugins or override.is_delete() or isinstance(override.value(), Glob):
@@ -131,15 +147,12 @@ def check_plugins(parsed: Iterable) -> None:
 
 
 def _compose(overrides: Sequence[str], config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    with on_c3exp_configs():
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", return_hydra_config: bool = False) -> DictConfig:
-    """The config a CLI run with these overrides would use (for notebooks and tests).
-
-    `hydra:` interpolations such as `output_dir` are left unresolved: they exist only inside a run.
-    """
+    """The config a CLI run with these overrides would use; `hydra:` interpolations exist only inside a run."""
     register_resolvers()
     parsed = check_overrides(overrides)
     try:
@@ -162,27 +175,17 @@ def _group_selections(parsed: Iterable) -> list[list[str]]:
     first = [values[0] for values in choices.values()]
     variants = [first] + [[value if i == j else first[j] for j in range(len(first))]
                           for i, values in enumerate(choices.values()) for value in values[1:]]
-    return variants
+    return [[*variant, *searchpath(o.input_line for o in parsed)] for variant in variants]
 
 
 def config_keys(node: DictConfig) -> list[str]:
     """Every dotted key of a config, inner nodes included, values set or not (`???`)."""
-    return list(_dotted_keys(OmegaConf.to_container(node, resolve=False, throw_on_missing=False)))
-
-
-def _dotted_keys(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        yield f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _dotted_keys(value, f"{prefix}{key}.")
+    leaves = flatten(OmegaConf.to_container(node, resolve=False, throw_on_missing=False))
+    return list(dict.fromkeys(".".join(key.split(".")[:depth]) for key in leaves for depth in range(1, key.count(".") + 2)))
 
 
 def check_keys(parsed: Sequence) -> None:
-    """A `key=value` override must name a key of the composed config: one line naming the nearest ones.
-
-    Hydra's own report suggests `+key=value`, which adds a key nothing reads: the run would go on
-    with the setting silently ignored.
-    """
+    """An unknown override key: one line naming the nearest ones (Hydra suggests `+key`, which nothing reads)."""
     plain = [
         o for o in parsed
         if not (o.is_add() or o.is_force_add() or o.is_delete())
@@ -198,7 +201,7 @@ def check_keys(parsed: Sequence) -> None:
         key = override.key_or_group
         if key not in keys:
             near = nearest_keys(key, keys)
-            hint = f"did you mean {' or '.join(near)}?" if near else "`python -m c3exp --cfg job` prints the keys"
+            hint = f"did you mean {' or '.join(near)}?" if near else "`c3exp train --cfg job` prints the keys"
             raise OverrideError(f"{key} is not a config key or group ({override.input_line}): {hint}")
 
 
@@ -211,10 +214,7 @@ def nearest_keys(key: str, keys: Sequence[str]) -> list[str]:
 
 
 def hydra_flags_parser() -> argparse.ArgumentParser:
-    """The flags of a Hydra app's command line, so that -m, --cfg job and --info keep their meaning here.
-
-    Hydra's own parser is private (hydra._internal.utils.get_args_parser); these are its flags.
-    """
+    """Hydra's command-line flags (-m, --cfg job, --info keep their meaning): its own parser is private."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("overrides", nargs="*")
     for flags in (("--help", "-h"), ("--hydra-help",), ("--version",), ("--resolve",), ("--run", "-r"), ("--multirun", "-m"),
@@ -229,12 +229,7 @@ def hydra_flags_parser() -> argparse.ArgumentParser:
 
 
 def check_command_line(args: Sequence[str]) -> None:
-    """Compose a single run's command line up front, so a bad override is one line, not Hydra's report.
-
-    The command line is split by Hydra's flags (hydra_flags_parser), so they (`--cfg job`, `-m`,
-    `--info`) keep their meaning. Sweeps are checked choice by choice and key by key: their jobs
-    compose one at a time later. Another primary config (`-cn`, `-cp`, `-cd`) is left to Hydra.
-    """
+    """Compose a run's command line up front, so a bad override is one line, not Hydra's report (sweeps: key by key)."""
     flags, stray = hydra_flags_parser().parse_known_args(list(args))
     if stray:
         raise OverrideError(
@@ -261,10 +256,7 @@ def check_command_line(args: Sequence[str]) -> None:
 
 
 def check_sweep_is_a_multirun(parsed: Sequence) -> None:
-    """A comma list (`attn=none,se`) sweeps only in a multirun: -m, or a config that sets hydra.mode (hparams_search).
-
-    Hydra's own report is a traceback whose hint to add --multirun comes last.
-    """
+    """A comma list sweeps only in a multirun (-m or hydra.mode); Hydra's hint to add -m ends a traceback."""
     sweeps = [override for override in parsed if override.is_sweep_override()]
     try:
         mode = _compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True).hydra.mode
@@ -272,7 +264,7 @@ def check_sweep_is_a_multirun(parsed: Sequence) -> None:
         return  # Hydra's message says why the rest does not compose
     if getattr(mode, "name", mode) != "MULTIRUN":
         line = sweeps[0].input_line
-        raise OverrideError(f"{line} lists several values, a sweep: add -m to run one job per value (python -m c3exp -m {line} ...)")
+        raise OverrideError(f"{line} lists several values, a sweep: add -m to run one job per value (c3exp train -m {line} ...)")
 
 
 #: The longest file name most filesystems allow (ext4, XFS, NFS), in bytes.
@@ -312,11 +304,7 @@ def check_no_missing_values(cfg: DictConfig) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Numeric sanity checks that must fail before any data is loaded or any model is built.
-
-    Not a structured-config schema: each group choice has its own `_target_` keywords, which a schema
-    would repeat from every YAML; the constructors check their own, and the shared ranges are here.
-    """
+    """Shared settings checked before any data is loaded or model built (constructors check their own keywords)."""
     check_no_missing_values(cfg)
     _positive(cfg, "optim.optimizer.lr")
     _positive(cfg, "optim.optimizer.weight_decay", allow_zero=True)
@@ -364,13 +352,9 @@ TASK_DATA = {
 }
 
 
-def data_target(choice: str) -> str | None:
-    """The `_target_` of conf/data/<choice>.yaml, or of the config it extends (imagenet: imagefolder)."""
-    node = OmegaConf.load(config_dir() / "data" / f"{choice}.yaml")
-    if "_target_" in node:
-        return node._target_
-    parents = [entry for entry in node.get("defaults", []) if isinstance(entry, str) and entry != "_self_"]
-    return data_target(parents[0]) if parents else None
+def data_target(choice: str, searchpath: Sequence[str] = ()) -> str | None:
+    """The `_target_` of data config `choice` (imagenet: imagefolder's, which it extends)."""
+    return OmegaConf.select(_compose([f"data={choice}", *searchpath]), "data._target_")
 
 
 def task_of(target: str | None) -> str | None:
@@ -386,7 +370,10 @@ def check_task_fits_data(cfg: DictConfig) -> None:
     task, target = OmegaConf.select(cfg, "task.name"), OmegaConf.select(cfg, "data._target_")
     if task not in TASK_DATA or task_of(target) in (task, None):
         return
-    fits = [choice for choice in group_choices("data") if task_of(data_target(choice)) == task]
+    from hydra.core.hydra_config import HydraConfig
+
+    dirs = searchpath(HydraConfig.get().overrides.hydra if HydraConfig.initialized() else [])  # the run's own
+    fits = [choice for choice in group_choices("data", dirs) if task_of(data_target(choice, dirs)) == task]
     raise ConfigError("data", cfg.data.name, f"data for task={task}: one of {', '.join(fits)} "
                                              f"(data={cfg.data.name} is {task_of(target)} data)")
 
@@ -413,11 +400,8 @@ def key_choices(cfg: DictConfig) -> dict[str, object]:
 
 
 def instantiate_reporting_user_errors(node: DictConfig, **kwargs):
-    """hydra.utils.instantiate, but a user error raised inside the target surfaces as itself.
+    """hydra.utils.instantiate, a user error inside the target surfacing as itself, not InstantiationException."""
 
-    Hydra wraps whatever a `_target_` raises in InstantiationException; our ConfigError and
-    DataNotFoundError carry the one line the user should see.
-    """
     from hydra.utils import instantiate
 
     from c3exp.errors import DataNotFoundError

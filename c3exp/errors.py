@@ -1,10 +1,18 @@
-"""User-facing errors: one clear line, no traceback."""
+"""User-facing errors: one clear line on stderr (`error: ...`) and exit status 2, no traceback."""
 from __future__ import annotations
 
+import errno
 import inspect
+import logging
+import os
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from numbers import Real
-from typing import Any
+from typing import Any, NoReturn, TypeVar
+
+from c3exp.training.locks import FolderInUse
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -36,10 +44,7 @@ def is_int(value: Any) -> bool:
 def check_keywords(
     settings: Mapping[str, Any], target: Callable[..., Any], key_prefix: str, owner: str, supplied: Collection[str] = ()
 ) -> None:
-    """Every key of `settings` must be a parameter of `target` (other than those the code `supplied`).
-
-    A config group passed as keyword arguments would otherwise fail deep inside with a TypeError.
-    """
+    """Every key of `settings` a parameter of `target`: else a TypeError deep inside."""
     accepted = [name for name in inspect.signature(target).parameters if name not in supplied]
     for key, value in settings.items():
         check(key in accepted, f"{key_prefix}{key}", value, f"{owner}: {', '.join(accepted)}")
@@ -59,3 +64,50 @@ class TrainerSettingError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+USER_ERRORS = (ConfigError, DataNotFoundError, NonFiniteLossError, OverrideError, TrainerSettingError, FolderInUse)
+#: A full disk (or quota), a read-only or foreign run folder: the user frees space or picks another folder.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def run_reporting_user_errors(fn: Callable[[], T]) -> T:
+    """`fn()`; a user error or failed write: one line, exit status 2, also in train.log where logging is set up
+    (on a full disk, logging skips the line silently, no traceback)."""
+    try:
+        return fn()
+    except Exception as err:
+        message = str(err) if isinstance(err, USER_ERRORS) else cannot_write(err)
+        if message is None:
+            raise
+    if logging.getLogger().handlers:
+        raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
+        try:
+            logging.getLogger(__name__).error("error: %s", message)
+        finally:
+            logging.raiseExceptions = raise_exceptions
+    fail(message)
+
+
+def cannot_write(err: BaseException | None) -> str | None:
+    """`cannot write PATH: reason` where a failed write is behind `err`, also wrapped (torch.save: RuntimeError)."""
+
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            return f"cannot write {written_path(err)}: {err.strerror}"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def written_path(err: OSError) -> str:
+    """The file that failed, or the run directory (a failed write() does not say which file)."""
+    if err.filename is not None:
+        return str(err.filename)
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else os.getcwd()

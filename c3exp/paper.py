@@ -12,9 +12,8 @@ PAPER_EXPERIMENTS = ("paper_cifar100", "paper_cifar10")
 
 
 def is_paper_recipe(experiment: str | None) -> bool:
-    """Whether runs of `experiment` compare with the paper's figures: the paper's experiments, and runs that record no
-    experiment (the default config is the paper's recipe). Beside another recipe's runs (strong_cifar100) the
-    paper's figure would compare two recipes, not two implementations."""
+    """Whether runs compare with the paper's figures (default config: its recipe); other recipes would compare two
+    recipes, not two implementations."""
     return experiment is None or experiment in PAPER_EXPERIMENTS
 
 
@@ -79,11 +78,9 @@ TABLE3_DETECTION: dict[str, DetectionCell] = {
 ZOO_DATA = "imagenet"
 ZOO_MODEL = "resnet50"
 
-#: attn -> the ResNet-50 figures of the block's paper. Baseline, SE and CBAM: the CBAM paper's table (25.56M,
-#: 28.09M, 28.09M, all 3.86 GFLOPs; CBAM's top-1 from its authors' repository). ECA: +80 parameters
-#: (25.56M), 3.86 GFLOPs, 77.48%. Triplet: 25.56M, 22.52% top-1 error. SimAM: no parameters, 77.45%.
-#: GC, CoordAtt, SRM, GE, non-local and C3 report no ResNet-50 ImageNet figure of this kind (GC: COCO
-#: detection; CoordAtt: MobileNetV2).
+#: attn -> the ResNet-50 figures of the block's paper (baseline, SE, CBAM: the CBAM paper's table; CBAM's top-1
+#: from its authors' repository). GC, CoordAtt, SRM, GE, non-local and C3 report no such figure.
+
 ZOO_IMAGENET: dict[str, PaperCell] = {
     "none": PaperCell(25.56, 3860.0, None),
     "se": PaperCell(28.09, 3860.0, None),

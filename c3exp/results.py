@@ -53,12 +53,7 @@ class PrimaryMetric:
 def summarise_history(
     history: list[dict[str, float]], primary: PrimaryMetric, metric_modes: Mapping[str, str]
 ) -> dict[str, Any]:
-    """The best and final validation metrics, and steady-state training throughput, from the epoch rows.
-
-    The best epoch is the primary metric's; every other metric's best is its own best over the
-    epochs. Every training epoch has a row; only the epochs that ran validation (every
-    trainer.check_val_every_n_epoch epochs) have val/* keys, and only those count here.
-    """
+    """The best (0-based) epoch, each metric's best and final value, and the median throughput after epoch 0."""
     if not history:
         return {"epochs": 0}
     speeds = [row["train/images_per_sec"] for row in history if "train/images_per_sec" in row]
@@ -78,7 +73,8 @@ def summarise_history(
 
 
 def primary_value(results: Mapping[str, Any]) -> float | None:
-    """The best value of a run's primary metric (results.json files from before tasks: val/acc1)."""
+    """The best value of a run's primary metric (older results.json files: val/acc1)."""
+
     return results.get(PrimaryMetric.of(results.get("primary_metric") or {}).results_key)
 
 

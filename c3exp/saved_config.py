@@ -1,13 +1,6 @@
 """A run's config read back from a checkpoint: data that picks among c3exp's own configs, never code.
-
-A checkpoint stores the resolved config of the run that wrote it. Handing that to `instantiate`
-would let whoever wrote the file choose what runs (`_target_: os.system`, or a chain of harmless
-looking targets that ends in `torch.load(weights_only=False)`). Instead the config is composed
-again from c3exp's config groups, with the checkpoint supplying only the group choices and plain
-values (numbers, strings, lists); every `_target_` comes from c3exp's own YAML files, and a stored
-one that differs is refused. The stored tree is walked with a budget first, so a file of a few hundred
-bytes of shared references cannot expand into gigabytes.
-"""
+Instantiating it would let the file's author choose what runs (`_target_: os.system`): it is composed again from
+c3exp's groups, every `_target_` ours; a node budget stops shared references expanding into gigabytes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -18,18 +11,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError
+from c3exp.utils.mappings import flatten
 
 #: Most nodes (dict entries and list items, shared references counted each time they are reached).
 MAX_NODES = 200_000
 MAX_DEPTH = 32
 #: Keys by which Hydra's instantiate turns a node into a call: only ever taken from c3exp's own configs.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
-#: Where this machine keeps things: never taken from someone else's checkpoint (a data module writes into its
-#: root when it downloads or generates data; outputs go to the run's folder here).
+#: Where this machine keeps things: never taken from someone else's checkpoint (data modules write into data.root).
 LOCAL_KEYS = ("data.root", "output_dir", "trainer.default_root_dir")
 SCALARS = (str, int, float, bool, type(None))
-#: What re-testing a checkpoint never builds: c3exp's defaults stand in for the run's (a run's own loggers
-#: and callbacks, e.g. callbacks=analysis, would otherwise need their config group to be known).
+#: Never built when re-testing: c3exp's defaults stand in (a run's own would need their config group known).
 UNUSED_SECTIONS = ("logger", "callbacks")
 
 
@@ -73,7 +65,7 @@ def check_plain(tree: Any, path: str | Path, where: str = "", budget: _Budget | 
 
 
 def checked_section(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
-    """The checkpoint's `c3exp` section (config, choices, history, times), checked to be bounded plain data."""
+    """The checkpoint's `c3exp` section, checked to be bounded plain data."""
     section = checkpoint.get("c3exp")
     if not isinstance(section, dict):
         raise UnsafeCheckpointError(path, "its c3exp section is missing or not a dict")
@@ -87,7 +79,6 @@ def checked_section(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str
 
 
 def stored_config(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
-    """The run's resolved config as the checkpoint stores it: a checked plain dict (empty if absent)."""
     return dict(checked_section(checkpoint, path).get("config") or {})
 
 
@@ -101,7 +92,8 @@ def _select(tree: Mapping[str, Any], dotted: str) -> Any:
 
 def stored_choices(section: Mapping[str, Any], config: Mapping[str, Any], path: str | Path) -> dict[str, str]:
     """The run's config-group choices: stored by the run (newer checkpoints) or read from each group's `name`."""
-    # Older checkpoints: a group's file is named as its `name` key (a plug-in's name, task.name=parity, names none).
+    # Older checkpoints: a group's file is named as its `name` key (a plug-in's name names none).
+
     named = {group: _select(config, f"{group}.name") for group in ("task", "model", "attn", "data", "optim")}
     choices = {group: value for group, value in named.items() if isinstance(value, str) and value in group_choices(group)}
     saved = section.get("choices")
@@ -128,8 +120,7 @@ def _nested_choice(group: str, config: Mapping[str, Any], choices: Mapping[str, 
 
 
 def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "", vouched: Mapping[str, str] | None = None) -> Any:
-    """`theirs` values in `ours`' shape, calls only where ours has them: Hydra's call keys must be ours or `vouched`
-    for by the command line (`task._target_=my.Task`: the user's own plug-in, named by the user, not by the file)."""
+    """`theirs` values in `ours`' shape; Hydra's call keys must be ours or `vouched` for by the command line."""
     if not isinstance(ours, dict):
         _refuse_calls(theirs, path, where)
         return theirs
@@ -163,11 +154,7 @@ def _refuse_calls(tree: Any, path: str | Path, where: str) -> None:
 
 
 def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, vouched: Mapping[str, str] | None = None) -> DictConfig:
-    """The checkpoint's run config, composed again from c3exp's own groups with its plain values in place.
-
-    `vouched`: Hydra keys the command line sets (`task._target_=...`), which the checkpoint's may equal.
-    `output_dir` is the checkpoint's run folder here, `data.root` this machine's unless the command line sets it.
-    """
+    """The checkpoint's run config, composed again from c3exp's own groups with its plain values in place."""
     section = checked_section(checkpoint, path)
     config = {key: value for key, value in (section.get("config") or {}).items() if key not in UNUSED_SECTIONS}
     choices = stored_choices(section, config, path)
@@ -179,7 +166,7 @@ def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, vouched: Map
 
 
 def hydra_choices() -> dict[str, str]:
-    """The group choices of the Hydra run in progress (empty outside one), for checkpoints to store."""
+    """The group choices of the Hydra run in progress (empty outside one)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -187,17 +174,8 @@ def hydra_choices() -> dict[str, str]:
     return {group: str(value) for group, value in HydraConfig.get().runtime.choices.items() if group in GROUPS and value is not None}
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys (lists are values), so a difference is named as the user would type it."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix.rstrip("."): tree} if prefix else {}
-    return {dotted: leaf for key, value in tree.items() for dotted, leaf in flatten(value, f"{prefix}{key}.").items()}
-
-
-#: Settings a resumed run may change: where things are, how fast and on what it runs, what it logs, and more
-#: epochs (a schedule fitted to the run's length differs in its resolved settings, e.g. cosine's T_max, or is
-#: checked when the fit starts: OneCycleLR's total_steps). Every other setting (seed, optimiser, schedule,
-#: data, model, attention, task, recipe) changes the result.
+#: Settings a resumed run may change: where, how fast, what it logs, and more epochs (a schedule fitted to the
+#: length differs in its resolved settings or is checked at fit start); every other one changes the result.
 RESUME_FREE = (
     "task_name", "ckpt_path", "resume", "output_dir", "run_name", "keep_freed_memory", "test_ckpt", "logger", "callbacks",
     "data.root", "data.num_workers", "data.download", "data.verify_checksums", "model.channels_last", "model.compile",
@@ -212,10 +190,8 @@ def _free(key: str) -> bool:
 
 
 def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """`key: stored -> current` for each setting that changes the result and differs from the checkpoint's run.
+    """Each result-changing setting that differs from the checkpoint's run; keys added to c3exp since are skipped."""
 
-    Keys only one side has (a setting added to c3exp since the checkpoint was written) are not compared.
-    """
     before, after = flatten(dict(stored)), flatten(dict(current))
     return [f"{key}={after[key]!r} (the checkpoint's run: {before[key]!r})"
             for key in sorted(before.keys() & after.keys()) if not _free(key) and before[key] != after[key]]

@@ -2,7 +2,7 @@
 the CLIs run as their __main__ does, and the small oracles more than one test module uses.
 
 tests/ mirrors the package: tests/<subpackage>/test_<module>.py tests c3exp/<subpackage>/<module>.py, and
-tests/test_<module>.py a top-level module (test_run.py: the `python -m c3exp` entry).
+tests/test_<module>.py a top-level module (tests/cli/: the commands, tests/cli/test_train.py the `c3exp train` entry).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 import c3exp
-from c3exp.cli import run_reporting_user_errors
+from c3exp.errors import run_reporting_user_errors
 from c3exp.errors import DataNotFoundError
 from c3exp.paths import config_dir
 
@@ -109,7 +109,7 @@ def c3exp_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None =
 
 def run_main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:
     """`python -m c3exp args` in this process, as its __main__ does: the exit status and stderr."""
-    from c3exp import run as train_cli
+    from c3exp.cli import train as train_cli
 
     monkeypatch.setattr(sys, "argv", ["c3exp", *args])
     with pytest.raises(SystemExit) as exit_info:
@@ -142,14 +142,14 @@ def without_timing(history: list[dict]) -> list[dict]:
 # The digits for 4 training and 2 validation and test batches an epoch, for `python -m c3exp` (SIGKILL, sweeps, DDP)
 SMALL_DIGITS = ["data=digits", "trainer.enable_progress_bar=false", "trainer.limit_train_batches=4",
                 "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
-# ResNet-20 + C3 on the digits, 6 training batches an epoch (test_train.py; test_eval.py re-tests its checkpoints)
+# ResNet-20 + C3 on the digits, 6 training batches an epoch (training/test_train.py; cli/test_eval.py re-tests its checkpoints)
 SHORT_RUN = TINY_DIGITS + ["model=resnet20", "attn=c3", "trainer.limit_train_batches=6", "trainer.limit_test_batches=4"]
 
 
 @pytest.fixture(scope="session")
 def two_epochs(tmp_path_factory) -> dict:
     """The results of a 2-epoch SHORT_RUN; tests that train on in its run directory copy it first."""
-    from c3exp.train import train
+    from c3exp.training.train import train
 
     return train(run_config(SHORT_RUN + ["trainer.max_epochs=2"], tmp_path_factory.mktemp("first_leg")))
 
@@ -270,7 +270,7 @@ ANALYSIS_RUN = TINY_DIGITS + ["model=resnet20", "callbacks=analysis", "trainer.m
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory) -> dict[str, dict]:
     """ResNet-20 without and with C3, 2 tiny epochs each, with the correlation callback on."""
-    from c3exp.train import train
+    from c3exp.training.train import train
 
     root = tmp_path_factory.mktemp("analysis_runs")
     return {attn: train(run_config(ANALYSIS_RUN + [f"attn={attn}"], root / attn)) for attn in ("none", "c3")}

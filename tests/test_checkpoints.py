@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from c3exp import run as train_cli
+from c3exp.cli import train as train_cli
 from c3exp.checkpoints import TRUST_ENV, open_checkpoint
-from c3exp.eval import main as eval_main
+from c3exp.cli.eval import main as eval_main
 from tests.conftest import error_line
 
 

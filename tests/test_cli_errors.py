@@ -1,5 +1,5 @@
-"""c3exp/cli.py: a full disk or a read-only run folder while training, and a one-class image folder, are one line
-(`error: ...`, status 2), the line also in the run's train.log."""
+"""c3exp/errors.py's run_reporting_user_errors: a full disk or a read-only run folder while training, and a one-class
+image folder, are one line (`error: ...`, status 2), the line also in the run's train.log."""
 from __future__ import annotations
 
 import errno
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from c3exp.cli import run_reporting_user_errors
+from c3exp.errors import run_reporting_user_errors
 from c3exp.errors import ConfigError
 from tests.conftest import c3exp_cli, error_line
 

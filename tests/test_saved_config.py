@@ -14,10 +14,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from c3exp.analyze import main as analyze_main
-from c3exp.eval import main as eval_main
+from c3exp.cli.analyze import main as analyze_main
+from c3exp.cli.eval import main as eval_main
 from c3exp.saved_config import LOCAL_KEYS, MAX_NODES, UNUSED_SECTIONS, changed_settings, flatten, rebuild_config
-from c3exp.train import train
+from c3exp.training.train import train
 from tests.conftest import REPO, SHORT_RUN, error_line, run_config, run_main
 from tests.test_checkpoints import RunsCode
 
@@ -60,6 +60,7 @@ ATTACKS = {
     "call in a list": lambda cfg, section, marker: cfg["attn"].update(stages=[target_chain(marker)]),
     "call in a new section": lambda cfg, section, marker: cfg["attn"].update(
         options={"_target_": "os.system", "command": f"touch {marker}"}),
+    "another attention block": lambda cfg, section, marker: cfg["attn"].update(_target_="builtins.exec"),
     "interpolation": lambda cfg, section, marker: cfg["data"].update(name="${oc.env:HOME}"),
     "group that is no config": lambda cfg, section, marker: section.update(choices={"model": "../../tmp/evil"}),
 }
@@ -134,6 +135,14 @@ def test_an_older_checkpoint_without_choices_finds_its_nested_optimizer(two_epoc
                                                           "weight_decay": 0.05, "betas": [0.9, 0.999]}
     cfg = rebuild_config(checkpoint, "old.ckpt")
     assert cfg.optim.optimizer._target_ == "torch.optim.AdamW" and cfg.optim.optimizer.lr == 0.002
+
+
+def test_an_older_checkpoint_without_an_attn_target_gets_the_block_of_c3exps_config(two_epochs):
+    checkpoint = torch.load(two_epochs["checkpoints"]["last"], map_location="cpu", weights_only=True)
+    checkpoint["c3exp"].pop("choices", None)
+    del checkpoint["c3exp"]["config"]["attn"]["_target_"]  # attn configs named no block before the YAML files did
+    cfg = rebuild_config(checkpoint, "old.ckpt")
+    assert cfg.attn._target_ == "c3exp.attention.c3.C3Block" and cfg.attn.name == "c3"
 
 
 def test_resume_names_every_setting_that_would_change_the_result():

@@ -1,5 +1,4 @@
-"""Analyses of trained networks: channel correlation (the paper's Fig. 4) and top-channel activation
-maps (Fig. 6), the callback that records correlations during training, and their figures."""
+"""Analyses of trained networks: channel correlation (Fig. 4), top-channel activation maps (Fig. 6), their figures."""
 from c3exp.analysis.callback import ChannelCorrelation, load_correlation_history
 from c3exp.analysis.cam import ChannelMaps, rank_channels, top_channel_maps
 from c3exp.analysis.correlation import (

@@ -1,10 +1,6 @@
 """Record the channel correlation of every stage during training, on a fixed batch of validation images.
 
-Files in `out_dir` (``<run dir>/analysis`` with ``callbacks=analysis``):
-  correlation.json           one record per recorded epoch: epoch, step, mean |corr| and constant channels per stage
-  corr_epoch{E:03d}.npz      the C x C matrices of that epoch (keys stage1, stage2, ...)
-  corr_epoch{E:03d}.png      their heatmaps
-Epochs are 0-based, as in results.json's history. `python -m c3exp.analyze correlation-compare` reads these.
+Writes correlation.json and corr_epoch{E:03d}.npz/.png; epochs are 0-based, as in results.json's history.
 """
 from __future__ import annotations
 
@@ -50,12 +46,9 @@ def first_batch(loader: DataLoader | list[DataLoader], count: int) -> tuple[torc
 
 
 class ChannelCorrelation(L.Callback):
-    """Every `every_n_epochs` validation epochs during fit: stage channel correlations of the network.
+    """Logs analysis/corr_stage{i} (stage i = model.stages[i-1]) through the module, so every logger gets it.
 
-    Logs `analysis/corr_stage{i}` (mean |corr| off the diagonal, stage i = model.stages[i-1]) through
-    the module, so every logger gets it; writes matrices, heatmaps and correlation.json to `out_dir`
-    (global rank 0 only) and sends the heatmaps to W&B when a WandbLogger is attached. Under DDP each
-    process takes the first images of its own validation shard; rank 0's numbers are the ones kept.
+    Only global rank 0 writes files; under DDP each rank takes its own shard's first images, and rank 0's are kept.
     """
 
     def __init__(self, out_dir: str, every_n_epochs: int = 1, num_images: int = 128, heatmaps: bool = True):
@@ -101,15 +94,12 @@ class ChannelCorrelation(L.Callback):
         if self.heatmaps:
             titles = [f"stage {c.stage} (mean |corr| {c.mean_abs:.3f})" for c in correlations]
             png = correlation_heatmaps([c.matrix for c in correlations], titles,
-                                       f"Channel correlation after epoch {epoch + 1}", stem.with_suffix(".png"))
+                                       f"Channel correlation after epoch {epoch}", stem.with_suffix(".png"))
             log_image_to_wandb(trainer, png)
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Add `record` to the JSON list in `path`, replacing any record of the same or a later epoch.
-
-    A resumed run re-records the epochs after its checkpoint; the file then matches the new run.
-    """
+    """Replaces records of the same or a later epoch: a resumed run re-records the epochs after its checkpoint."""
     records = json.loads(path.read_text()) if path.is_file() else []
     records = [r for r in records if r["epoch"] < record["epoch"]] + [record]
     write_json(path, records)

@@ -1,9 +1,4 @@
-"""Activation maps of the most activated channels at the last stage (the paper's Fig. 6).
-
-For each image, the channels of the last stage's map (``model.forward_features``) are ranked by their
-mean activation over the map; the top k are kept and their maps are upsampled (bilinear) to the image
-size and scaled to [0, 1] each, to be drawn over the image.
-"""
+"""Maps of the most activated last-stage channels (Fig. 6), upsampled to the image and each scaled to [0, 1]."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,10 +11,7 @@ from c3exp.utils.modes import evaluating
 
 
 def rank_channels(features: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, k): the k channels with the largest mean activation, largest first.
-
-    Stable ordering, so ties keep the lower channel index first.
-    """
+    """(B, C, H, W) -> (B, k): the k channels of largest mean activation; stable, so ties keep the lower index first."""
     if not 1 <= k <= features.shape[1]:
         raise ValueError(f"k={k} must be between 1 and the {features.shape[1]} channels")
     scores = features.mean(dim=(2, 3))

@@ -1,14 +1,7 @@
-"""Channel correlation at each stage's output (the paper's Fig. 4: C3 should decorrelate channels).
+"""Channel correlation at each stage's output (Fig. 4: C3 should decorrelate them): np.corrcoef over B*H*W responses.
 
-Definition. For a stage output of shape (B, C, H, W), channel c's *response vector* X_c holds its
-value at every one of the N = B*H*W (image, position) pairs. The stage's channel correlation is the
-C x C Pearson matrix R[i, j] = cov(X_i, X_j) / (std(X_i) std(X_j)), i.e. exactly
-``np.corrcoef(features.transpose(1, 0, 2, 3).reshape(C, -1))``. A channel that is constant over all N
-responses (a ReLU channel that never fires) has no correlation: its row and column are NaN, as in
-np.corrcoef. The summary number is the mean |R[i, j]| over the off-diagonal pairs i != j where both
-channels vary: 0 for perfectly decorrelated channels, 1 for channels that are copies of each other.
-
-Several batches give one matrix over all their responses: sums are accumulated in float64.
+A constant channel's row and column are NaN, as in np.corrcoef; the summary is mean |R[i, j]| over varying i != j
+(0: decorrelated, 1: copies). Several batches give one matrix: sums are accumulated in float64.
 """
 from __future__ import annotations
 
@@ -35,10 +28,9 @@ def response_vectors(features: torch.Tensor) -> torch.Tensor:
 
 
 class CorrelationAccumulator:
-    """Running sums of channel responses for a Pearson matrix over batches that arrive one by one.
+    """Running float64 sums for a Pearson matrix over batches.
 
-    Responses are shifted by the first batch's channel means before summing, so the float64 sums
-    stay accurate even when a channel's mean is large next to its spread.
+    Shifted by the first batch's channel means: the sums stay accurate when a mean is large next to its spread.
     """
 
     def __init__(self) -> None:

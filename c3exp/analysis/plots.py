@@ -1,8 +1,6 @@
-"""The analysis figures: correlation heatmaps, accuracy curves, correlation over training, CAMs, boxes.
+"""The analysis figures, on an explicit Agg canvas: safe in callbacks, threads and headless machines; pyplot untouched.
 
-Figures are built with matplotlib's object API (``Figure``, no pyplot state) and rendered by the Agg
-canvas explicitly: safe in callbacks, threads and headless machines, and it leaves the user's pyplot
-backend alone.
+Epochs are 0-based, as Lightning numbers them.
 """
 from __future__ import annotations
 
@@ -27,11 +25,10 @@ ACCURACY_LABEL = "validation top-1 accuracy (%)"
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG, creating the folder; returns the path."""
+    """Write `fig` as a PNG beside `path` and rename it (a symlink there is replaced, never written through)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # attaches itself to fig: savefig renders with Agg
-    # beside itself and renamed: a symlink planted at `path` is replaced, never written through
     return write_with(path, lambda file: fig.savefig(file, format="png", dpi=DPI))
 
 
@@ -86,8 +83,7 @@ class Band:
 
 
 def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path, ylabel: str = ACCURACY_LABEL) -> Path:
-    """A validation metric (%, top-1 unless `ylabel` names another) against epoch, one line (mean) and
-    shaded band (+- std, within 0-100) per label."""
+    """A validation metric (%, top-1 unless `ylabel` says) per epoch; per label a mean line, a ± std band in 0-100."""
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     for label, band in bands.items():
@@ -107,7 +103,7 @@ class CorrelationHistory:
     """One run's recorded correlations: per epoch, the mean |corr| and the matrix of every stage."""
 
     label: str
-    epochs: list[int]  # 0-based, as recorded; drawn as 1-based "after epoch N"
+    epochs: list[int]  # 0-based, as Lightning numbers them
     mean_abs: list[list[float]]  # [epoch][stage]
     matrices: list[list[np.ndarray]]  # [epoch][stage]
 
@@ -124,7 +120,7 @@ def correlation_over_training(
     for index, ax in enumerate(axes):
         for history in histories:
             values = [row[index] for row in history.mean_abs]
-            ax.plot(np.array(history.epochs) + 1, values, marker="o", markersize=3, label=history.label)
+            ax.plot(history.epochs, values, marker="o", markersize=3, label=history.label)
         ax.set_title(f"stage {index + 1} output")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -134,7 +130,7 @@ def correlation_over_training(
     top.suptitle("Channel correlation during training: mean |corr| between distinct channels "
                  "(lower: more diverse channels)", fontsize=10)
     matrices = [[history.matrices[history.epochs.index(epoch)][stage - 1] for epoch in heatmap_epochs] for history in histories]
-    draw_heatmap_grid(bottom, matrices, [h.label for h in histories], [f"after epoch {e + 1}" for e in heatmap_epochs],
+    draw_heatmap_grid(bottom, matrices, [h.label for h in histories], [f"after epoch {e}" for e in heatmap_epochs],
                       f"Stage {stage} channel correlation matrices")
     return save_figure(fig, path)
 
@@ -152,10 +148,7 @@ def cam_comparison(
     path: str | Path,
     input_title: str = "input",
 ) -> Path:
-    """Fig. 6: each image (rows), then the top-k channel maps of every network (column groups) over it.
-
-    `images` is (N, H, W, 3) in [0, 1]; `captions` labels each row.
-    """
+    """Fig. 6: each image (rows, (N, H, W, 3) in [0, 1], captioned), then the top-k channel maps of every network."""
     count, k = len(images), next(iter(panels.values())).channels.shape[1]
     fig = Figure(figsize=(1.05 * (1 + k * len(panels)) + 0.9, 1.1 * count + 0.8), layout="constrained")
     columns = fig.subfigures(1, 1 + len(panels), width_ratios=[1.25] + [k] * len(panels))
@@ -185,13 +178,7 @@ def box_comparison(
     class_names: Sequence[str],
     path: str | Path,
 ) -> Path:
-    """Boxes side by side: one row per image, one panel per column (e.g. ground truth, then each network).
-
-    `images` are (H, W, 3) arrays in [0, 1]; `columns` maps a column's title to one dict per image with
-    `boxes` (N, 4: x1, y1, x2, y2 in pixels), `labels` (N,) and, for predictions, `scores` (N,). Each box
-    is drawn in its class's colour with `class_names[label]` (and its score); each panel is titled with
-    its number of boxes.
-    """
+    """A row per image ((H, W, 3) in [0, 1]); per column and image `boxes` (x1, y1, x2, y2 px), `labels`, `scores`."""
     count, colours = len(images), matplotlib.colormaps["tab10"]
     fig = Figure(figsize=(2.6 * len(columns), 2.5 * count + 0.5), layout="constrained")
     for panel, (title, rows) in zip(fig.subfigures(1, len(columns), squeeze=False)[0], columns.items()):

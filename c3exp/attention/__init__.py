@@ -1,69 +1,89 @@
-"""Channel-attention blocks (one module per file) and the factory the networks build them with."""
+"""Channel-attention blocks and the factory that builds the block an attn config names: the attn configs are the
+registry (`_target_`), so a YAML on Hydra's searchpath adds a block of one's own (contract: protocol.py)."""
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import OmegaConf
 from torch import nn
 
 from c3exp.attention.c3 import C3Block
 from c3exp.attention.cbam import CBAM
-from c3exp.attention.coord import CoordAttention
-from c3exp.attention.eca import ECA
-from c3exp.attention.gc import GlobalContext
-from c3exp.attention.ge import GatherExcite
-from c3exp.attention.nonlocal_block import NonLocalBlock
+from c3exp.attention.protocol import AttentionBlock, Size
 from c3exp.attention.se import SqueezeExcite
-from c3exp.attention.simam import SimAM
-from c3exp.attention.srm import SRM
-from c3exp.attention.triplet import TripletAttention
-from c3exp.errors import ConfigError, check_keywords
+from c3exp.errors import ConfigError, check, check_keywords
+from c3exp.paths import config_dir
 
-__all__ = [
-    "ATTENTION_BLOCKS", "ATTENTION_NAMES", "CBAM", "C3Block", "CoordAttention", "ECA", "GatherExcite", "GlobalContext",
-    "NonLocalBlock", "SRM", "SimAM", "SqueezeExcite", "TripletAttention", "create_attn", "sized_by_map",
-]
+# The paper's three blocks by name here; every block by the path its attn config's `_target_` gives.
+__all__ = ["ATTENTION_NAMES", "AttentionBlock", "CBAM", "C3Block", "SqueezeExcite", "block_factory", "block_of",
+           "create_attn", "imported", "sized_by_map"]
 
-ATTENTION_BLOCKS: dict[str, Callable[..., nn.Module]] = {
-    "se": SqueezeExcite,
-    "cbam": CBAM,
-    "c3": C3Block,
-    # the zoo of later channel-attention blocks, each with its paper's defaults
-    "eca": ECA,
-    "gc": GlobalContext,
-    "coord": CoordAttention,
-    "srm": SRM,
-    "ge": GatherExcite,
-    "triplet": TripletAttention,
-    "simam": SimAM,
-    "nonlocal": NonLocalBlock,
-}
-ATTENTION_NAMES = ("none", *ATTENTION_BLOCKS)
+#: c3exp's own attn configs in the order tables list them (the paper's blocks, then the zoo); a block needs no entry.
+ATTENTION_NAMES = ("none", "se", "cbam", "c3", "eca", "gc", "coord", "srm", "ge", "triplet", "simam", "nonlocal")
 
 
-def create_attn(
-    name: str, channels: int, spatial_size: tuple[int, int] | None = None, **options: Any
-) -> nn.Module | None:
-    """Build attention `name` for `channels` channels; None for "none" (its options are ignored).
+def imported(path: str, key: str) -> Any:
+    """The object at import path `path` (`module.Name`, a config's `_target_`), or one line naming `key`."""
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(key, path, "the import path of a class or function (module.Name) on the Python path") from None
 
-    `spatial_size` is the block's own map size, used by blocks whose weights depend on it (C3) and
-    ignored by the others. Unknown names and options are user errors, reported with their config key.
-    """
-    if name == "none":
+
+@functools.cache
+def own_blocks() -> dict[str, str | None]:
+    """c3exp's attn configs: name -> the block its conf/attn/<name>.yaml names (None: no block)."""
+    return {path.stem: OmegaConf.load(path).get("_target_") for path in sorted((config_dir() / "attn").glob("*.yaml"))}
+
+
+def block_of(attn: Mapping[str, Any] | None) -> str | None:
+    """An attn config's `_target_`, else its `name`; the name labels results, so it must match the target's config."""
+    attn = attn or {}
+    name = attn.get("name", "none")
+    if "_target_" not in attn:
+        return name
+    target, blocks = attn["_target_"], own_blocks()
+    labels = [label for label, block in blocks.items() if block == target] or ([] if name in blocks else [name])
+    check(name in labels, "attn.name", name, f"{' or '.join(labels) or 'a name of its own'} for attn._target_={target}")
+    return target
+
+
+def block_factory(block: str | None) -> AttentionBlock | None:
+    """The block `block` names: a `_target_` path, or the name of c3exp's conf/attn/<name>.yaml; None for none."""
+    if block is not None and "." not in block:
+        check(block in own_blocks(), "attn.name", block, list(own_blocks()))
+        block = own_blocks()[block]
+    if block is None:
         return None
-    if name not in ATTENTION_BLOCKS:
-        raise ConfigError("attn.name", name, ATTENTION_NAMES)
-    block = ATTENTION_BLOCKS[name]
-    check_keywords(options, block, "attn.options.", f"an option of {name}", supplied=("channels", "spatial_size"))
-    if sized_by_map(name):
-        if spatial_size is None:
-            raise ConfigError("attn.options.spatial_sizes", None, f"a [H, W] per stage for {name}")
+    factory = imported(block, "attn._target_")
+    takes_channels = callable(factory) and "channels" in inspect.signature(factory).parameters
+    check(takes_channels, "attn._target_", block, "a block class taking `channels` (c3exp/attention/protocol.py)")
+    return factory
+
+
+def sized_by_map(block: str | None) -> bool:
+    """Whether the block's signature takes a `spatial_size`: its weights depend on the map size (C3)."""
+    factory = block_factory(block)
+    return factory is not None and "spatial_size" in inspect.signature(factory).parameters
+
+
+def create_attn(block: str | None, channels: int, spatial_size: Size | None = None, **options: Any) -> nn.Module | None:
+    """Block `block` for `channels` channels, None for none; only blocks sized by the map get `spatial_size`."""
+
+    factory = block_factory(block)
+    if factory is None:
+        return None
+    check_keywords(options, factory, "attn.options.", f"an option of {block}", supplied=("channels", "spatial_size"))
+    if "spatial_size" in inspect.signature(factory).parameters:
+        check(spatial_size is not None, "attn.options.spatial_sizes", None, f"a [H, W] per stage for {block}")
         options["spatial_size"] = spatial_size
-    return block(channels, **options)
-
-
-def sized_by_map(name: str) -> bool:
-    """Whether attention `name` takes a block `spatial_size` that its weights depend on (C3)."""
-    block = ATTENTION_BLOCKS.get(name)
-    return block is not None and "spatial_size" in inspect.signature(block).parameters
+    module = factory(channels=channels, **options)
+    module.is_attention = True
+    if "spatial_size" in options and not hasattr(module, "spatial_size"):
+        module.spatial_size = tuple(spatial_size)  # what check_blocks_fit_maps measures against the maps
+    return module

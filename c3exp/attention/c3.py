@@ -1,26 +1,6 @@
-"""C3: the Cross-channel Communication block (Yang et al., NeurIPS 2019).
-
-Every channel's spatial map is one vector of A = H*W positions. An MLP over positions encodes it,
-channels exchange messages weighted by how close their mean encodings are, an MLP decodes the
-messages and the result is added back to the input (out = ReLU(x + decoded)).
-
-Everything is batched: tiles and channel groups are folded into the batch axis, so one pass of two
-MLPs, one batched matrix product and one softmax serves them all (no Python loops, no
-gather/scatter, nothing data-dependent for torch.compile to break on). Integer-factor nearest
-resizes around the block (the official 32x32 -> 16x16 path) are two small autograd functions
-whose backward passes avoid full-size zero maps and strided reductions, the costly part on CPUs.
-
-By default the messages travel in the encoder's A/r-wide hidden space (`fold_messages`): a
-softmax-weighted sum of affine maps is the affine map of the weighted sum, so the encoder's output
-layer moves behind message passing and merges with the decoder's input layer. Same function, same
-parameters, about half the multiply-accumulates; `fold_messages=False` runs the paper's A-wide form.
-
-The official ablation code's axes are options, so that one config key switches each off:
-`message_passing=False` (identity affinity: every channel decodes only its own encoding),
-`encoder_decoder=False` (no MLPs: the channels exchange their raw position vectors) and `stack=k`
-(k full C3 blocks, each with its own weights, one after another at one location). The hidden width
-is max(1, A // reduction), as SE-style blocks round, so the block also fits 7x7 or 1x1 maps.
-"""
+"""C3: the Cross-channel Communication block (Yang et al., NeurIPS 2019): each channel is a vector of A = H*W
+positions; channels exchange MLP-encoded messages weighted by mean-encoding closeness, out = ReLU(x + decoded).
+Tiles and channel groups fold into the batch: no Python loops or data-dependent ops for torch.compile to break on."""
 from __future__ import annotations
 
 import functools
@@ -40,10 +20,7 @@ def channel_groups(channels: int, max_group_channels: int) -> int:
 
 
 def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """F.interpolate(mode="nearest"), by slicing or broadcasting when the factors are integers.
-
-    Integer factors are the common case (32x32 <-> 16x16) and avoid the interpolation kernels.
-    """
+    """F.interpolate(mode="nearest"), by slicing or broadcasting for integer factors (the common 32x32 <-> 16x16)."""
     height, width = x.shape[-2:]
     out_height, out_width = size
     if (height, width) == (out_height, out_width):
@@ -74,10 +51,7 @@ def _blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
 
 
 def _first_of_blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
-    """x[:, :, ::fh, ::fw] as a contiguous copy: first the kept rows (long contiguous runs), then their columns.
-
-    Two vectorised copies beat one copy strided in both axes on maps that are no longer in cache.
-    """
+    """x[:, :, ::fh, ::fw] copied rows first, then columns: two vectorised copies beat one strided in both axes."""
     rows = _blocks(x, fh, fw)[:, :, :, 0]  # (B, C, h, w, fw)
     return (rows.contiguous() if fh > 1 else rows)[..., 0].contiguous()
 
@@ -93,12 +67,7 @@ def _add_to_first_of_blocks(grad: torch.Tensor, small: torch.Tensor, fh: int, fw
 
 
 class _Subsample(torch.autograd.Function):
-    """x -> (x[:, :, ::fh, ::fw] as a contiguous copy, x): the nearest downsampling and the residual input.
-
-    Both uses of x go through this one node, so its gradient is formed once: the subsample's
-    gradient is added into the residual's. Plain slicing would have autograd build a zero-filled
-    map per sliced axis and then add a third full-size map.
-    """
+    """x -> (x[:, :, ::fh, ::fw], x) in one node, so the gradient is formed once (slicing builds zero maps per axis)."""
 
     @staticmethod
     def forward(x: torch.Tensor, fh: int, fw: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,26 +79,20 @@ class _Subsample(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_small: torch.Tensor, grad_identity: torch.Tensor):
-        # In place: C3Block feeds `identity` to _UpsampleAdd only, whose backward hands on the
-        # fresh gradient of the block's ReLU, so no other node holds this tensor.
+        # In place: only _UpsampleAdd's backward holds this fresh gradient of the block's ReLU.
         _add_to_first_of_blocks(grad_identity, grad_small, *ctx.factors)
         return grad_identity, None, None
 
 
 class _UpsampleAdd(torch.autograd.Function):
-    """x + `small` nearest-upsampled by integer factors (fh, fw), the upsampled map never materialised.
-
-    Backward sums each fh x fw block of the gradient by adding strided views; autograd's reduction
-    of a broadcast over two non-contiguous axes costs several times more on CPUs.
-    """
+    """x + `small` nearest-upsampled by (fh, fw), never materialised; backward adds strided views (faster on CPUs)."""
 
     @staticmethod
     def forward(x: torch.Tensor, small: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
         batch, channels, height, width = small.shape
         if not x.is_contiguous():  # channels_last: the broadcast's inner runs are the channels
             return (_blocks(x, fh, fw) + small.reshape(batch, channels, height, 1, width, 1)).reshape(x.shape)
-        # Row-major maps: repeat the columns first (fw strided copies), so that the add broadcasts
-        # whole rows; broadcasting single values makes TensorIterator's inner loops fw long.
+        # Row-major: repeat columns first so the add broadcasts whole rows (single values: inner loops fw long).
         columns = small.new_empty(batch, channels, height, 1, width, fw)
         for offset in range(fw):
             columns[..., offset] = small.reshape(batch, channels, height, 1, width)
@@ -179,14 +142,8 @@ def position_mlp(positions: int, hidden: int) -> nn.Sequential:
 
 
 class C3Block(nn.Module):
-    """Cross-channel communication on maps of `spatial_size`; other sizes are resized or tiled.
-
-    resize="interpolate" (official training path): nearest-resize the map to the block size, compute
-    the decoded messages there, nearest-resize them back and add them to the full-resolution input.
-    resize="tile": run the block on every non-overlapping tile of the block size at once.
-    message_passing, encoder_decoder and stack are the paper's ablations (see the module docstring);
-    with stack=k this block is the first of k and holds the other k - 1 in `stacked`.
-    """
+    """C3 on maps of `spatial_size`; other sizes are nearest-resized (official path) or tiled (resize=tile).
+    message_passing, encoder_decoder and stack=k are the official ablations; stack holds the other k - 1 blocks."""
 
     is_attention = True
 
@@ -237,20 +194,18 @@ class C3Block(nn.Module):
         self.encoder_decoder = encoder_decoder
         self.groups = channel_groups(channels, max_group_channels)
         hidden = max(1, positions // reduction)  # SE-style rounding: any reduction fits any block size
-        # encoder_decoder=False: no MLPs at all, so the parameter count is BN's alone
         self.encoder = position_mlp(positions, hidden) if encoder_decoder else None
         self.decoder = position_mlp(positions, hidden) if encoder_decoder else None
         # BN over the A positions, statistics over every (sample, tile, channel) row.
         self.norm = nn.BatchNorm1d(positions) if bn else nn.Identity()
-        # stack=k: the other k - 1 full blocks, run after this one (an empty list adds no state_dict keys)
+        # an empty list adds no state_dict keys
         options = dict(reduction=reduction, resize=resize, max_group_channels=max_group_channels, bn=bn, detach=detach,
                        fold_messages=fold_messages, message_passing=message_passing, encoder_decoder=encoder_decoder)
         self.stacked = nn.ModuleList(C3Block(channels, spatial_size, **options) for _ in range(stack - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = x + self.message(x) if self.resize == "tile" else self.resized_residual(x)
-        # ReLU written as the threshold op, whose backward keeps its input rather than its output:
-        # blocks that add the shortcut in place (torchvision's `out += identity`) then stay correct.
+        # threshold's backward keeps its input, not output: in-place shortcut adds (`out += identity`) stay correct
         out = F.threshold(total, 0.0, 0.0)
         for block in self.stacked:
             out = block(out)
@@ -291,27 +246,16 @@ class C3Block(nn.Module):
         return self.decoder(gather @ second(hidden))  # row j = sum_i attention[i, j] * encoded_i
 
     def gather_weights(self, summary: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(N, C) channel summaries -> (N, C, C) weights, row j those channel j gathers the messages with.
-
-        Affinity and softmax in (at least) float32 whatever the autocast dtype: the squared
-        differences underflow/overflow quickly in half precision.
-        """
+        """(N, C) summaries -> (N, C, C) gather weights, in >= float32: squared differences overflow in half."""
         if self.detach:
             summary = summary.detach()
         score = -(summary[:, :, None] - summary[:, None, :]).square()
-        # attention[i, j] is normalised over the sender i (softmax over dim 1); the score is
-        # symmetric, so softmax over the last dim is its transpose: row j holds the weights channel
-        # j gathers with, and one plain batched product passes the messages (no transposed operand).
+        # attention[i, j] is normalised over sender i; the score is symmetric, so softmax(-1) is its transpose.
         return score.softmax(dim=-1).to(dtype)
 
     def decode_hidden_messages(self, messages: torch.Tensor) -> torch.Tensor:
-        """decoder(encoder's output layer(messages)) with those two adjacent linear layers merged.
-
-        The gather weights of a channel sum to 1, so sum_i a_i (W h_i + b) = W (sum_i a_i h_i) + b:
-        passing hidden encodings and mapping them afterwards equals passing the encodings (and an
-        identity gather, message_passing=False, trivially so). The merged (A/r x A/r) layer is
-        formed once per call, from the weights alone.
-        """
+        """decoder(encoder's output layer(messages)), those two layers merged: gather weights sum to 1, so
+        sum a_i (W h_i + b) = W sum a_i h_i + b; messages pass A/r wide, about half the multiply-accumulates."""
         _, _, encoder_out = self.encoder
         decoder_in, relu, decoder_out = self.decoder
         weight = decoder_in.weight @ encoder_out.weight
@@ -320,11 +264,8 @@ class C3Block(nn.Module):
 
 
 def linear_mean(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
-    """linear(hidden).mean(-1) in at least float32, from the narrow hidden layer rather than the A-wide output.
+    """linear(hidden).mean(-1) in >= float32 via averaged weights: no A-wide reduction or gradient."""
 
-    The mean of a linear map is the map with averaged weights: no A-wide reduction, and no A-wide
-    gradient of it added into the encodings' gradient in backward.
-    """
     dtype = torch.promote_types(hidden.dtype, torch.float32)
     return (hidden.to(dtype) * linear.weight.to(dtype).mean(0)).sum(-1) + linear.bias.to(dtype).mean()
 

@@ -24,10 +24,9 @@ def z_pool(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class PlaneGate(nn.Module):
-    """sigmoid(BN(conv_k x k([max, mean]))) on a (N, 2, P, Q) pair of pooled maps -> a (N, P, Q) gate.
+    """sigmoid(BN(conv_k x k([max, mean]))): (N, 2, P, Q) -> (N, P, Q), CBAM's and Triplet's plane gate."""
 
-    CBAM's spatial gate on the (H, W) plane; Triplet attention's three branches on its three planes.
-    """
+
 
     def __init__(self, kernel_size: int, momentum: float = 0.1):
         super().__init__()

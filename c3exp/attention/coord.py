@@ -1,8 +1,5 @@
-"""Coordinate attention (Hou, Zhou and Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021).
-
-Computes out = x * a_h * a_w: two direction-aware gates, one per row (from features pooled along the width) and
-one per column (pooled along the height), made by a shared 1x1 conv + BN + h-swish and one 1x1 conv + sigmoid each.
-"""
+"""Coordinate attention (Hou, Zhou and Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021):
+out = x * a_h * a_w, one gate per row and one per column."""
 from __future__ import annotations
 
 import torch
@@ -13,12 +10,9 @@ from c3exp.errors import check, is_int
 
 
 class CoordAttention(nn.Module):
-    """Pool along W (z^h: C x H) and along H (z^w: C x W), concatenate the H + W positions, 1x1 conv C -> M, BN over
-    them, h-swish; split back, and 1x1 conv M -> C + sigmoid on each part for the row and column gates.
+    """M = max(8, C // reduction) (32 in the paper); biases and BN affine as the official code:
+    3 * C * M + 3 * M + 2 * C parameters."""
 
-    M = max(8, C // reduction), reduction 32 in the paper. Convolutions with bias and BN affine, as the official
-    code: (C * M + M) + 2 * M + 2 * (M * C + C) = 3 * C * M + 3 * M + 2 * C parameters.
-    """
 
     is_attention = True
 

@@ -1,9 +1,5 @@
 """ECA: Efficient Channel Attention (Wang, Wu, Zhu, Li, Zuo and Hu, "ECA-Net: Efficient Channel Attention for
-Deep Convolutional Neural Networks", CVPR 2020).
-
-Computes a channel gate sigmoid(conv1d_k(avgpool(x))): a bias-free 1D convolution of size k slides across the
-globally pooled channel descriptor, so each channel's gate sees its k neighbours in channel order (k parameters).
-"""
+Deep Convolutional Neural Networks", CVPR 2020): gate sigmoid(conv1d_k(avgpool(x))) over channel order."""
 from __future__ import annotations
 
 import math
@@ -16,21 +12,14 @@ from c3exp.errors import check, is_int
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
-    """The paper's psi(C) = |log2(C) / gamma + b / gamma|_odd: the nearest odd number, ties (even values) upwards.
-
-    As the paper's and the official code's formula: t = int(|(log2 C + b) / gamma|), k = t if t is odd else t + 1
-    (t in [2m, 2m + 2) gives 2m + 1). C = 16, 32, 64 -> 3; 128 ... 1024 -> 5; 2048 -> 7.
-    """
+    """The paper's psi(C) = |log2(C) / gamma + b / gamma|_odd, ties upwards as the official code."""
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 else t + 1
 
 
 class ECA(nn.Module):
-    """Global average pool, a k-tap 1D convolution across channels (no bias, zero padding), sigmoid gate.
+    """k parameters; `kernel_size` None adapts k to C, an odd integer fixes it (released ECA-ResNet-50: 3, 5, 5, 7)."""
 
-    `kernel_size` None adapts k to the channel count (`adaptive_kernel_size`, gamma 2 and b 1 in the paper);
-    an odd integer fixes it (the released ECA-ResNet-50 uses 3, 5, 5, 7 by stage). Adds exactly k parameters.
-    """
 
     is_attention = True
 

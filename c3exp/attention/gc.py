@@ -1,10 +1,5 @@
 """GC: the global context block (Cao, Xu, Lin, Wei and Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation
-Networks and Beyond", ICCV Workshops 2019).
-
-Computes out = x + T(sum_j softmax_j(W_k x_j) x_j): one attention-pooled context vector per sample (the
-query-independent simplification of a non-local block), transformed by a bottleneck (C -> C * ratio, LayerNorm,
-ReLU, -> C) and added to the features at every position.
-"""
+Networks and Beyond", ICCV Workshops 2019): out = x + T(sum_j softmax_j(W_k x_j) x_j)."""
 from __future__ import annotations
 
 from numbers import Real
@@ -16,18 +11,9 @@ from c3exp.errors import check
 
 
 class GlobalContext(nn.Module):
-    """Context modelling (a 1x1 conv to one logit per position, softmax over positions, weighted sum of the
-    features), transform (1x1 conv C -> P, LayerNorm([P, 1, 1]), ReLU, 1x1 conv P -> C) and fusion by addition.
+    """P = max(1, int(C * ratio)); 2 * C * P + 2 * C + 3 * P + 1 parameters (the inert mask bias kept, as official).
+    1x1 convs as nn.Linear: the model-wide Conv2d init then leaves the official one (identity start) in place."""
 
-    P = max(1, int(C * ratio)); the paper's GC-ResNet-50 uses ratio 1/16. Parameters, all convolutions with bias as
-    in the official code: (C + 1) + (C * P + P) + 2 * P + (P * C + C) = 2 * C * P + 2 * C + 3 * P + 1. The mask's
-    bias is kept for that count although the softmax over positions makes it inert (its gradient is zero).
-
-    The 1x1 convolutions act on (N, C) vectors (the pooled context) or per position, so they are nn.Linear
-    layers here: the same weights, and the model-wide Conv2d initialisation (c3exp.models.base.init_weights)
-    leaves the official one below in place: Kaiming-normal (fan_in) mask, and a zero last layer so that every
-    block starts as the identity.
-    """
 
     is_attention = True
 

@@ -1,29 +1,6 @@
 """Gather-Excite (Hu, Shen, Albanie, Sun and Vedaldi, "Gather-Excite: Exploiting Feature Context in
-Convolutional Neural Networks", NeurIPS 2018).
-
-Each channel is gathered over a spatial extent (its whole map, or windows about e times its stride), the
-gathered map is resized back to H x W by nearest-neighbour interpolation, and the features are re-weighted
-by its sigmoid: out = x * sigmoid(interp(gather(x))).
-
-Two of the paper's variants (its Fig. 2), chosen by `learned`:
-
-- GE-θ⁻ (`learned: false`, no parameters). Global extent (`extent: 0`): gather = the mean over the H*W
-  positions, as in the official Caffe model RN50-GEPF. Extent e >= 1: average pooling with kernel 2e - 1,
-  stride e and padding e - 1, padded cells left out of the average (count_include_pad=False), the
-  definition timm's reproduction uses: window k is centred on position e*k and reaches e - 1 cells either
-  side, so the pooled map has ceil(H / e) x ceil(W / e) cells and neighbouring windows overlap by one cell.
-  (The official release has no finite-extent θ⁻ model to check this against.)
-- GE-θ (`learned: true`), extent e a power of two >= 2: log2(e) depthwise 3 x 3 convolutions of stride 2
-  (padding 1, no bias, as the official DepthwiseConvolution layers), each followed by BN, with a ReLU
-  between consecutive ones (timm's reproduction): 11 * C * log2(e) parameters (9 C weights + 2 C BN affine
-  per convolution). The paper's global GE-θ (official RN50-GEP) is one depthwise convolution as large as
-  the feature map (56 x 56 in its first stage), so its weights depend on each block's map size, which the
-  attention factory does not pass to this block: `learned: true` with `extent: 0` is rejected rather than
-  silently changed into something else.
-
-Channel-permutation equivariance: GE-θ⁻ is equivariant (every channel is gated by a function of its own map
-only); GE-θ is not (each channel has its own depthwise filters and BN affine).
-"""
+Convolutional Neural Networks", NeurIPS 2018): out = x * sigmoid(interp(gather(x))), variants of its Fig. 2.
+GE-θ⁻ pools as timm's reproduction; GE-θ with extent 0 (a map-sized conv) is rejected: the map size is not given."""
 from __future__ import annotations
 
 import math
@@ -45,7 +22,8 @@ def is_power_of_two(value: int) -> bool:
 
 
 class GatherExcite(nn.Module):
-    """out = x * sigmoid(nearest-resize of gather(x) to H x W); see the module docstring for the variants."""
+    """learned=false: GE-θ⁻ (no parameters); learned=true: GE-θ, log2(e) depthwise stride-2 convs + BN."""
+
 
     is_attention = True
 

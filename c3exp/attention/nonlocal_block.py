@@ -1,26 +1,6 @@
-"""Non-local block, embedded Gaussian (Wang, Girshick, Gupta and He, "Non-local Neural Networks", CVPR 2018).
-
-Every position attends to every position: with 1 x 1 convolutions theta, phi, g: C -> C/r,
-f = softmax_j(theta(x)_i . phi(x)_j), y_i = sum_j f_ij g(x)_j, and out = x + BN(W y), W a 1 x 1
-convolution C/r -> C. (The module is named nonlocal_block because `nonlocal` is a Python keyword; the
-config name is `nonlocal`.)
-
-As in the paper and its official Caffe2 code (facebookresearch/video-nonlocal-net): the convolutions have
-biases and start from N(0, 0.01) weights and zero biases, and the BN's scale starts at zero, so the block
-starts as the identity. `sub_sample: true` is the paper's subsampling trick, a 2 x 2 max pooling (stride 2;
-an odd last row or column is a window of its own) after phi and g; the official code pools x before those
-two convolutions instead. `scale: true` divides theta . phi by sqrt(C/r) before the softmax, as the
-official code does by default (NONLOCAL.USE_SCALE); the paper's equations have no scale, hence the default
-false.
-
-Parameters: 4 C (C/r) + 3 (C/r) + 3 C (theta, phi, g and W with their biases, the BN affine);
-2 C^2 + 4.5 C at the paper's r = 2. Subsampling and scaling add none.
-
-The block is residual (it returns x + W y), so it goes between residual blocks (placement stage_input),
-as the paper inserts it, rather than inside them.
-
-Channel-permutation equivariance: no (theta, phi, g and W mix the channels).
-"""
+"""Non-local block, embedded Gaussian (Wang, Girshick, Gupta and He, "Non-local Neural Networks", CVPR 2018):
+out = x + BN(W y), y_i = sum_j softmax_j(theta_i . phi_j) g_j; residual, so placed between blocks (stage_input).
+`scale` is the official code's NONLOCAL.USE_SCALE, off as in the paper's equations; `nonlocal` is a keyword."""
 from __future__ import annotations
 
 import torch
@@ -60,7 +40,9 @@ class NonLocalBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The official initialisation: N(0, 0.01) embeddings with zero bias, and a zero BN scale (the block starts as the identity)."""
+        """The official initialisation: N(0, 0.01) convs, zero biases and BN scale: the block starts as identity."""
+
+
         for conv in (self.theta, self.phi, self.g, self.out):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)

@@ -8,11 +8,8 @@ from c3exp.attention.common import check_divides
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gate from globally pooled features.
+    """Reduction 8 and bias-free FC layers: exactly 2 * C * C / r parameters, what Table 1's "+SE" column adds."""
 
-    The paper's SE baseline uses reduction 8 and bias-free FC layers; the parameter count is then
-    exactly 2 * C * C / r, which is what Table 1's "+SE" column adds.
-    """
 
     is_attention = True
 

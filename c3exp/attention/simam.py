@@ -1,15 +1,7 @@
 """SimAM (Yang, Zhang, Li and Xie, "SimAM: A Simple, Parameter-Free Attention Module for Convolutional
-Neural Networks", ICML 2021).
+Neural Networks", ICML 2021): out = x * sigmoid(d / (4 (v + lambda)) + 0.5), d = (x - mean)^2, v = sum(d) / n.
+n = max(H*W - 1, 1): on a 1 x 1 map the official code divides 0 by 0; this gives the limit instead of NaNs."""
 
-Every activation is weighted by the sigmoid of its inverse minimal energy, a closed form that grows with
-how far it stands from its channel's mean: with d = (x - mean)^2 over the H*W positions of its channel and
-v = sum(d) / n, n = H*W - 1, out = x * sigmoid(d / (4 (v + lambda)) + 0.5).
-
-No parameters. On a 1 x 1 map (n = 0) every d is 0 and the official code divides 0 by 0; n is taken as
-max(H*W - 1, 1) there, which gives the limit (the gate sigmoid(0.5)) instead of NaNs.
-
-Channel-permutation equivariance: yes (each channel is re-weighted from its own map only).
-"""
 from __future__ import annotations
 
 import math

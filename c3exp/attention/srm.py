@@ -1,9 +1,5 @@
 """SRM: the style-based recalibration module (Lee, Kim and Nam, "SRM: A Style-based Recalibration Module for
-Convolutional Neural Networks", ICCV 2019).
-
-Computes a channel gate sigmoid(BN(w_c1 * mean_c + w_c2 * std_c)) from each channel's own style statistics
-(mean and standard deviation over positions), with two weights per channel and no mixing between channels.
-"""
+Convolutional Neural Networks", ICCV 2019): gate sigmoid(BN(w_c1 * mean_c + w_c2 * std_c))."""
 from __future__ import annotations
 
 import torch
@@ -13,13 +9,9 @@ from c3exp.errors import check
 
 
 class SRM(nn.Module):
-    """Style pooling (per-channel mean and std over the H x W positions), channel-wise fully connected layer (each
-    channel's 2 statistics -> 1 value, no bias), BatchNorm over the batch, sigmoid gate.
+    """4 * C parameters; std unbiased as the official code's (the paper divides by HW): maps need 2 positions."""
 
-    The std is the unbiased one (Bessel's correction, divisor HW - 1), as the official code's `Tensor.std()`; the
-    paper's equation divides by HW. So a map needs at least 2 positions. Parameters: 2 * C (the channel-wise
-    layer, zero-initialised as in the official code) + 2 * C (BN affine) = 4 * C.
-    """
+
 
     is_attention = True
 

@@ -1,4 +1,3 @@
-"""`python -m c3exp.bench ...` (the CLI lives in c3exp.bench.cli, importable without running it)."""
-from c3exp.bench.cli import main
-
-main()
+from c3exp.cli.bench import main
+if __name__ == "__main__":
+    main()

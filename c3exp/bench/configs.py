@@ -1,7 +1,6 @@
 """The configurations of one bench run: comma-separated overrides expanded, each composed and checked.
 
-The bench composes conf/bench.yaml: the training config exactly as training composes it, plus the
-bench's own settings under bench.* (conf/bench.yaml), which training configs never carry.
+conf/bench.yaml is the training config plus bench.*, so training configs never carry bench settings.
 """
 from __future__ import annotations
 
@@ -77,7 +76,7 @@ def check_bench_overrides(parsed: Sequence[Any]) -> None:
         key = override.key_or_group
         if key not in keys:
             near = nearest_keys(key, keys)
-            hint = f"did you mean {' or '.join(near)}?" if near else "`python -m c3exp.bench -h` lists them"
+            hint = f"did you mean {' or '.join(near)}?" if near else "`c3exp bench --help` lists them"
             raise OverrideError(f"{key} is not a config key or group ({override.input_line}): {hint}")
 
 

@@ -90,10 +90,7 @@ BLOCKS: dict[str, Callable[[BenchConfig, TaskModule, BatchList], list[float]]] =
 
 
 def compare_loops(config: BenchConfig) -> dict[str, list[float]]:
-    """Blocks of Lightning and bare steps, alternating (who goes first alternates too), `rounds` of each.
-
-    Each block runs warmup + steps + 1 batches and times the `steps` iterations after the warm-up.
-    """
+    """`rounds` blocks of each loop, who goes first alternating; a block times `steps` iterations after warm-up."""
     settings = config.settings
     modules = {"lightning": build_module(config, compile_here=False), "bare": build_module(config)}
     batches = BatchList(seeded_batch(config, modules["bare"]), settings.warmup + settings.steps + 1)

@@ -46,11 +46,7 @@ def load_average() -> list[float] | None:
 
 
 def matmul_peak(settings: BenchSettings, size: int | None = None, repeats: int = 10) -> dict[str, Any]:
-    """The device's measured dense matmul rate in the bench precision: the yardstick for "fraction of peak".
-
-    A square product large enough to saturate the device, fastest of `repeats`; bf16/fp16 under
-    mixed precision, float32 otherwise (on CUDA with PyTorch's default TF32 setting for float32).
-    """
+    """Fastest of `repeats` saturating matmuls in the bench precision (TF32 default for float32): "fraction of peak"."""
     size = size or (8192 if settings.device == "cuda" else 1024)
     dtype = settings.autocast_dtype or torch.float32
     generator = torch.Generator(device=settings.device).manual_seed(settings.seed)

@@ -14,10 +14,7 @@ REPORT_DIR = Path("outputs") / "bench"
 
 
 def new_report_path(started: datetime.datetime, folder: Path = REPORT_DIR) -> Path:
-    """A new file for this run: <UTC start, YYYYmmdd-HHMMSS>-p<pid>.json, with -2, -3... if that name is taken.
-
-    The file is created here (exclusively), so two runs, in one process or several, never share one.
-    """
+    """<UTC start>-p<pid>.json (-2, -3... if taken), created exclusively: two runs never share one file."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{started.astimezone(datetime.timezone.utc):%Y%m%d-%H%M%S}-p{os.getpid()}"
     for number in itertools.count(1):

@@ -89,7 +89,7 @@ def bench(args: Sequence[str]) -> dict[str, Any]:
     machine_before = machine(settings.device)
     rows, peak = measure(configs)
     report = {
-        "command": "python -m c3exp.bench " + " ".join(args),
+        "command": "c3exp bench " + " ".join(args),
         "date": started.isoformat(timespec="seconds"),
         "seconds": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
         "mode": settings.mode,

@@ -30,12 +30,7 @@ def ratios(summary: dict[str, float], reference: dict[str, float]) -> dict[str, 
 
 
 def paired_ratios(times: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
-    """Median and quartiles of the ratios of steps taken in the same round.
-
-    A round times every configuration back to back, so a slow or fast phase of a shared machine
-    moves the whole round and cancels out of its ratio; the ratio of two medians (or of two
-    fastest steps, each from whichever round was luckiest) keeps that noise.
-    """
+    """Quartiles of per-round ratios: a slow phase of a shared machine moves a whole round and cancels out of it."""
     per_round = [t / r for t, r in zip(times, reference)]
     q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive") if len(per_round) > 1 else per_round * 3
     return {"ratio_paired": median, "ratio_paired_q1": q1, "ratio_paired_q3": q3}
@@ -48,11 +43,7 @@ def block_medians(times: Sequence[float], rounds: int) -> list[float]:
 
 
 def achieved(row: dict[str, Any], peak: dict[str, Any] | None) -> dict[str, float]:
-    """Effective training FLOP/s at the fastest step (TRAIN_FLOPS_PER_MAC x MACs per image), and the 50k-image epoch it implies.
-
-    Effective: counted from the network's MACs, not from what the kernels execute. Convolution
-    algorithms that multiply less (Winograd) can put it above the measured matmul peak.
-    """
+    """Training FLOP/s at the fastest step, from MACs (Winograd may beat the matmul peak), and its 50k-image epoch."""
     images_per_s = row["images_per_s_best"]
     result = {"train_tflops": TRAIN_FLOPS_PER_MAC * row["macs"] * images_per_s / 1e12,
               "epoch_50k_s_derived": 50_000 / images_per_s}

@@ -55,10 +55,7 @@ def seeded_batch(config: BenchConfig, module: TaskModule) -> Batch:
 
 
 def build_module(config: BenchConfig, compile_here: bool = True) -> TaskModule:
-    """The task module around the network training would build, seeded, on the device, compiled if asked.
-
-    compile_here=False leaves compiling to TaskModule.configure_model, as in training.
-    """
+    """The task module training would build, seeded, on the device; compile_here=False leaves it to configure_model."""
     torch.manual_seed(config.settings.seed)
     run_config = {"model": OmegaConf.to_container(config.cfg.model, resolve=True)}
     module = build_task(config.cfg, run_config=run_config).to(config.settings.device).train()

@@ -1,7 +1,4 @@
-"""DataModules: CIFAR-10/100, the bundled digits, synthetic tensors, image folders, VOC-layout segmentation
-(PASCAL VOC 2012) and object detection (PASCAL VOC XML, COCO JSON). The offline shapes scenes and their
-segmentation and detection data modules are c3exp.data.shapes, which `python -m` runs as a script (so
-this package does not import it)."""
+"""DataModules; the offline shapes data (c3exp.data.shapes) is not imported here: `python -m` runs it as a script."""
 from c3exp.data.base import ArrayDataset, ImageArrays, ImageDataModule, build_transforms
 from c3exp.data.cifar import CIFARDataModule
 from c3exp.data.coco import COCODetectionDataModule

@@ -12,13 +12,22 @@ from torchvision.transforms import v2
 
 from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip, RandomErase
 from c3exp.data.mixing import MixingCollate, batch_mixing
-from c3exp.errors import check, is_number
+from c3exp.errors import check, is_int, is_number
 
 
 def per_process_batch_size(batch_size: int, world_size: int) -> int:
     """`data.batch_size` is the global batch: with N data-parallel processes each loads 1/N of it."""
     check(batch_size % world_size == 0, "data.batch_size", batch_size, f"a multiple of the {world_size} data-parallel processes")
     return batch_size // world_size
+
+
+def checked_loading(batch_size: int, eval_batch_size: int | None, num_workers: int) -> tuple[int, int, int]:
+    """data.batch_size, data.eval_batch_size (null: the batch size) and data.num_workers, checked."""
+    check(is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+    check(eval_batch_size is None or (is_int(eval_batch_size) and eval_batch_size >= 1),
+          "data.eval_batch_size", eval_batch_size, "null (= data.batch_size) or an integer >= 1")
+    check(is_int(num_workers) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
+    return batch_size, eval_batch_size or batch_size, num_workers
 
 
 @dataclass
@@ -56,10 +65,7 @@ class ArrayDataset(Dataset):
 
 
 class TransformedImages(Dataset):
-    """`dataset`'s (image, label) samples with `transform` applied to the image after the dataset's own transforms.
-
-    How random erasing reaches every subclass's training images, whatever transforms its dataset applies.
-    """
+    """`dataset`'s samples with `transform` applied after the dataset's own: random erasing for every subclass."""
 
     def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]):
         self.dataset, self.transform = dataset, transform
@@ -85,11 +91,7 @@ def build_transforms(
     crop_padding: int = 4,
     hflip: bool = True,
 ) -> v2.Transform:
-    """The CIFAR recipe: pad-and-crop plus horizontal flip for training, normalisation for both.
-
-    The crop and flip draw their random variables as data.on_device's batched version does (one
-    implementation of the distribution, c3exp.data.device), so both paths augment alike.
-    """
+    """The CIFAR recipe: pad-and-crop plus flip for training (drawn as data.on_device draws them), normalisation."""
     steps: list[v2.Transform] = []
     if train and (crop_padding > 0 or hflip):
         steps.append(RandomCropFlip(crop_padding, hflip))
@@ -98,24 +100,8 @@ def build_transforms(
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Base class: subclasses return their train and test splits as ImageArrays.
-
-    `val_split` images are held out of the training split (fixed by `split_seed`, not by the run's
-    seed, so every run of a sweep validates on the same images). With `val_split=0` the test split
-    doubles as the validation set, which is the CIFAR papers' protocol. `train_repeats` makes one
-    epoch several passes over a tiny training set (each with fresh augmentation), so per-epoch
-    schedules written for CIFAR's 391 steps per epoch still get enough steps.
-
-    `on_device=True` keeps the splits on the training device and batches, crops, flips and
-    normalises there (c3exp.data.device.DeviceBatches) instead of in DataLoader workers; its
-    shuffling and augmentation of epoch e come from a generator seeded with (`seed`, e).
-
-    Options of the strong CIFAR recipe, all off by default: `random_erasing` zeroes one random
-    rectangle of each normalised training image with that probability (c3exp.data.device.draw_erasing);
-    `mixup_alpha` / `cutmix_alpha` > 0 apply MixUp / CutMix (one of the two per batch, p=0.5, where both
-    are on) to whole training batches (c3exp.data.mixing), whose labels are then float (N, num_classes)
-    probabilities. Validation and test batches are never mixed or erased.
-    """
+    """Subclasses return train/test splits as ImageArrays (`load_arrays`); `val_split` images are held out by
+    `split_seed` (the same in every run of a sweep; 0: the test split validates, the CIFAR papers' protocol)."""
 
     mean: Sequence[float] = (0.5, 0.5, 0.5)
     std: Sequence[float] = (0.25, 0.25, 0.25)
@@ -148,15 +134,13 @@ class ImageDataModule(L.LightningDataModule):
               on_device, f"false for data={name}: only datasets held in memory as arrays can live on the device")
         self.on_device, self.seed = on_device, seed
         self._device_splits: dict[str, ImageArrays] = {}
-        check(isinstance(train_repeats, int) and train_repeats >= 1, "data.train_repeats", train_repeats, "an integer >= 1")
+        check(is_int(train_repeats) and train_repeats >= 1, "data.train_repeats", train_repeats, "an integer >= 1")
         self.train_repeats = train_repeats
-        check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
-        check(num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
+        self.batch_size, self.eval_batch_size, self.num_workers = checked_loading(batch_size, eval_batch_size, num_workers)
         check(val_split >= 0, "data.val_split", val_split, "an integer >= 0 (0: validate on the test split)")
         self.name, self.num_classes = name, num_classes
         self.image_size, self.channels = image_size, channels
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.pin_memory = pin_memory
         self.val_split, self.split_seed = val_split, split_seed
         self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
         for key, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
@@ -165,11 +149,9 @@ class ImageDataModule(L.LightningDataModule):
         self.mixup_alpha, self.cutmix_alpha, self.random_erasing = mixup_alpha, cutmix_alpha, random_erasing
         self.splits: dict[str, ImageArrays] | None = None
 
-    # -- what subclasses provide -------------------------------------------------------------
     def load_arrays(self, train: bool) -> ImageArrays:
         raise NotImplementedError
 
-    # -- Lightning hooks ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
             self.splits = self._split(self.load_arrays(train=True), self.load_arrays(train=False))
@@ -187,14 +169,10 @@ class ImageDataModule(L.LightningDataModule):
         }
 
     def transform(self, train: bool) -> v2.Transform:
-        return build_transforms(
-            self.mean, self.std, train=train and self.augment,
-            crop_padding=self.crop_padding, hflip=self.hflip,
-        )
+        return build_transforms(self.mean, self.std, train and self.augment, self.crop_padding, self.hflip)
 
     def dataset(self, split: str) -> Dataset:
         self.setup()
-        assert self.splits is not None
         train = split == "train"
         return ArrayDataset(self.splits[split], self.transform(train=train), repeats=self.train_repeats if train else 1)
 
@@ -215,15 +193,10 @@ class ImageDataModule(L.LightningDataModule):
             dataset = TransformedImages(dataset, RandomErase(self.random_erasing))
         mix = self.batch_mixing() if train else None
         return DataLoader(
-            dataset,
-            batch_size=self.per_process_batch_size(split),
-            shuffle=train,
-            num_workers=self.num_workers,
+            dataset, batch_size=self.per_process_batch_size(split), shuffle=train, num_workers=self.num_workers,
             collate_fn=MixingCollate(mix) if mix is not None else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            # fresh workers each epoch: they are seeded from the (seed, epoch)-reseeded RNG, so an
-            # epoch's augmentations do not depend on earlier epochs and resumed runs stay exact
-            persistent_workers=False,
+            persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
         )
 
     def train_augmentation(self) -> Augmentation | None:
@@ -236,22 +209,15 @@ class ImageDataModule(L.LightningDataModule):
     def device_batches(self, split: str) -> DeviceBatches:
         """`split` copied once to the training device, batched (and for training augmented) there."""
         self.setup()
-        assert self.splits is not None
         trainer, train = self.trainer, split == "train"
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if split not in self._device_splits:
             self._device_splits[split] = self.splits[split].to(device)
         arrays = self._device_splits[split]
         return DeviceBatches(
-            arrays.images,
-            arrays.labels,
-            self.per_process_batch_size(split),
-            self.mean,
-            self.std,
-            augmentation=self.train_augmentation() if train else None,
-            shuffle=train,
-            repeats=self.train_repeats if train else 1,
-            seed=self.seed,
+            arrays.images, arrays.labels, self.per_process_batch_size(split), self.mean, self.std,
+            augmentation=self.train_augmentation() if train else None, shuffle=train,
+            repeats=self.train_repeats if train else 1, seed=self.seed,
             epoch=lambda: trainer.current_epoch if trainer is not None else 0,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,

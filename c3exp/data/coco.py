@@ -1,16 +1,10 @@
-"""COCO detection through torchvision's CocoDetection (pycocotools) and its transforms-v2 wrapper.
-
-torchvision.datasets.wrap_dataset_for_transforms_v2 turns each image's annotations into XYXY
-BoundingBoxes; here the category ids become contiguous labels 1..K (ascending id order), and the
-batches are c3exp.data.detection's. Every annotation file is checked when its split is opened
-(one line naming the file and the bad value); images without annotations are kept as negatives.
-"""
+"""COCO detection through torchvision's CocoDetection and its v2 wrapper: category ids become labels 1..K in
+ascending id order; images without annotations are kept as negatives."""
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +25,7 @@ from c3exp.data.detection import (
     make_target,
     report_dropped,
 )
-from c3exp.errors import ConfigError, DataNotFoundError, is_int
+from c3exp.errors import DataNotFoundError, check, is_int, is_number
 
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
 ROUNDING_SLACK = 1.0  # COCO boxes may exceed their image by this much from rounding: clipped, not an error
@@ -63,10 +57,6 @@ def load_coco(images: Path, annotations: Path) -> datasets.CocoDetection:
     except AssertionError:  # pycocotools asserts the top level is an object
         raise DataNotFoundError(f"{annotations} is not a COCO instances file: its top level is not an object with "
                                 f"{', '.join(TOP_LEVEL_KEYS)}") from None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def categories_of(dataset: dict, path: Path) -> dict[int, str]:
@@ -110,12 +100,8 @@ class COCOSamples(DetectionSamples):
 
 
 class COCODetectionDataModule(DetectionDataModule):
-    """COCO-format detection: `root`/<split images folder> and a COCO instances JSON per split.
-
-    The categories (the same in every split's file) become labels 1..K in ascending id order;
-    `class_names` is ["background", *their names], known once a split is opened (setup), when
-    data.num_classes must equal K + 1. Crowd annotations are kept with iscrowd=1.
-    """
+    """COCO-format detection: an images folder and an instances JSON per split; data.num_classes must be K + 1,
+    checked once a split is opened (the categories are known only then)."""
 
     def __init__(
         self,
@@ -172,12 +158,8 @@ class COCODetectionDataModule(DetectionDataModule):
         categories = categories_of(dataset, path)
         self.use_categories(categories, path)
         sizes = self.check_images(dataset["images"], path, images)
-        kept, dropped = [], 0
-        for annotation in dataset["annotations"]:
-            if self.box_is_valid(annotation, categories, sizes, path):
-                kept.append(annotation)
-            else:
-                dropped += 1
+        kept = [annotation for annotation in dataset["annotations"] if self.box_is_valid(annotation, categories, sizes, path)]
+        dropped = len(dataset["annotations"]) - len(kept)
         if dropped:  # re-index without them: the wrapper then never sees them
             dataset["annotations"] = kept
             with contextlib.redirect_stdout(io.StringIO()):
@@ -189,9 +171,8 @@ class COCODetectionDataModule(DetectionDataModule):
         """The first file opened sets the classes (and is checked against data.num_classes); others must agree."""
         if self.categories is None:
             count = len(categories)
-            if self.num_classes != count + 1:
-                raise ConfigError("data.num_classes", self.num_classes,
-                                  f"{count + 1}: the background and the {count} categories of {path}")
+            check(self.num_classes == count + 1, "data.num_classes", self.num_classes,
+                  f"{count + 1}: the background and the {count} categories of {path}")
             self.categories, self.categories_file = categories, path
             self.class_names = ["background", *categories.values()]
         elif categories != self.categories:
@@ -230,7 +211,7 @@ class COCODetectionDataModule(DetectionDataModule):
         if category not in categories:
             raise DataNotFoundError(f"{path}: annotation {number} has category_id {category!r}, which is not among "
                                     f"the categories (ids {', '.join(map(str, categories))})")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
             raise DataNotFoundError(f"{path}: annotation {number} has bbox {bbox!r}: expected [x, y, width, height], "
                                     f"4 numbers")
         crowd = annotation.setdefault("iscrowd", 0)
@@ -239,10 +220,8 @@ class COCODetectionDataModule(DetectionDataModule):
         x, y, w, h = bbox
         width, height = sizes[image]
         _, fault = box_fault((x, y, x + w, y + h), width, height, slack=ROUNDING_SLACK)
-        if fault is None:
-            return True
-        if self.invalid_boxes == "drop":
-            return False
+        if fault is None or self.invalid_boxes == "drop":
+            return fault is None
         raise DataNotFoundError(
             f"{path}: annotation {number} (image id {image}) has bbox [x, y, width, height] = {bbox}, {fault}: "
             f"expected 0 <= x, 0 <= y, x + width <= {width}, y + height <= {height} (1 px more is clipped as "

@@ -1,17 +1,6 @@
-"""Object detection data: the batch format, the transforms, and PASCAL VOC's XML through torchvision's VOCDetection.
-
-A batch is `(images, targets)`, two lists (images differ in size): each image a float32 [3, H, W]
-tensor in 0..1, not normalised (torchvision's detectors normalise inside), each target a dict of
-`boxes` float32 [N, 4] (absolute XYXY pixels of the transformed image), `labels` int64 [N] in
-1..K (0 is the background, never a label), `iscrowd` int64 [N] (1: VOC "difficult" or COCO crowd,
-which evaluation ignores) and `image_id` (int). An image without objects has [0, 4] boxes.
-
-Images are resized as torchvision's detection references do (shorter side `min_size`, longer side
-at most `max_size`; a list of `min_size` values draws one per training image), and training images
-are flipped; boxes go through the same torchvision.transforms.v2 pipeline as tv_tensors, so they
-move with the image. Every annotation of a split is checked when the split is opened: a bad file
-is one line naming it and the bad value. COCO's JSON is c3exp.data.coco.
-"""
+"""Detection batches are `(images, targets)` lists (sizes differ): image float32 [3, H, W] in 0..1 (the detectors
+normalise); target `boxes` float32 [N, 4] XYXY pixels of the transformed image, `labels` int64 [N] in 1..K,
+`iscrowd` int64 [N] (VOC difficult, COCO crowd: evaluation ignores them), `image_id` int."""
 from __future__ import annotations
 
 import logging
@@ -28,7 +17,7 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
 from c3exp.data.splits import SplitsDataModule
-from c3exp.data.voc import VOC_CLASSES, YEARS, voc_folder
+from c3exp.data.voc import VOC_CLASSES, YEARS, missing_voc_message, voc_folder
 from c3exp.errors import DataNotFoundError, check, is_int
 
 log = logging.getLogger(__name__)
@@ -41,7 +30,6 @@ Sample = tuple[torch.Tensor, Target]
 Box = tuple[float, float, float, float]
 
 
-# -- the batch format -------------------------------------------------------------------------------
 def detection_collate(batch: Sequence[Sample]) -> tuple[list[torch.Tensor], list[Target]]:
     """Samples -> (list of images, list of targets): detection images differ in size, so nothing is stacked."""
     images, targets = zip(*batch)
@@ -61,10 +49,7 @@ def make_target(boxes: torch.Tensor | Sequence[Box], labels: Sequence[int] | tor
 
 
 def box_fault(box: Box, width: float, height: float, slack: float = 0.0) -> tuple[Box, str | None]:
-    """A box clipped to its image (by at most `slack` px) and why it is unusable: None when it is fine.
-
-    `box` is XYXY in 0-based pixel edges: inside the image means 0 <= x0, y0 and x1 <= width, y1 <= height.
-    """
+    """An XYXY box (0-based pixel edges) clipped to its image (by at most `slack` px), and why it is unusable or None."""
     x0, y0, x1, y1 = box
     if not all(math.isfinite(v) for v in box):
         return box, "with a coordinate that is not a finite number"
@@ -76,24 +61,14 @@ def box_fault(box: Box, width: float, height: float, slack: float = 0.0) -> tupl
     return clipped, None
 
 
-def check_invalid_boxes(invalid_boxes: str) -> None:
-    check(invalid_boxes in INVALID_BOXES, "data.invalid_boxes", invalid_boxes,
-          "error (a box outside its image or without area stops the run, naming its file) or drop (such boxes "
-          "are skipped, with one warning line counting them)")
-
-
 def report_dropped(count: int, where: str) -> None:
     if count:
         log.warning(f"data.invalid_boxes=drop: dropped {count} box{'es' if count > 1 else ''} outside their image "
                     f"or without area in {where}")
 
 
-# -- transforms -------------------------------------------------------------------------------------
 def resize_step(min_size: int | Sequence[int], max_size: int, train: bool) -> v2.Transform:
-    """Shorter side to `min_size`, longer side at most `max_size`; a list of sizes draws one per training image.
-
-    Evaluation takes the largest of a list (torchvision's detection references' multi-scale training).
-    """
+    """Shorter side to `min_size`, longer <= `max_size`; a list: multi-scale training, evaluation takes its largest."""
     if not isinstance(min_size, int):
         if train:
             return v2.RandomShortestSize(list(min_size), max_size)
@@ -123,7 +98,6 @@ def check_sizes(min_size: Any, max_size: Any) -> tuple[int | list[int], int]:
     return (min_size if is_int(min_size) else list(sizes)), max_size
 
 
-# -- what VOC and COCO share --------------------------------------------------------------------------
 class DetectionSamples(Dataset):
     """A split's (image, target) samples after the transform; subclasses read one raw sample (`raw`)."""
 
@@ -145,13 +119,8 @@ def image_size_matches(image: Image.Image, width: int, height: int, image_path: 
 
 
 class DetectionDataModule(SplitsDataModule):
-    """What the VOC and COCO detection data share: sizes, flip, batches, loaders; subclasses open the splits.
-
-    `data.batch_size` is the global batch, split over data-parallel processes. `seed` is kept for the
-    config interface: the flips and multi-scale sizes draw from the global RNG, which c3exp reseeds
-    every epoch. `headline_metric` is the detection task's primary metric for this data (VOC's
-    mAP@0.5, COCO's mAP@[.5:.95]): conf/task/detection.yaml reads it from the config.
-    """
+    """What VOC and COCO detection share. `seed` is kept for the config interface (the global RNG, reseeded every
+    epoch, draws flips and sizes); `headline_metric`: VOC's mAP@0.5, COCO's mAP@[.5:.95]."""
 
     def __init__(
         self,
@@ -168,20 +137,16 @@ class DetectionDataModule(SplitsDataModule):
         invalid_boxes: str = "error",
         headline_metric: str = "map_50",
     ):
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers)
         self.min_size, self.max_size = check_sizes(min_size, max_size)
         check(is_int(num_classes) and num_classes >= 2, "data.num_classes", num_classes,
               "an integer >= 2 (the background and at least one object class)")
-        check(is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
-        check(eval_batch_size is None or (is_int(eval_batch_size) and eval_batch_size >= 1),
-              "data.eval_batch_size", eval_batch_size, "null (= data.batch_size) or an integer >= 1")
-        check(is_int(num_workers) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
-        check_invalid_boxes(invalid_boxes)
+        check(invalid_boxes in INVALID_BOXES, "data.invalid_boxes", invalid_boxes,
+              "error (a box outside its image or without area stops the run, naming its file) or drop (such boxes "
+              "are skipped, with one warning line counting them)")
         check(headline_metric in HEADLINE_METRICS, "data.headline_metric", headline_metric, HEADLINE_METRICS)
         self.name, self.root, self.num_classes = name, Path(root).expanduser(), num_classes
-        self.hflip, self.invalid_boxes, self.headline_metric = hflip, invalid_boxes, headline_metric
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.seed = num_workers, seed
+        self.hflip, self.invalid_boxes, self.headline_metric, self.seed = hflip, invalid_boxes, headline_metric, seed
         self.class_names: list[str] | None = None  # ["background", *object classes]: index = label
 
     def transform(self, train: bool) -> v2.Compose:
@@ -191,40 +156,14 @@ class DetectionDataModule(SplitsDataModule):
         return detection_collate(samples)
 
 
-# -- PASCAL VOC -------------------------------------------------------------------------------------
 def torchvision_voc_lists(year: str) -> list[str]:
     """The image sets torchvision's VOCDetection accepts: 2007 adds its test set (a separate archive)."""
     return ["train", "trainval", "val", *(["test"] if year == "2007" else [])]
 
 
-DOWNLOAD_SIZES = {"2007": ": two archives, trainval and test, 0.9 GB in all", "2012": ": 2 GB"}
-
-
-def missing_voc_detection_message(name: str, folder: Path, reason: str, year: str) -> str:
-    size = DOWNLOAD_SIZES.get(year, "")
-    return (
-        f"{name} not found: looked for {folder.resolve()} ({reason}). Either let torchvision download "
-        f"VOC {year} once on a machine with internet access (data.download=true{size}), or copy the extracted "
-        f"'VOCdevkit' folder (JPEGImages, Annotations, ImageSets/Main) to a local directory and point data.root "
-        f"at the directory that contains it, e.g. `python -m c3exp task=detection data=voc2007 "
-        f"data.root=/datasets` (the default is data.root=data, relative to where you run, or $C3EXP_DATA). For an "
-        f"offline run without any download, use data=shapes_detection, which writes its own scenes in the VOC layout."
-    )
-
-
-def _xml_number(text: Any) -> float:
-    """A VOC coordinate: an integer in the official files, a decimal in some other datasets."""
-    if not isinstance(text, str):
-        raise ValueError(text)
-    return float(text)
-
-
 class VOCDetectionSamples(DetectionSamples):
-    """A VOCDetection split's samples with their objects converted (1-based inclusive -> 0-based XYXY) and checked.
-
-    `check_all()` reads every annotation once, raising on the first bad one; afterwards a sample's
-    conversion cannot fail (and data.invalid_boxes=drop drops the same boxes the check counted).
-    """
+    """A VOCDetection split's objects as 0-based XYXY; `check_all()` raises on the first bad annotation, so a
+    sample's conversion cannot fail afterwards."""
 
     def __init__(self, voc: datasets.VOCDetection, transform: v2.Transform, class_names: Sequence[str],
                  use_difficult: bool, drop_invalid: bool):
@@ -261,12 +200,9 @@ class VOCDetectionSamples(DetectionSamples):
 
     def _stated_size(self, parsed: dict) -> tuple[int, int] | None:
         """(width, height) from the XML's <size>, None when absent or zero (then the image's own size counts)."""
-        annotation = parsed.get("annotation")
-        if not isinstance(annotation, dict):
-            return None
-        size = annotation.get("size")
         try:
-            width, height = int(_xml_number(size["width"])), int(_xml_number(size["height"]))
+            size = parsed["annotation"]["size"]
+            width, height = int(float(size["width"])), int(float(size["height"]))
         except (KeyError, TypeError, ValueError):
             return None
         return (width, height) if width > 0 and height > 0 else None
@@ -279,35 +215,34 @@ class VOCDetectionSamples(DetectionSamples):
             raise DataNotFoundError(f"{path} is not a VOC annotation: its root element is <{next(iter(parsed), '')}>, "
                                     f"expected <annotation>")
         objects = annotation.get("object", [])
-        objects = objects if isinstance(objects, list) else [objects]
         width, height = size
         boxes, labels, crowd, dropped = [], [], [], 0
-        for number, obj in enumerate(objects, start=1):
+        for number, obj in enumerate(objects if isinstance(objects, list) else [objects], start=1):
             name = obj.get("name") if isinstance(obj, dict) else None
+            where = f"{path}: object {number} ({name})"
             if name not in self.label_of:
                 raise DataNotFoundError(f"{path}: object {number} is named {name!r}, which is not in data.class_names "
                                         f"({', '.join(self.class_names)}): fix the annotation or data.class_names")
             difficult = obj.get("difficult", "0")
             if difficult not in ("0", "1"):
-                raise DataNotFoundError(f"{path}: object {number} ({name}) has <difficult>{difficult}</difficult>: "
-                                        f"expected 0 or 1")
+                raise DataNotFoundError(f"{where} has <difficult>{difficult}</difficult>: expected 0 or 1")
             bndbox = obj.get("bndbox")
             try:
-                xmin, ymin, xmax, ymax = (_xml_number(bndbox[key]) for key in ("xmin", "ymin", "xmax", "ymax"))
+                xmin, ymin, xmax, ymax = (float(bndbox[key]) for key in ("xmin", "ymin", "xmax", "ymax"))
             except (KeyError, TypeError, ValueError):
-                raise DataNotFoundError(f"{path}: object {number} ({name}) has the <bndbox> {bndbox!r}: expected "
-                                        f"numbers xmin, ymin, xmax and ymax") from None
+                raise DataNotFoundError(f"{where} has the <bndbox> {bndbox!r}: expected numbers xmin, ymin, xmax and "
+                                        f"ymax") from None
             if difficult == "1" and not self.use_difficult:
                 continue
             box, fault = box_fault((xmin - 1, ymin - 1, xmax, ymax), width, height)
-            if fault is not None:
-                if self.drop_invalid:
-                    dropped += 1
-                    continue
+            if fault is not None and not self.drop_invalid:
                 raise DataNotFoundError(
-                    f"{path}: object {number} ({name}) has the box xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
-                    f"ymax={ymax:g}, {fault}: VOC boxes are 1-based and inclusive, 1 <= xmin <= xmax <= {width} and "
-                    f"1 <= ymin <= ymax <= {height} (data.invalid_boxes=drop skips such boxes)")
+                    f"{where} has the box xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, ymax={ymax:g}, {fault}: VOC "
+                    f"boxes are 1-based and inclusive, 1 <= xmin <= xmax <= {width} and 1 <= ymin <= ymax <= {height} "
+                    f"(data.invalid_boxes=drop skips such boxes)")
+            if fault is not None:
+                dropped += 1
+                continue
             boxes.append(box)
             labels.append(self.label_of[name])
             crowd.append(int(difficult == "1"))
@@ -315,13 +250,8 @@ class VOCDetectionSamples(DetectionSamples):
 
 
 class VOCDetectionDataModule(DetectionDataModule):
-    """PASCAL VOC detection (or any dataset in its layout under `root`/VOCdevkit/VOC<year>) through VOCDetection.
-
-    The lists are ImageSets/Main/<split>.txt, the objects Annotations/<id>.xml. `difficult` objects
-    are kept as iscrowd=1 (VOC's evaluation ignores them) unless use_difficult=false drops them.
-    `class_names` (attribute) is ["background", *data.class_names]: index = label. A sample's
-    `image_id` is its position in the split's list.
-    """
+    """PASCAL VOC detection (or its layout under `root`/VOCdevkit/VOC<year>); `difficult` objects are kept as
+    iscrowd=1 unless use_difficult=false; a sample's `image_id` is its position in the split's list."""
 
     def __init__(
         self,
@@ -358,44 +288,39 @@ class VOCDetectionDataModule(DetectionDataModule):
             check(split in torchvision_voc_lists(year), f"data.{role}_split", split,
                   f"a list torchvision's VOCDetection reads for VOC {year}: {', '.join(torchvision_voc_lists(year))}")
         self.year, self.download, self.use_difficult = year, download, use_difficult
-        self.object_names = names
-        self.class_names = ["background", *names]
+        self.object_names, self.class_names = names, ["background", *names]
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
-
-    @property
-    def folder(self) -> Path:
-        return voc_folder(self.root, self.year)
+        self.folder = voc_folder(self.root, self.year)
 
     def list_file(self, split: str) -> Path:
         return self.folder / "ImageSets" / "Main" / f"{split}.txt"
 
+    def missing(self, reason: str) -> DataNotFoundError:
+        return DataNotFoundError(missing_voc_message(self.name, self.folder, reason, self.year, "detection"))
+
     def prepare_data(self) -> None:
         """Download (data.download=true) the archives of the lists that are missing, once, on one process."""
-        if not self.download:
-            return
-        for split in dict.fromkeys(self.splits.values()):  # VOC 2007's test list is a separate archive
+        for split in dict.fromkeys(self.splits.values()) if self.download else ():  # 2007's test: its own archive
             if not self.list_file(split).is_file():
                 try:
                     datasets.VOCDetection(str(self.root), self.year, split, download=True)
                 except (OSError, RuntimeError) as err:  # URLError, DNS, checksum failures
-                    reason = f"the download failed: {err}"
-                    raise DataNotFoundError(missing_voc_detection_message(self.name, self.folder, reason,
-                                                                          self.year)) from None
+                    raise self.missing(f"the download failed: {err}") from None
 
     def open_split(self, role: str) -> VOCDetectionSamples:
         """torchvision's VOCDetection for the list data.<role>_split, every file it names and every object checked."""
         split, listing = self.splits[role], self.list_file(self.splits[role])
-        if not self.folder.is_dir() or not listing.is_file():
-            reason = "no such folder" if not self.folder.is_dir() else f"it has no ImageSets/Main/{split}.txt"
-            if self.folder.is_dir() and self.year == "2007" and split == "test":
-                reason += " (VOC 2007's test set is a separate archive, VOCtest_06-Nov-2007.tar)"
-            raise DataNotFoundError(missing_voc_detection_message(self.name, self.folder, reason, self.year))
+        if not self.folder.is_dir():
+            raise self.missing("no such folder")
+        if not listing.is_file():
+            separate = self.year == "2007" and split == "test"
+            raise self.missing(f"it has no ImageSets/Main/{split}.txt" + (
+                " (VOC 2007's test set is a separate archive, VOCtest_06-Nov-2007.tar)" if separate else ""))
         voc = datasets.VOCDetection(str(self.root), self.year, split)
-        for image, annotation in zip(voc.images, voc.annotations):
-            for path in (image, annotation):
-                if not Path(path).is_file():
-                    raise DataNotFoundError(f"{listing} names '{Path(path).stem}' but {path} does not exist: fix the "
-                                            f"list or the files under data.root={self.root}")
+        for path in (*voc.images, *voc.annotations):
+            if not Path(path).is_file():
+                raise DataNotFoundError(f"{listing} names '{Path(path).stem}' but {path} does not exist: fix the "
+                                        f"list or the files under data.root={self.root}")
         samples = VOCDetectionSamples(voc, self.transform(role == "train"), self.object_names, self.use_difficult,
                                       self.invalid_boxes == "drop")
         report_dropped(samples.check_all(), str(listing))

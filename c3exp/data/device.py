@@ -1,12 +1,5 @@
-"""A whole in-memory dataset batched and augmented on its device (a GPU), without DataLoader workers.
-
-CIFAR-sized data fits in GPU memory many times over; cropping, flipping and normalising a batch
-there costs microseconds, where per-sample transforms in worker processes cost a CPU core per few
-thousand images a second. Both paths draw the same random variables, (top, left, flip) per image,
-through `draw_crop_flip`, and cut the same pixels for the same draws (tests/data/test_device.py);
-random erasing likewise draws its rectangles through `draw_erasing` in both. MixUp and CutMix act on
-whole batches in both paths (c3exp.data.mixing).
-"""
+"""A whole in-memory dataset batched and augmented on its device (a GPU), without DataLoader workers. Both paths
+draw through `draw_crop_flip` and `draw_erasing` and change the same pixels for the same draws."""
 from __future__ import annotations
 
 import math
@@ -69,10 +62,7 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
 
 
 class RandomCropFlip:
-    """The per-sample DataLoader transform: one `draw_crop_flip` from the global RNG per image.
-
-    The global RNG is what the epoch reseeding (and DataLoader worker seeding) controls.
-    """
+    """The per-sample DataLoader transform: one `draw_crop_flip` from the global RNG (reseeded every epoch) per image."""
 
     def __init__(self, padding: int, hflip: bool):
         self.padding, self.hflip = padding, hflip
@@ -81,12 +71,8 @@ class RandomCropFlip:
         top, left, flip = draw_crop_flip(1, self.padding, self.hflip)[0]
         return crop_flip_image(image, top, left, flip, self.padding)
 
-    def __repr__(self) -> str:
-        return f"RandomCropFlip(padding={self.padding}, hflip={self.hflip})"
 
-
-#: Random erasing's rectangle (Zhong et al. 2020, torchvision's RandomErasing defaults): its area as a
-#: fraction of the image's, its aspect ratio (height / width, drawn log-uniformly), and the draws per image.
+#: Random erasing's rectangle (torchvision's RandomErasing defaults): area fraction, aspect ratio, draws per image.
 ERASE_SCALE, ERASE_RATIO, ERASE_ATTEMPTS = (0.02, 0.33), (0.3, 3.3), 10
 
 
@@ -97,25 +83,15 @@ class EraseDraws:
     boxes: torch.Tensor
 
     def __getitem__(self, index: int) -> tuple[int, int, int, int]:
-        top, left, height, width = self.boxes[index].tolist()
-        return top, left, height, width
+        return tuple(self.boxes[index].tolist())
 
 
 def draw_erasing(
     count: int, height: int, width: int, p: float, generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> EraseDraws:
-    """One rectangle per image with probability `p`, distributed as torchvision's RandomErasing draws it.
-
-    torchvision tries up to 10 (area fraction, aspect ratio) pairs, uniform in ERASE_SCALE and
-    log-uniform in ERASE_RATIO, keeps the first whose rounded sides fit strictly inside the image and
-    erases nothing if none does. Here all 10 are drawn at once (a fixed number of draws per image keeps
-    the batched and the per-image path on the same stream) and the same first fitting one is kept, so
-    the distribution is torchvision's, without a data-dependent loop. Sides are rounded half to even, as
-    Python's round, but computed in float32 (torchvision: float64 from float32 draws), so a side within
-    float32 error of a .5 boundary may round the other way. The corner is uniform over the positions
-    where the rectangle fits.
-    """
+    """torchvision's RandomErasing (probability `p`), all 10 tries drawn at once so both paths share one stream; sides
+    round half to even in float32 (torchvision: float64), so one within float32 error of .5 may differ."""
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=generator, device=device)
@@ -156,14 +132,10 @@ class RandomErase:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return erase_image(image, *draw_erasing(1, *image.shape[-2:], self.p)[0])
 
-    def __repr__(self) -> str:
-        return f"RandomErase(p={self.p})"
-
 
 @dataclass(frozen=True)
 class Augmentation:
-    """What the training split gets on the device: pad-and-crop by `padding` (0: none), flips, and random
-    erasing of the normalised images with probability `erasing` (0: none)."""
+    """On-device training augmentation; 0 turns `padding` or `erasing` (a probability) off."""
 
     padding: int
     hflip: bool
@@ -171,16 +143,8 @@ class Augmentation:
 
 
 class DeviceBatches:
-    """Batches of an (images, labels) pair that lives on the device, one process's shard, in order or shuffled.
-
-    Every pass draws its shuffling and augmentation from a generator seeded with
-    epoch_seed(seed, epoch()): epoch e yields the same batches whether or not the run was resumed.
-    With several data-parallel processes, the (shuffled) order is padded to a multiple of
-    `world_size` and process `rank` takes every world_size-th index, as DistributedSampler does.
-    `repeats` > 1 makes one pass several passes over the images (data.train_repeats). `mix` (MixUp
-    and/or CutMix, c3exp.data.mixing) transforms each whole (images, labels) batch last; it draws from
-    the global RNG, which the per-epoch reseeding (EpochSeed) controls as it does the DataLoader path's.
-    """
+    """One process's shard of an on-device (images, labels) pair; each pass draws from a generator seeded with
+    epoch_seed(seed, epoch()), so epoch e yields the same batches resumed or not."""
 
     def __init__(
         self,

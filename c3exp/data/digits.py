@@ -19,10 +19,7 @@ def load_digits_32(image_size: int = 32) -> ImageArrays:
 
 
 class DigitsDataModule(ImageDataModule):
-    """A fixed, seeded split of the digits: `test_fraction` for test, `val_split` images for validation.
-
-    Flips are off by default (a mirrored 2 is not a 2).
-    """
+    """A fixed, seeded split of the digits; flips are off by default (a mirrored 2 is not a 2)."""
 
     # Pixel statistics of the 1,438 non-test images after upsampling to 32x32 (load_digits_32 / 255).
     mean = (0.306, 0.306, 0.306)

@@ -61,10 +61,7 @@ def open_image_folder(path: Path) -> datasets.ImageFolder:
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """Files decoded per sample by DataLoader workers; ImageNet-style resize/crop augmentation.
-
-    `num_classes: null` is filled in from the number of class folders under `<root>/train`.
-    """
+    """Files decoded per sample by DataLoader workers; `num_classes: null` counts the folders of `<root>/train`."""
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 

@@ -1,14 +1,5 @@
-"""Offline segmentation and detection data: coloured shapes on textured backgrounds, in PASCAL VOC's layout.
-
-The scenes are files in the real VOC 2012 layout (JPEGImages, palette PNGs in SegmentationClass,
-ImageSets lists, detection XML) plus a COCO instances JSON, so the segmentation pipeline reads
-them through exactly the code path real VOC takes (c3exp.data.voc), and detection through real
-VOC's (c3exp.data.detection) or COCO's (c3exp.data.coco): each runs, and learns, without a
-download. One generation under a root serves all three data modules. Each object's colour is
-drawn independently of its class: a network has to learn the shape, not the colour.
-
-    python -m c3exp.data.shapes --root data/shapes --train 300 --val 100 --size 64 --seed 0
-"""
+"""Offline segmentation and detection data: coloured shapes in PASCAL VOC 2012's layout plus a COCO JSON, read through
+exactly the code paths real VOC and COCO take. Colours are independent of the class."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +14,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -30,7 +22,7 @@ from PIL import Image, ImageDraw
 from c3exp.data.coco import COCODetectionDataModule
 from c3exp.data.detection import VOCDetectionDataModule
 from c3exp.data.voc import VOCSegmentationDataModule
-from c3exp.errors import ConfigError, is_int
+from c3exp.errors import check, is_int
 from c3exp.results import write_json
 
 CLASSES = ("circle", "square", "triangle")
@@ -42,11 +34,9 @@ METADATA = "shapes.json"  # the generator arguments, beside VOCdevkit
 SCRATCH_PREFIX = ".shapes-"  # .shapes-<host>-<pid>-<random>: a writer's private folder inside the root
 COCO_CATEGORIES = [{"id": label, "name": name, "supercategory": "shape"} for label, name in enumerate(CLASSES, start=1)]
 
-# Shapes of similar area for the same size (circle pi r^2, square 3.24 r^2, triangle 2.92 r^2), so
-# no class dominates the pixel counts.
+# (vertices, scale): similar areas for one size (pi r^2, 3.24 r^2, 2.92 r^2), so no class dominates the pixels
 _VERTICES = {"circle": (32, 1.0), "square": (4, 0.9 * math.sqrt(2)), "triangle": (3, 1.5)}
-# Rotation ranges: squares stay near axis-aligned (a freely rotated 10 px square is hard to tell from a
-# circle: ResNet-20 + DeepLabv2 head, AdamW, 30 epochs on CPU reach val mIoU 0.83 instead of 0.70).
+# Squares stay near axis-aligned: a freely rotated 10 px square looks like a circle (val mIoU 0.70 instead of 0.83)
 _ANGLES = {
     "circle": (0.0, 2 * math.pi),
     "square": (math.pi / 4 - 0.25, math.pi / 4 + 0.25),  # vertices at 45 degrees: sides along the axes
@@ -55,10 +45,7 @@ _ANGLES = {
 
 
 def voc_palette() -> list[int]:
-    """VOC's colour map, flat RGB for labels 0..255: label bits 0, 1, 2 go to the top bits of R, G, B, then 3, 4, 5, ...
-
-    Label 1 is dark red (128, 0, 0), 255 (void) is cream (224, 224, 192), as in the official PNGs.
-    """
+    """VOC's colour map, flat RGB for labels 0..255: label bits 0, 1, 2 go to the top bits of R, G, B, then 3, 4, 5..."""
     palette = []
     for label in range(256):
         rgb = [0, 0, 0]
@@ -97,11 +84,8 @@ class Scene:
 
 @dataclass(frozen=True, eq=False)
 class Rendered:
-    """A scene as files hold it: the RGB image, the class mask (labels, VOID borders) and each shape's box.
-
-    `boxes[i]` is shape i's full extent (occluded parts included) clipped to the image, as
-    (left, top, right, bottom) with right/bottom exclusive, or None when nothing of it is visible.
-    """
+    """The RGB image, the class mask (labels, VOID borders) and each shape's box: its full extent (occluded parts
+    too) clipped to the image, (left, top, right, bottom) with right/bottom exclusive; None when none of it shows."""
 
     image: Image.Image
     mask: Image.Image
@@ -172,12 +156,8 @@ def random_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> S
 
 
 def render(scene: Scene) -> Rendered:
-    """Draw the shapes in order over the background; the mask keeps each pixel's visible class.
-
-    Every shape's outline is VOID in the mask (1 px, as VOC marks object borders), so the ambiguous
-    edge pixels are ignored; later shapes paint over earlier shapes and their outlines. Mild pixel
-    noise over the whole image gives the objects texture too.
-    """
+    """Draw the shapes in order over the background; the mask keeps each pixel's visible class, each outline VOID
+    (1 px, as VOC marks borders). Mild pixel noise over the whole image gives the objects texture too."""
     height, width = scene.background.shape[:2]
     image = Image.fromarray(scene.background)
     mask = Image.new("P", (width, height), 0)
@@ -253,10 +233,7 @@ def write_shapes_dataset(
     seed: int = 0,
     max_objects: int = 4,
 ) -> Path:
-    """Write the scenes of each split under `root`/VOCdevkit/VOC2012 and root/annotations; return `root`.
-
-    Byte-identical files for the same arguments. Image ids are `<split>_<index>`.
-    """
+    """Write each split's scenes under `root`, byte-identical for the same arguments; return `root`."""
     splits = dict(DEFAULT_SPLITS if splits is None else splits)
     root = Path(root)
     voc = root / VOC_FOLDER
@@ -296,12 +273,8 @@ def _metadata(splits: Mapping[str, int], image_size: int, seed: int, max_objects
 def ensure_shapes_dataset(
     root: Path, splits: Mapping[str, int], image_size: int, seed: int, max_objects: int = 4
 ) -> None:
-    """Write the dataset into `root` unless it is there; safe when several processes call it at once.
-
-    Each writer fills a private scratch folder and renames it into place; the first rename wins
-    and the others discard their copy. An existing dataset written with other arguments is an error
-    rather than silently reused.
-    """
+    """Write the dataset into `root` unless it is there (data written with other arguments is an error). Safe for
+    several processes at once: each fills a private scratch folder and renames it into place; the first wins."""
     wanted = _metadata(splits, image_size, seed, max_objects)
     if not (root / VOC_FOLDER / "ImageSets" / "Segmentation" / "train.txt").is_file():
         root.mkdir(parents=True, exist_ok=True)
@@ -317,17 +290,13 @@ def ensure_shapes_dataset(
         finally:  # an error, Ctrl-C or a run's SIGTERM (c3exp.run turns it into SystemExit)
             shutil.rmtree(scratch, ignore_errors=True)
     metadata = root / METADATA
-    found = json.loads(metadata.read_text()) if metadata.is_file() else None
-    if found is not None and found != wanted:
-        raise ConfigError("data.root", str(root), f"a folder without shapes written with other settings "
-                          f"({found}, not {wanted}): delete it or choose another data.root")
+    found = json.loads(metadata.read_text()) if metadata.is_file() else wanted
+    check(found == wanted, "data.root", str(root), f"a folder without shapes written with other settings "
+          f"({found}, not {wanted}): delete it or choose another data.root")
 
 
 def remove_stale_scratch(root: Path) -> None:
-    """Delete the scratch folders that writers on this host left when killed outright (SIGKILL, out of memory).
-
-    Only those of processes that are gone: another process may be writing into its own right now.
-    """
+    """Delete the scratch folders of this host's writers that were killed outright (SIGKILL), not of live ones."""
     host = socket.gethostname()
     for scratch in root.glob(f"{SCRATCH_PREFIX}{host}-*"):
         pid = scratch.name[len(SCRATCH_PREFIX) + len(host) + 1:].partition("-")[0]
@@ -346,20 +315,29 @@ def process_alive(pid: int) -> bool:
 
 
 class WritesShapes:
-    """What the shapes data modules share: the scenes are written into `self.root` on first use.
-
-    Mixed in before a real data module, which then reads the files exactly as it reads real data.
-    """
+    """Writes the scenes into `root` on first use; mixed in before a real data module, which then reads them as real
+    data. `defaults` are that module's settings for the scenes, `fixed` those the generator's files decide."""
 
     root: Path
+    defaults: ClassVar[dict[str, Any]] = {}
+    fixed: ClassVar[dict[str, Any]] = {}
+    keeps_size: ClassVar[bool] = True  # a detector's min_size and max_size default to the image size
 
-    def shapes_generator(self, train_images: int, val_images: int, image_size: int, generator_seed: int) -> None:
-        """Check and keep the generator's settings (data.train_images, val_images, image_size, generator_seed)."""
+    def __init__(self, train_images: int = 300, val_images: int = 100, image_size: int = 64, generator_seed: int = 0,
+                 **kwargs: Any):
         for key, value in (("train_images", train_images), ("val_images", val_images), ("image_size", image_size)):
-            if not (is_int(value) and value >= 1):
-                raise ConfigError(f"data.{key}", value, "an integer >= 1")
-        splits = {"train": train_images, "val": val_images}
-        self.generator = {"splits": splits, "image_size": image_size, "seed": generator_seed}
+            check(is_int(value) and value >= 1, f"data.{key}", value, "an integer >= 1")
+        self.generator = {"splits": {"train": train_images, "val": val_images}, "image_size": image_size,
+                          "seed": generator_seed}
+        sizes = {"min_size": image_size, "max_size": image_size} if self.keeps_size else {}
+        settings = {**self.defaults, **sizes, **kwargs, **self.fixed}
+        for key in self.fixed:
+            check(key not in kwargs, f"data.{key}", kwargs.get(key), f"no setting of data={settings['name']}, "
+                  f"whose files are the generator's")
+        check(settings["num_classes"] == NUM_CLASSES, "data.num_classes", settings["num_classes"],
+              f"{NUM_CLASSES} for data={settings['name']} (background + {', '.join(CLASSES)})")
+        super().__init__(**settings)
+        self.class_names = ["background", *CLASSES]
 
     def prepare_data(self) -> None:
         ensure_shapes_dataset(self.root, **self.generator)
@@ -369,84 +347,29 @@ class WritesShapes:
         super().setup(stage)  # type: ignore[misc]
 
 
-def _num_classes_is_the_shapes(num_classes: int, data: str) -> None:
-    if num_classes != NUM_CLASSES:
-        raise ConfigError("data.num_classes", num_classes,
-                          f"{NUM_CLASSES} for data={data} (background + {', '.join(CLASSES)})")
-
-
 class ShapesDataModule(WritesShapes, VOCSegmentationDataModule):
-    """The shapes scenes, written into `root` on first use and then read exactly as real VOC is."""
+    """The shapes scenes, read exactly as real VOC segmentation is."""
 
-    def __init__(
-        self,
-        train_images: int = 300,
-        val_images: int = 100,
-        image_size: int = 64,
-        generator_seed: int = 0,
-        **kwargs,
-    ):
-        kwargs.setdefault("name", "shapes")
-        kwargs.setdefault("num_classes", NUM_CLASSES)
-        super().__init__(**kwargs)
-        self.shapes_generator(train_images, val_images, image_size, generator_seed)
-        _num_classes_is_the_shapes(self.num_classes, "shapes")
-        self.class_names = ["background", *CLASSES]
+    defaults: ClassVar[dict[str, Any]] = {"name": "shapes", "num_classes": NUM_CLASSES}
+    keeps_size: ClassVar[bool] = False
 
 
 class ShapesDetectionDataModule(WritesShapes, VOCDetectionDataModule):
-    """The shapes scenes' detection XML (VOC 2012 layout, ImageSets/Main lists), read as real VOC detection is.
+    """The shapes scenes' detection XML (VOC 2012 layout, ImageSets/Main lists), read as real VOC detection is."""
 
-    min_size and max_size default to the image size: the images keep their size.
-    """
-
-    def __init__(
-        self,
-        train_images: int = 300,
-        val_images: int = 100,
-        image_size: int = 64,
-        generator_seed: int = 0,
-        min_size: int | Sequence[int] | None = None,
-        max_size: int | None = None,
-        **kwargs,
-    ):
-        self.shapes_generator(train_images, val_images, image_size, generator_seed)
-        settings = {"name": "shapes_detection", "year": "2012", "class_names": CLASSES, "num_classes": NUM_CLASSES,
-                    "train_split": "train", "val_split": "val", "test_split": "val", **kwargs}
-        _num_classes_is_the_shapes(settings["num_classes"], settings["name"])
-        super().__init__(min_size=image_size if min_size is None else min_size,
-                         max_size=image_size if max_size is None else max_size, **settings)
+    defaults: ClassVar[dict[str, Any]] = {
+        "name": "shapes_detection", "year": "2012", "class_names": CLASSES, "num_classes": NUM_CLASSES,
+        "train_split": "train", "val_split": "val", "test_split": "val"}
 
 
 class ShapesCOCODataModule(WritesShapes, COCODetectionDataModule):
-    """The shapes scenes' COCO JSON (annotations/instances_<split>.json over VOC's JPEGImages), read as COCO is.
+    """The shapes scenes' COCO JSON (annotations/instances_<split>.json over VOC's JPEGImages), read as COCO is."""
 
-    Here data.train_images and data.val_images count the generated scenes, as for data=shapes: the
-    image folder and JSON files are the generator's. min_size and max_size default to the image size.
-    """
-
-    def __init__(
-        self,
-        train_images: int = 300,
-        val_images: int = 100,
-        image_size: int = 64,
-        generator_seed: int = 0,
-        min_size: int | Sequence[int] | None = None,
-        max_size: int | None = None,
-        **kwargs,
-    ):
-        self.shapes_generator(train_images, val_images, image_size, generator_seed)
-        for key in ("train_annotations", "val_annotations", "test_images", "test_annotations"):
-            if key in kwargs:
-                raise ConfigError(f"data.{key}", kwargs[key], "no setting for data=shapes_coco: its files are the "
-                                  "generator's (annotations/instances_<split>.json, VOCdevkit/VOC2012/JPEGImages)")
-        folder = str(VOC_FOLDER / "JPEGImages")
-        files = {"train_images": folder, "train_annotations": "annotations/instances_train.json",
-                 "val_images": folder, "val_annotations": "annotations/instances_val.json"}
-        settings = {"name": "shapes_coco", "num_classes": NUM_CLASSES, **kwargs, **files}
-        _num_classes_is_the_shapes(settings["num_classes"], settings["name"])
-        super().__init__(min_size=image_size if min_size is None else min_size,
-                         max_size=image_size if max_size is None else max_size, **settings)
+    defaults: ClassVar[dict[str, Any]] = {"name": "shapes_coco", "num_classes": NUM_CLASSES}
+    fixed: ClassVar[dict[str, Any]] = {
+        "train_images": str(VOC_FOLDER / "JPEGImages"), "train_annotations": "annotations/instances_train.json",
+        "val_images": str(VOC_FOLDER / "JPEGImages"), "val_annotations": "annotations/instances_val.json",
+        "test_images": None, "test_annotations": None}
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

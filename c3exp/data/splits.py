@@ -1,8 +1,5 @@
-"""What the data modules of files on disk share (VOC segmentation, VOC and COCO detection).
-
-Each split is opened once, by the role it plays (train, val or test), and batched by the data
-module's own `collate`: such samples differ in size, so each task stacks or pads them its own way.
-"""
+"""What the data modules of files on disk share (VOC segmentation, VOC and COCO detection): each split is opened
+once, by the role it plays, and batched by the module's own `collate` (samples differ in size)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,24 +8,18 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from c3exp.data.base import ImageDataModule
+from c3exp.data.base import ImageDataModule, checked_loading
 
 ROLES = ("train", "val", "test")
 ROLES_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
 class SplitsDataModule(L.LightningDataModule):
-    """Splits by role, per-process batches and loaders; subclasses write `open_split` and `collate`.
+    """Splits by role, per-process batches and loaders; subclasses write `open_split` and `collate`."""
 
-    A subclass sets `batch_size` (the global training batch), `eval_batch_size` and `num_workers`.
-    """
-
-    batch_size: int
-    eval_batch_size: int
-    num_workers: int
-
-    def __init__(self) -> None:
+    def __init__(self, batch_size: int, eval_batch_size: int | None, num_workers: int) -> None:
         super().__init__()
+        self.batch_size, self.eval_batch_size, self.num_workers = checked_loading(batch_size, eval_batch_size, num_workers)
         self.datasets: dict[str, Dataset] = {}
 
     def open_split(self, role: str) -> Dataset:
@@ -36,11 +27,9 @@ class SplitsDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def collate(self, samples: list[Any]) -> Any:
-        """One batch from a list of samples."""
         raise NotImplementedError
 
     def dataset(self, role: str) -> Dataset:
-        """The samples of the split that plays `role`, opened once."""
         if role not in self.datasets:
             self.datasets[role] = self.open_split(role)
         return self.datasets[role]
@@ -49,7 +38,6 @@ class SplitsDataModule(L.LightningDataModule):
         for role in ROLES_OF_STAGE.get(stage, ROLES):
             self.dataset(role)
 
-    # the global batch divided by the data-parallel processes, with its one-line error: the classifiers' rule
     per_process_batch_size = ImageDataModule.per_process_batch_size
 
     def _loader(self, role: str) -> DataLoader:

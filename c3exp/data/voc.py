@@ -1,10 +1,5 @@
-"""PASCAL VOC semantic segmentation through torchvision's VOCSegmentation, with DeepLab's augmentation.
-
-Training samples are randomly scaled (relative to each image, DeepLab's `scale_range`), padded to
-`crop_size` (image with the mean colour, mask with `ignore_index`), randomly cropped and flipped;
-evaluation keeps full images and pads each batch to its largest image instead. Image and mask go
-through the same torchvision.transforms.v2 pipeline as tv_tensors, so they move together.
-"""
+"""PASCAL VOC semantic segmentation through torchvision's VOCSegmentation, with DeepLab's augmentation; evaluation
+pads each batch to its largest full image."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -50,23 +45,24 @@ def voc_folder(root: Path | str, year: str) -> Path:
     return Path(root, DATASET_YEAR_DICT[year]["base_dir"])
 
 
-def missing_voc_message(name: str, folder: Path, reason: str) -> str:
+DOWNLOAD_SIZES = {"2007": ", two archives, trainval and test, 0.9 GB in all", "2012": ", 2 GB"}
+
+
+def missing_voc_message(name: str, folder: Path, reason: str, year: str = "2012", task: str = "segmentation") -> str:
+    example, offline = ("voc2012", "shapes") if task == "segmentation" else ("voc2007", "shapes_detection")
     return (
-        f"{name} not found: looked for {folder.resolve()} ({reason}). Either let torchvision download "
-        f"VOC 2012 once on a machine with internet access (data.download=true, 2 GB), or copy the extracted "
-        f"'VOCdevkit' folder to a local directory and point data.root at the directory that contains it, "
-        f"e.g. `python -m c3exp task=segmentation data=voc2012 data.root=/datasets` (the default is "
-        f"data.root=data, relative to where you run, or $C3EXP_DATA). For an offline run without any "
-        f"download, use data=shapes, which writes its own scenes in the VOC layout."
+        f"{name} not found: looked for {folder.resolve()} ({reason}). Either let torchvision download VOC {year} once "
+        f"on a machine with internet access (data.download=true{DOWNLOAD_SIZES.get(year, '')}), or copy the extracted "
+        f"'VOCdevkit' folder to a local directory and point data.root at the directory that contains it, e.g. "
+        f"`python -m c3exp task={task} data={example} data.root=/datasets` (the default is data.root=data, relative "
+        f"to where you run, or $C3EXP_DATA). For an offline run without any download, use data={offline}, which "
+        f"writes its own scenes in the VOC layout."
     )
 
 
 class RandomScale:
-    """Resize image (bilinear) and mask (nearest) by one factor drawn uniformly from `scale_range`.
-
-    DeepLab's scale augmentation is relative to each image; v2.RandomResize sets an absolute size.
-    The factor comes from torch's global RNG, as v2's own random transforms draw theirs.
-    """
+    """Resize image (bilinear) and mask (nearest) by one factor drawn uniformly from `scale_range` (global RNG):
+    DeepLab's scaling is relative to each image, where v2.RandomResize sets an absolute size."""
 
     def __init__(self, scale_range: tuple[float, float]):
         self.low, self.high = scale_range
@@ -103,11 +99,7 @@ def segmentation_transform(
     ignore_index: int = 255,
     pad_to_crop: bool = True,
 ) -> v2.Compose:
-    """(PIL image, Mask) -> (float image normalised, int64 mask); training adds scale, pad, crop and flip.
-
-    Padding happens on the uint8 image with the mean colour, which is 0 after normalisation, like
-    the evaluation batches' padding (`pad_collate`).
-    """
+    """Training adds scale, pad (the mean colour, 0 once normalised, as `pad_collate` pads), crop and flip."""
     steps: list = [v2.ToImage()]
     if train:
         mean_colour = [round(255 * m) for m in mean]
@@ -171,12 +163,8 @@ class CheckedSegmentation(Dataset):
 
 
 class VOCSegmentationDataModule(SplitsDataModule):
-    """PASCAL VOC segmentation (or any dataset in its layout under `root`/VOCdevkit/VOC<year>).
-
-    `train_split: train_aug` reads SBD's augmented list (SBDAugmentedVOC). `data.batch_size` is
-    the global batch, split over data-parallel processes. `seed` is kept for the config interface:
-    augmentation draws from the global RNG, which c3exp reseeds every epoch.
-    """
+    """PASCAL VOC segmentation (or its layout under `root`/VOCdevkit/VOC<year>); `train_split: train_aug` is SBD's list.
+    `seed` is kept for the config interface: augmentation draws from the global RNG, reseeded every epoch."""
 
     def __init__(
         self,
@@ -202,7 +190,7 @@ class VOCSegmentationDataModule(SplitsDataModule):
         seed: int = 0,
         check_masks: bool = True,
     ):
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers)
         year, scale_range = str(year), tuple(float(s) for s in scale_range)
         check(year in YEARS, "data.year", year, YEARS)
         check(isinstance(num_classes, int) and 1 <= num_classes <= 255, "data.num_classes", num_classes,
@@ -212,28 +200,18 @@ class VOCSegmentationDataModule(SplitsDataModule):
         check(isinstance(crop_size, int) and crop_size >= 1, "data.crop_size", crop_size, "an integer >= 1")
         check(len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1], "data.scale_range", list(scale_range),
               "[low, high] with 0 < low <= high")
-        check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
-        check(eval_batch_size is None or (isinstance(eval_batch_size, int) and eval_batch_size >= 1),
-              "data.eval_batch_size", eval_batch_size, "null (= data.batch_size) or an integer >= 1")
-        check(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
         check(len(mean) == 3, "data.mean", list(mean), "3 numbers, one per RGB channel")
         check(len(std) == 3 and min(std) > 0, "data.std", list(std), "3 positive numbers, one per RGB channel")
         self.name, self.root, self.year, self.download = name, Path(root).expanduser(), year, download
         self.num_classes, self.ignore_index, self.check_masks = num_classes, ignore_index, check_masks
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.crop_size, self.scale_range, self.hflip, self.augment = crop_size, scale_range, hflip, augment
-        self.pad_to_crop = pad_to_crop
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.seed = num_workers, seed
+        self.pad_to_crop, self.seed = pad_to_crop, seed
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         generic = [f"class{i}" for i in range(num_classes)]
         self.class_names = list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else generic
+        self.folder = voc_folder(self.root, self.year)
 
-    @property
-    def folder(self) -> Path:
-        return voc_folder(self.root, self.year)
-
-    # -- opening the lists ----------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Download (data.download=true) once, on one process; torchvision re-extracts 2 GB if asked again."""
         if self.download and not self.folder.is_dir():
@@ -262,12 +240,11 @@ class VOCSegmentationDataModule(SplitsDataModule):
         except FileNotFoundError as err:  # train_aug also opens torchvision's train.txt
             raise DataNotFoundError(f"{err.filename} does not exist (needed for data.{role}_split={split!r} "
                                     f"under data.root={self.root})") from None
-        for image, mask in zip(voc.images, voc.masks):
-            for path in (image, mask):
-                if not Path(path).is_file():
-                    raise DataNotFoundError(
-                        f"{self.folder / 'ImageSets' / 'Segmentation' / split}.txt names '{Path(path).stem}' but "
-                        f"{path} does not exist: fix the list or the files under data.root={self.root}")
+        for path in (*voc.images, *voc.masks):
+            if not Path(path).is_file():
+                raise DataNotFoundError(
+                    f"{self.folder / 'ImageSets' / 'Segmentation' / split}.txt names '{Path(path).stem}' but "
+                    f"{path} does not exist: fix the list or the files under data.root={self.root}")
         return voc
 
     def open_split(self, role: str) -> CheckedSegmentation:

@@ -1,92 +1,74 @@
-"""Network builders and `build_model(cfg)`, the one entry point the training code uses."""
+"""Network builders and `build_model(cfg)`; a backbone of one's own is a model config's `_target_` taking
+`num_classes`, `attn` (a plain dict or None) and optionally `input_size`, and returning a `ResNet`."""
 from __future__ import annotations
 
 import copy as copy_module
 import inspect
 from typing import Any
 
-import hydra.utils
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from c3exp.attention import sized_by_map
-from c3exp.config import instantiate_reporting_user_errors
-from c3exp.errors import ConfigError, check_keywords
-from c3exp.models.base import ResNet
+from c3exp.attention import block_of, imported, sized_by_map
+from c3exp.errors import ConfigError, check, check_keywords
+from c3exp.models.base import ResNet, classifier_head
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
 from c3exp.models.detection import StagePyramid, faster_rcnn
 from c3exp.models.heads import HEADS, create_head
-from c3exp.models.placement import INPUT_SIZE_KEYS, PLACEMENTS, AttentionPlan, check_blocks_fit_maps
+from c3exp.models.placement import INPUT_SIZE_KEYS, PLACEMENTS, AttentionPlan, check_blocks_fit_maps, placement_plan
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
 from c3exp.models.torchvision_net import torchvision_net
 from c3exp.models.torchvision_resnet import torchvision_resnet
 from c3exp.utils.complexity import data_input_shape
 
 __all__ = [
-    "HEADS",
-    "PLACEMENTS",
-    "AttentionPlan",
-    "ResNet",
-    "SegmentationNet",
-    "StagePyramid",
-    "build_model",
-    "cifar_resnet",
-    "create_head",
-    "faster_rcnn",
-    "segmentation_net",
-    "torchvision_net",
-    "torchvision_resnet",
-    "wide_resnet",
-    "without_pretrained",
+    "HEADS", "PLACEMENTS", "AttentionPlan", "ResNet", "SegmentationNet", "StagePyramid", "build_model", "cifar_resnet",
+    "classifier_head", "create_head", "faster_rcnn", "placement_plan", "segmentation_net", "torchvision_net",
+    "torchvision_resnet", "wide_resnet", "without_pretrained",
 ]
 
 # come from cfg.data and cfg.attn, not from the model group (input_size only to builders that take it)
 SUPPLIED = ("num_classes", "attn", "input_size")
-# How the network runs, not what it is: channels_last is applied here, compile by the training
-# module (ClassificationModule.configure_model) and the benchmark, so that parameter names,
-# checkpoints and complexity counts stay those of the plain network.
+# How the network runs, not what it is: compile is applied later, so names, checkpoints and counts stay the plain net's.
 SPEED_KEYS = ("channels_last", "compile")
+BUILDER_HINT = "a builder taking num_classes and attn that returns a c3exp.models.ResNet, such as c3exp.models.cifar_resnet"
 
 
 def build_model(cfg: DictConfig) -> nn.Module:
-    """Instantiate cfg.model with num_classes = cfg.data.num_classes, the attn group as a plain dict and,
-    for builders that take it, input_size = the data's input side (C3 blocks sized by the maps it gives)."""
+    """cfg.model's builder with cfg.data.num_classes, the attn group as a plain dict and, if taken, input_size."""
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     model_cfg.pop("name", None)
     speed = speed_options(model_cfg)
-    _check_model_keys(model_cfg)
+    builder = _checked_builder(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
-    supplied = {"num_classes": cfg.data.num_classes, "attn": attn, **_input_size(model_cfg["_target_"], cfg.data)}
-    if attn is not None and sized_by_map(attn.get("name", "none")):
-        # Block sizes are checked against the maps on a meta-device copy first: an oversized block's
-        # MLPs (A^2/r weights for A = H*W positions) are never allocated. Meta tensors draw no random
-        # numbers, so the real network below is the one a seed always gave.
+    supplied = {"num_classes": cfg.data.num_classes, "attn": attn, **_input_size(builder, cfg.data)}
+    if attn is not None and sized_by_map(block_of(attn)):
+        # On the meta device an oversized block's A^2/r weights are never allocated, and no random numbers are drawn.
         with torch.device("meta"):
-            probe = instantiate_reporting_user_errors(_without_weights(model_cfg), **supplied, _convert_="all")
+            probe = instantiate(_without_weights(model_cfg), _partial_=True, _convert_="all")(**supplied)
         check_blocks_fit_maps(probe, cfg.data, (attn.get("options") or {}).get("spatial_sizes"))
-    net = instantiate_reporting_user_errors(model_cfg, **supplied, _convert_="all")
+    # partial: the attn dict goes to the builder as data (its `_target_` is the block's, built per insertion point)
+    net = instantiate(model_cfg, _partial_=True, _convert_="all")(**supplied)
+    check(isinstance(net, ResNet), "model._target_", model_cfg["_target_"], BUILDER_HINT)
     return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
 
 
-def _input_size(target: str, data: Any) -> dict[str, int]:
-    """{"input_size": the data's training input side} for builders that size attention by it, when the data sets one."""
-    takes_it = "input_size" in inspect.signature(hydra.utils.get_method(target)).parameters
+def _input_size(builder: Any, data: Any) -> dict[str, int]:
+    """{"input_size": the data's training input side} for builders that take it, when the data sets one."""
+    takes_it = "input_size" in inspect.signature(builder).parameters
     known = any(data.get(key) for key in INPUT_SIZE_KEYS)
     return {"input_size": data_input_shape(data)[-1]} if takes_it and known else {}
 
 
 def _without_weights(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """model_cfg without pretrained weights to load (model.weights null), for a network that only gets measured."""
+    """model_cfg with model.weights null, for a network that only gets measured."""
     return {**model_cfg, "weights": None} if model_cfg.get("weights") is not None else model_cfg
 
 
 def without_pretrained(cfg: DictConfig) -> DictConfig:
-    """cfg, or a copy whose network starts from c3exp's own init where model.weights names pretrained ones.
-
-    For networks whose weights a checkpoint is about to replace (resume, eval): no download, and an
-    offline machine can still resume or evaluate a run that started from ImageNet weights.
-    """
+    """cfg with model.weights null, for a checkpoint to replace the weights: an offline machine can resume or eval."""
     if OmegaConf.select(cfg, "model.weights") is None:
         return cfg
     copy = copy_module.deepcopy(cfg)
@@ -104,10 +86,14 @@ def speed_options(model_cfg: dict[str, Any]) -> dict[str, bool]:
     return options
 
 
-def _check_model_keys(model_cfg: dict[str, Any]) -> None:
-    """Unknown keys in the model group are user errors, named as config keys."""
+def _checked_builder(model_cfg: dict[str, Any]) -> Any:
+    """The model group's builder, checked to take num_classes, attn and the group's other keys."""
+
     target = model_cfg.get("_target_")
-    if target is None:
-        raise ConfigError("model._target_", None, "a builder such as c3exp.models.cifar_resnet")
+    check(target is not None, "model._target_", target, BUILDER_HINT)
+    builder = imported(target, "model._target_")
+    parameters = inspect.signature(builder).parameters if callable(builder) else {}
+    check("num_classes" in parameters and "attn" in parameters, "model._target_", target, BUILDER_HINT)
     settings = {key: value for key, value in model_cfg.items() if key != "_target_"}
-    check_keywords(settings, hydra.utils.get_method(target), "model.", f"a setting of {target}", supplied=SUPPLIED)
+    check_keywords(settings, builder, "model.", f"a setting of {target}", supplied=SUPPLIED)
+    return builder

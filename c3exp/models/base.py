@@ -1,4 +1,4 @@
-"""The interface every network shares: stem -> stages -> head, plus torchvision's initialisation."""
+"""The container every network is, c3exp's and one's own backbones alike: stem -> stages -> head; torchvision's init."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,12 +8,7 @@ from torch import nn
 
 
 class ResNet(nn.Module):
-    """stem, one module per stage, head: what the training, summary and analysis code rely on.
-
-    `stage_outputs` returns every stage's map and `forward_features` the last one, before pooling
-    (for channel statistics and CAMs);
-    `forward` is exactly head(forward_features(x)), so parts can be measured one by one.
-    """
+    """stem, stages, head: the heads of other tasks, the analysis and the size checks read the stages."""
 
     def __init__(self, stem: nn.Module, stages: Iterable[nn.Module], head: nn.Module):
         super().__init__()
@@ -23,7 +18,7 @@ class ResNet(nn.Module):
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
-        """Every stage's output channels, in order: what a head on `stage_outputs` is built for."""
+        """What a head on `stage_outputs` is built for."""
         return tuple(stage_out_channels(stage) for stage in self.stages)
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -43,18 +38,13 @@ class ResNet(nn.Module):
 
 
 def attention_modules(net: nn.Module) -> set[nn.Module]:
-    """Every module inside an attention block (SE, CBAM, C3) of `net`: the blocks mark themselves `is_attention`."""
+    """Every module inside an attention block of `net` (blocks mark themselves `is_attention`)."""
     gates = [module for module in net.modules() if getattr(module, "is_attention", False)]
     return {inner for gate in gates for inner in gate.modules()}
 
 
 def stage_out_channels(stage: nn.Module) -> int:
-    """The output channels of a stage of residual blocks: those of its last convolution outside attention.
-
-    In a residual block the main path's last convolution and the projection shortcut both produce
-    the block's output channels, whichever comes last in module order; attention modules (CBAM's
-    2 -> 1 spatial convolution) keep the channel count and are skipped.
-    """
+    """Those of its last convolution outside attention (CBAM's 2 -> 1 convolution is not the stage's)."""
     attention = attention_modules(stage)
     convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d) and m not in attention]
     if not convs:
@@ -67,17 +57,12 @@ NUM_CLASSES_HINT = "a positive integer (imagefolder counts the class folders und
 
 
 def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
-    """Global average pool, flatten, linear."""
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
 
 def init_weights(model: nn.Module) -> None:
-    """torchvision's scheme: Kaiming-normal convs (fan_out, ReLU), BN weight 1 and bias 0.
+    """torchvision's scheme; attention blocks' own `reset_parameters` (identity starts) run afterwards."""
 
-    Attention blocks with an initialisation of their own (a `reset_parameters` method: the non-local
-    block's zero BN scale, GC's zero last layer, which make them start as the identity) get it back
-    afterwards.
-    """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -37,7 +37,7 @@ class ZeroPadShortcut(nn.Module):
 
 
 def make_shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
-    """Identity where the shape is kept; otherwise a 1x1 conv + BN projection (the paper's counts) or option A."""
+    """Identity where the shape is kept; else a 1x1 conv + BN projection (the paper's counts) or option A."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
     if kind == "zero_pad":
@@ -73,7 +73,6 @@ class BasicBlock(nn.Module):
 def make_stage(
     index: int, in_channels: int, out_channels: int, blocks: int, stride: int, shortcut: str, plan: AttentionPlan
 ) -> nn.Sequential:
-    """`blocks` BasicBlocks, the first one changing the shape; stage-input attention goes first."""
     layers: list[nn.Module] = []
     entry = plan.at_stage_input(index, in_channels)
     if entry is not None:
@@ -93,12 +92,7 @@ def cifar_resnet(
     shortcut: str = "projection",
     input_size: int | None = None,
 ) -> ResNet:
-    """ResNet-`depth` for 32x32 inputs, depth = 6k + 2 (k blocks per stage), stage widths 16/32/64 x width.
-
-    The stem keeps 16 channels whatever the width, as Wide-ResNets do, so width=10 and depth 20 is
-    the paper's Wide-ResNet. attn.at names c3exp's own modules (stages.1.0.bn2); `input_size` (32 when
-    unknown) sizes its C3 blocks.
-    """
+    """ResNet-`depth` (6k + 2) for 32x32 inputs, widths 16/32/64 x width; the stem keeps 16 channels, as WRNs do."""
     check(is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
     return _cifar_network(num_classes, attn, (depth - 2) // 6, width, shortcut, input_size)
 
@@ -111,11 +105,8 @@ def wide_resnet(
     shortcut: str = "projection",
     input_size: int | None = None,
 ) -> ResNet:
-    """The paper's post-activation Wide-ResNet, named like WRNs: depth = 6k + 4 (22 -> k = 3, 28 -> k = 4).
+    """The paper's Wide-ResNet: cifar_resnet(depth - 2), as WRN naming counts the two projection shortcuts as layers."""
 
-    Same network as cifar_resnet(depth - 2, width): WRN naming counts the two projection shortcut
-    convolutions of stages 2 and 3 as layers.
-    """
     check(is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
     return _cifar_network(num_classes, attn, (depth - 4) // 6, width, shortcut, input_size)
 

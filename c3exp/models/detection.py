@@ -1,26 +1,22 @@
-"""Faster R-CNN on c3exp's ResNets: a feature pyramid over the backbone's stage outputs.
-
-torchvision's detector, anchors, RoI pooling and heads, unchanged; what c3exp adds is the backbone
-side: any c3exp ResNet (with any attention and placement) feeds its stage outputs to an FPN, one
-anchor size per pyramid level, and, for pretrained backbones, torchvision's frozen BN and trainable
-stages. Attention blocks, new to a pretrained network, always train and keep their own BN.
-"""
+"""Faster R-CNN (torchvision's) over an FPN on c3exp's backbone stages; attention blocks, new to a pretrained
+network, always train and keep their own BN even where the backbone's is frozen."""
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from c3exp.errors import check, check_keywords, is_int
 from c3exp.models.base import ResNet, attention_modules
+from c3exp.utils.complexity import meta_call, meta_input
 from c3exp.utils.modes import evaluating
 
 # FasterRCNN settings the builder supplies itself; every other keyword of FasterRCNN is a task.detector option
@@ -29,29 +25,25 @@ SUPPLIED = ("backbone", "num_classes", "min_size", "max_size", "image_mean", "im
 STRIDE_PROBE = 256  # the input side the pyramid's strides are measured on (divisible by every level's stride)
 
 
-class StagePyramid(nn.Module):
-    """Backbone stages -> FPN maps "0".."n-1" (finest first) and "pool": what torchvision's detectors take.
-
-    The backbone's classifier is dropped (no loss reaches it). `out_channels` is every level's width.
-    """
+class StagePyramid(BackboneWithFPN):
+    """torchvision's FPN over `backbone`'s `stages`: maps "0".."n-1", finest first, and "pool"."""
 
     def __init__(self, backbone: ResNet, stages: Sequence[int], out_channels: int):
-        super().__init__()
-        self.body = ResNet(backbone.stem, backbone.stages, nn.Identity())
-        self.stages = tuple(stages)
-        channels = [backbone.stage_channels[i] for i in self.stages]
-        self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelMaxPool())
-        self.out_channels = out_channels
+        parts = OrderedDict([("stem", backbone.stem), *((f"stage{i}", stage) for i, stage in enumerate(backbone.stages))])
+        super().__init__(nn.Sequential(parts), {f"stage{i}": str(level) for level, i in enumerate(stages)},
+                         [backbone.stage_channels[i] for i in stages], out_channels, extra_blocks=LastLevelMaxPool())
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        outputs = self.body.stage_outputs(x)
-        return self.fpn(OrderedDict((str(level), outputs[i]) for level, i in enumerate(self.stages)))
+    def train(self, mode: bool = True) -> StagePyramid:
+        """Train mode, but BN frozen by freeze_batch_norm keeps normalising with its pretrained statistics."""
+        super().train(mode)
+        keep_frozen_in_eval(self)
+        return self
 
     def strides(self) -> list[int]:
-        """Each pyramid level's stride, measured on one probe image (dilated backbones keep theirs)."""
-        probe = torch.zeros(1, 3, STRIDE_PROBE, STRIDE_PROBE, device=next(self.parameters()).device)
-        with evaluating(self), torch.no_grad():
-            return [STRIDE_PROBE // level.shape[-1] for level in self(probe).values()]
+        """Each pyramid level's stride, measured on the shapes of a probe image (dilated backbones keep theirs)."""
+        with evaluating(self):
+            levels = meta_call(self, meta_input(self, (1, 3, STRIDE_PROBE, STRIDE_PROBE)))
+        return [STRIDE_PROBE // level.shape[-1] for level in levels.values()]
 
 
 def faster_rcnn(
@@ -70,14 +62,7 @@ def faster_rcnn(
     frozen_bn: bool = False,
     detector: Mapping[str, Any] | None = None,
 ) -> FasterRCNN:
-    """torchvision's FasterRCNN over an FPN on `backbone`'s `stages` (default: all of them).
-
-    `anchor_sizes`: one per pyramid level, the extra "pool" level included; null: 8 x each level's
-    stride (torchvision's 32..512 for a ResNet-50). `trainable_stages`: how many of the last stages
-    train (the stem counts as one more, as torchvision's trainable_layers); null: all. `frozen_bn`:
-    the backbone's BatchNorm layers become FrozenBatchNorm2d (torchvision's detection backbones).
-    `detector`: other FasterRCNN keywords (rpn_batch_size_per_image, box_detections_per_img, ...).
-    """
+    """torchvision's FasterRCNN; anchor_sizes null: 8 x each level's stride (torchvision's 32..512 on a ResNet-50)."""
     check(is_int(num_classes) and num_classes >= 2, "data.num_classes", num_classes,
           "an integer >= 2: the object classes plus the background")
     depth = len(backbone.stages)
@@ -128,21 +113,17 @@ def freeze_stages(backbone: ResNet, trainable_stages: int | None) -> None:
 
 
 def freeze_batch_norm(net: nn.Module) -> None:
-    """Replace every BatchNorm2d outside attention blocks by a FrozenBatchNorm2d with its statistics and affine."""
+    """Freeze BN outside attention in place: replacing it (FrozenBatchNorm2d) would drop the attention hooks."""
+
+
     keep = attention_modules(net)
-    for parent in list(net.modules()):
-        if parent in keep:
-            continue
-        for name, child in parent.named_children():
-            if isinstance(child, nn.BatchNorm2d):
-                setattr(parent, name, _frozen(child))
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d) and module not in keep:
+            module.requires_grad_(False).eval()
+            module.frozen = True  # StagePyramid.train keeps it in eval mode
 
 
-def _frozen(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
-    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
-    with torch.no_grad():
-        frozen.weight.copy_(bn.weight)
-        frozen.bias.copy_(bn.bias)
-        frozen.running_mean.copy_(bn.running_mean)
-        frozen.running_var.copy_(bn.running_var)
-    return frozen.to(bn.weight.device)
+def keep_frozen_in_eval(net: nn.Module) -> None:
+    for module in net.modules():
+        if getattr(module, "frozen", False):
+            module.eval()

@@ -1,41 +1,31 @@
 """Where attention modules go in a network, read from the `attn` config group."""
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from c3exp.attention import ATTENTION_NAMES, create_attn
+from c3exp.attention import block_factory, block_of, create_attn
 from c3exp.attention.c3 import is_spatial_size
 from c3exp.errors import ConfigError, check, is_int
-from c3exp.utils.complexity import data_input_shape
+from c3exp.utils.complexity import data_input_shape, meta_call, meta_input
 from c3exp.utils.modes import evaluating
 
 PLACEMENTS = ("every_block", "first_block", "every_other_block", "stage_input")
-ATTN_KEYS = ("name", "placement", "stages", "options", "at")  # at: module paths (attention_at), null when absent
+ATTN_KEYS = ("_target_", "name", "placement", "stages", "options", "at")  # at: module paths (attention_at), null when absent
 
 Size = tuple[int, int]
 
 
 @dataclass(frozen=True)
 class AttentionPlan:
-    """The attention name, its placement, the stages that get it, its options and its block sizes.
+    """The attn config read for a network. every_block: after each block's last BN, before the add;
+    every_other_block: the non-local paper's; stage_input: C3's official code (S + 1: after the last stage)."""
 
-    every_block: after the last BN of every residual block, before the add (SE and CBAM default);
-    first_block: the same in the first block of each stage only;
-    every_other_block: the same in blocks 1, 3, 5, ... of each stage (the non-local paper's 5 blocks);
-    stage_input: one module before each stage (the C3 default, as the official training code does),
-    and, when `stages` names location S + 1, one after the last stage (the C3 ablations' location 4).
-    `stages` holds 0-based stage indices (None: every stage); `spatial_sizes` the user's block size
-    per stage, else the model's defaults, else () when every insertion point passes its own size.
-    """
-
-    name: str = "none"
+    block: str | None = None
     placement: str = "every_block"
     options: Mapping[str, Any] = field(default_factory=dict)
     spatial_sizes: tuple[Size, ...] = ()
@@ -46,17 +36,13 @@ class AttentionPlan:
     def from_config(
         cls, attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size] | None, num_stages: int | None = None
     ) -> AttentionPlan:
-        """Validate `attn` (keys name, placement, stages, options); options.spatial_sizes null -> the model's own.
-
-        `num_stages` defaults to the number of default sizes; a model without default sizes passes
-        it and gives every insertion point its own size.
-        """
+        """Validate `attn`; a model without default sizes passes `num_stages`."""
         attn = dict(attn or {})
         for key in attn:
             check(key in ATTN_KEYS, f"attn.{key}", attn[key], f"a key of the attn group: {', '.join(ATTN_KEYS)}")
-        name = attn.get("name", "none")
+        block = block_of(attn)
+        block_factory(block)  # a block that cannot be built is named here, before any network is
         placement = attn.get("placement", "every_block")
-        check(name in ATTENTION_NAMES, "attn.name", name, ATTENTION_NAMES)
         check(placement in PLACEMENTS, "attn.placement", placement, PLACEMENTS)
         num_stages = len(default_spatial_sizes or ()) if num_stages is None else num_stages
         stages = _stage_indices(attn.get("stages"), num_stages, placement == "stage_input")
@@ -64,10 +50,9 @@ class AttentionPlan:
         sizes = options.pop("spatial_sizes", None)
         locations = num_stages + (stages is not None and num_stages in stages)
         spatial_sizes = _stage_sizes(sizes, default_spatial_sizes, num_stages, locations)
-        return cls(name, placement, options, spatial_sizes, stages, sizes is not None)
+        return cls(block, placement, options, spatial_sizes, stages, sizes is not None)
 
     def in_block(self, stage: int, block: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
-        """The module for block `block` of stage `stage` (after its last BN), or None."""
         wanted = {
             "every_block": True,
             "first_block": block == 0,
@@ -77,12 +62,11 @@ class AttentionPlan:
         return self._create(stage, channels, spatial_size) if wanted and self._selects(stage) else None
 
     def at_stage_input(self, stage: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
-        """The module that runs before stage `stage`, or None."""
         wanted = self.placement == "stage_input" and self._selects(stage)
         return self._create(stage, channels, spatial_size) if wanted else None
 
     def after_last_stage(self, num_stages: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
-        """The module after the last of `num_stages` stages (location S + 1, only when attn.stages names it), or None."""
+        """The module after the last stage (location S + 1, only when attn.stages names it), or None."""
         wanted = self.placement == "stage_input" and self.stages is not None and num_stages in self.stages
         return self._create(num_stages, channels, spatial_size) if wanted else None
 
@@ -92,7 +76,7 @@ class AttentionPlan:
     def _create(self, stage: int, channels: int, spatial_size: Size | None) -> nn.Module | None:
         if self.user_sizes or spatial_size is None:
             spatial_size = self.spatial_sizes[min(stage, len(self.spatial_sizes) - 1)] if self.spatial_sizes else None
-        return create_attn(self.name, channels, spatial_size, **self.options)
+        return create_attn(self.block, channels, spatial_size, **self.options)
 
 
 def _stage_indices(stages: Any, num_stages: int, after_last: bool) -> frozenset[int] | None:
@@ -118,7 +102,7 @@ def _stage_indices(stages: Any, num_stages: int, after_last: bool) -> frozenset[
 def _stage_sizes(
     sizes: Sequence[Sequence[int]] | None, default: Sequence[Size] | None, num_stages: int, locations: int
 ) -> tuple[Size, ...]:
-    """The user's [H, W] per stage (one more for location S + 1 is allowed), else the model's defaults."""
+    """The user's [H, W] per stage (one more for location S + 1), else the model's defaults."""
     if sizes is None:
         return tuple(default or ())
     counts = sorted({num_stages, locations})
@@ -138,16 +122,7 @@ INPUT_SIZE_KEYS = ("crop_size", "min_size", "image_size")
 
 
 def check_blocks_fit_maps(net: nn.Module, data: Any, spatial_sizes: Sequence[Sequence[int]] | None) -> None:
-    """Every block of a map-sized attention (C3) no larger, in height and in width, than the map it runs on.
-
-    C3 runs on any map (nearest-resized to its block), but its MLPs are sized by the block: a block
-    larger than its map only upsamples it, for up to (block/map)^4 times the weights (64x64 blocks on
-    32 px CIFAR inputs: 25.5M parameters instead of 0.34M). The maps are those of the data's input
-    size (`data_input_shape`, as the complexity counts use), measured by one forward of shape-only
-    tensors through `net` (placements, strides and dilations all count), the blocks stood in by
-    identities. `net` may be on the meta device; `spatial_sizes` is the attn.options value (null:
-    the model's defaults), named in the error.
-    """
+    """No map-sized block (C3) larger than its map: it would only upsample it, for up to (block/map)^4 the weights."""
     blocks = {
         block: stage
         for stage, modules in enumerate(getattr(net, "stages", ()))
@@ -178,11 +153,7 @@ def check_blocks_fit_maps(net: nn.Module, data: Any, spatial_sizes: Sequence[Seq
 
 
 def block_map_sizes(net: nn.Module, blocks: Iterable[nn.Module], input_shape: tuple[int, ...]) -> dict[nn.Module, Size]:
-    """The smallest (height, width) each of `blocks` receives in one eval forward of `net` (blocks that run).
-
-    The blocks are stood in by identities for the forward (they keep the shape): the probe measures
-    the maps, it does not run the blocks.
-    """
+    """The smallest (H, W) each of `blocks` receives in one eval forward of `net`, the blocks stood in by identities."""
     seen: dict[nn.Module, Size] = {}
 
     def stand_in(block: nn.Module):
@@ -206,19 +177,9 @@ def block_map_sizes(net: nn.Module, blocks: Iterable[nn.Module], input_shape: tu
 
 
 def shape_only_forward(net: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """One eval forward of an input of `input_shape` through `net`, on meta stand-ins of its weights.
-
-    Only shapes propagate: nothing is computed or allocated and no random number is drawn, whatever
-    device `net` is on (hooks and stand-in forwards read the maps).
-    """
-    stand_ins = {
-        name: torch.empty_like(tensor, device="meta")
-        for name, tensor in itertools.chain(net.named_parameters(), net.named_buffers())
-    }
-    reference = next(net.parameters(), None)
-    dtype = torch.get_default_dtype() if reference is None else reference.dtype
+    """One eval forward on meta stand-ins of `net`'s weights: hooks read the maps, nothing is allocated or drawn."""
     with evaluating(net):
-        functional_call(net, stand_ins, (torch.empty(input_shape, device="meta", dtype=dtype),))
+        meta_call(net, meta_input(net, input_shape))
 
 
 # -- Blocks sized at their insertion points, and attention at module paths (attn.at) ---------------------------
@@ -228,29 +189,17 @@ Shape = tuple[int, int, int]  # a feature map's channels, height, width
 
 
 def block_side(map_side: int) -> int:
-    """C3's block side on a map side: the largest power of two strictly below it, at most 16 (1 for a 1 px side).
-
-    It gives the official blocks on CIFAR's stage inputs (32, 32, 16 -> 16, 16, 8) and 16, 16, 16, 8 on
-    the 56, 56, 28, 14 px stage inputs of torchvision's ResNets at 224 px, where full-size blocks
-    (A = 56 x 56) would hold about 9.8M parameters each.
-    """
+    """The largest power of two below the map side, at most 16: CIFAR's official blocks; 56 x 56 would be 9.8M each."""
     return 1 if map_side <= 1 else min(MAX_BLOCK_SIDE, 1 << ((map_side - 1).bit_length() - 1))
 
 
 def block_size(map_shape: Sequence[int]) -> Size:
-    """block_side of a map's height and width (the last two entries of its shape)."""
     return block_side(map_shape[-2]), block_side(map_shape[-1])
 
 
 @dataclass(frozen=True)
 class FeatureMaps:
-    """The (C, H, W) map each module of a network receives and returns in one forward at one input size.
-
-    Measured on the plain network, before attention goes in, so that every insertion point sizes its
-    block by its own map. Shape-only, like `stage_map_sizes`: nothing is computed or allocated and no
-    random number is drawn, so a seed gives the weights it gave before. Modules are keyed by identity;
-    `names` holds the network's own module paths (what print(net) shows).
-    """
+    """The (C, H, W) map each module receives and returns, measured shape-only on the plain network (nothing drawn)."""
 
     names: Mapping[str, nn.Module]
     inputs: Mapping[nn.Module, Shape]
@@ -259,7 +208,6 @@ class FeatureMaps:
 
     @classmethod
     def measure(cls, net: nn.Module, input_size: int) -> FeatureMaps:
-        """One eval forward of a 1 x 3 x input_size x input_size image through `net` on meta stand-ins."""
         inputs: dict[nn.Module, Shape] = {}
         outputs: dict[nn.Module, Shape] = {}
         calls: dict[nn.Module, int] = {}
@@ -284,11 +232,9 @@ class FeatureMaps:
         return cls(names, inputs, outputs, calls)
 
     def block_before(self, module: nn.Module) -> Size:
-        """The block size for the map `module` receives."""
         return block_size(self.inputs[module])
 
     def block_after(self, module: nn.Module) -> Size:
-        """The block size for the map `module` returns."""
         return block_size(self.outputs[module])
 
 
@@ -299,20 +245,14 @@ def _is_map(value: Any) -> bool:
 def placement_plan(
     attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size] | None, num_stages: int | None = None
 ) -> AttentionPlan:
-    """AttentionPlan.from_config, or a plan that places nothing where attn.at names the modules (see `attention_at`)."""
+    """AttentionPlan.from_config, or a plan that places nothing where attn.at names the modules."""
     if (attn or {}).get("at") is None:
         return AttentionPlan.from_config(attn, default_spatial_sizes, num_stages)
     return AttentionPlan()
 
 
 def attention_at(model: nn.Module, attn: Mapping[str, Any] | None, maps: FeatureMaps) -> None:
-    """attn.at: attention right after each named module, which `model` then holds as Sequential(module, attention).
-
-    The paths are the module names of the network `maps` measured (torchvision's own for its models); the
-    placement and stages are ignored. Each block is sized by its module's output map (`block_size`), or
-    by attn.options.spatial_sizes given one [H, W] per path. Valid paths name modules that are part of
-    `model`, run once per forward and return a feature map.
-    """
+    """attn.at: attention after each named module (run once, returning a map), held as Sequential(module, attention)."""
     attn = dict(attn or {})
     paths = attn.get("at")
     if paths is None:
@@ -339,14 +279,13 @@ def attention_at(model: nn.Module, attn: Mapping[str, Any] | None, maps: Feature
     for index, path in enumerate(paths):
         module = maps.names[path]
         size = tuple(sizes[index]) if sizes is not None else maps.block_after(module)
-        block = create_attn(plan.name, maps.outputs[module][0], size, **plan.options)
+        block = create_attn(plan.block, maps.outputs[module][0], size, **plan.options)
         if block is not None:
             blocks[module] = block
     insert_after(model, blocks)
 
 
 def insert_after(model: nn.Module, blocks: Mapping[nn.Module, nn.Module]) -> None:
-    """Wherever `model` holds a key of `blocks`, hold Sequential(that module, its attention) instead."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if child in blocks:

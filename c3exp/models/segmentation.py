@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from c3exp.errors import check
@@ -14,11 +15,7 @@ from c3exp.models.heads import create_aux_head, create_head
 
 
 class SegmentationNet(nn.Module):
-    """backbone stages -> head (-> aux head on the stage before), returning torchvision's {"out", "aux"} dict.
-
-    The backbone's classifier is not kept: parameters no loss reaches make DDP fail (or need
-    find_unused_parameters). Logits are upsampled bilinearly to the input size, as torchvision does.
-    """
+    """torchvision's {"out", "aux"} at input size; the backbone's classifier goes (unused parameters make DDP fail)."""
 
     def __init__(self, backbone: ResNet, head: nn.Module, aux_head: nn.Module | None = None):
         super().__init__()
@@ -31,7 +28,7 @@ class SegmentationNet(nn.Module):
         return self.backbone.stage_channels
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The backbone's stage maps (channel statistics and CAMs read them as for classification)."""
+        """Channel statistics and CAMs read them as for classification."""
         return self.backbone.stage_outputs(x)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -46,13 +43,15 @@ class SegmentationNet(nn.Module):
 def segmentation_net(
     backbone: ResNet,
     num_classes: int,
-    head: str = "deeplabv2",
+    head: str | Mapping[str, Any] = "deeplabv2",
     aux_loss: bool = False,
     head_options: Mapping[str, Any] | None = None,
 ) -> SegmentationNet:
     """`head` on the backbone's last stage and, with `aux_loss`, an FCN head on the one before."""
+
     check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     check(isinstance(aux_loss, bool), "task.aux_loss", aux_loss, "true or false")
+    head = OmegaConf.to_container(head, resolve=True) if isinstance(head, DictConfig) else head
     channels = backbone.stage_channels
     main = create_head(head, channels[-1], num_classes, **dict(head_options or {}))
     aux = create_aux_head(channels[-2], num_classes) if aux_loss else None

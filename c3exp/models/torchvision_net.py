@@ -1,60 +1,54 @@
-"""torchvision's MobileNetV2 and VGG-BN classifiers as c3exp networks: stem / stages / head, with attention.
-
-Each family says how torchvision's `features` split into a stem and stages and where its blocks end
-(the points block attention goes after); the rest is shared: attention placed by the attn group (or
-at torchvision's module paths, attn.at), C3 sized by the map at each point, torchvision's weights.
-"""
+"""torchvision's classifiers as stem / stages / head with attention added after their weights, replacing no module."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision import models
 
 from c3exp.errors import check
-from c3exp.models.base import NUM_CLASSES_HINT, ResNet, init_weights
-from c3exp.models.placement import FeatureMaps, attention_at, insert_after, placement_plan
-from c3exp.models.pretrained import load_torchvision_weights, module_names
-from c3exp.models.torchvision_resnet import IMAGENET_INPUT_SIZE
+from c3exp.models.base import NUM_CLASSES_HINT, ResNet, classifier_head, init_weights
+from c3exp.models.placement import FeatureMaps, attention_at, placement_plan
+from c3exp.models.pretrained import load_torchvision_weights
+
+# torchvision's classifiers' input side: C3's blocks are sized for it when the data does not say.
+IMAGENET_INPUT_SIZE = 224
 
 
 @dataclass
 class Layout:
-    """A torchvision network cut into c3exp's parts; `points[s]` are stage s's block ends, in order."""
+    """torchvision's modules as c3exp's parts; points[s]: (block, module) per block end, None for a stage's own end."""
 
     stem: nn.Module
     stages: list[list[nn.Module]]
-    points: list[list[nn.Module]]
+    points: list[list[tuple[nn.Module | None, nn.Module]]]
     head: nn.Module
 
 
 def mobilenet_layout(net: models.MobileNetV2) -> Layout:
-    """Stem: the first conv; a stage starts at each stride-2 inverted residual (output strides 2 to 32), the
-    final 1x1 conv (1280 channels) closes the last. Block ends: each inverted residual's last BN, i.e. before
-    its residual add where it has one."""
+    """A stage starts at each stride-2 inverted residual; the final 1x1 conv closes the last; block ends: last BNs."""
     stem, *blocks, last = net.features
     stages: list[list[nn.Module]] = []
     for block in blocks:
         if not stages or block.stride > 1:
             stages.append([])
         stages[-1].append(block)
-    points = [[block.conv[-1] for block in stage] for stage in stages]
+    points = [[(block, block.conv[-1]) for block in stage] for stage in stages]
     stages[-1].append(last)
-    # torchvision's forward pools and flattens functionally: the same operations as modules. Every head
-    # ends with its linear layer (head[-1]), as the ResNets' do.
     return Layout(stem, stages, points, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), *net.classifier))
 
 
 def vgg_layout(net: models.VGG) -> Layout:
-    """Stem: the first conv-BN-ReLU (so stage-input attention never sees the RGB image); stages: the conv groups,
-    each ending with its max-pool. One block end per stage: its last ReLU, before the pool."""
+    """Stem: the first conv-BN-ReLU (stage-input attention never sees RGB); stages: the conv groups with their pools."""
     features = list(net.features)
     pools = [index for index, module in enumerate(features) if isinstance(module, nn.MaxPool2d)]
     starts = [3, *(pool + 1 for pool in pools[:-1])]
     stages = [features[start : pool + 1] for start, pool in zip(starts, pools)]
-    return Layout(nn.Sequential(*features[:3]), stages, [[stage[-2]] for stage in stages],
+    return Layout(nn.Sequential(*features[:3]), stages, [[(None, stage[-2])] for stage in stages],
                   nn.Sequential(net.avgpool, nn.Flatten(), *net.classifier))
 
 
@@ -74,31 +68,39 @@ def torchvision_net(
     weights: str | None = None,
     input_size: int | None = None,
 ) -> ResNet:
-    """torchvision.models.<arch>(num_classes=...) as stem / stages / head, with attention.
-
-    Block attention goes after each block end (see the layouts; for VGG every_block, first_block and
-    every_other_block all mean the one end per stage), stage-input attention first in its stage, and
-    after_last_stage's module last in the last stage; attn.at puts it after torchvision's modules by
-    name (features.13.conv.3). C3's blocks are sized by the map at each point for `input_size` px inputs
-    (224 when unknown) unless attn.options.spatial_sizes sets one per stage.
-
-    The network keeps torchvision's own initialisation (N(0, 0.01) linear layers, which c3exp's ResNet
-    scheme leaves alone anyway): attn=none gives torchvision's weights for the same seed. Attention
-    modules get c3exp's scheme, as in every other network. `weights` ("imagenet" or a state dict
-    file) is loaded last.
-    """
+    """torchvision's <arch> with attention; VGG below 224 px without weights gets a pooled linear head, as its
+    224-px one (120M parameters) would only repeat a 1x1 map 49 times."""
     check(arch in ARCHS, "model.arch", arch, ARCHS)
     check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     build, layout_of = ARCHS[arch]
     net = build(num_classes=num_classes)
-    torchvision_names = module_names(net)
-    maps = FeatureMaps.measure(net, input_size or IMAGENET_INPUT_SIZE)
+    maps = pretrained_and_measured(net, weights, arch, input_size)
     layout = layout_of(net)
+    if isinstance(net, models.VGG) and weights is None and (input_size or IMAGENET_INPUT_SIZE) < IMAGENET_INPUT_SIZE:
+        layout.head = classifier_head(maps.outputs[net.features][0], num_classes)
+    return with_attention(layout, attn, maps)
+
+
+def pretrained_and_measured(net: nn.Module, weights: str | None, arch: str, input_size: int | None) -> FeatureMaps:
+    if weights is not None:
+        load_torchvision_weights(net, weights, arch)
+    return FeatureMaps.measure(net, input_size or IMAGENET_INPUT_SIZE)
+
+
+def with_attention(layout: Layout, attn: Mapping[str, Any] | None, maps: FeatureMaps) -> ResNet:
+    """The layout's parts as a ResNet with the attn group's blocks, each sized by its measured map."""
+
     plan = placement_plan(attn, None, num_stages=len(layout.stages))
-    blocks, stages = {}, []
+    stages = []
     for index, (modules, points) in enumerate(zip(layout.stages, layout.points)):
-        for position, point in enumerate(points):
-            blocks[point] = plan.in_block(index, position, maps.outputs[point][0], maps.block_after(point))
+        modules = list(modules)
+        for position, (block, point) in enumerate(points):
+            attention = plan.in_block(index, position, maps.outputs[point][0], maps.block_after(point))
+            if attention is not None and block is None:
+                modules.insert(modules.index(point) + 1, attention)
+            elif attention is not None:
+                block.attention = attention
+                point.register_forward_hook(partial(apply_after, attention))
         entry = plan.at_stage_input(index, maps.inputs[modules[0]][0], maps.block_before(modules[0]))
         stages.append(nn.Sequential(*([entry] if entry is not None else []), *modules))
     last = layout.stages[-1][-1]
@@ -106,9 +108,11 @@ def torchvision_net(
     if tail is not None:
         stages[-1].append(tail)
     model = ResNet(layout.stem, stages, layout.head)
-    insert_after(model, {point: block for point, block in blocks.items() if block is not None})
     attention_at(model, attn, maps)
     init_weights(nn.ModuleList(module for module in model.modules() if getattr(module, "is_attention", False)))
-    if weights is not None:
-        load_torchvision_weights(model, weights, arch, torchvision_names)
     return model
+
+
+def apply_after(attention: nn.Module, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """A forward hook: `attention` on the output of the module it hangs on (a partial: deep copies and pickles)."""
+    return attention(output)

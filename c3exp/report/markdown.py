@@ -2,13 +2,23 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from c3exp.report.selection import block_label, plural, shown_setting
 from c3exp.report.specs import TableSpec, paper_value
 from c3exp.report.tables import BUDGET_KEYS, NO_EXPERIMENT, Cell, Table, best_cells, recipe_name
-from c3exp.summary import markdown_table
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table with aligned columns: readable in a terminal, pasteable into docs."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
 def with_paper(ours: str, paper: float | None) -> str:
@@ -33,11 +43,7 @@ WIDE_TABLE_ATTNS = 4
 
 
 def table_markdown(table: Table) -> str:
-    """A row per (model, data) and per block, in the paper's order, its columns; the row's best in bold.
-
-    With several recipes, or more than WIDE_TABLE_ATTNS blocks (a sweep over the whole zoo), a row per (model,
-    data, block) instead, and per recipe (a column group) its columns: paper and strong recipe side by side.
-    """
+    """A column group per block; with several recipes or many blocks, a row per block and a group per recipe."""
     recipes, blocks = table.recipes, table.blocks
     wide = len(recipes) == 1 and len(blocks) <= WIDE_TABLE_ATTNS
     groups = [block_label(*block) for block in blocks] if wide else [
@@ -69,8 +75,7 @@ def recipes_line(table: Table) -> list[str]:
 
 
 def budget_notes(table: Table) -> list[str]:
-    """A line per row and recipe whose cells ran different budgets (epochs, batches, batch size): blocks not
-    compared like for like. Recipes may differ in budget by design (the strong one trains 200 epochs)."""
+    """Per row and recipe, cells that ran different budgets (not like for like); recipes may differ by design."""
     notes = []
     for (model, data), row in table.rows.items():
         recipes: dict[str | None, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))

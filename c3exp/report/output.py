@@ -1,6 +1,4 @@
-"""A report's files: report.csv, and write_report, which selects the runs and writes report.md, report.csv
-and the curve PNGs.
-"""
+"""report.csv, and write_report, which selects the runs and writes report.md, report.csv and the curve PNGs."""
 from __future__ import annotations
 
 import csv
@@ -22,8 +20,7 @@ from c3exp.utils.atomic import write_text
 
 
 def csv_rows(table: Table) -> list[dict[str, Any]]:
-    """One line per cell of a table: its recipe and varied settings, a best_in_row flag (best of its row within its
-    recipe) and the paper's figures."""
+    """One line per cell; best_in_row: the best of its row within its recipe."""
     out = []
     for row in table.rows.values():
         best = best_cells(row)
@@ -42,10 +39,7 @@ def csv_rows(table: Table) -> list[dict[str, Any]]:
 
 
 def csv_columns(tables: Sequence[Table]) -> tuple[str, ...]:
-    """Every table's columns once, section by section, and a leading task column when several tasks share the file.
-
-    One task's file keeps exactly its own columns.
-    """
+    """Every table's columns once, section by section; a task column only when several tasks share the file."""
     # (all identities), (all figures), ...
     same_kind = zip(*(table.spec.csv_sections(table.varied_keys) for table in tables))
     names = [name for sections in same_kind for name in dict.fromkeys(chain.from_iterable(sections))]
@@ -53,10 +47,7 @@ def csv_columns(tables: Sequence[Table]) -> tuple[str, ...]:
 
 
 def write_csv(path: Path, tables: Sequence[Table]) -> Path:
-    """report.csv: the lines of every table, under the columns of all of them (blank where a task has none).
-
-    Written whole with write_text: a symlink planted at `path` is replaced, not written through.
-    """
+    """Written whole with write_text: a symlink planted at `path` is replaced, not written through."""
     columns = csv_columns(tables)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
@@ -70,16 +61,12 @@ def write_csv(path: Path, tables: Sequence[Table]) -> Path:
 
 def write_report(runs: Sequence[Run], out: str | Path, sources: Sequence[str],
                  include_debug: bool = False) -> dict[str, Path]:
-    """report.md, report.csv and the curve PNGs in `out`, and nothing elsewhere; returns their paths.
-
-    Every file is written whole beside itself (c3exp.utils.atomic), so a symlink already in `out` is replaced,
-    never followed; the curves' names are sanitised (plots.safe_name), so a name in a results.json cannot leave `out`.
-    """
+    """Files written whole (a symlink in `out` is replaced, not followed), names sanitised: nothing leaves `out`."""
     check(bool(runs), "source", ", ".join(sources), f"a source with at least one finished run ({RESULTS_FILE})")
     selection = select_runs(runs, include_debug)
     check(bool(selection.runs), "source", ", ".join(sources),
           f"a source with at least one finished run that is not a debug run (skipped "
-          f"{plural(selection.skipped_debug, 'debug run')}; --include-debug reports them)")
+          f"{plural(selection.skipped_debug, 'debug run')}; include_debug=true reports them)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(selection.runs)

@@ -1,6 +1,4 @@
-"""The report's curves: per (model, data) of a task, each cell's (attention block, with its recipe and varied
-settings) primary validation metric per epoch, mean ± std band over seeds.
-"""
+"""The report's curves: per (model, data), each cell's primary validation metric per epoch, mean ± std over seeds."""
 from __future__ import annotations
 
 import re
@@ -22,10 +20,7 @@ UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9_.+=-]+")  # everything else, '/' an
 
 
 def curve_band(runs: Sequence[Run]) -> Band | None:
-    """Mean and sample std of the primary validation metric (%) per epoch over the runs that reached it.
-
-    `runs` holds one run per seed (select_runs), so the band's n is the number of seeds with a curve.
-    """
+    """Mean and sample std of the primary validation metric (%) per epoch over the runs (one per seed) that reached it."""
     by_epoch: dict[int, list[float]] = defaultdict(list)
     for run in runs:
         for epoch, value in run.curve:
@@ -35,7 +30,7 @@ def curve_band(runs: Sequence[Run]) -> Band | None:
     epochs = sorted(by_epoch)
     values = [by_epoch[epoch] for epoch in epochs]
     return Band(
-        x=np.array(epochs) + 1,  # epoch 0 is the first epoch trained
+        x=np.array(epochs),  # 0-based, as Lightning and results.json number them
         mean=np.array([statistics.fmean(v) for v in values]),
         std=np.array([statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]),
         runs=len({run.seed for run in runs if run.curve}),
@@ -43,17 +38,13 @@ def curve_band(runs: Sequence[Run]) -> Band | None:
 
 
 def safe_name(name: str) -> str:
-    """A name read from a run's files ('../../x', 'a/b', '.hidden') as a part of a file name in the report's folder.
-
-    No path separators, no '..', no leading dot, at most NAME_LIMIT characters: the names come from files
-    anyone can write, and the report must never write outside its folder.
-    """
+    """A name from a run's files in a file name: no separator, '..' or leading dot: the report never writes outside."""
     safe = re.sub(r"\.{2,}", ".", UNSAFE_CHARACTERS.sub("-", name)).lstrip(".-")[:NAME_LIMIT]
     return safe or "unnamed"
 
 
 def curve_path(out: Path, task: str, model: str, data: str) -> Path:
-    """curves_<model>_<data>.png, as before tasks; other tasks' names lead theirs, so no two tables share a file."""
+    """curves_<model>_<data>.png; other tasks' names lead theirs, so no two tables share a file."""
     parts = (model, data) if task == DEFAULT_TASK else (task, model, data)
     return out / f"curves_{'_'.join(map(safe_name, parts))}.png"
 
@@ -67,11 +58,7 @@ def unused(path: Path, taken: set[Path]) -> Path:
 
 
 def draw_curves(bands: Mapping[str, Band], title: str, path: Path, ylabel: str) -> Path:
-    """accuracy_curves, naming the y axis only for a metric other than the one it labels itself (top-1).
-
-    save_figure writes beside `path` and renames: a file or symlink already there is replaced, never
-    written through, and a reader never sees half a PNG.
-    """
+    """accuracy_curves, naming the y axis only for a metric other than the one it labels itself (top-1)."""
     named = {} if ylabel == ACCURACY_LABEL else {"ylabel": ylabel}
     return accuracy_curves(bands, title, path, **named)
 
@@ -83,10 +70,7 @@ def validation_metric_name(spec: TableSpec, row: Mapping[CellKey, Cell]) -> str:
 
 
 def curve_plots(table: Table, out: Path, taken: set[Path]) -> list[Path]:
-    """One PNG per (model, data) of a task: each cell's curve of the runs' primary validation metric.
-
-    `taken`: the paths the report's other tables wrote; this table's are added.
-    """
+    """One PNG per (model, data) of a task, each cell's curve; `taken`: the paths written so far, this table's added."""
     paths = []
     for (model, data), row in table.rows.items():
         bands = {table.cell_name(cell): band for cell in row.values() if (band := curve_band(cell.runs)) is not None}

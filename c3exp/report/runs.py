@@ -1,9 +1,4 @@
-"""The Run record a report is made of, read from results.json files and the configs saved beside them.
-
-A Run also carries what selection needs to decide whether it counts and where: its debug marker
-(debug_marker), when it finished, the experiment it was composed with (experiment_of: the recipe's name, a
-table's column group) and its recipe (recipe_of), the settings that can change its numbers.
-"""
+"""The Run record a report is made of, read from results.json files and the configs saved beside them."""
 from __future__ import annotations
 
 import json
@@ -21,14 +16,14 @@ import yaml
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import check
 from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config
+from c3exp.utils.mappings import flatten
 
 DEFAULT_TASK = "classification"  # results.json files from before tasks are classification runs
 # results.json's settings: the recipe of a run without a saved config (recipe_of).
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
 HYDRA_SETTINGS = Path(".hydra") / "hydra.yaml"  # Hydra's own config of a CLI run: its group choices
 NOT_METRICS = ("loss", "ckpt")  # test_<name> keys of results.json that are not metrics in 0..1 (test_ckpt: a setting)
-# Config keys that cannot change a run's numbers ('*': any part; a key covers the keys below it). A cell pools
-# runs as seeds only when their configs agree on every other key (Run.recipe); the others get cells of their own.
+# Config keys that cannot change a run's numbers ('*': any part; a key covers those below): seeds pool across them.
 SEED_KEYS = ("seed", "data.seed", "callbacks.epoch_seed.seed")  # the seed, and where the config copies it
 NON_RESULT_KEYS = (
     *SEED_KEYS,
@@ -39,6 +34,7 @@ NON_RESULT_KEYS = (
     "trainer.accelerator", "trainer.devices", "trainer.strategy",  # data.batch_size is the global batch (README)
     "trainer.benchmark", "trainer.deterministic", "keep_freed_memory", "bench",  # speed and reproducibility
     "data.num_workers", "data.on_device", "model.channels_last", "model.compile",  # the same draws and network
+    "attn._target_",  # the class attn.name names: runs from before attn groups named it pool with later ones
 )
 
 
@@ -125,11 +121,7 @@ def primary_metric(value: Any) -> PrimaryMetric:
 
 def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[str, Any] | None = None,
                      finished: float | None = None, experiment: str | None = None) -> Run:
-    """A Run from results.json; `config` is the run's composed config, where its debug settings are.
-
-    Results from before tasks have no task and no primary metric: classification, judged by val/acc1.
-    Raises UnusableRun, naming the field, where a field the report uses has the wrong type or is not finite.
-    """
+    """`config`: the run's composed config, where its debug settings are; UnusableRun names a field of a wrong type."""
     primary = primary_metric(results.get("primary_metric"))
     return Run(
         task=typed(results, "task", is_name, "a task name") or DEFAULT_TASK,
@@ -180,10 +172,7 @@ def validation_curve(results: Mapping[str, Any], primary: PrimaryMetric) -> tupl
 
 
 def test_metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    """metric -> test value of every test_<metric> in results (not the loss, not test_ckpt's name).
-
-    A value that is not a finite number is an UnusableRun: dropping it would leave a hole the table does not explain.
-    """
+    """Every test_<metric> but NOT_METRICS; one not finite is UnusableRun: a hole the table could not explain."""
     names = [key.removeprefix("test_") for key in results if key.startswith("test_")]
     values = {name: typed(results, f"test_{name}", is_finite, "a number") for name in names if name not in NOT_METRICS}
     return {name: float(value) for name, value in values.items() if value is not None}
@@ -208,12 +197,7 @@ def config_value(config: Mapping[str, Any], dotted: str) -> Any:
 
 
 def debug_marker(config: Mapping[str, Any]) -> str | None:
-    """The setting that makes a run a debug run (conf/debug/*), or None.
-
-    fast_dev_run tests one batch and overfit_batches trains on a few: neither accuracy belongs in a
-    table, and results.json still reports the recipe's max_epochs. limit_*_batches alone is not a
-    marker: it also makes legitimately small runs.
-    """
+    """The debug setting of a run (conf/debug/*), or None; not limit_*_batches: it also makes legitimate small runs."""
     if config_value(config, "trainer.fast_dev_run") not in (None, False, 0):
         return "trainer.fast_dev_run"
     if config_value(config, "trainer.overfit_batches") not in (None, 0, 0.0):
@@ -223,19 +207,9 @@ def debug_marker(config: Mapping[str, Any]) -> str | None:
     return None
 
 
-def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> leaf value of a nested config; W&B's flattened keys ('a.b', 'a/b') read the same.
-
-    An empty mapping (attn.options: {}) has no leaves: it sets nothing, as if absent.
-    """
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = prefix + str(key).replace("/", ".")
-        if isinstance(value, Mapping):
-            flat.update(flat_config(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted key -> leaf of a nested config, W&B's 'a/b' keys as 'a.b'; an empty mapping (attn.options: {}) sets nothing."""
+    return {key.replace("/", "."): value for key, value in flatten(config).items() if value != {}}
 
 
 def is_non_result(key: str) -> bool:
@@ -244,10 +218,7 @@ def is_non_result(key: str) -> bool:
 
 
 def recipe_of(config: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """Every setting that can change a run's numbers: only runs with equal recipes are seeds of one mean.
-
-    The saved config less NON_RESULT_KEYS; a run without one (results.json alone): results.json's settings.
-    """
+    """Settings that can change a run's numbers (results.json's without a saved config): equal ones pool as seeds."""
     flat = flat_config(config) if config else {KEY_CHOICES[key]: results.get(key) for key in SETTING_KEYS}
     return tuple(sorted((key, json.dumps(value, sort_keys=True, default=str)) for key, value in flat.items()
                         if not is_non_result(key)))
@@ -274,12 +245,7 @@ def load_results(path: Path) -> dict[str, Any]:
 
 
 def experiment_of(run_dir: Path) -> str | None:
-    """The recipe a CLI run was composed with, from Hydra's runtime.choices in .hydra/hydra.yaml, else None.
-
-    The experiment names it ("strong_cifar100"); a recipe group chosen apart from it is added
-    ("quickstart recipe=strong", or "recipe=strong" without an experiment). The paper recipe, the
-    default, adds nothing.
-    """
+    """A CLI run's experiment (Hydra's runtime.choices), with 'recipe=X' for another recipe chosen apart; else None."""
     try:
         saved = yaml.safe_load((run_dir / HYDRA_SETTINGS).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

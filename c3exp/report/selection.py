@@ -1,10 +1,6 @@
-"""Which runs a report pools into one mean, how its cells are told apart, and a note for each kind of run it
-leaves out.
+"""Which runs a report pools, how its cells are told apart, and a note per kind of run it leaves out.
 
-A mean ± std over seeds estimates one recipe from independent samples, so a report drops debug runs (unless
-asked), pools only runs of one experiment whose settings agree but for the seed (Run.recipe), keeps one run per
-seed of them, and says what it dropped and why. Runs of other settings are not dropped: each gets a cell of its
-own, labelled by the settings its block's runs vary (block_label).
+A mean ± std over seeds needs independent samples of one recipe: no debug runs, one run per seed, equal settings.
 """
 from __future__ import annotations
 
@@ -39,7 +35,7 @@ def without_debug_runs(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
     if not debug:
         return list(runs), []
     why = ", ".join(f"{count} {marker}" for marker, count in debug.most_common())
-    note = f"Skipped {plural(debug.total(), 'debug run')} ({why}); --include-debug reports them."
+    note = f"Skipped {plural(debug.total(), 'debug run')} ({why}); include_debug=true reports them."
     return [run for run in runs if not run.debug], [note]
 
 
@@ -49,12 +45,7 @@ def recency(run: Run) -> tuple[float, str]:
 
 
 def varied_keys(runs: Sequence[Run]) -> dict[tuple[str, str], tuple[str, ...]]:
-    """(task, attention) -> the config keys whose values differ between runs of one model, data, attention and
-    experiment.
-
-    What a sweep varies (attn.stages=[1],[4], optim.optimizer.lr, a trainer budget) tells a block's cells apart;
-    keys that differ only between rows (model.depth) or experiments (a table's column groups) do not.
-    """
+    """(task, attn) -> keys differing within one model, data, attn and experiment: they tell a block's cells apart."""
     groups: dict[tuple, list[dict[str, str]]] = defaultdict(list)
     for run in runs:
         groups[run.task, run.attn, run.model, run.data, run.experiment].append(dict(run.recipe))
@@ -88,11 +79,7 @@ def cell_name(*parts: str | None) -> str:
 
 
 def one_run_per_seed(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
-    """The most recent run of each seed of a cell (one recipe of a model, data and attention), with a line per seed
-    that had several.
-
-    A re-run of a seed is not a new sample: averaging both would shrink the std and skew the mean.
-    """
+    """The newest run per seed of a cell, a note per seed re-run: a re-run is no new sample, it would shrink the std."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.task, run.model, run.data, run.experiment, run.attn, run.recipe, run.seed].append(run)

@@ -1,8 +1,6 @@
-"""What each task's table shows: its columns per attention block, the metric that decides the bold cell,
-and the paper's figures beside ours.
+"""What each task's table shows: columns, the metric that decides the bold cell, the paper's figures beside ours.
 
-Adding a task means adding a `TableSpec` to TABLE_SPECS, not branches elsewhere. A task without a spec
-still gets a table, derived from the metrics its results declare (derived_spec).
+A new task needs only a TableSpec in TABLE_SPECS, no branches elsewhere; one without gets derived_spec.
 """
 from __future__ import annotations
 
@@ -122,16 +120,14 @@ class TableSpec:
                      if isinstance(column, MetricColumn) and column.metric == metric), metric)
 
     def csv_sections(self, varied: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
-        """The CSV columns in sections (identity and the `varied` settings, figures, counts, the paper's, sources):
-        tables merge by section."""
+        """CSV columns in sections (identity + `varied`, figures, counts, paper's, sources): tables merge by section."""
         figures = tuple(name for column in self.columns for name in column.csv_names)
         paper = tuple(f"paper_{column.name}" for column in self.columns if column.paper_field)
         return CSV_IDENTITY + varied, figures, CSV_COUNTS, paper, CSV_SOURCES
 
 
 def table1(model: str, data: str, attn: str) -> PaperFigures | None:
-    """The paper's (params M, FLOPs M, top-1 %) of a CIFAR-100 cell of Table 1, or an ImageNet ResNet-50 cell's
-    figures from the block's own paper (the attention zoo)."""
+    """Table 1's (params M, FLOPs M, top-1 %) of a CIFAR-100 cell; for ImageNet ResNet-50, the zoo block's paper."""
     if data == ZOO_DATA and model == ZOO_MODEL:
         return ZOO_IMAGENET.get(attn)
     return TABLE1.get((model, attn)) if data == PAPER_DATA else None
@@ -161,7 +157,7 @@ TABLE_SPECS: dict[str, TableSpec] = {
                "**bold**: best of the row. '(paper x)': the paper's Table 1 value for a CIFAR-100 cell "
                "(its FLOPs count BN and ReLU too, about 2% above our MACs; for C3 it also counted the block on "
                "4 tiles with A-wide messages, 3-10% above the default C3's MACs: see BENCHMARKS.md); beside an "
-               "ImageNet ResNet-50 cell, the figures of the block's own paper (`python -m c3exp.summary table=zoo`).",
+               "ImageNet ResNet-50 cell, the figures of the block's own paper (`c3exp summary table=zoo`).",
         paper=table1,
     ),
     "segmentation": TableSpec(

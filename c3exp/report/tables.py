@@ -1,7 +1,6 @@
-"""A report's tables: per task, its runs grouped into cells of one (model, data, attention, recipe) and the
-settings its sweep varies, in rows of one (model, data), each cell summarising its runs as its task's spec
-(specs.py) says. A recipe (the experiment the runs were composed with) is a column group: runs of two recipes
-are never pooled, and the paper's figures stand only beside the paper's recipe.
+"""Per task, runs in cells of one (model, data, attention, recipe, varied settings), in rows of one (model, data).
+
+A recipe is a column group: two are never pooled, and the paper's figures stand only beside the paper's recipe.
 """
 from __future__ import annotations
 
@@ -157,11 +156,7 @@ def cell_order(cell: Cell) -> tuple:
 
 
 def build_cells(runs: Iterable[Run], spec: TableSpec | None = None) -> Rows:
-    """Rows keyed (model, data), each a dict (recipe, block) -> Cell, in a stable, readable order.
-
-    A cell pools the runs of one experiment that agree on every setting but the seed: within an experiment, runs
-    of one block that differ agree on none of the keys varied_keys names, and so fall in cells of their own.
-    """
+    """Rows keyed (model, data) of (recipe, block) -> Cell; a cell pools an experiment's runs differing only by seed."""
     runs = list(runs)
     keys = varied_keys(runs)
     grouped: dict[tuple, list[Run]] = defaultdict(list)
@@ -188,10 +183,7 @@ def build_tables(runs: Iterable[Run]) -> dict[str, Table]:
 
 
 def best_cells(row: Mapping[CellKey, Cell]) -> set[CellKey]:
-    """The cells with the best mean of the spec's deciding metric in a row, per recipe (ties all count).
-
-    Blocks are compared within a recipe: across recipes the better recipe, not the block, would win.
-    """
+    """The best cells of a row per recipe (ties all count): across recipes the recipe, not the block, would win."""
     spec = next(iter(row.values())).spec
     means = {key: mean for key, cell in row.items() if (mean := cell.mean(spec.best.metric)) is not None}
     return {key for key, mean in means.items()

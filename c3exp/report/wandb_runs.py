@@ -1,7 +1,4 @@
-"""Runs of a W&B project, as the same Run records results.json gives.
-
-Not named wandb.py: that module would shadow the wandb package for the import below.
-"""
+"""Runs of a W&B project as Run records; not named wandb.py, which would shadow the wandb package."""
 from __future__ import annotations
 
 import re
@@ -24,11 +21,7 @@ def first_value(mapping: Mapping[str, Any], *keys: str) -> Any:
 
 
 def run_from_wandb(run: Any) -> Run | None:
-    """A finished c3exp run of the W&B API (its config is the resolved run config), or None.
-
-    Finished: its summary has the test value of its primary metric (final/test_<metric> or test/<metric>).
-    A finished run that is no result (no trained epoch, a value of the wrong type) is None after a line on stderr.
-    """
+    """A run whose summary has its primary metric's test value, else None (after a line on stderr if unusable)."""
     return usable(lambda: finished_run(run), source_of(run))
 
 
@@ -77,7 +70,7 @@ def timestamp(text: Any) -> float | None:
 
 def collect_wandb_runs(project: str, api: Any = None) -> list[Run]:
     """The finished runs of W&B `ENTITY/PROJECT` (runs without a test accuracy are skipped)."""
-    check(PROJECT_PATH.fullmatch(project or "") is not None, "--wandb", project, "ENTITY/PROJECT")
+    check(PROJECT_PATH.fullmatch(project or "") is not None, "wandb", project, "ENTITY/PROJECT")
     try:
         if api is None:
             import wandb  # only a report of a W&B project needs the package
@@ -85,5 +78,5 @@ def collect_wandb_runs(project: str, api: Any = None) -> list[Run]:
             api = wandb.Api()
         found = [run_from_wandb(run) for run in api.runs(project)]
     except Exception as error:  # no key, no network, no such project: one line, not a traceback
-        raise ConfigError("--wandb", project, f"a W&B project you can read ({type(error).__name__}: {error})") from None
+        raise ConfigError("wandb", project, f"a W&B project you can read ({type(error).__name__}: {error})") from None
     return [run for run in found if run is not None]

@@ -1,38 +1,32 @@
-"""Tasks as plug-ins: one LightningModule per task (conf/task/<name>.yaml names it with `_target_`).
-
-`build_network(cfg)` and `build_task(cfg)` are what every command goes through, whatever the task.
-"""
+"""Tasks as plug-ins: one TaskModule subclass per task, named by `_target_` in conf/task/<name>.yaml (or a YAML of
+one's own on Hydra's searchpath); every command builds through `build_network` and `build_task`."""
 from __future__ import annotations
 
 from typing import Any
 
-import hydra.utils
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from c3exp.attention import imported
 from c3exp.config import instantiate_reporting_user_errors
+from c3exp.errors import check
 from c3exp.results import PrimaryMetric
 from c3exp.tasks.base import TaskModule
 from c3exp.tasks.classification import ClassificationModule
 from c3exp.tasks.detection import DetectionModule
 from c3exp.tasks.segmentation import SegmentationModule
 
-__all__ = [
-    "ClassificationModule",
-    "DetectionModule",
-    "PrimaryMetric",
-    "SegmentationModule",
-    "TaskModule",
-    "build_network",
-    "build_task",
-    "task_class",
-]
+__all__ = ["ClassificationModule", "DetectionModule", "PrimaryMetric", "SegmentationModule", "TaskModule", "build_network",
+           "build_task", "task_class"]
 
 
 def task_class(cfg: DictConfig) -> type[TaskModule]:
-    """The LightningModule class of cfg.task."""
-    return hydra.utils.get_class(cfg.task._target_)
+    """The TaskModule subclass cfg.task's `_target_` names (c3exp's, or one's own on the Python path)."""
+    cls = imported(cfg.task.get("_target_"), "task._target_")
+    check(isinstance(cls, type) and issubclass(cls, TaskModule), "task._target_", cfg.task.get("_target_"),
+          "a subclass of c3exp.tasks.TaskModule")
+    return cls
 
 
 def build_network(cfg: DictConfig) -> nn.Module:
@@ -41,11 +35,8 @@ def build_network(cfg: DictConfig) -> nn.Module:
 
 
 def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[str, Any] | None = None) -> TaskModule:
-    """Instantiate cfg.task (its `_target_` LightningModule) around `net` with the optim group's optimiser.
-
-    `run_config` is what checkpoints carry (default: the whole resolved config, which needs a run's
-    output_dir); the benchmark, outside any run, passes less.
-    """
+    """Instantiate cfg.task around `net`; `run_config` is what checkpoints carry (default: the whole resolved config,
+    which needs a run's output_dir; the benchmark, outside any run, passes less)."""
     scheduler = cfg.optim.get("scheduler")
     options: dict[str, Any] = {
         "net": build_network(cfg) if net is None else net,

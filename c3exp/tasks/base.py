@@ -1,10 +1,5 @@
-"""What every task shares: optimisation, the per-epoch history that makes resumes exact, and the
-declaration of the task's metrics and primary metric that checkpoints, results and reports read.
-
-A task is a LightningModule subclass of `TaskModule` plus a config in `conf/task/`; it says how to
-build its network (`build_network`), which metrics it computes (`make_metrics`, `metric_modes`) and
-what one step computes (`model_step`). Everything else here serves every task unchanged.
-"""
+"""What every task shares: optimisation, the per-epoch history that makes resumes exact, and the metrics and
+primary metric that checkpoints, results and reports read."""
 from __future__ import annotations
 
 import inspect
@@ -27,25 +22,19 @@ from c3exp.saved_config import hydra_choices
 
 log = logging.getLogger(__name__)
 THROUGHPUT = ("train/epoch_time", "train/images_per_sec")
-
 STAGES = ("train", "val", "test")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 class TaskModule(L.LightningModule):
-    """Trains `net`; logs `train/*`, `val/*`, `test/*` and keeps one history row per epoch.
-
-    The history (epoch-level metrics) travels in the checkpoint, so a resumed run reports the same
-    curves and best values as an uninterrupted one.
-    """
+    """Trains `net`, keeping one history row per epoch in the checkpoint so a resumed run reports the curves of an
+    uninterrupted one (Lightning's Timer and monitors time whole stages and write only to loggers)."""
 
     #: Each metric's name after the stage prefix and whether higher ("max") or lower ("min") is better.
     metric_modes: ClassVar[dict[str, str]] = {}
-    #: The primary metric when the task config names none.
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric()
-    #: The options of the task config (`label_smoothing`, `tta_flip`) that this task's loss and evaluation read;
-    #: the others must stay off, or a task built on another's config (task._target_=...) would ignore them.
+    #: The task options (`label_smoothing`, `tta_flip`) this task reads; the others must stay off.
     reads_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
@@ -77,21 +66,13 @@ class TaskModule(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{stage}_split": self.make_metrics(f"{stage}/") for stage in STAGES})
         self.losses = nn.ModuleDict({f"{stage}_split": MeanMetric() for stage in STAGES})
         self.history: list[dict[str, float]] = []
-        self.train_seconds = 0.0
-        # Wall-clock time of earlier processes of this run, up to their checkpoint (resumed runs).
-        self.wall_seconds_before = 0.0
+        self.wall_seconds_before = 0.0  # wall-clock time of the earlier processes of a resumed run
         self.process_started = time.time()
-        self._epoch_started = 0.0
-        self._epoch_images = 0
-        self._throughput: dict[str, float] = {}
+        self._epoch_started, self._epoch_seconds, self._epoch_images = 0.0, 0.0, 0
         self._compiled = False
 
     def _read_options(self, label_smoothing: float, tta_flip: bool) -> tuple[float, bool]:
-        """The task config's loss and evaluation options, checked: each a valid value, and off where the task ignores it.
-
-        label_smoothing: F.cross_entropy's share of each target spread evenly over the classes; tta_flip:
-        validation and test average the outputs of each image and of its mirror image.
-        """
+        """label_smoothing (F.cross_entropy's) and tta_flip (evaluate each image and its mirror image), checked."""
         check(is_number(label_smoothing) and 0 <= label_smoothing < 1,
               "task.label_smoothing", label_smoothing, "a number from 0 (none) up to, not including, 1")
         check(isinstance(tta_flip, bool), "task.tta_flip", tta_flip, "true or false")
@@ -99,6 +80,11 @@ class TaskModule(L.LightningModule):
             check(not value or key in self.reads_options, f"task.{key}", value,
                   f"{0 if key == 'label_smoothing' else 'false'}: {type(self).__name__} does not read it")
         return float(label_smoothing), tta_flip
+
+    @property
+    def train_seconds(self) -> float:
+        """The run's training time, validation left out: its epochs' times."""
+        return sum(row.get("train/epoch_time", 0.0) for row in self.history)
 
     # -- what a task provides -----------------------------------------------------------------
     @classmethod
@@ -113,11 +99,7 @@ class TaskModule(L.LightningModule):
         raise NotImplementedError
 
     def model_step(self, batch: Any) -> tuple[torch.Tensor | None, Any, Any, int]:
-        """(loss, predictions, targets, number of images) of one batch; predictions and targets feed the metrics.
-
-        A task whose network gives no loss in eval mode (detectors) returns loss None there, and one
-        that predicts nothing in training mode returns predictions None there.
-        """
+        """(loss, predictions, targets, number of images) of one batch; loss or predictions may be None (detectors)."""
         raise NotImplementedError
 
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> Any:
@@ -158,31 +140,16 @@ class TaskModule(L.LightningModule):
         """This epoch's running loss (where the task has one for `stage`) and metrics, before they are reset."""
         losses = self.losses[f"{stage}_split"]
         summary = {f"{stage}/loss": float(losses.compute())} if losses.update_count else {}
-        summary.update({key: float(value) for key, value in self.split_metrics(stage).items()})
-        return summary
+        return summary | {key: float(value) for key, value in self.split_metrics(stage).items()}
 
     def split_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         """The metrics of `stage` over the epoch's batches so far (computed once, then cached by torchmetrics)."""
         metrics = self.metrics[f"{stage}_split"]
         return metrics.compute() if any(metric.update_count for metric in metrics.values()) else {}
 
-    def _log_split_metrics(self, stage: str) -> None:
-        """Log the epoch's metrics of `stage`, computed over the whole split (mAP needs every image at once)."""
-        self.log_dict(self.split_metrics(stage), prog_bar=stage != "train")
-
     # -- epoch bookkeeping -----------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        self._epoch_started, self._epoch_images = time.perf_counter(), 0
-        self.metrics["train_split"].reset()
-        # Not LearningRateMonitor: it needs a logger and writes only to loggers; the history and epoch line need lr too.
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
-
     def on_train_start(self) -> None:
-        """A schedule of a fixed length in steps (OneCycleLR's total_steps) must cover the run, or it fails mid-run.
-
-        A resumed run keeps the schedule of the run it continues: more trainer.max_epochs than that
-        run had would step past its end.
-        """
+        """A schedule of a fixed length in steps (OneCycleLR's, a resumed run's included) must cover the run."""
         needed = int(self.trainer.estimated_stepping_batches)
         for config in self.trainer.lr_scheduler_configs:
             total = getattr(config.scheduler, "total_steps", None)
@@ -191,82 +158,71 @@ class TaskModule(L.LightningModule):
                   f"({needed} asked); a checkpoint keeps the schedule its run started with: train longer in a new run "
                   f"(resume=never) or give optim.scheduler.total_steps={needed} from the start")
 
-    def _validating_during_fit(self) -> bool:
-        return self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
+    def on_train_epoch_start(self) -> None:
+        self._epoch_started, self._epoch_seconds, self._epoch_images = time.perf_counter(), 0.0, 0
+        self.metrics["train_split"].reset()
+        self.log("train/lr", self._lr(), on_step=False, on_epoch=True)
 
-    def _stop_epoch_clock(self) -> dict[str, float]:
-        """End this epoch's training time (once per epoch), add it to the total; the epoch's throughput."""
-        seconds = time.perf_counter() - self._epoch_started
-        self.train_seconds += seconds
-        images = self._epoch_images * self.trainer.world_size
-        return {
-            "train/epoch_time": seconds,
-            "train/images_per_sec": images / max(seconds, 1e-9),
-        }
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """The epoch's training time so far: up to its last batch when validation starts."""
+        self._epoch_seconds = time.perf_counter() - self._epoch_started
 
-    def _has_row(self) -> bool:
-        return bool(self.history) and self.history[-1]["epoch"] == self.current_epoch
+    def _lr(self) -> float:
+        return self.trainer.optimizers[0].param_groups[0]["lr"]
 
-    def _epoch_row(self, stages: tuple[str, ...], throughput: dict[str, float]) -> dict[str, float]:
+    def _epoch_row(self, stages: tuple[str, ...]) -> dict[str, float]:
         """Log the epoch's throughput; its history row: epoch, lr, the metrics of `stages` and the throughput."""
+        images = self._epoch_images * self.trainer.world_size
+        throughput = dict(zip(THROUGHPUT, (self._epoch_seconds, images / max(self._epoch_seconds, 1e-9))))
         self.log_dict(throughput, on_step=False, on_epoch=True)
-        row = {"epoch": self.current_epoch, "lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        row = {"epoch": self.current_epoch, "lr": self._lr()}
         for stage in stages:
             row.update(self.epoch_summary(stage))
         return row | throughput
 
+    def _has_row(self) -> bool:
+        return bool(self.history) and self.history[-1]["epoch"] == self.current_epoch
+
     def on_validation_epoch_start(self) -> None:
-        """Validation runs at the end of a training epoch: stop the epoch's training clock here."""
         self.metrics["val_split"].reset()
-        if self._validating_during_fit() and not self._has_row():
-            self._throughput = self._stop_epoch_clock()
 
     def on_test_epoch_start(self) -> None:
         self.metrics["test_split"].reset()
 
     def on_test_epoch_end(self) -> None:
-        self._log_split_metrics("test")
+        self.log_dict(self.split_metrics("test"), prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        """Log the val metrics; append this epoch's row (train and val) before on_validation_end's checkpoints."""
-        self._log_split_metrics("val")
-        if not self._validating_during_fit():
+        """Log the val metrics (over the whole split: mAP needs every image); this epoch's row, before the checkpoints."""
+        self.log_dict(self.split_metrics("val"), prog_bar=True)
+        if self.trainer.state.fn != TrainerFn.FITTING or self.trainer.sanity_checking:
             return
-        row = self._epoch_row(("train", "val"), self._throughput)
         if self._has_row():  # validated twice in one epoch (val_check_interval < 1): keep the latest
-            self.history[-1] = row
-        else:
-            self.history.append(row)
+            self.history.pop()
+        self.history.append(self._epoch_row(("train", "val")))
 
     def on_train_epoch_end(self) -> None:
-        """An epoch without validation (trainer.check_val_every_n_epoch > 1) gets its row of train metrics here.
-
-        Lightning calls this after the epoch's validation loop and before the checkpoint callbacks'
-        on_train_epoch_end, so last.ckpt always holds the row of the epoch it ends.
-        """
-        self._log_split_metrics("train")
+        """The row of an epoch without validation; Lightning calls this before the checkpoints' on_train_epoch_end."""
+        self.log_dict(self.split_metrics("train"))
         if not self._has_row():
-            self.history.append(self._epoch_row(("train",), self._stop_epoch_clock()))
+            self.history.append(self._epoch_row(("train",)))
         if self.trainer.is_global_zero:
             log.info(epoch_line(self.history[-1], self.trainer.max_epochs))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["c3exp"] = {
             "history": self.history,
-            "train_seconds": self.train_seconds,
             "wall_seconds": self.wall_seconds_before + time.time() - self.process_started,
             "config": self.run_config,
             "choices": hydra_choices(),  # the config groups eval and analyze rebuild the run from
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resuming a fit restores the run's history and times; testing a (best) checkpoint leaves them."""
-        if self._trainer is not None and self.trainer.state.fn != TrainerFn.FITTING:
-            return
-        state = checkpoint.get("c3exp", {})
-        self.history = list(state.get("history", []))
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.wall_seconds_before = float(state.get("wall_seconds", 0.0))
+        """Resuming a fit restores the run's history and time; testing a (best) checkpoint leaves them."""
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            state = checkpoint.get("c3exp", {})
+            self.history = list(state.get("history", []))
+            self.wall_seconds_before = float(state.get("wall_seconds", 0.0))
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
@@ -281,22 +237,14 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedulers[0]} if schedulers else optimizer
 
     def _warmup(self, optimizer: torch.optim.Optimizer) -> LinearLR:
-        """Optimiser step s (0-based) of the first W = warmup_epochs x steps per epoch runs at (s + 1) / W of the lr.
-
-        Stepped every optimiser step, it scales the lr the recipe's schedule sets. MultiStepLR and CosineAnnealingLR
-        to eta_min=0 (the recipes') scale the current lr too, so a step sees exactly the product of both factors.
-        Cosine to eta_min > 0 moves the lr by an affine step, which a ramp over an epoch's end puts off the product
-        (by 0.3 % in a 4-epoch cosine to lr / 10 after a 1.5-epoch ramp); a warm-up within the first epoch leaves it exact.
-        """
+        """Step s (0-based) of the first W = warmup_epochs x steps per epoch scales the schedule's lr by (s + 1) / W;
+        cosine to eta_min > 0 steps affinely, so a ramp past the first epoch is off the product (0.3 % for 1.5 of 4)."""
         steps_per_epoch = self.trainer.estimated_stepping_batches / self.trainer.max_epochs
         steps = max(1, round(self.warmup_epochs * steps_per_epoch))
         return LinearLR(optimizer, start_factor=1 / steps, end_factor=1.0, total_iters=steps - 1)
 
     def _run_length(self, factory: SchedulerFactory) -> dict[str, int]:
-        """{"total_steps": N} for a scheduler that takes the run's length in steps (OneCycleLR) and was not given it.
-
-        N is Lightning's count of optimiser steps in the whole run (epochs x batches, limits applied).
-        """
+        """{"total_steps": Lightning's count of the run's optimiser steps} for OneCycleLR when not given."""
         given = getattr(factory, "keywords", {})
         takes = "total_steps" in inspect.signature(factory).parameters
         return {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes and "total_steps" not in given else {}
@@ -314,6 +262,6 @@ def checked_warmup(epochs: float, scheduler: SchedulerFactory | None) -> float:
 
 
 def epoch_line(row: Mapping[str, float], epochs: int) -> str:
-    """One line of progress per epoch for train.log and logs without a progress bar (nohup, SLURM, CI)."""
+    """One line per epoch for logs without a progress bar, numbered as Lightning's bar: 'epoch 0/29' is the first of 30."""
     metrics = " ".join(f"{key}={value:.4f}" for key, value in row.items() if "/" in key and key not in THROUGHPUT)
-    return f"epoch {int(row['epoch']) + 1}/{epochs}: {metrics} lr={row['lr']:.4g} ({row.get('train/epoch_time', 0.0):.1f} s)"
+    return f"epoch {int(row['epoch'])}/{epochs - 1}: {metrics} lr={row['lr']:.4g} ({row.get('train/epoch_time', 0.0):.1f} s)"

@@ -1,8 +1,5 @@
-"""Image classification: cross-entropy, top-1/top-5 accuracy (the paper's Table 1).
-
-Training batches may carry soft labels, (N, classes) probabilities (MixUp, CutMix): the loss is then the
-cross-entropy with those probabilities, and train accuracy counts the most probable label as the true one.
-"""
+"""Image classification: cross-entropy, top-1/top-5 accuracy (the paper's Table 1). Soft labels (MixUp, CutMix) give
+the cross-entropy with those probabilities, and train accuracy counts the most probable label as the true one."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -16,11 +13,8 @@ from c3exp.tasks.base import PrimaryMetric, TaskModule
 
 
 class ClassificationModule(TaskModule):
-    """Cross-entropy on (images, labels) batches; `val/acc1` decides the best checkpoint.
-
-    `label_smoothing`: F.cross_entropy's, for hard and soft labels alike. `tta_flip`: validation and test
-    score the mean of the logits of each image and of its mirror image (never in training).
-    """
+    """`val/acc1` decides the best checkpoint; `tta_flip`: validation and test score the mean of the logits of each
+    image and its mirror image (never in training)."""
 
     metric_modes: ClassVar[dict[str, str]] = {"acc1": "max", "acc5": "max"}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/acc1", "max")

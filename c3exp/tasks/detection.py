@@ -1,13 +1,6 @@
 """Object detection: torchvision's Faster R-CNN with an FPN over a c3exp backbone, the paper's Table 3 (right).
-
-Training minimises the detector's own four losses (RPN objectness and box regression, RoI
-classification and box regression); evaluation is COCO's protocol through torchmetrics'
-MeanAveragePrecision: mAP@[.5:.95] (the paper's COCO figure), mAP@0.5 (its VOC 2007 figure, here
-with COCO's 101-point interpolation, not VOC 2007's 11 points) and AP per class. VOC's "difficult"
-and COCO's crowd objects reach the metric as crowd regions, which neither count as misses nor make
-a detection on them a false positive (a detection falls on one by the share of it inside the region,
-COCO's rule, where VOC's evaluation takes the IoU with a difficult object).
-"""
+Evaluation is COCO's protocol (101-point, not VOC 2007's 11); VOC's "difficult" and COCO's crowd objects are crowd
+regions: neither misses nor, for a detection inside one (COCO's rule, not VOC's IoU), false positives."""
 from __future__ import annotations
 
 import logging
@@ -32,32 +25,21 @@ SUPPLIED = ("backbone", "num_classes", "min_size", "max_size", "image_mean", "im
 
 
 class DetectionAP(MeanAveragePrecision):
-    """COCO-style box AP as scalars: map, map_50, map_75, and ap_<class> / ap50_<class> for each labelled class.
+    """torchmetrics' COCO box AP as scalars: the `summary` keys, and `<per_class>_<class>` (`class<label>` without
+    `class_names`); classes without ground truth in the split (AP -1) get no key."""
 
-    `class_names[label]` names the keys (the data module's, set by the task once data is attached);
-    without names, `class<label>`. Classes without ground truth in the split have no AP and no key.
-    """
-
-    def __init__(self, class_names: Sequence[str] | None = None, **kwargs: Any):
-        super().__init__(box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True,
-                         backend="faster_coco_eval", **kwargs)
-        self.class_names = list(class_names) if class_names else None
+    def __init__(self, class_names: Sequence[str] | None = None, per_class: str = "ap",
+                 summary: Sequence[str] = ("map", "map_50", "map_75"), **kwargs: Any):
+        super().__init__(box_format="xyxy", iou_type="bbox", class_metrics=True, backend="faster_coco_eval", **kwargs)
+        self.class_names, self.per_class, self.summary = class_names, per_class, tuple(summary)
         logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its INFO lines print COCOeval's whole summary
 
     def compute(self) -> dict[str, torch.Tensor]:
         result = super().compute()
-        scalars = {key: result[key] for key in ("map", "map_50", "map_75")}
-        # precision: (IoU thresholds, recall thresholds, classes, area ranges, max detections); -1 where undefined
-        precision = result["precision"][:, :, :, 0, -1]
-        at_50 = self.iou_thresholds.index(0.5) if 0.5 in self.iou_thresholds else None
-        for index, label in enumerate(result["classes"].reshape(-1).tolist()):
-            values = precision[:, :, index]
-            if (values < 0).all():  # no ground truth of this class
-                continue
-            name = self.class_key(label)
-            scalars[f"ap_{name}"] = _mean_defined(values)
-            if at_50 is not None:
-                scalars[f"ap50_{name}"] = _mean_defined(values[at_50])
+        scalars = {key: result[key] for key in self.summary}
+        for label, ap in zip(result["classes"].reshape(-1).tolist(), result["map_per_class"].reshape(-1)):
+            if ap >= 0:
+                scalars[f"{self.per_class}_{self.class_key(label)}"] = ap
         return scalars
 
     def class_key(self, label: int) -> str:
@@ -66,9 +48,10 @@ class DetectionAP(MeanAveragePrecision):
         return re.sub(r"\W+", "_", name).strip("_") or f"class{label}"
 
 
-def _mean_defined(values: torch.Tensor) -> torch.Tensor:
-    defined = values[values >= 0]
-    return defined.mean().float() if defined.numel() else torch.tensor(-1.0)
+def detection_metrics(class_names: Sequence[str] | None = None) -> dict[str, DetectionAP]:
+    """mAP, mAP@0.5, mAP@0.75 and AP per class at [.5:.95] and at 0.5, one MetricCollection so both share detections."""
+    return {"ap": DetectionAP(class_names),
+            "ap50": DetectionAP(class_names, per_class="ap50", summary=(), iou_thresholds=[0.5])}
 
 
 class DetectionModule(TaskModule):
@@ -98,7 +81,7 @@ class DetectionModule(TaskModule):
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         # the detector predicts boxes only in eval mode: training epochs have their losses, not mAP
-        return MetricCollection({} if prefix == "train/" else {"ap": DetectionAP()}, prefix=prefix)
+        return MetricCollection({} if prefix == "train/" else detection_metrics(), prefix=prefix)
 
     def setup(self, stage: str) -> None:
         """Name the per-class AP keys after the data's classes."""

@@ -1,11 +1,5 @@
-"""Semantic segmentation: a DeepLab head on a (dilated) ResNet backbone, the paper's Table 3 (left).
-
-Loss: pixel-wise cross-entropy that skips the `ignore_index` (255: VOC's object borders and padding),
-plus `aux_weight` times the auxiliary head's when it has one; `label_smoothing` as F.cross_entropy's.
-Metrics over the whole split, from one shared confusion matrix: mean IoU, mean class accuracy (the
-paper's "Mean Acc.") and pixel accuracy; with `tta_flip`, of the mean of the output maps of each image
-and, flipped back, of its mirror image.
-"""
+"""Semantic segmentation: a DeepLab head on a (dilated) ResNet backbone, the paper's Table 3 (left). Metrics come
+from one confusion matrix over the whole split; `ignore_index` marks VOC's borders and padding."""
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -22,10 +16,7 @@ from c3exp.tasks.base import PrimaryMetric, TaskModule
 
 
 class MeanClassAccuracy(MulticlassConfusionMatrix):
-    """The mean over the labelled classes of the share of their pixels predicted right (FCN's "mean accuracy").
-
-    torchmetrics' macro accuracy also averages in, as 0, a class that is predicted but never labelled.
-    """
+    """FCN's "mean accuracy"; torchmetrics' macro accuracy averages in a class predicted but never labelled, as 0."""
 
     def compute(self) -> torch.Tensor:
         matrix = super().compute()  # rows: labels, columns: predictions

@@ -19,16 +19,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochSeed(L.Callback):
-    """Reseed every RNG once per training epoch, before that epoch's data iterator is made.
-
-    The shuffling order and every augmentation of epoch e then depend only on (seed, e): a run resumed
-    from the checkpoint of epoch e-1 sees exactly the batches an uninterrupted run would have seen.
-    Lightning creates a fit's first iterator before `on_train_epoch_start` (and before it restores the
-    epoch counter of a resumed run), as early as `configure_optimizers` where that asks for the run's
-    number of steps (`estimated_stepping_batches`: a warm-up, OneCycleLR). So a fit's first epoch is
-    seeded at `setup`, and a resumed fit's at `on_load_checkpoint`, from the checkpoint's loop state:
-    both come before `configure_optimizers`.
-    """
+    """Reseed every RNG per epoch before its data iterator is made, so a resumed run sees the batches of an
+    uninterrupted one; Lightning makes a fit's first iterator early, so that is seeded at setup / on_load_checkpoint."""
 
     def __init__(self, seed: int):
         self.seed = seed
@@ -49,9 +41,7 @@ class EpochSeed(L.Callback):
     def _reseed(self, epoch: int) -> None:
         if epoch != self._seeded_epoch:
             L.seed_everything(epoch_seed(self.seed, epoch), workers=True, verbose=False)
-            # seed_everything also exports PL_GLOBAL_SEED, from which Lightning seeds the DDP
-            # DistributedSampler it builds after this hook (the sampler adds the epoch itself).
-            # It must stay the run's seed, or a resumed DDP run would shuffle with another base seed.
+            # PL_GLOBAL_SEED seeds Lightning's DistributedSampler (which adds the epoch): it stays the run's seed
             os.environ["PL_GLOBAL_SEED"] = str(self.seed)
             self._seeded_epoch = epoch
 
@@ -64,10 +54,7 @@ class EpochSeed(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stop at the first NaN/inf training loss, before it reaches a checkpoint.
-
-    Checkpoints are written only at validation time, so the newest one on disk predates the bad step.
-    """
+    """Stop at the first NaN/inf training loss: checkpoints are written at validation, so the newest predates it."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -80,13 +67,8 @@ class StopOnNonFiniteLoss(L.Callback):
 
 
 class EMAWeights(EMAWeightAveraging):
-    """Lightning's exponential moving average of the weights (and BN statistics), updated after every optimiser step.
-
-    The first update copies the weights; each later one makes the average decay x average + (1 - decay) x weights.
-    Validation runs with the average, checkpoints store it as their state_dict (so eval and a test of the best
-    checkpoint use it) and the raw weights as `current_model_state`; a resumed fit restores both, and the
-    test at the end of training has the average (copied in when training ends).
-    """
+    """Lightning's moving average of the weights and BN statistics; evaluation uses the average (the checkpoints'
+    state_dict), and a resumed fit restores the raw weights too (`current_model_state`)."""
 
     def __init__(self, decay: float):
         check(is_number(decay) and 0 < decay < 1, "optim.ema_decay", decay,
@@ -94,8 +76,7 @@ class EMAWeights(EMAWeightAveraging):
         super().__init__(decay=float(decay))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """The average is made where the run trains: Lightning moves the module to its device only after this hook,
-        and an average left on the CPU would copy every weight to the host after every step."""
+        """Move the module to the run's device first: an average made on the CPU would copy every weight every step."""
         if stage == "fit":
             pl_module.to(trainer.strategy.root_device)
         with warnings.catch_warnings():  # c3exp's configure_model (model.compile) may run early: it compiles once, in place
@@ -103,8 +84,7 @@ class EMAWeights(EMAWeightAveraging):
             super().setup(trainer, pl_module, stage)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Only a resumed fit restores the raw weights: testing a checkpoint after the fit (test_ckpt=best) keeps
-        the average that Lightning loaded from its state_dict."""
+        """Only a resumed fit restores the raw weights: a test of a checkpoint keeps the average of its state_dict."""
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 

@@ -1,10 +1,5 @@
-"""Checkpoints written beside themselves, so that a kill or a full disk never costs the previous one.
-
-Lightning's TorchCheckpointIO saves through an fsspec transaction that stages the file in $TMPDIR and
-"moves" it into place. Where $TMPDIR is another filesystem (a tmpfs /tmp, outputs on a data disk or
-NFS) that move is a copy which truncates the old last.ckpt first: a kill or a full disk then leaves a
-short file under the checkpoint's name, and every interrupted save leaks a checkpoint-sized temp file.
-"""
+"""Checkpoints written beside themselves: Lightning stages them in $TMPDIR, and where that is another filesystem
+the "move" truncates the old last.ckpt first, so a kill or a full disk leaves a short file under its name."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -20,13 +15,8 @@ from c3exp.utils.atomic import remove_temps, write_with
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into a temporary file in the checkpoint's own folder, fsynced and renamed onto its name.
-
-    A checkpoint's name therefore always holds a whole checkpoint, old or new; a failed save removes
-    its temporary file, and temporary files left by killed saves go at the next save. Loading and
-    removing are Lightning's. Remote URLs (s3://...) keep Lightning's save: object stores replace
-    whole objects anyway.
-    """
+    """torch.save into a temporary file in the checkpoint's folder, fsynced and renamed onto its name; remote URLs keep
+    Lightning's save (object stores replace whole objects anyway)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):

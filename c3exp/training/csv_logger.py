@@ -1,10 +1,5 @@
-"""Lightning's CSVLogger with a metrics.csv that a kill or a full disk never leaves cut short.
-
-Lightning's writer deletes an existing metrics.csv when it starts and truncates the file in place
-whenever a new column appears, so a kill at either moment loses every row. Here each save writes the
-whole file into a temporary file beside it and renames that onto metrics.csv: the file on disk is
-always the previous save or this one.
-"""
+"""Lightning's CSVLogger, whose writer deletes or truncates metrics.csv in place, with each save written beside the
+file and renamed onto it, so a kill or a full disk never leaves it cut short. Epochs are 0-based, as Lightning's."""
 from __future__ import annotations
 
 import os
@@ -22,11 +17,7 @@ from c3exp.utils.atomic import remove_temps
 
 
 class ReplacingCSVWriter:
-    """The writer CSVLogger drives (log_metrics, log_hparams, save, `metrics`), rewriting metrics.csv whole at each save.
-
-    It keeps every saved row in memory: a run's CSV has a few rows an epoch, and rewriting them keeps
-    no half-written row or header change on disk.
-    """
+    """The writer CSVLogger drives (log_metrics, log_hparams, save, `metrics`); it keeps every row (a few an epoch)."""
 
     NAME_METRICS_FILE = "metrics.csv"
     NAME_HPARAMS_FILE = "hparams.yaml"
@@ -49,7 +40,6 @@ class ReplacingCSVWriter:
         self.metrics.append({**{key: _scalar(value) for key, value in metrics_dict.items()}, "step": step})
 
     def save(self) -> None:
-        """Write every row so far to metrics.csv (a failed write is retried whole by the next save)."""
         if not self.metrics:
             return
         self.saved.extend(self.metrics)

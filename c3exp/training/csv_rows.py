@@ -1,11 +1,5 @@
-"""A resumed run's csv/metrics.csv keeps the rows its checkpoint covers, and gets back the ones a kill lost.
-
-Lightning's CSVLogger deletes an existing metrics.csv when it starts writing, so a run resumed
-after a kill (or re-run after it finished) would lose every earlier epoch from its CSV while its
-results.json history, which travels in the checkpoint, keeps them. An epoch's train row is logged
-just after its last.ckpt is saved: a kill between the two would lose that row for good, so rows the
-CSV lacks are rebuilt from the checkpoint's history.
-"""
+"""A resumed run's metrics.csv keeps the rows its checkpoint covers: Lightning's CSVLogger deletes it at start, and
+an epoch's train row is logged just after last.ckpt, so rows the CSV lacks are rebuilt from the checkpoint's history."""
 from __future__ import annotations
 
 import csv
@@ -41,10 +35,10 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _number(row: dict[str, Any], key: str) -> float:
-    """row[key] as a number: inf where it is empty or none (rows without a step sort last)."""
+    """row[key] as a number: inf where it is empty or not a number (rows without a step sort last)."""
     value = row.get(key)
     try:
-        return float(value) if value not in ("", None) else float("inf")
+        return float("inf" if value in ("", None) else value)
     except (TypeError, ValueError):
         return float("inf")
 
@@ -54,11 +48,8 @@ def _step(row: dict[str, Any]) -> float:
 
 
 def rows_from_history(rows: list[dict[str, Any]], history: list[dict[str, Any]], global_step: int) -> list[dict[str, Any]]:
-    """One row for each epoch of `history` with the metrics that no row of `rows` of that epoch holds.
-
-    The row takes the step of its epoch's other rows; an epoch with none gets the step its end
-    would have with epochs of equal length (exact for the checkpoint's own, last, epoch).
-    """
+    """One row per epoch of `history` with the metrics no row of that epoch holds, at the step of the epoch's rows
+    (without any: of its end, epochs taken as equally long, exact for the checkpoint's own epoch)."""
     rebuilt = []
     for entry in history:
         epoch = int(entry["epoch"])
@@ -89,14 +80,8 @@ def by_step(*groups: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def carry_over_csv_rows(logger: CSVLogger, checkpoint: str | Path, global_step: int, history: list[dict[str, Any]]) -> int:
-    """Write the rows that led up to `checkpoint` into `logger`'s new metrics.csv; their number.
-
-    The rows come from the checkpoint's own run directory (<run>/checkpoints/x.ckpt ->
-    <run>/csv/metrics.csv), which is this run's directory for `resume=auto`. Rows at or after the
-    checkpoint's step were logged by work the resumed run repeats (or by the old run's test), so
-    they are left out rather than duplicated. Metrics of the checkpoint's `history` that no kept row
-    holds come back as rows of their own.
-    """
+    """Copy the rows before `checkpoint`'s step from its run's csv/metrics.csv into `logger`'s (lost ones rebuilt from
+    `history`); later rows are work the resumed run repeats. Returns their number."""
     source = Path(checkpoint).resolve().parent.parent / Path(logger.log_dir).name / "metrics.csv"
     kept = rows_before(source, global_step)  # read before Lightning's own writer below deletes the file
     rows = by_step(kept, rows_from_history(kept, history, global_step))

@@ -1,11 +1,5 @@
-"""One process per run folder and per sweep folder.
-
-Two runs in one `hydra.run.dir` (the resume idiom started twice, a SLURM requeue that overlaps the
-live job) would both train and overwrite each other's checkpoints and metrics.csv; two sweeps in one
-sweep folder collide job by job. The first process holds an exclusive `flock` on a file in the folder
-and writes who it is into it; a second process is refused in one line naming the holder. The kernel
-drops the lock when its holder dies, however it dies, so a stale lock is simply taken over.
-"""
+"""One process per run folder and per sweep folder, else two would overwrite each other's checkpoints. An exclusive
+`flock` the kernel drops when its holder dies, however it dies, so a stale lock is simply taken over."""
 from __future__ import annotations
 
 import json
@@ -38,12 +32,6 @@ def is_secondary_rank() -> bool:
     return any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES)
 
 
-def holder_record() -> dict[str, Any]:
-    """Who holds the lock, written into the lock file for the message a second process prints."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
 def describe(record: dict[str, Any]) -> str:
     if not record:
         return "another process"  # it has the lock but has not written its record yet
@@ -58,8 +46,8 @@ def read_record(lock_file: IO[str]) -> dict[str, Any]:
     return {}
 
 
-def _try_flock(lock_file: IO[str]) -> bool:
-    """Take the lock without waiting; False if another process holds it."""
+def try_flock(lock_file: IO[str]) -> bool:
+    """Take the exclusive lock without waiting; False if another process holds it."""
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -70,7 +58,7 @@ def _try_flock(lock_file: IO[str]) -> bool:
 def _flock_or_wait_for_same_job(lock_file: IO[str]) -> bool:
     """The lock; held by an earlier start of this very SLURM job (requeued), wait for that one to die."""
     deadline = time.monotonic() + SAME_JOB_WAIT_S
-    while not _try_flock(lock_file):
+    while not try_flock(lock_file):
         same_job = os.environ.get("SLURM_JOB_ID") and read_record(lock_file).get("slurm_job") == os.environ["SLURM_JOB_ID"]
         if not same_job or time.monotonic() > deadline:
             return False
@@ -82,18 +70,15 @@ def open_lock_file(path: Path) -> IO[str]:
     """The lock file, created if need be, never through a symlink planted at its name (it is truncated and written)."""
     try:
         return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")
-    except OSError as err:
+    except OSError:
         if os.path.islink(path):
             raise FolderInUse(f"{path} is a symlink: c3exp writes its lock file only as a plain file; remove it") from None
         raise
 
 
 def acquire(folder: Path, other_folder_key: str) -> None:
-    """Hold `folder` for this process until release(); refuse in one line if a live process holds it.
-
-    Ranks > 0 share rank 0's folder and take nothing. Where the file system has no locks (some
-    network mounts) the run goes on unguarded.
-    """
+    """Hold `folder` until release(); refuse in one line if a live process holds it. Ranks > 0 take nothing, and
+    where the file system has no locks (some network mounts) the run goes on unguarded."""
     folder = Path(folder).resolve()
     if fcntl is None or is_secondary_rank() or folder in _held:
         return
@@ -110,7 +95,9 @@ def acquire(folder: Path, other_folder_key: str) -> None:
         raise FolderInUse(f"{folder} is in use by {holder}: wait for it or use another {other_folder_key}")
     lock_file.truncate(0)
     lock_file.seek(0)
-    lock_file.write(json.dumps(holder_record()))
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    lock_file.write(json.dumps(record))
     lock_file.flush()
     _held[folder] = lock_file
 
@@ -123,7 +110,6 @@ def release(folder: Path) -> None:
 
 
 def release_all() -> None:
-    """Every lock this process holds (the end of `python -m c3exp`, in-process tests)."""
     for folder in list(_held):
         release(folder)
 

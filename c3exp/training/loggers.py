@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from c3exp.errors import ConfigError, check
+from c3exp.utils.atomic import write_text
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -43,10 +44,7 @@ def resolve_mode(mode: str) -> str:
 
 
 def server_problem(timeout: float) -> str | None:
-    """Why the W&B server does not answer within `timeout` seconds, or None if it answers.
-
-    wandb.init itself waits init_timeout (90 s) on a node without network and then raises a long traceback.
-    """
+    """Why the W&B server does not answer within `timeout` seconds, or None (wandb.init would wait 90 s, then fail)."""
     import wandb
 
     url = wandb.setup().settings.base_url  # the one wandb.init uses: WANDB_BASE_URL, `wandb login --host`, or W&B's
@@ -60,12 +58,8 @@ def server_problem(timeout: float) -> str | None:
 
 
 def reachable_mode(mode: str, timeout: float) -> str:
-    """The resolved mode, offline for `auto` where the server does not answer, an error for an explicit `online`.
-
-    Why the difference: `auto` means "log online if you can", and an offline run loses nothing (`wandb sync`
-    uploads it later), so it falls back in one line; `online` is an explicit request (live dashboards, alerts),
-    so it stops before any work rather than train for hours logging where nobody looks.
-    """
+    """The resolved mode; where the server does not answer, offline for `auto` (`wandb sync` uploads it later) and a
+    one-line error for an explicit `online` (live dashboards, alerts) rather than hours of logging nowhere."""
     resolved = resolve_mode(mode)
     problem = server_problem(timeout) if resolved == "online" else None
     if problem is None:
@@ -94,46 +88,32 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-def replace_run_id(save_dir: Path, path: Path) -> str:
-    """A new id written to `path` all at once (readers never see a half-written file)."""
-    run_id = new_run_id()
-    os.replace(write_temp(save_dir, run_id + "\n"), path)
-    return run_id
-
-
-def write_temp(save_dir: Path, text: str) -> Path:
-    """A uniquely named file next to the target (mkstemp is exclusive even on shared filesystems)."""
-    fd, tmp = tempfile.mkstemp(dir=save_dir, prefix=f".{RUN_ID_FILE}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return Path(tmp)
-
-
 def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
-    """The run's W&B id, kept in the run directory so a resumed run continues it; `resume=never` starts a new one.
-
-    Every process of one run (one per rank) must get the same id, so the file is created by linking a
-    complete temporary file into place: exactly one process wins and the others read its id.
-    """
+    """The run's W&B id, kept in the run directory so a resumed run continues it; the file is linked into place
+    complete, so every rank of one run reads the same id."""
     path = save_dir / RUN_ID_FILE
     save_dir.mkdir(parents=True, exist_ok=True)
     if resume == "never":
-        # Only rank 0 talks to W&B; other ranks (DDP children start later) must not replace its id.
-        return replace_run_id(save_dir, path) if getattr(rank_zero_only, "rank", 0) == 0 else new_run_id()
+        run_id = new_run_id()
+        if rank_zero_only.rank == 0:  # only rank 0 talks to W&B; other ranks (DDP children start later) keep its id
+            write_text(path, run_id + "\n")
+        return run_id
     if not path.is_file():
-        tmp = write_temp(save_dir, new_run_id() + "\n")
+        run_id = new_run_id() + "\n"
         try:
-            os.link(tmp, path)
+            with tempfile.NamedTemporaryFile("w", dir=save_dir, prefix=f".{RUN_ID_FILE}.") as tmp:
+                tmp.write(run_id)
+                tmp.flush()
+                os.link(tmp.name, path)
         except FileExistsError:  # another process of this run created it first
             pass
         except OSError:  # a filesystem without hard links (some FUSE/SMB mounts): not race-free, but works
             if not path.exists():
-                os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+                write_text(path, run_id)
     run_id = path.read_text().strip()
     if not run_id:  # an empty file, e.g. from a kill while an older version wrote it
-        run_id = replace_run_id(save_dir, path)
+        run_id = new_run_id()
+        write_text(path, run_id + "\n")
     return run_id
 
 
@@ -152,8 +132,7 @@ def wandb_logger(
     server_timeout: float = 10.0,
     **kwargs: Any,
 ) -> WandbLogger:
-    """`resume` is the run's top-level policy: `never` starts a new W&B run instead of continuing the old one;
-    `server_timeout` is how long an online run waits for the W&B server before going offline (see reachable_mode)."""
+    """`server_timeout`: how long an online run waits for the W&B server before going offline (see reachable_mode)."""
     save_path = Path(save_dir)
     return WandbLogger(
         project=project,

@@ -9,12 +9,8 @@ from c3exp.training.tuning import current_trial
 
 
 class ReportToTrial(L.Callback):
-    """Each epoch's value of the task's primary metric goes to the trial as the intermediate value of that
-    epoch (1-based, as the log numbers epochs); the study's pruner may then stop the trial.
-
-    Outside a trial of c3exp's Optuna sweeper it does nothing. A trial that resumes a dead trial's run
-    folder reports the epochs of the checkpoint's history too, so the pruner sees the whole curve.
-    """
+    """Each epoch's primary metric goes to the trial as its intermediate value at step = epoch (0-based); the study's
+    pruner may then stop the trial. A trial that resumes a dead trial's folder reports the checkpoint's epochs too."""
 
     def __init__(self) -> None:
         self.trial, self.active = None, False
@@ -32,14 +28,14 @@ class ReportToTrial(L.Callback):
         if trainer.strategy.broadcast(pruned, src=0):  # every rank stops, or the others would wait for rank 0
             import optuna
 
-            raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch + 1}")
+            raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")
 
     def report(self, pl_module: L.LightningModule) -> bool:
         """Report the epochs the trial lacks; whether the pruner stops it now."""
         metric = pl_module.primary_metric.name
         reported = self.trial.study.get_trials(deepcopy=False)[self.trial.number].intermediate_values
         for row in pl_module.history:
-            step = int(row["epoch"]) + 1
-            if metric in row and step not in reported and math.isfinite(row[metric]):
-                self.trial.report(row[metric], step)
+            epoch = int(row["epoch"])
+            if metric in row and epoch not in reported and math.isfinite(row[metric]):
+                self.trial.report(row[metric], epoch)
         return self.trial.should_prune()

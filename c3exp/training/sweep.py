@@ -1,6 +1,8 @@
 """Hydra-side helpers: sweep bookkeeping and DDP children that stay inside their sweep job."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -10,11 +12,6 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-try:
-    import fcntl
-except ImportError:  # not POSIX (Windows): no advisory locks, GPUs go by job number
-    fcntl = None
-
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
@@ -23,9 +20,10 @@ from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from c3exp.cli import run_reporting_user_errors
+from c3exp.errors import run_reporting_user_errors
 from c3exp.results import write_json
-from c3exp.training.locks import acquire, release
+from c3exp.training import locks
+from c3exp.training.locks import acquire, open_lock_file, release, try_flock
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
@@ -37,12 +35,7 @@ def in_multirun() -> bool:
 
 
 def pin_ddp_children_to_this_job() -> None:
-    """Make Lightning's DDP relaunch of `sys.argv` run this sweep job, not the whole sweep.
-
-    For ranks > 0 Lightning re-executes the command line with `hydra.run.dir=<HydraConfig run.dir>`.
-    Inside a multirun the command line is the whole sweep (`-m a=1,2`) and run.dir is not the job's
-    directory, so we hand it the job's own overrides and directory instead.
-    """
+    """Make Lightning's DDP relaunch of `sys.argv` (with hydra.run.dir) run this sweep job, not the whole sweep."""
     if not in_multirun():
         return
     hydra_cfg = HydraConfig.get()
@@ -52,20 +45,13 @@ def pin_ddp_children_to_this_job() -> None:
 
 
 GPU_LOCK_DIR = ".gpu_locks"
-# The GPU this process has claimed: (lock directory, GPU index, open lock file). Kept open for the
-# life of the process, so the lock lasts until the process exits and the kernel drops it.
+# (lock directory, GPU index, open lock file) of the GPU this process claimed: the lock lasts as long as the process
 _claimed_gpu: tuple[Path, int, IO[str]] | None = None
 
 
 def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
-    """Claim one GPU for this process for as long as it lives; the GPU's index, or None if all are taken.
-
-    The joblib launcher's loky workers take the next queued job as soon as they are free, so job
-    numbers say nothing about which GPUs are busy: with GPU = job.num % gpus, job `gpus` lands on
-    GPU 0 while job 0 still runs there if job 1 happened to finish first. Instead each worker holds
-    an exclusive flock on `<lock_dir>/gpu<i>.lock` for the first free i and keeps that GPU for every
-    job it runs; the lock goes away with the worker. Returns None where fcntl is unavailable.
-    """
+    """Claim one GPU for this process's life (a flock on `<lock_dir>/gpu<i>.lock`), None if all are taken: joblib's
+    workers take jobs as they free up, so job numbers say nothing about which GPUs are busy."""
     global _claimed_gpu
     lock_dir = Path(lock_dir).resolve()
     if _claimed_gpu is not None:
@@ -74,18 +60,15 @@ def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
             return gpu
         lock_file.close()  # a claim from another sweep: give it up
         _claimed_gpu = None
-    if fcntl is None:
+    if locks.fcntl is None:  # not POSIX: GPUs go by job number
         return None
     lock_dir.mkdir(parents=True, exist_ok=True)
     for gpu in range(gpus):
-        lock_file = open(lock_dir / f"gpu{gpu}.lock", "a")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held by another worker
-            lock_file.close()
-            continue
-        _claimed_gpu = (lock_dir, gpu, lock_file)
-        return gpu
+        lock_file = open_lock_file(lock_dir / f"gpu{gpu}.lock")
+        if try_flock(lock_file):
+            _claimed_gpu = (lock_dir, gpu, lock_file)
+            return gpu
+        lock_file.close()
     return None
 
 
@@ -103,7 +86,7 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
         gpu = claim_gpu(Path(to_absolute_path(hydra_cfg.sweep.dir)) / GPU_LOCK_DIR, gpus)
         if gpu is None:
             gpu = job_num % gpus
-            if fcntl is not None:
+            if locks.fcntl is not None:
                 log.warning("job %s: all %d GPUs are claimed by other workers (more parallel jobs than GPUs?); "
                             "falling back to GPU %d = job number mod GPU count, which another job may be using",
                             job_num, gpus, gpu)
@@ -112,12 +95,7 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
 
 
 class Stopped(SystemExit):
-    """SLURM stopped this job (preemption, requeue, time limit, scancel): neither a result nor a failure.
-
-    A SystemExit passes through the `except Exception` of Hydra's run_job and of submitit, so the job
-    writes no status and no result: the sweep's launcher waits for SLURM's rerun of the job, which
-    resumes from the run directory's last checkpoint (resume=auto).
-    """
+    """SLURM stopped this job; a SystemExit passes `except Exception`: no status is written, and the rerun resumes."""
 
     def __init__(self) -> None:
         super().__init__("stopped by SIGTERM before it finished: a requeued job resumes from its last checkpoint")
@@ -127,13 +105,7 @@ _sigterm = threading.Event()
 
 
 def watch_for_sigterm() -> None:
-    """Remember a SIGTERM, passing it on to the handler already installed (submitit's, in a SLURM job).
-
-    When SLURM preempts or requeues a job it sends SIGTERM to every process of the job: W&B's service
-    process dies with it, and the training process then fails on a lost connection. Knowing that a
-    SIGTERM came first tells that failure apart from a real one. Only where a handler is installed:
-    otherwise SIGTERM ends the process anyway.
-    """
+    """Remember a SIGTERM, passed on: SLURM's also kills W&B's service, and that lost connection is no real failure."""
     previous = signal.getsignal(signal.SIGTERM)
     if not callable(previous) or getattr(previous, "c3exp_watch", False) or threading.current_thread() is not threading.main_thread():
         return
@@ -167,13 +139,7 @@ def failure_text(error: BaseException) -> str:
 
 
 class FolderLock(Callback):
-    """One process per run folder and per sweep folder (c3exp.training.locks).
-
-    Taken before Hydra writes its .hydra/ files and train.log, so a refused second start leaves the
-    first run's folder untouched. The process that runs a multirun (with submitit, the submitting
-    one) holds the sweep folder; each job holds its own folder (run_sweep_job). A refusal exits here:
-    Hydra turns a callback's exceptions into warnings and would go on.
-    """
+    """One process per run/sweep folder (c3exp.training.locks); a refusal exits here, as Hydra would only warn."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_reporting_user_errors(lambda: acquire(Path(config.hydra.run.dir), "hydra.run.dir"))
@@ -191,11 +157,7 @@ class FolderLock(Callback):
 
 
 class SweepSummary(Callback):
-    """After a multirun, list which jobs finished and which failed (and why) in one place.
-
-    Each job records its status in its own directory (jobs may run in other processes or on other
-    machines, as with submitit); the summary is gathered from those files when the sweep ends.
-    """
+    """Which jobs of a multirun finished and which failed (and why), gathered from each job's own status file."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not in_multirun() or os.environ.get("SLURM_PROCID", "0") != "0":  # DDP over SLURM tasks: rank 0 reports
@@ -206,7 +168,7 @@ class SweepSummary(Callback):
             "job": HydraConfig.get().job.num,
             "overrides": list(job_return.overrides or []),
             "status": "failed" if failed else "completed",
-            "error": failure_text(job_return._return_value) if failed else None,
+            "error": failure_text(job_error(job_return)) if failed else None,
             # the task's primary metric and the best value the job returned for it
             "primary_metric": OmegaConf.select(config, "task.primary_metric.name"),
             "best": None if failed else job_return.return_value,
@@ -219,12 +181,21 @@ class SweepSummary(Callback):
         write_sweep_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Reached when no failure ended the sweep: Hydra's sweeper raises the first; the Optuna sweeper goes
-        on past a diverged trial."""
+        """Reached when no failure ended the sweep (the Optuna sweeper goes on past a diverged trial)."""
         jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
         failed = sum(job["status"] == "failed" for job in jobs)
         done = f"{len(jobs) - failed} of {len(jobs)} jobs completed, {failed} failed" if failed else f"all {len(jobs)} jobs completed"
         log.info("sweep finished: %s (%s)", done, config.hydra.sweep.dir)
+
+
+def job_error(job_return: JobReturn) -> BaseException | None:
+    """A failed job's exception: its public return_value re-raises it (and says so on stderr, as Hydra's sweeper will)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            job_return.return_value
+    except Exception as err:
+        return err
+    return None
 
 
 def slurm_job() -> dict[str, str]:

@@ -1,17 +1,6 @@
-"""Hyper-parameter search on Optuna: a Hydra sweeper of c3exp's own, and the job side of a trial.
-
-Our own sweeper rather than hydra-optuna-sweeper, which pins optuna<3 and keeps no study between runs.
-
-The study lives in a file beside the sweep (Optuna's journal file, which works on a shared file
-system), so the same command run again continues the search, and several workers (the same command
-started on other machines) share it. The sweeper asks trials and launches them as Hydra jobs through
-any launcher; each job reports its primary metric per epoch (pruning) and tells the study its own
-outcome, so a job that SLURM requeues, or one that outlives its sweeper, loses nothing. A trial whose
-worker and job both died is failed at the next start and asked again with the same parameters, in
-the same run folder, where resume=auto continues it from its last checkpoint.
-
-Optuna is imported inside the functions: Hydra imports this module at every start.
-"""
+"""Hyper-parameter search: an Optuna sweeper of c3exp's own (hydra-optuna-sweeper pins optuna<3 and keeps no study),
+its study a journal file beside the sweep, so the same command continues it and other machines share it. Each job tells
+its own outcome. Optuna is imported inside the functions: Hydra imports this module at every start."""
 from __future__ import annotations
 
 import logging
@@ -70,8 +59,7 @@ def load_study(storage: str, study_name: str, direction: str | None = None, **kw
 
 
 def distribution(override: Override) -> Any:
-    """Optuna's distribution for a sweep of Hydra's override grammar: interval(a, b) (Hydra's are of floats;
-    tags: log, int), range(a, b[, step]), choice(...) or a,b,c."""
+    """Optuna's distribution for Hydra's interval(a, b) (tags: log, int), range(a, b[, step]), choice(...) or a,b,c."""
     import optuna.distributions as dist
 
     sweep, key = override.value(), override.key_or_group
@@ -101,10 +89,7 @@ def search_space(params: Mapping[str, str] | None, arguments: Sequence[str]) -> 
 
 
 def trial_overrides(trial: optuna.trial.FrozenTrial | optuna.Trial, subdir: str) -> list[str]:
-    """A trial's job: its parameters, its run folder under the sweep, and its number (for the job's reports).
-
-    A categorical value is the text of one choice of the override it came from (`[1]` of attn.stages=[1],[4]).
-    """
+    """A trial's job: its parameters (a choice's text as written: `[1]` of attn.stages=[1],[4]), folder and number."""
     values = [f"{key}={value}" for key, value in trial.params.items()]
     return [*values, f"hydra.sweep.subdir={subdir}", f"+hydra.job.env_set.{TRIAL_VARIABLE}={trial.number}"]
 
@@ -141,8 +126,7 @@ class OptunaSweeper(Sweeper):
         report_best(study, fixed, sweep_dir)
 
     def open_study(self, other_workers: int) -> optuna.Study:
-        """The study, created or continued. The sampler's seed moves on with the trials already there and
-        the workers already running, so a restart or a second worker does not draw the same points again."""
+        """The study, created or continued; the sampler's seed moves on with its trials and workers (no repeated points)."""
         study = load_study(self.storage, self.study_name, self.direction, pruner=self.pruner)
         seed = getattr(self.sampler, "keywords", {}).get("seed")
         offset = {"seed": seed + len(study.trials) + 1000 * other_workers} if seed is not None else {}
@@ -152,10 +136,7 @@ class OptunaSweeper(Sweeper):
         return study
 
     def ask(self, study: optuna.Study, space: dict[str, Any], worker: str, sweep_dir: Path) -> list[optuna.Trial]:
-        """Up to n_jobs new trials, while finished and running trials (of every worker) stay below n_trials.
-
-        Counting and asking hold a lock beside the study, so two workers never ask past n_trials together.
-        """
+        """Up to n_jobs new trials while finished and running ones stay below n_trials (counted under a lock)."""
         import optuna
 
         taken = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
@@ -168,11 +149,8 @@ class OptunaSweeper(Sweeper):
         return trials
 
     def run(self, study: optuna.Study, trials: list[optuna.Trial], fixed: list[str]) -> None:
-        """Launch the trials' jobs; a job that ended without telling its outcome (killed) is failed here.
-
-        A user error (a bad value) ends the search in its one line: every trial would fail alike. A trial
-        that diverged (its job says it in one line) or whose folder another process holds fails alone.
-        """
+        """Launch the trials' jobs; one that ended without telling its outcome (killed) is failed here. A user error
+        ends the search in its one line (every trial would fail alike); a diverged or locked-out trial fails alone."""
         import optuna
 
         from c3exp.training.sweep import JobFailed
@@ -207,11 +185,7 @@ def worker_lock(sweep_dir: Path) -> Iterator[tuple[str, int]]:
 
 
 def retry_dead_trials(study: optuna.Study, sweep_dir: Path) -> None:
-    """Fail each running trial whose worker and job are both gone, and ask it again in its own run folder.
-
-    The job's lock says whether it still runs (a SLURM job outlives the sweeper that launched it);
-    the retry continues from the folder's last checkpoint (resume=auto).
-    """
+    """Fail each running trial whose worker and job (its folder's lock) are both gone; ask it again in its folder."""
     import optuna
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -224,9 +198,7 @@ def retry_dead_trials(study: optuna.Study, sweep_dir: Path) -> None:
 
 
 def best_command(params: Mapping[str, Any], fixed: Sequence[str]) -> str:
-    """The command that trains the best trial's configuration as one run: the search's own settings
-    (hparams_search, its validation hold-out, hydra.*) stay behind, so the run trains on the whole
-    training split and tests as any run does."""
+    """The command that trains the best trial's configuration as one run, without the search's own settings."""
     kept = [arg for arg in fixed if not arg.lstrip("+~").startswith(("hparams_search=", "hydra.", "hydra/"))]
     values = [f"{key}={value}" for key, value in params.items()]
     return shlex.join(["python", "-m", "c3exp", *kept, *values])
@@ -272,12 +244,8 @@ def current_trial() -> tuple[optuna.Study, optuna.Trial] | None:
 
 
 def run_as_trial(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a sweep job; inside an Optuna trial, tell the study how it ended (the job, not the sweeper, tells:
-    a job requeued by SLURM, or one whose sweeper died, still records its outcome).
-
-    A job that SIGTERM or Ctrl-C stops tells nothing: its requeue (or a later start of the search) goes on.
-    A diverged trial (NaN loss) is told pruned: the sampler then ranks its parameters below every finished trial.
-    """
+    """Run a sweep job; inside an Optuna trial, tell the study how it ended. A job stopped by SIGTERM or Ctrl-C tells
+    nothing (its requeue goes on); a diverged one is told pruned, so the sampler ranks it below every finished trial."""
     found = current_trial()
     if found is None:
         return run()

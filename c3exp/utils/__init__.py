@@ -1,2 +1,2 @@
-"""Small helpers shared across c3exp, each module importing only what it needs (no torch at package level:
-the CLI answers configuration questions before torch loads)."""
+"""Small helpers; no torch at package level: the CLI answers configuration questions before torch loads."""
+

@@ -1,10 +1,5 @@
-"""Files written beside themselves: a temporary file in the target's own folder, flushed and renamed.
-
-`os.replace` within one folder is atomic on POSIX filesystems (local disks, NFS): a reader, a kill or
-a full disk sees the old file or the new one, never a mix, and the rename replaces a symlink at the
-target instead of writing through it. Staging in `$TMPDIR` would make the final move a copy wherever
-that is another filesystem, which truncates the old file first.
-"""
+"""Files written to a temporary file in the target's own folder, then renamed: `os.replace` within one folder is
+atomic (a reader, a kill or a full disk sees the old file or the new one); from `$TMPDIR` it may be a copy."""
 from __future__ import annotations
 
 import os
@@ -20,10 +15,7 @@ TEMP_PREFIX = ".tmp-"
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file beside `path`; on a clean exit it is synced and renamed onto `path`.
-
-    On any error (a full disk, an interrupt) the temporary file is removed and `path` is left as it was.
-    """
+    """A temporary file beside `path`, synced and renamed onto it on a clean exit; removed on any error."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
     try:
@@ -39,10 +31,7 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
 
 
 def remove_temps(folder: Path, pattern: str) -> list[Path]:
-    """Remove the temporary files that killed saves of `folder`/`pattern` left behind; those removed.
-
-    Call it only where no other save into `folder` can be under way (one process saves a run's files).
-    """
+    """Remove (and return) the temporary files killed saves left; only where no save is under way."""
     leftovers = sorted(folder.glob(f"{TEMP_PREFIX}{pattern}.*"))
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
@@ -55,12 +44,6 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_write(path, "wb") as file:
-        file.write(data)
-    return Path(path)
-
-
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path, "w", encoding="utf-8") as file:
         file.write(text)
@@ -68,8 +51,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_with(path: str | Path, save: Callable[[IO], Any], mode: str = "wb") -> Path:
-    """`save(file)` into a temporary file beside `path`, then renamed: for writers that take a file
-    object (torch.save, matplotlib's savefig with `format=`)."""
+    """Atomic `save(file)`, for writers that take a file object (torch.save, savefig with `format=`)."""
+
     with atomic_write(path, mode) as file:
         save(file)
     return Path(path)

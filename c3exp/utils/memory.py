@@ -9,12 +9,8 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 
 def keep_freed_memory() -> bool:
-    """glibc: serve every allocation from the heap and never shrink it (mallopt); False where unsupported.
+    """glibc: never hand freed heap back (else each step page-faults it in again); False where unsupported."""
 
-    By default glibc hands large freed blocks back to the OS, and the next step faults them in
-    again page by page: tens of thousands of page faults a step for a CIFAR ResNet at batch 128 on
-    a CPU. The price is that the process keeps its peak heap until it exits.
-    """
     if platform.libc_ver()[0] != "glibc":
         return False
     try:

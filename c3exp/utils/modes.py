@@ -10,11 +10,8 @@ from torch import nn
 
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode (BN uses its running statistics) and no autograd; the model's own mode is restored after.
+    """Eval mode and no autograd, the mode restored after: measurements mid-training must not update BN statistics."""
 
-    Measurements taken mid-training (complexity counts, correlations, activation maps) must not
-    leave a training network in eval mode, nor update its BN statistics.
-    """
     was_training = model.training
     model.eval()
     try:

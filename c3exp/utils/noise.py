@@ -24,11 +24,8 @@ class DropTips(logging.Filter):
 
 
 def silence_library_noise() -> None:
-    """Drop the expected warnings and Lightning's tips; print each Lightning info line once.
+    """Drop expected warnings and tips; Lightning's own console handler goes where Hydra's would print lines twice."""
 
-    `lightning` adds its own console handler at import; when Hydra has configured the root logger,
-    Lightning's lines also reach Hydra's handlers (console and train.log), so its own is removed.
-    """
     for message in EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")

@@ -1,5 +1,4 @@
-"""c3exp's Optuna sweeper where Hydra looks for plugins: Hydra takes a sweeper only from a class defined under
-hydra_plugins. The work is done in c3exp.training.tuning."""
+"""Hydra takes a sweeper only from a class under hydra_plugins; the work is done in c3exp.training.tuning."""
 from c3exp.training import tuning
 
 

@@ -116,12 +116,6 @@ def test_coord_gradients_match_naive_equations(training: bool):
     assert_gradients_match_reference(block, NaiveCoord(block), x)
 
 
-def test_coord_accepts_channels_last():
-    block = randomize(CoordAttention(16)).eval()
-    x = torch.randn(2, 16, 5, 6)
-    torch.testing.assert_close(block(x.to(memory_format=torch.channels_last)), block(x))
-
-
 # ----------------------------------------------------------------------------------------------
 # Sizes: M = max(8, C // r); (CM + M) + 2M + 2(MC + C) = 3CM + 3M + 2C.
 
@@ -149,7 +143,7 @@ def test_coord_rejects_bad_reduction_by_key(reduction):
 def test_coord_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "coord.yaml"))
     defaults = {name: p.default for name, p in inspect.signature(CoordAttention).parameters.items() if name != "channels"}
-    assert node == {"name": "coord", "placement": "every_block", "stages": None, "at": None, "options": defaults}
+    assert node == {"_target_": "c3exp.attention.coord.CoordAttention", "name": "coord", "placement": "every_block", "stages": None, "at": None, "options": defaults}
     assert defaults == {"reduction": 32}
 
 

@@ -69,12 +69,6 @@ def test_eca_gradients_match_naive_equations(kernel: str, training: bool):
     assert_gradients_match_reference(block, NaiveECA(block), x)
 
 
-def test_eca_accepts_channels_last():
-    block = randomize(ECA(16)).eval()
-    x = torch.randn(2, 16, 5, 6)
-    torch.testing.assert_close(block(x.to(memory_format=torch.channels_last)), block(x))
-
-
 # ----------------------------------------------------------------------------------------------
 # Sizes: k = psi(C), k parameters.
 
@@ -141,7 +135,7 @@ def test_eca_rejects_bad_options_by_key(options: dict, key: str):
 def test_eca_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "eca.yaml"))
     defaults = {name: p.default for name, p in inspect.signature(ECA).parameters.items() if name != "channels"}
-    assert node == {"name": "eca", "placement": "every_block", "stages": None, "at": None, "options": defaults}
+    assert node == {"_target_": "c3exp.attention.eca.ECA", "name": "eca", "placement": "every_block", "stages": None, "at": None, "options": defaults}
     assert defaults == {"kernel_size": None, "gamma": 2, "b": 1}
 
 

@@ -83,12 +83,6 @@ def test_srm_uses_the_unbiased_std():
     torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_srm_accepts_channels_last():
-    block = randomize(SRM(16)).eval()
-    x = torch.randn(2, 16, 5, 6)
-    torch.testing.assert_close(block(x.to(memory_format=torch.channels_last)), block(x))
-
-
 def test_srm_on_a_single_position_is_one_line():
     """The unbiased std of one value is undefined (NaN): a 1x1 map is a user error, not NaN gates."""
     with pytest.raises(ConfigError) as error:
@@ -113,7 +107,7 @@ def test_srm_params_are_4c(channels: int):
 def test_srm_has_no_options():
     assert list(inspect.signature(SRM).parameters) == ["channels"]
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "srm.yaml"))
-    assert node == {"name": "srm", "placement": "every_block", "stages": None, "at": None, "options": {}}
+    assert node == {"_target_": "c3exp.attention.srm.SRM", "name": "srm", "placement": "every_block", "stages": None, "at": None, "options": {}}
 
 
 # ----------------------------------------------------------------------------------------------

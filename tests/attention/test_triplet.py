@@ -135,11 +135,6 @@ def test_triplet_resnet50_adds_4800_parameters():
     assert round((n_params(net) + added) / 1e6, 2) == 25.56
 
 
-def test_triplet_keeps_any_shape():
-    x = torch.randn(2, 3, 1, 9)
-    assert TripletAttention(3)(x).shape == x.shape
-
-
 def test_triplet_bn_is_the_official_one():
     bn = TripletAttention(8).hw.bn
     assert isinstance(bn, nn.BatchNorm2d) and (bn.num_features, bn.momentum, bn.eps, bn.affine) == (1, 0.01, 1e-5, True)

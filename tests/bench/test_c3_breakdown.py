@@ -1,4 +1,4 @@
-"""benchmarks/c3_breakdown.py, BENCHMARKS.md's cost breakdown of a C3 block: its variants and its block clock."""
+"""benchmarks/c3_breakdown.py, the cost breakdown of a C3 block: its variants and its block clock."""
 from __future__ import annotations
 
 import time
@@ -9,7 +9,7 @@ from c3exp.attention import C3Block
 
 
 def test_c3_breakdown_takes_the_block_apart_and_runs():
-    """benchmarks/c3_breakdown.py (BENCHMARKS.md's cost breakdown): each variant is the part it names."""
+    """benchmarks/c3_breakdown.py: each variant is the part it names."""
     from benchmarks.c3_breakdown import VARIANTS, in_step_table, message_table, network, step_table
 
     def first_c3(variant: str) -> C3Block:

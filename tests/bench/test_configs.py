@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from c3exp.bench import expand_overrides
+from c3exp.bench.configs import expand_overrides
 from c3exp.config import compose
 from c3exp.errors import OverrideError
 
@@ -25,7 +25,7 @@ def test_training_configs_carry_no_bench_settings():
     assert "bench" not in compose([]) and "bench" not in compose(["experiment=detection_shapes"])
     with pytest.raises(OverrideError, match="bench.steps is not a config key"):
         compose(["bench.steps=3"])  # a training command line has no bench settings to set
-    from c3exp.bench import compose_bench
+    from c3exp.bench.configs import compose_bench
 
     timed_cfg = compose_bench(["model=resnet110", "attn=c3", "bench.steps=15"])
     assert timed_cfg.bench.steps == 15 and timed_cfg.bench.mode == "steps" and timed_cfg.bench.path is None

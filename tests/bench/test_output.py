@@ -6,7 +6,7 @@ import os
 
 
 def test_report_names_are_never_reused_within_one_second(tmp_path):
-    from c3exp.bench import new_report_path
+    from c3exp.bench.output import new_report_path
 
     started = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     stem = f"20260102-030405-p{os.getpid()}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from c3exp.bench import main
+from c3exp.cli.bench import main
 
 
 @pytest.mark.parametrize(

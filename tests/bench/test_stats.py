@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from c3exp.bench import paired_ratios, ratios, summarise
+from c3exp.bench.stats import paired_ratios, ratios, summarise
 
 
 def test_paired_ratio_cancels_a_slow_phase_that_hits_whole_rounds():

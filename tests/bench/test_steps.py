@@ -1,7 +1,7 @@
 """The bench's training steps (c3exp/bench/steps.py) for every task: segmentation and detection batches too."""
 from __future__ import annotations
 
-from c3exp.bench import bench
+from c3exp.bench.run import bench
 
 
 def test_bench_times_segmentation_steps(tmp_path):

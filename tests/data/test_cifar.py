@@ -1,4 +1,4 @@
-"""CIFAR (c3exp/data/cifar.py) through torchvision's real code path on files written here: the splits, the batches,
+"""CIFAR (c3exp/data/cifar.py) on files written here in the python-version format: the splits, the batches,
 and dataset files that are missing, unofficial, truncated or in another format, each one line."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def cifar(root: Path, name: str = "cifar10", **kwargs) -> CIFARDataModule:
 
 
 @pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
-def test_cifar_files_round_trip_through_torchvision(tmp_path, variant):
+def test_cifar_files_round_trip(tmp_path, variant):
     written = write_cifar(tmp_path, variant, per_file=12)
     datamodule = cifar(tmp_path, variant)
     datamodule.setup()
@@ -113,7 +113,7 @@ def test_a_cifar_batch_in_another_format_is_named(monkeypatch, capsys, cifar10_r
 def test_a_missing_cifar_dataset_keeps_the_not_found_advice(monkeypatch, capsys, tmp_path):
     line = cli_error_line(monkeypatch, capsys, tmp_path, cifar_overrides("cifar10", tmp_path))
     assert line.startswith(f"error: cifar10 not found: looked for {tmp_path.resolve() / 'cifar-10-batches-py'} "
-                           "(Dataset not found or corrupted). Either let c3exp download it")
+                           "(no such folder). Either let c3exp download it")
 
 
 @pytest.mark.parametrize("verify", ["true", "false"])

@@ -23,7 +23,7 @@ from c3exp.data.device import (
     erase_image,
     normalize_batch,
 )
-from c3exp.train import train
+from c3exp.training.train import train
 from tests.conftest import TINY_DIGITS, run_config, without_timing
 
 MEAN, STD = DigitsDataModule.mean, DigitsDataModule.std

@@ -27,7 +27,7 @@ def write_image_folder(root: Path, classes: int = 2, per_class: int = 4, size: i
 
 
 def test_imagefolder_counts_classes_and_trains_a_torchvision_resnet(tmp_path):
-    from c3exp.train import train
+    from c3exp.training.train import train
     from tests.conftest import run_config
 
     root = write_image_folder(tmp_path / "images", classes=3)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import c3exp
-from c3exp.attention import ATTENTION_BLOCKS, sized_by_map
+from c3exp.attention import ATTENTION_NAMES, sized_by_map
 from c3exp.errors import ConfigError
 from c3exp.models import PLACEMENTS, build_model, cifar_resnet
 from tests.conftest import build, hydra_compose as compose
@@ -37,7 +37,7 @@ NETWORKS = {
 TORCHVISION_C3_SIZES = ("attn.options.spatial_sizes=[[8,8],[8,8],[4,4],[2,2]]", "attn.options.reduction=4")
 
 
-ATTENTION_CASES = [("none", "every_block")] + [(name, placement) for name in ATTENTION_BLOCKS for placement in PLACEMENTS]
+ATTENTION_CASES = [("none", "every_block")] + [(name, placement) for name in ATTENTION_NAMES[1:] for placement in PLACEMENTS]
 
 
 def expected_attention_count(placement: str, blocks: tuple[int, ...]) -> int:
@@ -121,7 +121,11 @@ def test_resume_and_eval_build_without_downloading_pretrained_weights():
         (("+model.dropout=0.3",), "model.dropout"),
         (("model=resnet18", "model.arch=vgg16"), "model.arch"),
         (("attn=se", "attn.placement=everywhere"), "attn.placement"),
+        (("attn=se", "attn.name=c3"), "attn.name"),  # the name labels the block in results: SE's is se
         (("attn=se", "attn.name=sk"), "attn.name"),
+        (("attn=none", "attn._target_=c3exp.attention.se.SqueezeExcite"), "attn.name"),
+        (("attn=se", "attn.name=sk", "attn._target_=c3exp.attention.sk.SelectiveKernel"), "attn._target_"),
+        (("model._target_=torch.nn.Identity",), "model._target_"),  # a builder takes num_classes and attn
         (("attn=se", "+attn.options.groups=2"), "attn.options.groups"),
         (("attn=se", "attn.options.reduction=5"), "attn.options.reduction"),
         (("attn=c3", "attn.options.reduction=0"), "attn.options.reduction"),
@@ -136,3 +140,15 @@ def test_bad_settings_raise_config_error_with_key(overrides: tuple[str, ...], ke
     with pytest.raises(ConfigError) as error:
         build(*overrides)
     assert error.value.key == key
+
+
+def not_a_stage_network(num_classes: int, attn: dict | None = None) -> nn.Module:
+    return nn.Linear(3, num_classes)
+
+
+def test_a_builder_must_return_the_container_every_task_builds_on():
+    cfg = compose("model=resnet20")
+    cfg.model = {"_target_": f"{__name__}.not_a_stage_network", "name": "linear"}
+    with pytest.raises(ConfigError, match=r"^model._target_='tests.models.test_build_model.not_a_stage_network' is not valid: "
+                                          r"expected a builder taking num_classes and attn that returns a c3exp.models.ResNet"):
+        build_model(cfg)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.ops import FrozenBatchNorm2d
 
 import c3exp
 from c3exp.errors import ConfigError
@@ -28,16 +27,32 @@ def test_the_pyramid_has_one_anchor_size_per_level_from_the_strides():
 def test_trainable_stages_and_frozen_bn_spare_the_attention_blocks():
     net = detector("attn=se", "task.network.trainable_stages=1", "task.network.frozen_bn=true")
     body = net.backbone.body
-    frozen = [body.stem, body.stages[0], body.stages[1]]
+    frozen = [body.stem, body.stage0, body.stage1]
     attention = {id(p) for m in body.modules() if getattr(m, "is_attention", False) for p in m.parameters()}
     assert attention and all(p.requires_grad for m in body.modules() if getattr(m, "is_attention", False)
                              for p in m.parameters())
     assert not any(p.requires_grad for part in frozen for p in part.parameters() if id(p) not in attention)
-    assert all(p.requires_grad for p in body.stages[2].parameters())
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
+    norms = [m for m in body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not p.requires_grad for m in norms for p in m.parameters())
+    assert all(p.requires_grad for m in body.stage2.modules() if not isinstance(m, torch.nn.BatchNorm2d)
+               for p in m.parameters(recurse=False))
+    net.train()  # Lightning's fit: the frozen BN still normalises with its stored statistics
+    assert net.backbone.training and not any(m.training for m in norms)
     with pytest.raises(ConfigError, match="task.network.trainable_stages"):
         detector("task.network.trainable_stages=5")
+
+
+def test_frozen_bn_keeps_the_attention_that_follows_it_in_a_torchvision_backbone():
+    """torchvision networks apply block attention by a forward hook on the BN before it: freezing keeps that BN."""
+    net = detector("model=resnet18", "attn=se", "task.network.frozen_bn=true", "task.network.fpn_channels=16",
+                   "task.network.representation_size=32").eval()
+    calls = []
+    blocks = [m for m in net.backbone.body.modules() if getattr(m, "is_attention", False)]
+    for block in blocks:
+        block.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        net([torch.rand(3, 64, 64)])
+    assert len(blocks) == 8 and len(calls) == 8  # one SE block per basic block of ResNet-18, each run once
 
 
 def test_unknown_detector_settings_are_one_line():

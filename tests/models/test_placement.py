@@ -30,10 +30,19 @@ def test_block_attention_sits_after_the_last_bn_before_the_add():
         torch.testing.assert_close(seen["gate_input"], seen["bn2"], rtol=0, atol=0)  # right after the last BN
         expected = torch.relu(seen["gate"] + first.shortcut(seen["block_input"]))  # then the add, then ReLU
         torch.testing.assert_close(seen["block"], expected)
-    tv = build("model=resnet50", "attn=se", "data.num_classes=10")
+    tv = build("model=resnet50", "attn=se", "data.num_classes=10").eval()
     block = tv.stages[2][0]
-    assert isinstance(block.bn3, nn.Sequential) and isinstance(block.bn3[0], nn.BatchNorm2d)
-    assert getattr(block.bn3[1], "is_attention", False)
+    (gate,) = [module for module in block.modules() if getattr(module, "is_attention", False)]
+    bn3 = dict(block.named_modules()).get("bn3.0", block.bn3)  # the block's last BN, however the gate hangs on it
+    seen.clear()
+    bn3.register_forward_hook(lambda module, args, out: seen.update(bn3=out.clone()), prepend=True)
+    gate.register_forward_hook(lambda module, args, out: seen.update(gate_input=args[0], gate=out.clone()))
+    block.downsample.register_forward_hook(lambda module, args, out: seen.update(shortcut=out))
+    block.register_forward_hook(lambda module, args, out: seen.update(block=out))
+    with torch.no_grad():
+        tv(torch.randn(1, 3, 64, 64))
+    torch.testing.assert_close(seen["gate_input"], seen["bn3"], rtol=0, atol=0)
+    torch.testing.assert_close(seen["block"], torch.relu(seen["gate"] + seen["shortcut"]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """torchvision's ResNets as c3exp backbones (c3exp/models/torchvision_resnet.py): stage channels, output stride
-by dilation with torchvision's weight names and shapes kept, C3 sizes at 224 px."""
+by dilation with torchvision's weight names and shapes kept, C3 sizes at 224 px, block attention by hooks."""
 from __future__ import annotations
 
+import copy
+import io
 import math
 from pathlib import Path
 
@@ -130,3 +132,56 @@ def test_torchvision_default_c3_sizes_at_224():
     model = build("model=resnet18", "attn=c3", "data.num_classes=10", "data.image_size=224")
     assert [stage[0].spatial_size for stage in model.stages] == [(16, 16), (16, 16), (16, 16), (8, 8)]
     assert count_macs(model, (1, 3, 224, 224)) > count_macs(build("model=resnet18", "data.num_classes=10"), (1, 3, 224, 224))
+
+
+# ----------------------------------------------------------------------------------------------
+# Block attention hangs on its BN by a hook: torchvision's names stay, copies and compiled networks run it.
+
+SE_EVERY_BLOCK = {"name": "se", "placement": "every_block"}
+
+
+def test_block_attention_keeps_every_torchvision_name():
+    with torch.device("meta"):  # names only
+        ours = list(torchvision_resnet(10, SE_EVERY_BLOCK, "resnet50").state_dict())
+        theirs = list(torchvision.models.resnet50(num_classes=10).state_dict())
+    attention = [key for key in ours if ".attention." in key]
+    assert [key for key in ours if key not in attention] == [torchvision_key_in_ours(key) for key in theirs]
+    assert len(attention) == 16 * 2  # one SE per bottleneck (3 + 4 + 6 + 3), two bias-free linear layers each
+    assert attention[:2] == ["stages.0.0.attention.fc.0.weight", "stages.0.0.attention.fc.2.weight"]
+
+
+def test_block_attention_runs_on_the_last_bn_s_output_before_the_add():
+    net = torchvision_resnet(10, {"name": "se", "placement": "first_block"}, "resnet50", input_size=32).eval()
+    block = net.stages[2][0]
+    assert isinstance(block.bn3, nn.BatchNorm2d) and block.attention.is_attention  # the BN left in place
+    assert not hasattr(net.stages[2][1], "attention")
+    seen = {}
+    block.register_forward_pre_hook(lambda module, args: seen.update(block_input=args[0]))
+    block.bn3.register_forward_hook(lambda module, args, out: seen.update(bn3=out.clone()), prepend=True)  # before ours
+    block.attention.register_forward_hook(lambda module, args, out: seen.update(gate_input=args[0], gate=out.clone()))
+    block.register_forward_hook(lambda module, args, out: seen.update(block=out))
+    with torch.no_grad():
+        net(torch.randn(2, 3, 32, 32))
+        torch.testing.assert_close(seen["gate_input"], seen["bn3"], rtol=0, atol=0)
+        torch.testing.assert_close(seen["block"], torch.relu(seen["gate"] + block.downsample(seen["block_input"])))
+
+
+def test_block_attention_runs_in_deep_copies_pickles_and_compiled_networks():
+    torch.manual_seed(0)
+    net = torchvision_resnet(10, SE_EVERY_BLOCK, "resnet18", input_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = net(x)
+        twin = copy.deepcopy(net)
+        torch.testing.assert_close(twin(x), expected, rtol=0, atol=0)
+        for parameter in twin.stages[3][1].attention.parameters():
+            parameter.zero_()  # the copy's hook runs the copy's block, not the original's
+        assert not torch.equal(twin(x), expected) and torch.equal(net(x), expected)
+        buffer = io.BytesIO()
+        torch.save(net, buffer)
+        buffer.seek(0)
+        torch.testing.assert_close(torch.load(buffer, weights_only=False)(x), expected, rtol=0, atol=0)
+        torch.compiler.reset()
+        compiled = torch.compile(net, fullgraph=True, backend="aot_eager")  # fullgraph: the hooks trace, no graph break
+        torch.testing.assert_close(compiled(x), expected)
+        torch.compiler.reset()

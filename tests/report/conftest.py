@@ -1,6 +1,6 @@
 """Run folders as `python -m c3exp` leaves them, written in a blink: the config Hydra composes for the overrides
 (.hydra/config.yaml, hydra.yaml, overrides.yaml, saved as Hydra saves them) and a results.json with every key
-c3exp.train writes, its numbers made up. tests/report/test_runs.py checks a real run folder against one.
+c3exp.training.train writes, its numbers made up. tests/report/test_runs.py checks a real run folder against one.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from c3exp.report import main as report
+from c3exp.cli.report import main as report
 from c3exp.report.plots import NAME_LIMIT, safe_name
 from c3exp.report.wandb_runs import run_from_wandb
 from tests.conftest import rows_by_attn as read_csv
@@ -94,7 +94,7 @@ def test_a_wandb_model_name_with_dot_dot_writes_nothing_outside(tmp_path, monkey
                           history=lambda keys, pandas: [{"epoch": 0, "val/acc1": 0.5}])
     monkeypatch.setattr(wandb, "Api", lambda: SimpleNamespace(runs=lambda project: [run]))
     before = snapshot(tmp_path)
-    report(["--wandb", "me/project", "--out", str(out)])
+    report(["wandb=me/project", f"out={out}"])
     assert victim.read_bytes() == b"precious"
     assert_only_report_files_changed(before, snapshot(tmp_path), out)
 
@@ -178,9 +178,11 @@ def test_a_zero_epoch_run_is_not_in_the_table(sweep, capsys):
 
 def test_only_damaged_runs_is_a_user_error(tmp_path, capsys):
     write_run(tmp_path / "empty", b"")
-    with pytest.raises(ValueError, match="expected a source with at least one finished run"):
+    with pytest.raises(SystemExit) as stop:
         report([str(tmp_path)])
-    assert capsys.readouterr().err == f"skipped {tmp_path / 'empty' / 'results.json'}: empty\n"
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"skipped {tmp_path / 'empty' / 'results.json'}: empty\n"
+        f"error: source='{tmp_path}' is not valid: expected a source with at least one finished run (results.json)\n")
 
 
 def test_a_wandb_run_without_a_trained_epoch_or_with_a_string_metric_is_skipped(capsys):

@@ -16,7 +16,7 @@ import yaml
 
 import c3exp.report.plots
 from c3exp.analysis.plots import Band
-from c3exp.report import main as report
+from c3exp.cli.report import main as report
 from c3exp.report.wandb_runs import run_from_wandb
 from tests.conftest import error_line, rows_by_attn as read_csv
 from tests.report.conftest import rows_by_cell, write_hydra_run
@@ -58,7 +58,7 @@ def walkthrough(tmp_path) -> Path:
 
 
 def test_debug_runs_are_skipped_and_seeds_are_distinct(walkthrough, tmp_path):
-    written = report([str(walkthrough), "--out", str(tmp_path / "report")])
+    written = report([str(walkthrough), f"out={tmp_path / 'report'}"])
     rows, markdown = read_csv(written["csv"]), written["markdown"].read_text()
     for attn, top1 in (("c3", [90.0, 94.0]), ("none", [80.0, 84.0])):
         assert int(rows[attn]["seeds"]) == 2
@@ -67,7 +67,7 @@ def test_debug_runs_are_skipped_and_seeds_are_distinct(walkthrough, tmp_path):
         assert all(Path(run).parent.name == "d" for run in rows[attn]["runs"].split(";"))  # the sweep's
     notes = [line for line in markdown.splitlines() if line.startswith("- ")]
     assert notes == [
-        "- Skipped 2 debug runs (1 trainer.fast_dev_run, 1 trainer.overfit_batches); --include-debug reports them.",
+        "- Skipped 2 debug runs (1 trainer.fast_dev_run, 1 trainer.overfit_batches); include_debug=true reports them.",
         f"- resnet20 / digits / c3: 2 runs with seed 0; kept the most recent ({walkthrough}/train/multiruns/d/0_c3), "
         "left out 1.",
     ]
@@ -77,7 +77,7 @@ def test_debug_runs_are_skipped_and_seeds_are_distinct(walkthrough, tmp_path):
 def test_include_debug_reports_them_one_run_per_seed(walkthrough, tmp_path):
     """A debug run is reported in a cell of its own, labelled by the settings that differ; never pooled."""
     write_run(walkthrough / "debug" / "runs" / "e_se", "se", 0, 0.50, DEBUG_FAST, age=50)
-    written = report([str(walkthrough), "--out", str(tmp_path / "report"), "--include-debug"])
+    written = report([str(walkthrough), f"out={tmp_path / 'report'}", "include_debug=true"])
     rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
     sweep_c3 = "c3 (trainer.fast_dev_run=false, trainer.max_epochs=unset)"
     cells = {name: (int(row["seeds"]), float(row["top1_mean"])) for name, row in rows.items()}
@@ -99,7 +99,7 @@ def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
         return Path(path)
 
     monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)
-    report([str(walkthrough), "--out", str(tmp_path / "report")])
+    report([str(walkthrough), f"out={tmp_path / 'report'}"])
     assert {attn: band.runs for attn, band in drawn.items()} == {"c3": 2, "none": 2}
     np.testing.assert_allclose(drawn["c3"].mean, [46.0, 92.0])
 
@@ -107,7 +107,7 @@ def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
 def test_only_debug_runs_is_a_user_error(tmp_path, capsys):
     write_run(tmp_path / "fast", "c3", 0, 0.09, DEBUG_FAST)
     err = error_line(lambda: report([str(tmp_path)]), capsys)
-    assert "not a debug run (skipped 1 debug run; --include-debug reports them)" in err
+    assert "not a debug run (skipped 1 debug run; include_debug=true reports them)" in err
 
 
 def test_wandb_debug_runs_are_marked_from_their_config():
@@ -130,7 +130,7 @@ def test_a_real_fast_dev_run_is_recognised(walkthrough, tmp_path):
                            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    written = report([str(walkthrough), "--out", str(tmp_path / "report")])
+    written = report([str(walkthrough), f"out={tmp_path / 'report'}"])
     assert "Skipped 3 debug runs (2 trainer.fast_dev_run, 1 trainer.overfit_batches)" in written["markdown"].read_text()
     assert set(read_csv(written["csv"])) == {"none", "c3"}  # the only SE run was the debug one
 
@@ -173,7 +173,7 @@ def test_a_short_run_is_not_averaged_with_a_full_run_as_a_seed(tmp_path, capsys)
     runs = tmp_path / "runs"
     write_run(runs / "short", "c3", 1, 0.0891, full_config(1, limit_train_batches=10), age=100)
     write_run(runs / "full", "c3", 0, 0.9721, full_config(0))
-    written = report([str(runs), "--out", str(tmp_path / "report")])
+    written = report([str(runs), f"out={tmp_path / 'report'}"])
     rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
     cells = {name: (int(row["seeds"]), row["runs"], float(row["top1_mean"]), row["top1_std"])
              for name, row in rows.items()}
@@ -205,7 +205,7 @@ def test_runs_of_any_other_setting_get_a_cell_of_their_own(tmp_path, setting):
     for seed in (0, 1):
         write_run(runs / f"s{seed}", "c3", seed, 0.90 + seed / 100, full_config(seed))
     write_run(runs / "other", "c3", 2, 0.10, merged(full_config(2), setting))
-    written = report([str(runs), "--out", str(tmp_path / "report")])
+    written = report([str(runs), f"out={tmp_path / 'report'}"])
     rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
     key = ".".join(dotted_path(setting))
     ours, other = f"c3 ({key}={leaf(full_config(0), setting)})", f"c3 ({key}={leaf(setting, setting)})"
@@ -227,7 +227,7 @@ def test_genuine_seeds_are_pooled_whatever_their_paths_loggers_and_workers(tmp_p
                           "model_checkpoint": {"dirpath": f"/scratch/{seed}/checkpoints"}},
         })
         write_run(runs / f"s{seed}", "c3", seed, acc, config)
-    written = report([str(runs), "--out", str(tmp_path / "report")])
+    written = report([str(runs), f"out={tmp_path / 'report'}"])
     row, markdown = read_csv(written["csv"])["c3"], written["markdown"].read_text()
     top1 = [90.0, 94.0, 95.0]
     assert int(row["seeds"]) == 3 and len(row["runs"].split(";")) == 3
@@ -250,7 +250,7 @@ def test_a_sweep_over_c3s_locations_gives_a_labelled_cell_per_location(tmp_path)
         for seed, acc in enumerate(pair):
             overrides = ["experiment=quickstart", f"attn={attn}", f"attn.stages={stages}", f"seed={seed}"]
             write_hydra_run(sweep / f"{2 * number + seed}_resnet20-{attn}-digits-s{seed}", overrides, acc)
-    written = report([str(sweep), "--out", str(tmp_path / "report")])
+    written = report([str(sweep), f"out={tmp_path / 'report'}"])
     rows, markdown = rows_by_cell(written["csv"]), written["markdown"].read_text()
     # means and sample stds of (60, 62), (61, 61), (64, 70), (71, 75): 61 ± 1.41, 61 ± 0, 67 ± 4.24, 73 ± 2.83
     assert {name: (int(row["seeds"]), row["top1_mean"], row["top1_std"][:5]) for name, row in rows.items()} == {

@@ -1,7 +1,7 @@
 """A report's table per task (c3exp/report/specs.py) over runs of several tasks: a section per task, each with its
 own columns, the paper's figures, and curves of its primary metric.
 
-No training: results.json files are written by hand, in the format c3exp.train writes them.
+No training: results.json files are written by hand, in the format c3exp.training.train writes them.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import c3exp.report.plots
-from c3exp.report import main as report
+from c3exp.cli.report import main as report
 from c3exp.report.runs import collect_runs
 from c3exp.results import PrimaryMetric
 
@@ -98,7 +98,7 @@ def cell_text(lines: list[str], data: str, header: str) -> str:
 
 @pytest.fixture
 def written(mixed, tmp_path) -> dict[str, Path]:
-    return report([str(mixed), "--out", str(tmp_path / "report")])
+    return report([str(mixed), f"out={tmp_path / 'report'}"])
 
 
 def test_a_mixed_directory_gives_a_section_per_task(written):
@@ -196,14 +196,14 @@ def test_curves_of_the_primary_metric_per_segmentation_row(mixed, tmp_path, monk
         return Path(path)
 
     monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)
-    written = report([str(mixed), "--out", str(tmp_path / "report")])
+    written = report([str(mixed), f"out={tmp_path / 'report'}"])
     assert set(drawn) == {"curves_resnet20_digits.png", "curves_segmentation_resnet101_voc2012.png",
                           "curves_segmentation_resnet101_shapes.png"}
     bands, title, options = drawn["curves_segmentation_resnet101_voc2012.png"]
     assert title == "resnet101 on voc2012: validation mean IoU"
     assert options == {"ylabel": "validation mean IoU (%)"}
     assert drawn["curves_resnet20_digits.png"][2] == {}  # the plot's own label: validation top-1 accuracy
-    assert list(bands["c3"].x) == [2, 3]  # epoch 0 had no validation
+    assert list(bands["c3"].x) == [1, 2]  # epoch 0 had no validation
     assert bands["c3"].mean[-1] == pytest.approx(72.333333, abs=1e-5) and bands["c3"].runs == 3
     assert "](curves_segmentation_resnet101_voc2012.png)" in written["markdown"].read_text()
 
@@ -253,7 +253,7 @@ def test_detection_gets_the_table3_right_layout_with_the_papers_figure_of_its_da
     for attn, map50, map_ in (("none", 0.70, 0.40), ("se", 0.74, 0.38), ("c3", 0.72, 0.41)):
         detection_run(runs / f"voc_{attn}", attn, "voc2007", map50, map_)
         detection_run(runs / f"coco_{attn}", attn, "coco2017", map50 - 0.2, map_ - 0.1)
-    written = report([str(runs), "--out", str(tmp_path / "report")])
+    written = report([str(runs), f"out={tmp_path / 'report'}"])
     lines = table_lines(written["markdown"].read_text(), "Detection (Table 3 right layout)")
     assert cell_text(lines, "voc2007", "none mAP@0.5 (%)") == "70.00 ± - (paper 74.6)"
     assert cell_text(lines, "voc2007", "se mAP@0.5 (%)") == "**74.00 ± -** (paper 74.8)"  # the row's best mAP@0.5
@@ -275,7 +275,7 @@ def test_a_sweep_over_the_whole_zoo_is_one_table_with_a_row_per_block(tmp_path):
                           primary_metric={"name": "val/acc1", "mode": "max"}, model="resnet50", attn=attn,
                           data="imagenet", seed=seed, params=25_557_032 + rank, macs=4_089_000_000, max_epochs=1,
                           test_acc1=0.70 + rank / 1000 + seed / 100, test_ckpt="best", history=[])
-    markdown = report([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])["markdown"].read_text()
+    markdown = report([str(tmp_path / "runs"), f"out={tmp_path / 'report'}"])["markdown"].read_text()
     lines = table_lines(markdown, "Classification (Table 1 layout)")
     headers = [text.strip() for text in lines[0].strip("|").split("|")]
     assert headers == ["model", "data", "attn", "params (M)", "MACs (M)", "top-1 (%)", "seeds"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from c3exp.report import main as report
+from c3exp.cli.report import main as report
 from tests.report.conftest import rows_by_cell, write_hydra_run
 
 # (experiment, attn) -> test top-1 of seeds 0, 1, 2: the strong recipe has two seeds, the paper's three
@@ -31,7 +31,7 @@ def two_recipes(tmp_path) -> Path:
 def test_two_recipes_are_two_column_groups_never_pooled(two_recipes, tmp_path):
     """Each cell's n and mean are its own recipe's: paper c3 (70, 71, 72) 71 ± 1 over 3 seeds, strong c3 (74, 76)
     75 ± 1.41 over 2, never the 72.60 of all five; paper none 69 ± 1, strong none 72.5 ± 0.71."""
-    written = report([str(two_recipes), "--out", str(tmp_path / "report")])
+    written = report([str(two_recipes), f"out={tmp_path / 'report'}"])
     markdown = written["markdown"].read_text()
     lines = [[text.strip() for text in line.strip("|").split("|")] for line in markdown.splitlines()
              if line.startswith("|")]
@@ -64,7 +64,7 @@ def test_two_recipes_are_two_column_groups_never_pooled(two_recipes, tmp_path):
 
 
 def test_a_strong_recipe_alone_gets_no_paper_figures(two_recipes, tmp_path):
-    written = report([str(two_recipes / "strong_cifar100"), "--out", str(tmp_path / "report")])
+    written = report([str(two_recipes / "strong_cifar100"), f"out={tmp_path / 'report'}"])
     markdown = written["markdown"].read_text()
     assert "Recipe: experiment=strong_cifar100." in markdown
     assert not [line for line in markdown.splitlines() if line.startswith("|") and "(paper" in line]

@@ -25,11 +25,11 @@ from torchmetrics import MeanSquaredError, MetricCollection
 import c3exp
 from c3exp.config import group_choices
 from c3exp.errors import ConfigError
-from c3exp.eval import evaluate
+from c3exp.cli.eval import evaluate
 from c3exp.paths import config_dir
 from c3exp.results import PrimaryMetric, primary_value
 from c3exp.tasks import ClassificationModule, TaskModule, build_task
-from c3exp.train import train
+from c3exp.training.train import train
 from tests.conftest import SHORT_RUN, TINY_DIGITS, run_config
 
 
@@ -107,29 +107,30 @@ def test_every_epoch_is_one_line_in_the_log(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="c3exp.tasks.base"):
         results = train(run_config(args, tmp_path))
     lines = [record.getMessage() for record in caplog.records if record.name == "c3exp.tasks.base"]
-    assert [line.partition(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert [line.partition(":")[0] for line in lines] == ["epoch 0/1", "epoch 1/1"]  # 0-based, as Lightning's bar
     for line, row in zip(lines, results["history"]):
         assert f"train/loss={row['train/loss']:.4f}" in line and f"val/acc1={row['val/acc1']:.4f}" in line
         assert re.search(r" lr=0\.1 \(\d+\.\d s\)$", line), line
 
 
 def test_testing_a_checkpoint_leaves_the_run_times_alone():
-    """trainer.test(ckpt_path="best") loads an older checkpoint: its times are not the run's."""
+    """trainer.test(ckpt_path="best") loads an older checkpoint: its history and times are not the run's."""
     from lightning.pytorch.trainer.states import TrainerFn
 
     from c3exp.tasks import build_task
 
     cfg = run_config(SHORT_RUN, Path("/tmp/unused"))
     module = build_task(cfg)
-    saved = {"c3exp": {"history": [{"epoch": 0}], "train_seconds": 5.0, "wall_seconds": 9.0}}
+    saved = {"c3exp": {"history": [{"epoch": 0, "train/epoch_time": 2.0}, {"epoch": 1, "train/epoch_time": 3.0}],
+                       "wall_seconds": 9.0}}
     module.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.history = [{"epoch": 0, "train/epoch_time": 42.0}]
     module.trainer.state.fn = TrainerFn.TESTING
-    module.train_seconds = 42.0
     module.on_load_checkpoint(saved)
-    assert module.train_seconds == 42.0 and module.history == [] and module.wall_seconds_before == 0.0
+    assert module.train_seconds == 42.0 and len(module.history) == 1 and module.wall_seconds_before == 0.0
     module.trainer.state.fn = TrainerFn.FITTING
     module.on_load_checkpoint(saved)
-    assert module.train_seconds == 5.0 and module.history == [{"epoch": 0}] and module.wall_seconds_before == 9.0
+    assert module.train_seconds == 5.0 and module.history == saved["c3exp"]["history"] and module.wall_seconds_before == 9.0
 
 
 # -- optimisation: warm-up, Nesterov ------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchmetrics import MetricCollection
 
 import c3exp
-from c3exp.eval import evaluate
-from c3exp.report import main as report
+from c3exp.cli.eval import evaluate
+from c3exp.cli.report import main as report
 from c3exp.tasks import DetectionModule, build_network
-from c3exp.tasks.detection import DetectionAP
-from c3exp.train import train
+from c3exp.tasks.detection import detection_metrics
+from c3exp.training.train import train
 from c3exp.utils.complexity import model_complexity
 from tests.conftest import run_config, run_main, without_timing
 
@@ -54,7 +55,7 @@ def test_average_precision_equals_the_hand_computed_value():
     false positive. Squares: one object, found exactly: AP 1. The mean over the classes: mAP.
     """
     a1, a2, b1, crowd, square = [0, 0, 10, 10], [20, 20, 30, 30], [5, 5, 15, 15], [30, 30, 40, 40], [40, 0, 50, 10]
-    metric = DetectionAP(class_names=["background", "circle", "square"])
+    metric = MetricCollection(detection_metrics(["background", "circle", "square"]))
     metric.update(
         [prediction([a1, square], [0.9, 0.6], [1, 2]), prediction([[40, 40, 50, 50], b1, crowd], [0.8, 0.7, 0.95], [1, 1, 1])],
         [target([a1, a2, square], [1, 1, 2]), target([b1, crowd], [1, 1], [0, 1])],
@@ -148,7 +149,7 @@ def test_a_multirun_over_attention_turns_into_the_table3_report(shapes_root, tmp
     done = subprocess.run([sys.executable, "-m", "c3exp", "-m", "attn=none,se,c3", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    written = report([str(sweep), "--out", str(tmp_path / "report")])
+    written = report([str(sweep), f"out={tmp_path / 'report'}"])
     markdown = Path(written["markdown"]).read_text()
     section = markdown.split("## Detection (Table 3 right layout)\n", 1)[1]
     header = next(line for line in section.splitlines() if line.startswith("|"))

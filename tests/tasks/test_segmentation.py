@@ -11,10 +11,10 @@ import torch
 
 import c3exp
 from c3exp.errors import ConfigError
-from c3exp.eval import evaluate
+from c3exp.cli.eval import evaluate
 from c3exp.models.heads import HEADS
 from c3exp.tasks import SegmentationModule, build_task
-from c3exp.train import train
+from c3exp.training.train import train
 from tests.conftest import run_config, without_timing
 
 

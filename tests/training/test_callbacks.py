@@ -18,7 +18,7 @@ import c3exp
 from c3exp.config import check_command_line
 from c3exp.errors import ConfigError, NonFiniteLossError
 from c3exp.tasks import ClassificationModule
-from c3exp.train import train
+from c3exp.training.train import train
 from c3exp.training.callbacks import EMAWeights, EpochSeed, epoch_seed, recipe_callbacks
 from tests.conftest import TINY_DIGITS, run_config
 

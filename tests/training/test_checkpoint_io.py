@@ -17,7 +17,7 @@ from omegaconf import open_dict
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from c3exp.train import build_trainer, train
+from c3exp.training.train import build_trainer, train
 from c3exp.training.checkpoint_io import AtomicCheckpointIO, with_atomic_checkpoint_io
 from c3exp.utils.atomic import TEMP_PREFIX
 from tests.conftest import SHORT_RUN, run_config

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from c3exp.eval import evaluate
+from c3exp.cli.eval import evaluate
 from c3exp.checkpoints import open_checkpoint
 from tests.conftest import c3exp_cli
 from tests.training.test_slurm_local_script import daemon_pids, exported, script, skip_without_slurm
@@ -144,7 +144,7 @@ def test_a_2x2_sweep_is_four_slurm_jobs_with_their_own_run_dirs_and_wandb_runs(s
         assert (result["model"], result["attn"]) == tuple(o.partition("=")[2] for o in job["overrides"][:2])
         assert job["best"] == pytest.approx(result["best_val_acc1"])
         log = Path(job["stdout"]).read_text()  # SLURM's output file of the job, as summarised
-        assert "resume=auto: no checkpoint yet" in log and "epoch 1/1: train/loss=" in log
+        assert "resume=auto: no checkpoint yet" in log and "epoch 0/0: train/loss=" in log
         run = read_offline_run(job_dir)
         assert [row["val/acc1"] for row in run["history"] if "val/acc1" in row] == pytest.approx(
             [row["val/acc1"] for row in result["history"]])

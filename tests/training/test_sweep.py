@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from c3exp.eval import evaluate
+from c3exp.cli.eval import evaluate
 from c3exp.training import sweep
 from tests.conftest import REPO, SMALL_DIGITS as SMALL, c3exp_cli
 from tests.wandb_records import read_offline_run

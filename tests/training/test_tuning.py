@@ -114,7 +114,7 @@ def test_a_pruned_trial_is_recorded_as_pruned_with_its_epochs(tmp_path):
     found = trials(sweep)
     assert [t.state.name for t in found] == ["PRUNED", "PRUNED"]
     for trial in found:
-        assert list(trial.intermediate_values) == [1]  # epoch 1, then stopped
+        assert list(trial.intermediate_values) == [0]  # epoch 0, then stopped
         assert not (sweep / f"trial{trial.number}" / "results.json").exists()
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [job["status"] for job in summary] == ["completed", "completed"]

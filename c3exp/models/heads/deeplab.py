@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
+from c3exp.attention import imported
 from c3exp.errors import check, check_keywords, is_int
 
 HEAD_KEY = "task.head"
@@ -18,12 +19,8 @@ DEEPLABV2_RATES = (6, 12, 18, 24)
 
 
 class DeepLabV2Head(nn.Module):
-    """DeepLabv2's ASPP (Chen et al., 2017): parallel dilated 3x3 convolutions to class scores, summed.
-
-    Each branch looks at the same map with its own field of view (dilation = padding = rate, so the
-    size is kept); no BN and no image-pooling branch, unlike DeepLabv3's ASPP. Initialised as
-    DeepLab's classifier: weights normal with std 0.01, biases 0.
-    """
+    """DeepLabv2's ASPP (Chen et al., 2017): summed dilated 3x3 convs to class scores, no BN or image pooling (v3's);
+    initialised as DeepLab's classifier (normal std 0.01, biases 0)."""
 
     def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int] = DEEPLABV2_RATES):
         super().__init__()
@@ -47,13 +44,18 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def create_head(name: str, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
-    """Head `name` from maps of `in_channels` channels to `num_classes` scores; options are the head's keywords."""
-    check(name in HEADS, HEAD_KEY, name, HEADS)
-    head = HEADS[name]
-    owner = f"an option of the {name} head"
-    check_keywords(options, head, f"{HEAD_OPTIONS_KEY}.", owner, supplied=("in_channels", "num_classes"))
-    return head(in_channels, num_classes, **options)
+def create_head(head: str | Mapping[str, Any], in_channels: int, num_classes: int, **options: Any) -> nn.Module:
+    """One of HEADS by name, or a node whose `_target_` is a head of one's own, its other keys the keywords."""
+
+    if isinstance(head, Mapping):
+        name, prefix = head.get("_target_"), f"{HEAD_KEY}."
+        factory = imported(name, f"{HEAD_KEY}._target_")
+        options = {**{key: value for key, value in head.items() if key != "_target_"}, **options}
+    else:
+        check(head in HEADS, HEAD_KEY, head, [*HEADS, "or {_target_: module.Class} (a head of one's own)"])
+        name, prefix, factory = head, f"{HEAD_OPTIONS_KEY}.", HEADS[head]
+    check_keywords(options, factory, prefix, f"an option of the {name} head", supplied=("in_channels", "num_classes"))
+    return factory(in_channels, num_classes, **options)
 
 
 def create_aux_head(in_channels: int, num_classes: int) -> nn.Module:

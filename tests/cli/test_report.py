@@ -1,4 +1,4 @@
-"""`python -m c3exp.report` (c3exp/report/cli.py): Table 1 and curves from a real (tiny) sweep, from its directory or
+"""`c3exp report` (c3exp/cli/report.py): Table 1 and curves from a real (tiny) sweep, from its directory or
 from W&B, and its one-line errors."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from c3exp.report import main as report
+from c3exp.cli.report import main as report
 from c3exp.report.runs import collect_runs
 from c3exp.report.tables import Cell
 from c3exp.results import RESULTS_FILE
-from c3exp.train import train
+from c3exp.training.train import train
 from tests.conftest import TINY_DIGITS, error_line, rows_by_attn as read_csv, run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,7 +51,7 @@ def results_by_attn(root: Path) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def written(sweep, tmp_path_factory) -> dict[str, Path]:
-    return report([str(sweep), "--out", str(tmp_path_factory.mktemp("report"))])
+    return report([str(sweep), f"out={tmp_path_factory.mktemp('report')}"])
 
 
 def test_table_means_and_stds_match_the_runs_results(sweep, written):
@@ -134,7 +134,7 @@ def test_wandb_project_gives_the_same_table(sweep, written, tmp_path, monkeypatc
     crashed = SimpleNamespace(config={"model": {"name": "resnet20"}}, summary={}, history=None, url="crashed")
     monkeypatch.setattr(FakeApi, "runs_by_project", {"me/c3exp": [*runs, crashed]})
     monkeypatch.setattr(wandb, "Api", FakeApi)
-    from_wandb = report(["--wandb", "me/c3exp", "--out", str(tmp_path)])
+    from_wandb = report(["wandb=me/c3exp", f"out={tmp_path}"])
     ours, theirs = read_csv(written["csv"]), read_csv(from_wandb["csv"])
     for attn in ATTNS:
         assert {k: v for k, v in theirs[attn].items() if k != "runs"} == {k: v for k, v in ours[attn].items() if k != "runs"}
@@ -146,9 +146,11 @@ def test_wandb_project_gives_the_same_table(sweep, written, tmp_path, monkeypatc
     ("argv", "message"),
     [
         (["/no/such/dir"], "source='/no/such/dir' is not valid: expected an existing directory"),
-        ([], "source=None is not valid: expected a runs directory, --wandb ENTITY/PROJECT, or both"),
-        (["--wandb", "no-slash"], "--wandb='no-slash' is not valid: expected ENTITY/PROJECT"),
-        (["--wandb", "me/elsewhere"], "--wandb='me/elsewhere' is not valid: expected a W&B project you can read"),
+        ([], "source=None is not valid: expected a runs directory, wandb=ENTITY/PROJECT, or both"),
+        (["out=x"], "source=None is not valid"),
+        (["source=.", "include_debug=sometimes"], "include_debug='sometimes' is not valid: expected true or false"),
+        (["wandb=no-slash"], "wandb='no-slash' is not valid: expected ENTITY/PROJECT"),
+        (["wandb=me/elsewhere"], "wandb='me/elsewhere' is not valid: expected a W&B project you can read"),
     ],
 )
 def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys, monkeypatch):

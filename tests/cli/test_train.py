@@ -1,4 +1,4 @@
-"""`python -m c3exp` (c3exp/run.py): bad input fails before training with one line naming the key, the value and
+"""`c3exp train` (c3exp/cli/train.py): bad input fails before training with one line naming the key, the value and
 what is allowed; Hydra's flags and help; run directories; no noise."""
 from __future__ import annotations
 
@@ -88,14 +88,14 @@ def test_a_stopped_run_exits_non_zero_with_its_resume_command_which_finishes_it(
     line = stopped.stderr.strip().splitlines()[-1]
     prefix = f"stopped by {signal.Signals(signum).name} after epoch "
     assert line.startswith(prefix) and line in (run_dir / "train.log").read_text(), stopped.stderr[-3000:]
-    epochs, _, command = line[len(prefix):].partition(": resume with: ")
-    assert int(epochs) >= 1
+    last, _, command = line[len(prefix):].partition(": resume with: ")
+    assert int(last) >= 0  # the 0-based epoch of the newest checkpoint
     assert command == shlex.join(["python", "-m", "c3exp", *args[:-1], f"hydra.run.dir={run_dir}", "resume=auto"])
-    finish = [arg.replace("trainer.max_epochs=60", f"trainer.max_epochs={int(epochs) + 1}") for arg in shlex.split(command)]
+    finish = [arg.replace("trainer.max_epochs=60", f"trainer.max_epochs={int(last) + 2}") for arg in shlex.split(command)]
     resumed = subprocess.run([sys.executable, *finish[1:]], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     history = json.loads((run_dir / "results.json").read_text())["history"]
-    assert [row["epoch"] for row in history] == list(range(int(epochs) + 1))  # the saved epochs, then one more
+    assert [row["epoch"] for row in history] == list(range(int(last) + 2))  # the saved epochs, then one more
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
@@ -173,6 +173,8 @@ def test_runs_started_together_get_their_own_directories(tmp_path):
         assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
     runs = list(Path(tmp_path, "outputs", "collide", "runs").iterdir())
     assert len(runs) == 2 and runs[0].name != runs[1].name
+    for run in runs:  # the pattern `c3exp train --help` shows
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}-p\d+_resnet20-none-digits-s0", run.name), run.name
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
@@ -184,29 +186,34 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-CONFIG_ONLY = [["--help"], ["--cfg", "job", "attn=c3"], ["data=cifar1000"], ["optim.optimizer.lr=-1", "data=digits"], ["optim.lr=1"]]
+CONFIG_ONLY = [["train", "--help"], ["--cfg", "job", "attn=c3"], ["data=cifar1000"], ["optim.optimizer.lr=-1", "data=digits"],
+               ["optim.lr=1"]]
 
 
 @pytest.mark.parametrize("args", CONFIG_ONLY, ids=" ".join)
 def test_config_questions_are_answered_without_importing_torch_or_lightning(tmp_path, args):
     """Help, --cfg and bad values must not wait seconds for torch and Lightning to import (BENCHMARKS: CLI latency)."""
     probe = ("import sys; sys.argv = ['c3exp', *sys.argv[1:]]\n"
-             "from c3exp.run import main\n"
+             "from c3exp.cli import main\n"
              "try:\n    main()\n"
              "finally:\n    print('heavy:', sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "heavy: []", done.stdout[-500:] + done.stderr[-2000:]
 
 
-def test_help_is_c3exps_own_page_with_every_group_and_its_choices(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "c3exp", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+def test_help_is_c3exps_own_page_with_every_group_and_its_choices_and_the_run_folder(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "c3exp", "train", "--help", "experiment=quickstart", "seed=3"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("c3exp: channel attention") and "powered by Hydra" not in done.stdout
     listed = dict(line.split(": ", 1) for line in done.stdout.splitlines() if re.fullmatch(r"[\w/]+: [\w, ]+", line))
     for group in GROUPS:
         assert listed[group].split(", ") == group_choices(group), group
-    assert "python -m c3exp -m " in done.stdout and "python -m c3exp.report" in done.stdout
+    assert "c3exp train -m " in done.stdout and "c3exp report " in done.stdout
     assert "bench" not in listed  # the bench's settings are its own config, not a training group
+    # the run folder this command line would write: the pattern of conf/hydra/default.yaml, with its values
+    run_dir = r"outputs/quickstart/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}-p\d+_resnet20-c3-digits-s3/"
+    assert re.search(f"run folder, were it started now: {run_dir}\n", done.stdout), done.stdout[-600:]
 
 
 def test_a_failed_sweep_job_ends_the_sweep_with_its_one_line_and_status_2(tmp_path):

@@ -1,7 +1,8 @@
-"""`python -m c3exp [overrides]`: check the command line, then hand one run, or one sweep job, to `train()`.
+"""Train, validate and test one run (or a sweep with -m), writing results.json in its run folder.
 
-Only Hydra and OmegaConf are imported here: help, `--cfg`, bad keys and bad values are answered
-before torch and Lightning load (seconds of imports), which happens when a run starts its work.
+`c3exp train [-m] [key=value ...]`: the command line is checked, then one run, or one sweep job, goes to
+c3exp.training.train. Only Hydra and OmegaConf are imported here: help, `--cfg`, bad keys and bad values are
+answered before torch and Lightning load (seconds of imports), which happens when a run starts its work.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from hydra.core.plugins import Plugins
 from hydra_plugins.c3exp_optuna import OptunaSweeper
 from omegaconf import DictConfig
 
-from c3exp.cli import USER_ERRORS, cannot_write, run_reporting_user_errors
 from c3exp.config import check_command_line, register_resolvers, validate_config
+from c3exp.errors import USER_ERRORS, cannot_write, run_reporting_user_errors
 from c3exp.paths import config_dir
 from c3exp.results import primary_value
 from c3exp.training.locks import LOCK_FILE, holding, is_secondary_rank, release_all
@@ -40,7 +41,7 @@ _existing_run_dirs: set[Path] = set()
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Check the values, then import the training stack and run."""
     validate_config(cfg)
-    from c3exp.train import train as train_and_test
+    from c3exp.training.train import train as train_and_test
 
     return train_and_test(cfg)
 
@@ -69,12 +70,11 @@ def remove_if_unused(run_dir: Path) -> None:
 
 @contextmanager
 def stop_signals_noted() -> Iterator[list[int]]:
-    """Record SIGTERM and SIGINT (the list the block gets) while still stopping on them.
+    """Record SIGTERM and SIGINT (the list the block gets) while still stopping on them, on rank 0.
 
-    Lightning stops on SIGTERM at the end of a batch by raising a SystemExit with status 0, and on
-    Ctrl-C with status 1: without the record a killed run would look finished, or failed for no
-    reason. Outside Lightning's fit and test SIGTERM ends the block with a SystemExit here (so
-    `finally` clauses run); SIGINT keeps Python's KeyboardInterrupt. Rank 0 only: ranks > 0 end with it.
+    Lightning stops on SIGTERM with status 0 and on Ctrl-C with 1: without the record a killed run would look
+    finished, or failed for no reason. Outside Lightning's fit and test SIGTERM ends the block with a SystemExit
+    here (so `finally` clauses run); SIGINT keeps Python's KeyboardInterrupt.
     """
     received: list[int] = []
     if is_secondary_rank() or threading.current_thread() is not threading.main_thread():
@@ -101,41 +101,37 @@ def stop_signals_noted() -> Iterator[list[int]]:
 
 def report_stop(run_dir: Path, signum: int) -> None:
     """Exit 128 + signal number (143 for SIGTERM, 130 for Ctrl-C) saying how far the run got and how to resume it."""
-    epochs = epochs_saved(run_dir / "checkpoints")
-    line = (f"stopped by {signal.Signals(signum).name} after epoch {epochs}: resume with: "
-            f"{resume_command(run_dir, drop_ckpt_path=epochs > 0)}")
+    last = last_saved_epoch(run_dir / "checkpoints")
+    done = "before the end of epoch 0" if last is None else f"after epoch {last}"
+    line = (f"stopped by {signal.Signals(signum).name} {done}: resume with: "
+            f"{resume_command(run_dir, drop_ckpt_path=last is not None)}")
     log.warning(line)  # into train.log
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(128 + signum) from None
 
 
-def epochs_saved(folder: Path) -> int:
-    """The epochs the newest good checkpoint holds, where resume=auto continues (0 without one)."""
+def last_saved_epoch(folder: Path) -> int | None:
+    """The (0-based) epoch the newest good checkpoint ends, where resume=auto continues; None without one."""
     if not any(folder.glob("*.ckpt")):
-        return 0
+        return None
     from c3exp.checkpoints import open_checkpoint
-    from c3exp.train import newest_good_checkpoint
+    from c3exp.training.train import newest_good_checkpoint
 
     found = newest_good_checkpoint(folder)
-    return int(open_checkpoint(found, key="resume")["epoch"]) + 1 if found else 0  # saved at the end of epoch "epoch"
+    return int(open_checkpoint(found, key="resume")["epoch"]) if found else None
 
 
 def resume_command(run_dir: Path, drop_ckpt_path: bool) -> str:
-    """This run's command line (Hydra's record of its overrides) that continues in `run_dir` from its checkpoint.
-
-    A ckpt_path the run started from would win over the run's own newer checkpoint, so it goes once there is one.
-    """
+    """This run's command line (Hydra's record of its overrides) that continues in `run_dir` from its checkpoint;
+    a ckpt_path the run started from would win over the run's own newer checkpoint, so it goes once there is one."""
     dropped = {"resume", "ckpt_path"} if drop_ckpt_path else {"resume"}
     overrides = [arg for arg in HydraConfig.get().overrides.task if arg.split("=", 1)[0].lstrip("+~") not in dropped]
     return shlex.join(["python", "-m", "c3exp", *overrides, f"hydra.run.dir={run_dir}", "resume=auto"])
 
 
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
-    """A user error fails this job (the sweep goes on) and, as the sweep's first failure, ends it in one line.
-
-    A job that SLURM stops (preemption, requeue, time limit) neither fails nor finishes: SLURM runs it
-    again and it resumes from its last checkpoint.
-    """
+    """A user error fails this job (the sweep goes on) and, as the sweep's first failure, ends it in one line. A job
+    that SLURM stops (preemption, requeue, time limit) neither fails nor finishes: rerun, it resumes."""
     watch_for_sigterm()
     try:
         with holding(Path(cfg.output_dir), "hydra.sweep.dir"):
@@ -172,7 +168,10 @@ def note_existing_run_dir(args: list[str]) -> None:
         _existing_run_dirs.add(Path(given[-1]).resolve())
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Hydra's entry on `argv` (default: the command line), which Hydra reads from sys.argv."""
+    if argv is not None:
+        sys.argv[1:] = argv
     run_reporting_user_errors(lambda: check_command_line(sys.argv[1:]))
     note_existing_run_dir(sys.argv[1:])
     # Hydra re-raises a sweep's first failed job; without this it adds a line asking for HYDRA_FULL_ERROR.
@@ -184,7 +183,3 @@ def main() -> None:
         raise SystemExit(2) from None
     finally:
         release_all()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Train, then test, and write results.json in the run directory (`python -m c3exp` calls `train`)."""
+"""Train, then test, and write results.json in the run directory (`c3exp train` calls `train`)."""
 from __future__ import annotations
 
 import logging
@@ -53,11 +53,7 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer of cfg.trainer; settings Lightning rejects (no GPU here, precision=17) are one line.
-
-    Checkpoints are saved beside themselves (AtomicCheckpointIO), never staged in $TMPDIR. The optim recipe
-    adds its own callbacks (the weights' moving average) to the callbacks group's.
-    """
+    """The Trainer of cfg.trainer plus the optim recipe's callbacks; settings Lightning rejects are one line."""
     loggers = instantiate_group(cfg.get("logger")) or False
     callbacks = instantiate_group(cfg.get("callbacks")) + recipe_callbacks(cfg.get("optim"))
     try:
@@ -103,11 +99,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
 
 
 def check_checkpoint_fits(cfg: DictConfig, module: TaskModule, checkpoint: dict[str, Any], path: str) -> None:
-    """The checkpoint's weights must have the names and shapes of this run's network.
-
-    A run directory reused with another model or attention (resume=auto picks up its checkpoint)
-    would otherwise fail deep in load_state_dict with a list of missing keys.
-    """
+    """Checked so a run directory reused with another model fails in one line, not deep in load_state_dict."""
     theirs = {name: tuple(tensor.shape) for name, tensor in checkpoint.get("state_dict", {}).items()}
     ours = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
     check(theirs == ours, _resume_key(cfg), path, f"a checkpoint of this run's network; {START_AFRESH}")
@@ -121,11 +113,8 @@ def _resume_key(cfg: DictConfig) -> str:
 
 
 def check_same_settings(cfg: DictConfig, checkpoint: dict[str, Any], path: str) -> None:
-    """A resumed run continues the checkpoint's run: the settings that change the result must be its own.
-
-    Otherwise results.json would label the old run's weights with the new settings (a seed counted
-    twice, an lr the restored optimiser never used). Speed, logging and more epochs may change.
-    """
+    """A resumed run must keep the settings that change the result, else results.json would label the old run's weights
+    with new ones (a seed counted twice, an lr never used); speed, logging and more epochs may change."""
     changed = changed_settings(stored_config(checkpoint, path), OmegaConf.to_container(cfg, resolve=True))
     check(not changed, _resume_key(cfg), path,
           f"a checkpoint trained with this command's settings, but these differ: {', '.join(changed)}; "

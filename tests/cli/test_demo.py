@@ -1,4 +1,4 @@
-"""`python -m c3exp.demo` (c3exp/demo.py): its comparison table of two runs, and a failed run's one line."""
+"""`c3exp demo` (c3exp/cli/demo.py): its comparison table of two runs, and a failed run's one line."""
 from __future__ import annotations
 
 import subprocess
@@ -32,9 +32,9 @@ def test_demo_ends_with_the_failed_runs_status_and_no_traceback(tmp_path):
 
 
 def test_help_prints_the_usage_and_runs_nothing(capsys, tmp_path, monkeypatch):
-    from c3exp.demo import main
+    from c3exp.cli.demo import main
 
     monkeypatch.chdir(tmp_path)
     main(["--help"])
-    assert capsys.readouterr().out.startswith("usage: python -m c3exp.demo")
+    assert capsys.readouterr().out.startswith("usage: c3exp demo [key=value ...]")
     assert not (tmp_path / "outputs").exists()

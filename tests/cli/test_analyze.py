@@ -1,4 +1,4 @@
-"""`python -m c3exp.analyze` (c3exp/analyze.py): correlation, correlation-compare, cam and boxes from real
+"""`c3exp analyze` (c3exp/cli/analyze.py): correlation, correlation-compare, cam and boxes from real
 checkpoints and runs, and their one-line errors."""
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from c3exp.analyze import main as analyze
-from c3exp.train import train
+from c3exp.cli.analyze import main as analyze
+from c3exp.training.train import train
 from tests.conftest import ANALYSIS_RUN, TINY_DIGITS, error_line, run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def pair(runs: dict) -> list[str]:
+    """baseline=... c3=...: the last checkpoints of the none and c3 runs (trained_runs' results or checkpoint paths)."""
+    none, c3 = (runs[attn]["checkpoints"]["last"] if isinstance(runs[attn], dict) else runs[attn] for attn in ("none", "c3"))
+    return [f"baseline={none}", f"c3={c3}"]
 
 
 # -- correlation, correlation-compare and cam, on the runs of tests/conftest.py's trained_runs ---------------
@@ -24,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_correlation_command_writes_matrices_heatmaps_and_prints_stages(trained_runs, tmp_path, capsys):
     ckpt = trained_runs["c3"]["checkpoints"]["last"]
-    correlations = analyze(["correlation", f"ckpt_path={ckpt}", "--batches", "1", "--out", str(tmp_path)])
+    correlations = analyze(["correlation", f"ckpt_path={ckpt}", "batches=1", f"out={tmp_path}"])
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "correlation.json").read_text())
     with np.load(tmp_path / "correlation.npz") as stored:
@@ -37,9 +43,10 @@ def test_correlation_command_writes_matrices_heatmaps_and_prints_stages(trained_
 
 def test_correlation_compare_and_cam_commands_draw_their_figures(trained_runs, tmp_path):
     runs = {attn: Path(results["run_dir"]) for attn, results in trained_runs.items()}
-    compare = analyze(["correlation-compare", str(runs["none"]), str(runs["c3"]), "--out", str(tmp_path / "fig4.png")])
-    ckpts = [trained_runs[attn]["checkpoints"]["last"] for attn in ("none", "c3")]
-    cam = analyze(["cam", *ckpts, "--images", "2", "--topk", "3", "--out", str(tmp_path / "fig6.png")])
+    compare = analyze(["correlation-compare", f"baseline={runs['none']}", f"c3={runs['c3']}",
+                       f"out={tmp_path / 'fig4.png'}"])
+    ckpts = pair(trained_runs)
+    cam = analyze(["cam", *ckpts, "images=2", "topk=3", f"out={tmp_path / 'fig6.png'}"])
     for figure in (compare, cam):
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 20_000
 
@@ -47,11 +54,12 @@ def test_correlation_compare_and_cam_commands_draw_their_figures(trained_runs, t
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["cam", "a.ckpt", "b.ckpt", "--topk", "0"], "'0' is not valid: expected an integer >= 1"),
+        (["cam", "baseline=a.ckpt", "c3=b.ckpt", "topk=0"], "topk=0 is not valid: expected an integer >= 1"),
+        (["cam", "baseline=a.ckpt", "c3=b.ckpt", "--topk", "3"], "argument='--topk' is not valid: expected one of the"),
         (["correlation", "ckpt_path=missing.ckpt"], "ckpt_path='missing.ckpt' is not valid"),
-        (["correlation", "data.root=/x"], "ckpt_path=None is not valid"),
-        (["correlation-compare", ".", "."], "run_dir='.' is not valid"),
-        (["colour"], "invalid choice: 'colour'"),
+        (["correlation", "data.root=/x"], "ckpt_path=None is not valid: expected the checkpoint: ckpt_path=PATH"),
+        (["correlation-compare", "baseline=.", "c3=."], "run_dir='.' is not valid"),
+        (["colour"], "analysis='colour' is not valid: expected one of correlation, correlation-compare, cam, boxes"),
     ],
 )
 def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
@@ -59,23 +67,21 @@ def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
 
 
 def test_cam_topk_beyond_the_channels_is_a_user_error(trained_runs, capsys):
-    ckpts = [trained_runs[attn]["checkpoints"]["last"] for attn in ("none", "c3")]
-    err = error_line(lambda: analyze(["cam", *ckpts, "--topk", "65", "--images", "1"]), capsys)
-    assert "--topk=65 is not valid: expected at most the 64 channels" in err
+    err = error_line(lambda: analyze(["cam", *pair(trained_runs), "topk=65", "images=1"]), capsys)
+    assert "topk=65 is not valid: expected at most the 64 channels" in err
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
 def test_cam_images_beyond_the_split_is_a_user_error(trained_runs, split, capsys):
     """More images than the split holds used to build a figure of the whole split: 11 minutes, 2.9 GB."""
-    ckpts = [trained_runs[attn]["checkpoints"]["last"] for attn in ("none", "c3")]
-    err = error_line(lambda: analyze(["cam", *ckpts, "--images", "100000", "--split", split]), capsys)
+    err = error_line(lambda: analyze(["cam", *pair(trained_runs), "images=100000", f"split={split}"]), capsys)
     available = {"test": 359, "val": 180}[split]
-    assert f"--images=100000 is not valid: expected 1..{available} (the {split} images of digits)" in err
+    assert f"images=100000 is not valid: expected 1..{available} (the {split} images of digits)" in err
 
 
 @pytest.mark.slow
 def test_module_entry_point_reports_errors_in_one_line():
-    done = subprocess.run([sys.executable, "-m", "c3exp.analyze", "cam", "x.ckpt", "y.ckpt"],
+    done = subprocess.run([sys.executable, "-m", "c3exp.analyze", "cam", "baseline=x.ckpt", "c3=y.ckpt"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "error: ckpt_path='x.ckpt' is not valid: expected an existing checkpoint file"
@@ -89,7 +95,7 @@ def test_correlation_command_reads_a_checkpoint_trained_with_data_on_device(tmp_
     ckpt = train(run_config(overrides, tmp_path / "run"))["checkpoints"]["last"]
     for batches, images in (("2", 16), ("1000", 180)):  # 180: the whole digits val split, fewer than 1000 batches of 8
         out = tmp_path / f"out{batches}"
-        correlations = analyze(["correlation", f"ckpt_path={ckpt}", "--batches", batches, "--out", str(out)])
+        correlations = analyze(["correlation", f"ckpt_path={ckpt}", f"batches={batches}", f"out={out}"])
         summary = json.loads((out / "correlation.json").read_text())
         assert summary["images"] == images and len(summary["stages"]) == len(correlations) == 3
         assert f"({images} val images)" in capsys.readouterr().out
@@ -100,7 +106,7 @@ def test_a_checkpoint_whose_weights_do_not_fit_is_one_line(trained_runs, tmp_pat
     del checkpoint["state_dict"]["net.head.2.weight"]
     damaged = tmp_path / "damaged.ckpt"
     torch.save(checkpoint, damaged)
-    err = error_line(lambda: analyze(["correlation", f"ckpt_path={damaged}", "--batches", "1"]), capsys)
+    err = error_line(lambda: analyze(["correlation", f"ckpt_path={damaged}", "batches=1"]), capsys)
     assert "a checkpoint whose weights fit the model of its config" in err and "head.2.weight" in err
 
 
@@ -117,8 +123,8 @@ def tiny_detection(root: Path, attn: str) -> list[str]:
 def checkpoints(tmp_path_factory) -> dict[str, str]:
     """ResNet-20 Faster R-CNN without and with C3, trained once for the module: attn -> last checkpoint."""
     root, runs = tmp_path_factory.mktemp("shapes"), tmp_path_factory.mktemp("detection_runs")
-    return {**{attn: train(run_config(tiny_detection(root, attn), runs / attn))["checkpoints"]["last"] for attn in ("none", "c3")},
-            "root": ["--data-root", str(root)]}
+    trained = {attn: train(run_config(tiny_detection(root, attn), runs / attn)) for attn in ("none", "c3")}
+    return {**{attn: results["checkpoints"]["last"] for attn, results in trained.items()}, "root": str(root)}
 
 
 @pytest.mark.slow
@@ -126,8 +132,8 @@ def test_boxes_draws_one_row_of_three_panels_per_image(checkpoints, tmp_path, ca
     sizes = {}
     for images in (1, 2):
         png = tmp_path / f"boxes{images}.png"
-        out = analyze(["boxes", checkpoints["none"], checkpoints["c3"], "--images", str(images), "--score", "0",
-                       "--out", str(png), *checkpoints["root"]])
+        out = analyze(["boxes", *pair(checkpoints), f"images={images}", "score=0", f"out={png}",
+                       f"data_root={checkpoints['root']}"])
         assert out == png and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(png) as image:
             image.verify()
@@ -142,7 +148,7 @@ def test_boxes_draws_one_row_of_three_panels_per_image(checkpoints, tmp_path, ca
 
 
 def test_boxes_defaults_to_the_checkpoints_common_parent(checkpoints, capsys):
-    out = analyze(["boxes", checkpoints["none"], checkpoints["c3"], "--images", "1", *checkpoints["root"]])
+    out = analyze(["boxes", *pair(checkpoints), "images=1", f"data_root={checkpoints['root']}"])
     assert out.name == "boxes_compare.png" and out.is_file()
     assert out.parent == Path(checkpoints["none"]).resolve().parents[2]  # <runs>/<attn>/checkpoints/last.ckpt
 
@@ -157,27 +163,30 @@ def classification_checkpoint(tmp_path_factory) -> str:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--images", "9"], "--images=9 is not valid: expected 1..8 (the test images of shapes_detection)"),
-        (["--score", "1.5"], "--score=1.5 is not valid: expected a detection score in [0, 1]"),
-        (["--score", "-0.1"], "--score=-0.1 is not valid"),
-        (["--score", "high"], "invalid float value: 'high'"),
-        (["--images", "0"], "'0' is not valid: expected an integer >= 1"),
+        (["images=9"], "images=9 is not valid: expected 1..8 (the test images of shapes_detection)"),
+        (["score=1.5"], "score=1.5 is not valid: expected a detection score in [0, 1]"),
+        (["score=-0.1"], "score=-0.1 is not valid"),
+        (["score=high"], "score='high' is not valid: expected a number"),
+        (["images=0"], "images=0 is not valid: expected an integer >= 1"),
     ],
 )
 def test_bad_options_are_one_error_line(checkpoints, extra, message, capsys):
-    err = error_line(lambda: analyze(["boxes", checkpoints["none"], checkpoints["c3"], *extra, *checkpoints["root"]]), capsys)
+    err = error_line(lambda: analyze(["boxes", *pair(checkpoints), *extra, f"data_root={checkpoints['root']}"]), capsys)
     assert message in err
 
 
 def test_a_classification_checkpoint_is_one_error_line(checkpoints, classification_checkpoint, capsys):
-    err = error_line(lambda: analyze(["boxes", checkpoints["none"], classification_checkpoint, *checkpoints["root"]]), capsys)
-    assert "c3 checkpoint=" in err and "expected a detection checkpoint (task=detection), not task=classification" in err
-    err = error_line(lambda: analyze(["boxes", classification_checkpoint, checkpoints["c3"], *checkpoints["root"]]), capsys)
-    assert "baseline checkpoint=" in err and "a detection checkpoint (task=detection)" in err
+    err = error_line(lambda: analyze(["boxes", f"baseline={checkpoints['none']}", f"c3={classification_checkpoint}",
+                                      f"data_root={checkpoints['root']}"]), capsys)
+    assert "error: c3=" in err and "expected a detection checkpoint (task=detection), not task=classification" in err
+    err = error_line(lambda: analyze(["boxes", f"baseline={classification_checkpoint}", f"c3={checkpoints['c3']}",
+                                      f"data_root={checkpoints['root']}"]), capsys)
+    assert "error: baseline=" in err and "a detection checkpoint (task=detection)" in err
 
 
 def test_cam_and_correlation_refuse_a_detection_checkpoint_in_one_line(checkpoints, capsys):
-    err = error_line(lambda: analyze(["cam", checkpoints["none"], checkpoints["c3"], *checkpoints["root"]]), capsys)
+    err = error_line(lambda: analyze(["cam", *pair(checkpoints), f"data_root={checkpoints['root']}"]), capsys)
     assert "expected a classification checkpoint (task=classification), not task=detection" in err
-    err = error_line(lambda: analyze(["correlation", f"ckpt_path={checkpoints['c3']}", f"data.root={checkpoints['root'][1]}"]), capsys)
+    err = error_line(lambda: analyze(["correlation", f"ckpt_path={checkpoints['c3']}", f"data.root={checkpoints['root']}"]),
+                     capsys)
     assert "expected a classification checkpoint (task=classification), not task=detection" in err

@@ -1,4 +1,4 @@
-"""`python -m c3exp.bench` from the command line (c3exp/bench/cli.py): help, and a bad setting in one line."""
+"""`c3exp bench` from the command line (c3exp/cli/bench.py): help from conf/bench.yaml, and a bad setting in one line."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
-from c3exp.bench import MODES, main
+from c3exp.bench.settings import MODES
+from c3exp.cli.bench import main
+from c3exp.paths import config_dir
 from tests.conftest import REPO
 
 
@@ -24,4 +27,6 @@ def test_python_m_c3exp_bench_reports_a_bad_setting_in_one_line(tmp_path):
 def test_help_prints_the_usage(capsys, flag):
     main([flag])
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m c3exp.bench") and "example: " in out
+    assert out.startswith("usage: c3exp bench") and "example: " in out
+    for key, value in OmegaConf.load(config_dir() / "bench.yaml").bench.items():  # every setting, with its default
+        assert f"  bench.{OmegaConf.to_yaml({key: value}).strip().replace(': ', '=')} " in out, key

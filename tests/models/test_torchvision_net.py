@@ -1,6 +1,6 @@
-"""Any network (c3exp/models/torchvision_net.py, torchvision_resnet.py, placement.py): torchvision's classifiers
-beyond ResNet with any block at generic points or at module paths (attn.at), C3 sized by the map at each point,
-at CIFAR and ImageNet input sizes."""
+"""torchvision's classifiers (c3exp/models/torchvision_net.py, and the ResNets built on it): any block at generic points
+or at module paths (attn.at), C3 sized by the map at each point, at CIFAR and ImageNet input sizes; VGG's head sized
+for the input."""
 from __future__ import annotations
 
 import logging
@@ -114,14 +114,15 @@ def test_mobilenet_attention_sits_after_the_last_bn_of_each_inverted_residual_be
     assert [len(stage) for stage in net.stages] == [1, 2, 3, 7, 5]  # the last stage ends with the 1280-channel conv
     assert net.stage_channels == (16, 24, 32, 96, 1280)
     block = net.stages[2][1]  # 32 -> 32 channels, stride 1: has the residual add
-    wrapped = block.conv[-1]
-    assert isinstance(wrapped, nn.Sequential) and isinstance(wrapped[0], nn.BatchNorm2d) and wrapped[1].is_attention
+    assert isinstance(block.conv[-1], nn.BatchNorm2d) and block.attention.is_attention  # the BN left in place
     seen = {}
     block.register_forward_pre_hook(lambda module, args: seen.update(block_input=args[0]))
-    wrapped[1].register_forward_hook(lambda module, args, out: seen.update(gate=out))
+    block.conv[-1].register_forward_hook(lambda module, args, out: seen.update(bn=out.clone()), prepend=True)
+    block.attention.register_forward_hook(lambda module, args, out: seen.update(attention_input=args[0], gate=out))
     block.register_forward_hook(lambda module, args, out: seen.update(block=out))
     with torch.no_grad():
         net(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(seen["attention_input"], seen["bn"], rtol=0, atol=0)
     torch.testing.assert_close(seen["block"], seen["block_input"] + seen["gate"])
 
 
@@ -129,18 +130,29 @@ def test_vgg_attention_ends_each_conv_stage_before_its_pool():
     net = torchvision_net(10, {"name": "se"}, "vgg16_bn", input_size=32)
     assert isinstance(net.stem[0], nn.Conv2d) and net.stage_channels == (64, 128, 256, 512, 512)
     for stage in net.stages:
-        assert isinstance(stage[-1], nn.MaxPool2d)
-        assert isinstance(stage[-2][0], nn.ReLU) and stage[-2][1].is_attention
+        assert isinstance(stage[-1], nn.MaxPool2d) and stage[-2].is_attention and isinstance(stage[-3], nn.ReLU)
 
 
-def test_the_networks_keep_torchvision_s_initialisation():
-    torch.manual_seed(1)
-    ours = torchvision_net(10, None, "mobilenet_v2").state_dict()
-    torch.manual_seed(1)
-    theirs = torchvision.models.mobilenet_v2(num_classes=10).state_dict()
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours.values(), theirs.values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+# VGG-16-BN at 32 px, 10 classes: 13 convs 3x3 with biases (C_in*C_out*9 + C_out each) over the widths 3-64-64 | 128-128 |
+# 256-256-256 | 512-512-512 | 512-512-512: 1,792 + 36,928 + 73,856 + 147,584 + 295,168 + 2 * 590,080 + 1,180,160
+# + 5 * 2,359,808 = 14,714,688; 13 BNs 2 * (2*64 + 2*128 + 3*256 + 6*512) = 8,448; the head 512 * 10 + 10 = 5,130.
+VGG16_BN_AT_32_PX = 14_714_688 + 8_448 + 5_130  # 14,728,266 against 134.3M with torchvision's 224-px classifier
+
+
+def test_vgg_gets_a_classifier_sized_for_small_inputs_unless_imagenet_weights_fill_it(tmp_path):
+    net = torchvision_net(10, None, "vgg16_bn", input_size=32)
+    assert count_params(net) == VGG16_BN_AT_32_PX
+    assert [type(m) for m in net.head] == [nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear]
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with torch.device("meta"):
+        imagenet = torchvision_net(10, None, "vgg16_bn", input_size=224)
+        theirs = torchvision.models.vgg16_bn(num_classes=10)
+    assert count_params(imagenet) == count_params(theirs)
+    path = tmp_path / "vgg13_bn.pth"
+    with torch.device("meta"):  # shapes only: a 0.5 GB file otherwise
+        torch.save(torchvision.models.vgg13_bn().state_dict(), path)
+        pretrained = torchvision_net(10, None, "vgg13_bn", weights=str(path), input_size=32)
+    assert pretrained.head[2].weight.shape == (4096, 512 * 7 * 7)  # the 224-px classifier, its fc6 and fc7 loaded
 
 
 def test_measuring_the_maps_draws_no_random_numbers_and_allocates_nothing():
@@ -272,7 +284,7 @@ def test_pretrained_weights_load_around_attention_at_paths_and_blocks(tmp_path, 
     assert ours["stages.4.4.0.0.weight"].equal(weights["features.18.0.weight"])  # features.18 -> stages.4.4.0
     assert ours["stages.3.6.conv.3.weight"].equal(weights["features.13.conv.3.weight"])
     (line,) = [r.getMessage() for r in caplog.records if r.name == "c3exp.models.pretrained"]
-    assert line == f"pretrained weights {path}: 1 module new (stages.4.4.1), classifier.1 skipped (1000 vs 10 classes)"
+    assert line == f"pretrained weights {path}: classifier.1 skipped (1000 vs 10 classes)"
 
 
 def test_pretrained_weights_load_into_the_new_resnet_archs(tmp_path):

@@ -1,4 +1,4 @@
-"""Training end to end on the bundled digits (c3exp/train.py): results.json, metrics.csv, checkpoints, exact resume
+"""Training end to end on the bundled digits (c3exp/training/train.py): results.json, metrics.csv, checkpoints, exact resume
 (from a checkpoint, resume=auto, after SIGKILL, with workers, with each option of the strong recipe), determinism, the
 learning-rate schedule, the weights' moving average in the final test."""
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import c3exp
-from c3exp.cli import run_reporting_user_errors
+from c3exp.errors import run_reporting_user_errors
 from c3exp.errors import ConfigError
-from c3exp.eval import evaluate
-from c3exp.train import newest_good_checkpoint, train
+from c3exp.cli.eval import evaluate
+from c3exp.training.train import newest_good_checkpoint, train
 from c3exp.utils.complexity import count_macs, count_params
 from tests.conftest import SHORT_RUN as SHORT, SMALL_DIGITS as SMALL, TINY_DIGITS, c3exp_cli, run_config, without_timing
 
@@ -58,8 +58,8 @@ def test_training_keeps_freed_memory_as_configured(monkeypatch, tmp_path, keep):
     def stop_after_allocator_setup(*args, **kwargs):
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr("c3exp.train.keep_freed_memory", lambda: calls.append("kept") or True)
-    monkeypatch.setattr("c3exp.train.build_datamodule", stop_after_allocator_setup)
+    monkeypatch.setattr("c3exp.training.train.keep_freed_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr("c3exp.training.train.build_datamodule", stop_after_allocator_setup)
     with pytest.raises(RuntimeError, match="stop here"):
         train(run_config(SHORT + [f"keep_freed_memory={str(keep).lower()}"], tmp_path))
     assert calls == (["kept"] if keep else [])

@@ -1,4 +1,4 @@
-"""`python -m c3exp.summary` (c3exp/summary.py): the per-stage table, its last line, and the paper's Table 1."""
+"""`c3exp summary` (c3exp/cli/summary.py): the per-stage table, its last line, and the paper's Table 1."""
 from __future__ import annotations
 
 import re
@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from c3exp.attention import ATTENTION_NAMES
-from c3exp.errors import ConfigError
-from c3exp.summary import PAPER_FIGURES, main
+from c3exp.config import group_choices
+from c3exp.cli.summary import PAPER_FIGURES, main
 from c3exp.utils.complexity import count_macs, count_params
-from tests.conftest import build
+from tests.conftest import build, error_line
 
 
 @pytest.mark.parametrize(
@@ -49,16 +49,17 @@ def test_summary_cli_reports_user_errors_in_one_line():
     assert result.stderr.strip() == "error: model.depth=21 is not valid: expected 6k+2 (20, 32, 44, 56, 110, 1202, ...)"
 
 
-def test_unknown_table_is_a_config_error():
-    with pytest.raises(ConfigError, match="table"):
-        main(["table=paper2"])
+def test_unknown_table_is_one_line(capsys):
+    assert error_line(lambda: main(["table=paper2"]), capsys) == "error: table='paper2' is not valid: expected one of paper, zoo\n"
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_the_usage(capsys, flag):
     main([flag])
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m c3exp.summary") and "example: " in out
+    assert out.startswith("usage: c3exp summary [key=value ...]") and "example: " in out
+    for group in ("model", "attn", "data"):  # every choice of the config folders, as they are now
+        assert f"  {group}=NAME " in out and ", ".join(group_choices(group)) in out
 
 
 # ----------------------------------------------------------------------------------------------

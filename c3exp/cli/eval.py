@@ -1,0 +1,220 @@
+"""Test a checkpoint again, on its run's test data or other data, here or on another machine.
+
+Prints the test metrics and writes them beside the checkpoint (<checkpoint>.eval.json). The run's config is
+composed again from c3exp's own config groups with the checkpoint's choices and plain values (a checkpoint is
+data: c3exp.saved_config). Every other key=value changes a setting of it: data.root=/datasets (this machine's,
+C3EXP_DATA or data/, never the checkpoint's), data.batch_size=512, trainer.accelerator=cpu|gpu|auto,
+trainer.precision=32-true, task.tta_flip=true; data=NAME (as many classes) and trainer=NAME put another config
+file of that group in place of the run's. The network (task.*, model.*, attn.*, data.num_classes) is the
+checkpoint's. A GPU run's checkpoint is tested on the CPU where there is no GPU, unless the command line asks for one.
+
+example: c3exp eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt data.root=/datasets
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from c3exp.cli.options import command, help_text, option, parse
+from c3exp.config import GROUPS, compose, group_choices
+from c3exp.errors import ConfigError, check
+from c3exp.results import write_json
+from c3exp.saved_config import HYDRA_KEYS, rebuild_config
+from c3exp.utils.mappings import flatten
+
+if TYPE_CHECKING:
+    import torch
+
+# Groups whose config file may replace the run's: they say where the test data is and what runs it.
+SWAPPABLE_GROUPS = ("data", "trainer")
+# Groups that decide the network: the checkpoint's weights fit only the run's own.
+MODEL_GROUPS = ("task", "model", "attn")
+
+
+@dataclass
+class Options:
+    ckpt_path: str = option("the checkpoint, e.g. <run dir>/checkpoints/last.ckpt", metavar="PATH")
+
+
+def swap_group(cfg: DictConfig, group: str, choice: str) -> None:
+    """`data=NAME` / `trainer=NAME`: that group's config file in place of the run's, as in training."""
+    if group in MODEL_GROUPS:
+        raise ConfigError(
+            group, choice, f"the checkpoint's own {group} ({OmegaConf.select(cfg, f'{group}.name')}): "
+            "model settings cannot be changed when evaluating a checkpoint"
+        )
+    check(group in SWAPPABLE_GROUPS, group, choice,
+          "data=NAME or trainer=NAME: evaluation takes its other settings from the checkpoint")
+    check(choice in group_choices(group), group, choice, group_choices(group))
+    node = compose([f"{group}={choice}"])[group]
+    if group == "data":
+        classes, saved = node.get("num_classes"), cfg.data.num_classes
+        check(classes in (None, saved), group, choice,
+              f"a dataset with the checkpoint's {saved} classes ({choice} has {classes}): the network's head is fixed")
+    cfg[group] = node
+
+
+def set_key(cfg: DictConfig, key: str, value: str) -> None:
+    try:
+        OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"x={value}"]).x, merge=True)
+    except (ConfigKeyError, ConfigAttributeError):  # an unknown key, top-level or nested
+        raise ConfigError(key, value, "a key of the checkpoint's config (see its .hydra/config.yaml)") from None
+
+
+def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str], path: str | Path) -> DictConfig:
+    """The run's config, group choices applied first and key=value settings after, as Hydra orders them.
+
+    Not load_from_checkpoint, nor the stored config itself: a checkpoint is data, so the config is
+    composed again from c3exp's own groups with the checkpoint's choices and plain values.
+    """
+    pairs = []
+    for item in overrides:
+        check("=" in item, "argument", item, "a key=value config override")
+        key, _, value = item.partition("=")
+        pairs.append((key, value))
+    saved = rebuild_config(checkpoint, path, vouched={key: value for key, value in pairs if key.rpartition(".")[2] in HYDRA_KEYS})
+    cfg = saved.copy()
+    OmegaConf.set_struct(cfg, True)
+    for key, value in pairs:
+        if key in GROUPS:
+            swap_group(cfg, key, value)
+    for key, value in pairs:
+        if key not in GROUPS:
+            set_key(cfg, key, value)
+    check_same_network(saved, cfg)
+    note_data_root(checkpoint, cfg, overrides)
+    return cfg
+
+
+def note_data_root(checkpoint: dict[str, Any], cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Say where the test data is read from when it is not where the run read it: data.root is never the checkpoint's."""
+    stored = checkpoint["c3exp"].get("config", {}).get("data", {}).get("root")
+    here = OmegaConf.select(cfg, "data.root", default=None)
+    if stored is not None and str(stored) != str(here) and not any(item.startswith(("data.root=", "data=")) for item in overrides):
+        print(f"note: the test data is read from data.root={here}, this machine's, not the run's {stored} "
+              "(a checkpoint never says where c3exp reads or writes); data.root=... chooses", flush=True)
+
+
+# Task settings a checkpoint may be tested with anew: `c3exp eval ckpt_path=... task.tta_flip=true`
+EVAL_FREE_TASK_KEYS = ("primary_metric", "label_smoothing", "tta_flip")
+
+
+def network_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that decide the weights: the task (less what only training or scoring reads), model
+    (less its speed options), attn, data.num_classes."""
+    from c3exp.models import SPEED_KEYS
+
+    task, model, attn = ({} if cfg.get(group) is None else OmegaConf.to_container(cfg[group], resolve=True)
+                         for group in MODEL_GROUPS)
+    task = {key: value for key, value in task.items() if key not in EVAL_FREE_TASK_KEYS}
+    model = {key: value for key, value in model.items() if key not in SPEED_KEYS}
+    groups = {"task.": task, "model.": model, "attn.": attn}
+    return {**{key: value for prefix, tree in groups.items() if tree for key, value in flatten(tree, prefix).items()},
+            "data.num_classes": cfg.data.get("num_classes")}
+
+
+def check_same_network(saved: DictConfig, cfg: DictConfig) -> None:
+    """The checkpoint's weights fit only the network it was trained as: name the first setting that differs."""
+    before, after = network_settings(saved), network_settings(cfg)
+    for key in sorted(before.keys() | after.keys()):
+        if key == "data.num_classes" and after[key] is None:  # imagefolder: counted from the class folders later
+            continue
+        check(after.get(key) == before.get(key), key, after.get(key),
+              f"the checkpoint's {before.get(key)!r}: model settings cannot be changed when evaluating a checkpoint")
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """The stored weights into the rebuilt network; a mismatch is the checkpoint's fault, said in one line."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as err:  # missing, unexpected or reshaped tensors
+        detail = " ".join(str(err).split())[:200]
+        raise ConfigError("ckpt_path", str(path), f"a checkpoint whose weights fit the model of its config ({detail})") from None
+
+
+def warn_if_not_finite(state_dict: dict[str, Any], path: str | Path) -> list[str]:
+    """A checkpoint of a run that diverged tests to chance-level metrics or NaN: say so beside them."""
+    import torch
+
+    bad = [name for name, value in state_dict.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        print(f"warning: {path} holds NaN or infinite weights in {len(bad)} tensors (e.g. {bad[0]}): "
+              "its run diverged, and these metrics mean nothing", file=sys.stderr, flush=True)
+    return bad
+
+
+def accelerator_available(name: str) -> bool:
+    """Whether Lightning finds a device of this kind here (`gpu`: CUDA or Apple MPS)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    if name in ("auto", "cpu"):
+        return True
+    kinds = ("cuda", "mps") if name == "gpu" else (name,)
+    return any(kind in AcceleratorRegistry and AcceleratorRegistry[kind]["accelerator"].is_available() for kind in kinds)
+
+
+def choose_accelerator(cfg: DictConfig, overrides: Sequence[str]) -> str:
+    """The config's accelerator. A GPU run's own setting falls back to the CPU where there is no GPU;
+    one the command line asked for (trainer.accelerator=, trainer=) is an error instead."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    known = ("auto", "cpu", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
+    wanted = str(cfg.trainer.get("accelerator") or "auto")
+    asked = [item for item in overrides if item.partition("=")[0] in ("trainer", "trainer.accelerator")]
+    key, _, value = asked[-1].partition("=") if asked else ("trainer.accelerator", "", wanted)
+    check(wanted in known, key, value, known)
+    if accelerator_available(wanted):
+        return wanted
+    check(not asked, key, value, f"cpu or auto: there is no {wanted} device on this machine (trainer.accelerator={wanted})")
+    print(f"note: the run trained with trainer.accelerator={wanted}; there is none here, so it is tested on the CPU",
+          file=sys.stderr, flush=True)
+    return "cpu"
+
+
+def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Rebuild the run's model and data from the checkpoint and test the stored weights."""
+    import lightning as L
+
+    from c3exp.checkpoints import load_checkpoint
+    from c3exp.models import without_pretrained
+    from c3exp.tasks import build_task
+    from c3exp.training.train import build_datamodule
+    from c3exp.utils.noise import silence_library_noise
+
+    silence_library_noise()
+    checkpoint = load_checkpoint(ckpt_path)
+    cfg = config_from_checkpoint(checkpoint, list(overrides), ckpt_path)
+    saved = cfg.copy()
+    accelerator = choose_accelerator(cfg, overrides)
+    datamodule = build_datamodule(cfg)
+    check_same_network(saved, cfg)  # imagefolder's counted classes
+    module = build_task(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones
+    load_weights(module, checkpoint["state_dict"], ckpt_path)
+    warn_if_not_finite(checkpoint["state_dict"], ckpt_path)
+    # Not build_trainer: re-testing one checkpoint uses none of the run's DDP, loggers or checkpoints.
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=cfg.trainer.get("precision", "32-true"),
+                        limit_test_batches=cfg.trainer.get("limit_test_batches"),  # the run's own test set, as it was tested
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def run(args: list[str]) -> dict[str, float]:
+    """Test the checkpoint, print the metrics and write them beside it."""
+    options, overrides = parse(Options, args, overrides=True)
+    metrics = evaluate(options.ckpt_path, overrides)
+    out = Path(options.ckpt_path).with_suffix(".eval.json")
+    write_json(out, {"ckpt_path": options.ckpt_path, **metrics})
+    print(" ".join(f"{key}={value:.4f}" for key, value in metrics.items()), "->", out)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float] | None:
+    return command(argv, lambda: help_text("eval", __doc__, Options), run)

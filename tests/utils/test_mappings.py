@@ -1,0 +1,11 @@
+"""flatten (c3exp/utils/mappings.py): nested mappings as the dotted keys an override names."""
+from __future__ import annotations
+
+from c3exp.utils.mappings import flatten
+
+
+def test_nested_mappings_become_dotted_keys_with_lists_and_empty_mappings_as_leaves():
+    tree = {"optim": {"optimizer": {"lr": 0.1}, "milestones": [120, 140]}, "attn": {"options": {}}, "seed": 0}
+    assert flatten(tree) == {"optim.optimizer.lr": 0.1, "optim.milestones": [120, 140], "attn.options": {}, "seed": 0}
+    assert flatten({"lr": 0.1, "none": None}, "optim.") == {"optim.lr": 0.1, "optim.none": None}
+    assert flatten(5, "seed.") == {"seed": 5} and flatten({}) == {} and flatten(None) == {}

@@ -1,6 +1,7 @@
 """How long the CLI takes to answer a configuration question, from a fresh process each time.
 
     python benchmarks/cli_latency.py [--repeats 5]
+    PYTHONPATH=/path/to/other/checkout python benchmarks/cli_latency.py   # another version, same environment
 
 Each command runs `--repeats` times, round-robin, in a new `python` process from an empty folder;
 the table gives the median and the fastest wall time. For scale, the last row imports torch,
@@ -22,6 +23,8 @@ COMMANDS = {
     "unknown key (optim.lr=0.1)": ["-m", "c3exp", "optim.lr=0.1"],
     "bad value (optim.optimizer.lr=-1)": ["-m", "c3exp", "data=digits", "optim.optimizer.lr=-1"],
     "bad sweep value (-m, attn: none then sk)": ["-m", "c3exp", "-m", "attn=none,sk"],
+    **{f"{command} --help": ["-m", f"c3exp.{command}", "--help"]
+       for command in ("eval", "report", "summary", "analyze", "bench", "demo")},
     "for scale: import torch, torchvision, lightning": ["-c", "import torch, torchvision, lightning"],
 }
 

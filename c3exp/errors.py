@@ -10,8 +10,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from numbers import Real
 from typing import Any, NoReturn, TypeVar
 
-from c3exp.training.locks import FolderInUse
-
 T = TypeVar("T")
 
 
@@ -66,6 +64,10 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
+class FolderInUse(RuntimeError):
+    """Another live process works in this folder: the CLI prints the message and exits with status 2."""
+
+
 USER_ERRORS = (ConfigError, DataNotFoundError, NonFiniteLossError, OverrideError, TrainerSettingError, FolderInUse)
 #: A full disk (or quota), a read-only or foreign run folder: the user frees space or picks another folder.
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
@@ -96,7 +98,6 @@ def run_reporting_user_errors(fn: Callable[[], T]) -> T:
 
 def cannot_write(err: BaseException | None) -> str | None:
     """`cannot write PATH: reason` where a failed write is behind `err`, also wrapped (torch.save: RuntimeError)."""
-
     while err is not None:
         if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
             return f"cannot write {written_path(err)}: {err.strerror}"

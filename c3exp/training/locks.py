@@ -11,6 +11,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
+from c3exp.errors import FolderInUse
+
 try:
     import fcntl
 except ImportError:  # not POSIX (Windows): no advisory locks, no guard
@@ -21,10 +23,6 @@ RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID
 SAME_JOB_WAIT_S = 120.0  # a requeued SLURM job waits this long for its earlier start to die (NFS leases expire)
 
 _held: dict[Path, IO[str]] = {}  # folder -> its open, locked file, kept open for as long as the lock lasts
-
-
-class FolderInUse(RuntimeError):
-    """Another live process works in this folder: the CLI prints the message and exits with status 2."""
 
 
 def is_secondary_rank() -> bool:

@@ -23,9 +23,9 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from c3exp.errors import ConfigError, NonFiniteLossError, check
+from c3exp.errors import ConfigError, FolderInUse, NonFiniteLossError, check
 from c3exp.results import primary_value, write_json
-from c3exp.training.locks import LOCK_FILE, FolderInUse, exclusive, in_use
+from c3exp.training.locks import LOCK_FILE, exclusive, in_use
 
 if TYPE_CHECKING:
     import optuna

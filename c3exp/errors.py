@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import inspect
 import logging
 import os
@@ -46,6 +47,15 @@ def check_keywords(
     accepted = [name for name in inspect.signature(target).parameters if name not in supplied]
     for key, value in settings.items():
         check(key in accepted, f"{key_prefix}{key}", value, f"{owner}: {', '.join(accepted)}")
+
+
+def imported(path: str, key: str) -> Any:
+    """The object at import path `path` (`module.Name`, a config's `_target_`), or one line naming `key`."""
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(key, path, "the import path of a class or function (module.Name) on the Python path") from None
 
 
 class DataNotFoundError(RuntimeError):

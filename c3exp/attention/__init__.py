@@ -3,7 +3,6 @@ registry (`_target_`), so a YAML on Hydra's searchpath adds a block of one's own
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -15,24 +14,15 @@ from c3exp.attention.c3 import C3Block
 from c3exp.attention.cbam import CBAM
 from c3exp.attention.protocol import AttentionBlock, Size
 from c3exp.attention.se import SqueezeExcite
-from c3exp.errors import ConfigError, check, check_keywords
+from c3exp.errors import check, check_keywords, imported
 from c3exp.paths import config_dir
 
 # The paper's three blocks by name here; every block by the path its attn config's `_target_` gives.
 __all__ = ["ATTENTION_NAMES", "AttentionBlock", "CBAM", "C3Block", "SqueezeExcite", "block_factory", "block_of",
-           "create_attn", "imported", "sized_by_map"]
+           "create_attn", "sized_by_map"]
 
 #: c3exp's own attn configs in the order tables list them (the paper's blocks, then the zoo); a block needs no entry.
 ATTENTION_NAMES = ("none", "se", "cbam", "c3", "eca", "gc", "coord", "srm", "ge", "triplet", "simam", "nonlocal")
-
-
-def imported(path: str, key: str) -> Any:
-    """The object at import path `path` (`module.Name`, a config's `_target_`), or one line naming `key`."""
-    module, _, name = str(path).rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(key, path, "the import path of a class or function (module.Name) on the Python path") from None
 
 
 @functools.cache

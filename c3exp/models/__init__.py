@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from c3exp.attention import block_of, imported, sized_by_map
-from c3exp.errors import ConfigError, check, check_keywords
+from c3exp.attention import block_of, sized_by_map
+from c3exp.errors import ConfigError, check, check_keywords, imported
 from c3exp.models.base import ResNet, classifier_head
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
 from c3exp.models.detection import StagePyramid, faster_rcnn

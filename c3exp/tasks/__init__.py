@@ -8,9 +8,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from c3exp.attention import imported
 from c3exp.config import instantiate_reporting_user_errors
-from c3exp.errors import check
+from c3exp.errors import check, imported
 from c3exp.results import PrimaryMetric
 from c3exp.tasks.base import TaskModule
 from c3exp.tasks.classification import ClassificationModule

@@ -10,8 +10,7 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
-from c3exp.attention import imported
-from c3exp.errors import check, check_keywords, is_int
+from c3exp.errors import check, check_keywords, imported, is_int
 
 HEAD_KEY = "task.head"
 HEAD_OPTIONS_KEY = "task.head_options"

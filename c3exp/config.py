@@ -7,8 +7,10 @@ import importlib.util
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from numbers import Number
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
+import annotated_types as at
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_loader import ConfigLoader
@@ -18,8 +20,9 @@ from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from c3exp.errors import ConfigError, OverrideError, check, is_int, is_number
+from c3exp.errors import ConfigError, OverrideError, check
 from c3exp.paths import config_dir
+from c3exp.schema import NonNegativeFloat, PositiveFloat, PositiveInt, check_settings, parameters
 from c3exp.utils.mappings import flatten
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
@@ -287,14 +290,6 @@ def check_run_dir(cfg: DictConfig) -> None:
                                   f"over the filesystem's limit of {NAME_MAX}")
 
 
-def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None:
-        return
-    ok = is_number(value) and (value >= 0 if allow_zero else value > 0)
-    check(ok, key, value, "a number >= 0" if allow_zero else "a number > 0")
-
-
 def check_no_missing_values(cfg: DictConfig) -> None:
     """A `???` left in the config (data.root of imagefolder) is named before anything reads it."""
     missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra"))
@@ -303,44 +298,63 @@ def check_no_missing_values(cfg: DictConfig) -> None:
         raise ConfigError(key, "???", f"a value: {key} has no default, set it on the command line ({key}=...)")
 
 
+MAX_SEED = 2**32 - 1
+#: A zero limit would fail (or report nothing) only after the whole training.
+Batches = Annotated[float, at.Gt(0)]
+
+
+@dataclass
+class RunSettings:
+    """The top-level keys c3exp reads."""
+
+    seed: Annotated[int, at.Interval(ge=0, le=MAX_SEED), "numpy's seeds"]
+    resume: Literal["auto", "never"] | None
+    test_ckpt: Literal["last", "best"]
+    keep_freed_memory: bool = False
+
+
+@dataclass
+class OptimSettings:
+    """The optim group's own keys (the optimizer and scheduler nodes are torch's)."""
+
+    warmup_epochs: Annotated[NonNegativeFloat, "epochs, fractions too; 0: none"] = 0
+
+
+@dataclass
+class OptimizerSettings:
+    """The optimizer's keys c3exp's recipes set (its other keywords are the optimizer class's own)."""
+
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat = 0
+    momentum: Annotated[float, at.Interval(ge=0, lt=1)] = 0
+
+
+@dataclass
+class TrainerSettings:
+    """The Trainer keywords a run cannot do without (the others are Lightning's, checked by Lightning)."""
+
+    max_epochs: PositiveInt
+    limit_train_batches: Annotated[Batches | None, "batches or a fraction; 0 would train on no batch"] = None
+    limit_val_batches: Annotated[Batches | None, "0 would skip validation, which checkpoints and the primary metric need"] = None
+    limit_test_batches: Annotated[Batches | None, "0 would test on no batch, and the run ends by testing"] = None
+
+
+#: node -> the dataclass describing the keys c3exp reads there, checked before torch is imported.
+TOP_LEVEL_SETTINGS = {"": RunSettings, "optim.": OptimSettings, "optim.optimizer.": OptimizerSettings,
+                      "trainer.": TrainerSettings}
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Shared settings checked before any data is loaded or model built (constructors check their own keywords)."""
+    """The settings c3exp reads outside constructors, checked before any data is loaded or model built (each
+    constructor's own settings are checked against its signature where its node is built: c3exp.schema)."""
     check_no_missing_values(cfg)
-    _positive(cfg, "optim.optimizer.lr")
-    _positive(cfg, "optim.optimizer.weight_decay", allow_zero=True)
-    momentum = OmegaConf.select(cfg, "optim.optimizer.momentum")
-    if momentum is not None:
-        check(isinstance(momentum, Number) and 0 <= momentum < 1, "optim.optimizer.momentum", momentum, "0 <= momentum < 1")
-    classes = cfg.data.get("num_classes")
-    check(classes is None or (is_int(classes) and classes >= 2), "data.num_classes", classes, "an integer >= 2")
-    batch = cfg.data.batch_size
-    check(isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1, "data.batch_size", batch, "an integer >= 1")
-    epochs = cfg.trainer.get("max_epochs")
-    check(isinstance(epochs, int) and epochs >= 1, "trainer.max_epochs", epochs, "an integer >= 1")
-    check(cfg.get("resume") in (None, "auto", "never"), "resume", cfg.get("resume"), ["null", "auto", "never"])
-    check(cfg.get("test_ckpt") in ("last", "best"), "test_ckpt", cfg.get("test_ckpt"), ["last", "best"])
-    check(is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"an integer from 0 to {MAX_SEED} (numpy's seeds)")
-    keep = cfg.get("keep_freed_memory", False)
-    check(isinstance(keep, bool), "keep_freed_memory", keep, "true or false")
-    check_batch_limits(cfg)
+    for prefix, settings in TOP_LEVEL_SETTINGS.items():
+        node = OmegaConf.select(cfg, prefix.rstrip(".")) if prefix else cfg
+        if node is not None:  # only the keys described: the others are the library's (Lightning's, torch's)
+            check_settings({key: node[key] for key in parameters(settings) if key in node}, settings, prefix)
     run_name = str(cfg.get("run_name"))
     check(len(run_name.encode()) <= NAME_MAX, "run_name", run_name, f"at most {NAME_MAX} bytes: it names the run directory")
     check_task_fits_data(cfg)
-
-
-MAX_SEED = 2**32 - 1
-#: What a zero limit would do: trainer.limit_*_batches=0 fails (or reports nothing) only after the whole training.
-ZERO_BATCHES = {
-    "limit_train_batches": "train on no batch",
-    "limit_val_batches": "skip validation, which the checkpoints and the primary metric need (trainer.limit_val_batches=null: all)",
-    "limit_test_batches": "test on no batch, and the run ends by testing",
-}
-
-
-def check_batch_limits(cfg: DictConfig) -> None:
-    for key, outcome in ZERO_BATCHES.items():
-        value = cfg.trainer.get(key)
-        check(value is None or value != 0, f"trainer.{key}", value, f"a number of batches > 0 or a fraction > 0: 0 would {outcome}")
 
 
 #: The data module base class whose batches each task reads: a data config fits a task when its `_target_` derives
@@ -399,16 +413,29 @@ def key_choices(cfg: DictConfig) -> dict[str, object]:
     return {name: OmegaConf.select(cfg, key) for name, key in KEY_CHOICES.items()}
 
 
-def instantiate_reporting_user_errors(node: DictConfig, **kwargs):
-    """hydra.utils.instantiate, a user error inside the target surfacing as itself, not InstantiationException."""
-
+def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs):
+    """hydra.utils.instantiate, the node's settings first checked against its target's signature where `key` names
+    the node (the keywords passed here are supplied, not settings); a user error inside the target surfaces as itself."""
     from hydra.utils import instantiate
 
     from c3exp.errors import DataNotFoundError
 
+    if key is not None:
+        check_node(node, key, supplied=kwargs)
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         if isinstance(error.__cause__, (ConfigError, DataNotFoundError)):
             raise error.__cause__ from None
         raise
+
+
+def check_node(node: DictConfig | dict, key: str, supplied: Iterable[str] = ()) -> None:
+    """The settings of a `_target_` node against the target's signature (c3exp.schema), named `key.<setting>`."""
+    from c3exp.errors import imported
+    from c3exp.schema import check_settings
+
+    settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    target = imported(settings.get("_target_"), f"{key}._target_")
+    plain = {name: value for name, value in settings.items() if not name.startswith("_")}
+    check_settings(plain, target, f"{key}.", supplied=list(supplied))

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import errno
 import importlib
-import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any, NoReturn, TypeVar
 
@@ -38,15 +37,6 @@ def is_number(value: Any) -> bool:
 def is_int(value: Any) -> bool:
     """An integer setting: YAML's true/false are bools, which Python counts as ints."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_keywords(
-    settings: Mapping[str, Any], target: Callable[..., Any], key_prefix: str, owner: str, supplied: Collection[str] = ()
-) -> None:
-    """Every key of `settings` a parameter of `target`: else a TypeError deep inside."""
-    accepted = [name for name in inspect.signature(target).parameters if name not in supplied]
-    for key, value in settings.items():
-        check(key in accepted, f"{key_prefix}{key}", value, f"{owner}: {', '.join(accepted)}")
 
 
 def imported(path: str, key: str) -> Any:

@@ -23,6 +23,8 @@ LOCAL_KEYS = ("data.root", "output_dir", "trainer.default_root_dir")
 SCALARS = (str, int, float, bool, type(None))
 #: Never built when re-testing: c3exp's defaults stand in (a run's own would need their config group known).
 UNUSED_SECTIONS = ("logger", "callbacks")
+#: Settings that moved, old key -> new: the speed options left the model group for the task (every task's).
+MOVED_KEYS = {"model.channels_last": "task.channels_last", "model.compile": "task.compile"}
 
 
 class UnsafeCheckpointError(ConfigError):
@@ -157,12 +159,23 @@ def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, vouched: Map
     """The checkpoint's run config, composed again from c3exp's own groups with its plain values in place."""
     section = checked_section(checkpoint, path)
     config = {key: value for key, value in (section.get("config") or {}).items() if key not in UNUSED_SECTIONS}
+    moved_keys(config)
     choices = stored_choices(section, config, path)
     composed = compose([f"{group}={value}" for group, value in choices.items()])
     ours = OmegaConf.to_container(composed, resolve=False)
     merged = merge_plain(ours, config, path, vouched=vouched)
     merged["output_dir"] = str(Path(path).resolve().parent.parent)
     return OmegaConf.create(merged)
+
+
+def moved_keys(config: dict[str, Any]) -> None:
+    """An older run's settings under their keys of today (in place)."""
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        if isinstance(config.get(old_section), dict) and old_key in config[old_section]:
+            value = config[old_section].pop(old_key)
+            if isinstance(config.get(new_section), dict):
+                config[new_section].setdefault(new_key, value)
 
 
 def hydra_choices() -> dict[str, str]:
@@ -178,7 +191,7 @@ def hydra_choices() -> dict[str, str]:
 #: length differs in its resolved settings or is checked at fit start); every other one changes the result.
 RESUME_FREE = (
     "task_name", "ckpt_path", "resume", "output_dir", "run_name", "keep_freed_memory", "test_ckpt", "logger", "callbacks",
-    "data.root", "data.num_workers", "data.download", "data.verify_checksums", "model.channels_last", "model.compile",
+    "data.root", "data.num_workers", "data.download", "data.verify_checksums", "task.channels_last", "task.compile",
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.default_root_dir",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.limit_test_batches",
     "trainer.max_epochs",

@@ -223,7 +223,7 @@ def torchvision_key_in_ours(key: str, stage_input: bool = False, wrapped_bn: str
 def c3_network() -> torch.nn.Module:
     """ResNet-20 + C3 for the digits, seeded, in eval mode."""
     torch.manual_seed(0)
-    return c3exp.build_model(c3exp.compose(["model=resnet20", "attn=c3", "data=digits"])).eval()
+    return c3exp.build_network(c3exp.compose(["model=resnet20", "attn=c3", "data=digits"])).eval()
 
 
 # -- data ----------------------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def shapes_root(tmp_path_factory) -> Path:
 
 
 WIDTH, HEIGHT = 40, 20  # the hand-written detection images: wide, so resizing has a shorter and a longer side
-SMALL = {"min_size": HEIGHT, "max_size": WIDTH, "batch_size": 2, "num_workers": 0}  # no resize of 40x20 images
+SMALL = {"name": "small", "min_size": HEIGHT, "max_size": WIDTH, "batch_size": 2, "num_workers": 0}  # no resize of 40x20 images
 
 
 def picture(box: tuple[int, int, int, int] | None = None) -> Image.Image:

@@ -145,6 +145,15 @@ def test_an_older_checkpoint_without_an_attn_target_gets_the_block_of_c3exps_con
     assert cfg.attn._target_ == "c3exp.attention.c3.C3Block" and cfg.attn.name == "c3"
 
 
+def test_an_older_checkpoint_gets_its_speed_options_under_the_task(two_epochs):
+    checkpoint = torch.load(two_epochs["checkpoints"]["last"], map_location="cpu", weights_only=True)
+    checkpoint["c3exp"]["config"]["model"].update(channels_last=True, compile=False)  # model.* until the options moved
+    for key in ("channels_last", "compile"):
+        checkpoint["c3exp"]["config"]["task"].pop(key, None)
+    cfg = rebuild_config(checkpoint, "old.ckpt")
+    assert cfg.task.channels_last is True and cfg.task.compile is False and "channels_last" not in cfg.model
+
+
 def test_resume_names_every_setting_that_would_change_the_result():
     stored = {"seed": 0, "optim": {"optimizer": {"lr": 0.1}}, "data": {"num_workers": 4, "batch_size": 8},
               "trainer": {"max_epochs": 2, "accelerator": "cpu"}}

@@ -14,8 +14,9 @@ from c3exp.attention.c3 import C3Block
 from c3exp.attention.cbam import CBAM
 from c3exp.attention.protocol import AttentionBlock, Size
 from c3exp.attention.se import SqueezeExcite
-from c3exp.errors import check, check_keywords, imported
+from c3exp.errors import check, imported
 from c3exp.paths import config_dir
+from c3exp.schema import check_settings
 
 # The paper's three blocks by name here; every block by the path its attn config's `_target_` gives.
 __all__ = ["ATTENTION_NAMES", "AttentionBlock", "CBAM", "C3Block", "SqueezeExcite", "block_factory", "block_of",
@@ -68,7 +69,7 @@ def create_attn(block: str | None, channels: int, spatial_size: Size | None = No
     factory = block_factory(block)
     if factory is None:
         return None
-    check_keywords(options, factory, "attn.options.", f"an option of {block}", supplied=("channels", "spatial_size"))
+    check_settings(options, factory, "attn.options.", supplied=("channels", "spatial_size"))
     if "spatial_size" in inspect.signature(factory).parameters:
         check(spatial_size is not None, "attn.options.spatial_sizes", None, f"a [H, W] per stage for {block}")
         options["spatial_size"] = spatial_size

@@ -4,14 +4,14 @@ Tiles and channel groups fold into the batch: no Python loops or data-dependent 
 from __future__ import annotations
 
 import functools
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c3exp.errors import ConfigError, check, is_int
-
-RESIZE_MODES = ("interpolate", "tile")
+from c3exp.errors import ConfigError, check
+from c3exp.schema import PositiveInt
 
 
 def channel_groups(channels: int, max_group_channels: int) -> int:
@@ -151,41 +151,19 @@ class C3Block(nn.Module):
         self,
         channels: int,
         spatial_size: tuple[int, int] | list[int],
-        reduction: int = 8,
-        resize: str = "interpolate",
-        max_group_channels: int = 512,
+        reduction: Annotated[PositiveInt, "the MLPs are A -> max(1, A // reduction) -> A over the A = H*W positions"] = 8,
+        resize: Literal["interpolate", "tile"] = "interpolate",
+        max_group_channels: Annotated[PositiveInt, "512 in the official code"] = 512,
         bn: bool = True,
         detach: bool = False,
         fold_messages: bool = True,
         message_passing: bool = True,
         encoder_decoder: bool = True,
-        stack: int = 1,
+        stack: Annotated[PositiveInt, "C3 blocks, each with its own weights, in sequence at one location"] = 1,
     ):
         super().__init__()
         check(is_spatial_size(spatial_size), "attn.options.spatial_sizes", spatial_size, "[H, W] with positive integers")
         positions = spatial_size[0] * spatial_size[1]
-        check(
-            is_int(reduction) and reduction >= 1,
-            "attn.options.reduction",
-            reduction,
-            f"a positive integer: the MLPs are A -> max(1, A // reduction) -> A, here A = H*W = {positions}",
-        )
-        check(resize in RESIZE_MODES, "attn.options.resize", resize, RESIZE_MODES)
-        check(
-            is_int(max_group_channels) and max_group_channels >= 1,
-            "attn.options.max_group_channels",
-            max_group_channels,
-            "a positive integer (512 in the official code)",
-        )
-        for key, value in (("bn", bn), ("detach", detach), ("fold_messages", fold_messages),
-                           ("message_passing", message_passing), ("encoder_decoder", encoder_decoder)):
-            check(isinstance(value, bool), f"attn.options.{key}", value, "true or false")
-        check(
-            is_int(stack) and stack >= 1,
-            "attn.options.stack",
-            stack,
-            "a positive integer: how many C3 blocks, each with its own weights, run in sequence at one location",
-        )
         self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
         self.resize = resize
         self.detach = detach

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from c3exp.attention.common import PlaneGate, check_divides, z_pool
+from c3exp.schema import OddPositiveInt, PositiveInt
 
 
 class ChannelGate(nn.Module):
@@ -30,7 +31,7 @@ class CBAM(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
+    def __init__(self, channels: int, reduction: PositiveInt = 16, kernel_size: OddPositiveInt = 7):
         super().__init__()
         self.channel_gate = ChannelGate(channels, reduction)
         self.spatial_gate = PlaneGate(kernel_size)  # a k x k conv (no bias) + BN on the [max, mean] over channels

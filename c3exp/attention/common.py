@@ -4,14 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c3exp.errors import check, is_int
+from c3exp.errors import check
 
 
 def check_divides(reduction: int, size: int, what: str) -> None:
     """Reject a reduction that would leave a fractional hidden width (the paper's counts assume none)."""
     divisors = [d for d in range(1, min(size, 32) + 1) if size % d == 0]
     check(
-        isinstance(reduction, int) and reduction >= 1 and size % reduction == 0,
+        size % reduction == 0,
         "attn.options.reduction",
         reduction,
         f"a divisor of the block's {what} = {size}, such as {', '.join(map(str, divisors))}",
@@ -30,12 +30,6 @@ class PlaneGate(nn.Module):
 
     def __init__(self, kernel_size: int, momentum: float = 0.1):
         super().__init__()
-        check(
-            is_int(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1,
-            "attn.options.kernel_size",
-            kernel_size,
-            "an odd positive integer (7 in the paper)",
-        )
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1, momentum=momentum)
 

@@ -2,11 +2,13 @@
 out = x * a_h * a_w, one gate per row and one per column."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c3exp.errors import check, is_int
+from c3exp.schema import PositiveInt
 
 
 class CoordAttention(nn.Module):
@@ -16,14 +18,8 @@ class CoordAttention(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: int = 32):
+    def __init__(self, channels: int, reduction: Annotated[PositiveInt, "hidden width max(8, channels // reduction); 32 in the paper"] = 32):
         super().__init__()
-        check(
-            is_int(reduction) and reduction >= 1,
-            "attn.options.reduction",
-            reduction,
-            "a positive integer: the hidden width is max(8, channels // reduction) (32 in the paper)",
-        )
         hidden = max(8, channels // reduction)
         self.conv = nn.Conv2d(channels, hidden, 1)
         self.bn = nn.BatchNorm2d(hidden)

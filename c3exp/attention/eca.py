@@ -3,12 +3,12 @@ Deep Convolutional Neural Networks", CVPR 2020): gate sigmoid(conv1d_k(avgpool(x
 from __future__ import annotations
 
 import math
-from numbers import Real
+from typing import Annotated
 
 import torch
 from torch import nn
 
-from c3exp.errors import check, is_int
+from c3exp.schema import OddPositiveInt, PositiveFloat
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -23,15 +23,9 @@ class ECA(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, kernel_size: int | None = None, gamma: float = 2, b: float = 1):
+    def __init__(self, channels: int, kernel_size: Annotated[OddPositiveInt | None, "null: adapted to the channel count"] = None,
+                 gamma: Annotated[PositiveFloat, "2 in the paper"] = 2, b: Annotated[float, "1 in the paper"] = 1):
         super().__init__()
-        check(isinstance(gamma, Real) and not isinstance(gamma, bool) and gamma > 0,
-              "attn.options.gamma", gamma, "a positive number (2 in the paper)")
-        check(isinstance(b, Real) and not isinstance(b, bool) and math.isfinite(b),
-              "attn.options.b", b, "a number (1 in the paper)")
-        check(kernel_size is None or (is_int(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1),
-              "attn.options.kernel_size", kernel_size,
-              "null (adaptive to the channel count) or an odd positive integer")
         self.kernel_size = adaptive_kernel_size(channels, gamma, b) if kernel_size is None else kernel_size
         self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=self.kernel_size // 2, bias=False)
 

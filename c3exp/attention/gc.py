@@ -2,12 +2,13 @@
 Networks and Beyond", ICCV Workshops 2019): out = x + T(sum_j softmax_j(W_k x_j) x_j)."""
 from __future__ import annotations
 
-from numbers import Real
+from typing import Annotated
 
+import annotated_types as at
 import torch
 from torch import nn
 
-from c3exp.errors import check
+Ratio = Annotated[float, at.Interval(gt=0, le=1), "the hidden width is max(1, int(channels * ratio)); 1/16 in the paper"]
 
 
 class GlobalContext(nn.Module):
@@ -17,14 +18,8 @@ class GlobalContext(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, ratio: float = 1 / 16):
+    def __init__(self, channels: int, ratio: Ratio = 1 / 16):
         super().__init__()
-        check(
-            isinstance(ratio, Real) and not isinstance(ratio, bool) and 0 < ratio <= 1,
-            "attn.options.ratio",
-            ratio,
-            "a number in (0, 1]: the transform's hidden width is max(1, int(channels * ratio)) (1/16 = 0.0625 in the paper)",
-        )
         hidden = max(1, int(channels * ratio))
         self.mask = nn.Linear(channels, 1)  # W_k: one attention logit per position
         self.transform = nn.Sequential(

@@ -4,12 +4,14 @@ GE-θ⁻ pools as timm's reproduction; GE-θ with extent 0 (a map-sized conv) is
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c3exp.errors import check, is_int
+from c3exp.errors import check
+from c3exp.schema import NonNegativeInt
 
 
 def ge_params(channels: int, extent: int = 0, learned: bool = False) -> int:
@@ -27,23 +29,15 @@ class GatherExcite(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, extent: int = 0, learned: bool = False):
+    def __init__(self, channels: int, extent: Annotated[NonNegativeInt, "0: the mean over all positions"] = 0, learned: bool = False):
         super().__init__()
-        check(isinstance(learned, bool), "attn.options.learned", learned, "true (GE-θ) or false (GE-θ⁻, no parameters)")
         if learned:
             check(
-                is_int(extent) and extent >= 2 and is_power_of_two(extent),
+                extent >= 2 and is_power_of_two(extent),
                 "attn.options.extent",
                 extent,
                 "a power of two >= 2 (the paper's 2, 4, 8) when attn.options.learned=true: the learned global "
                 "gather is a depthwise conv as large as each block's map, which this block is not given",
-            )
-        else:
-            check(
-                is_int(extent) and extent >= 0,
-                "attn.options.extent",
-                extent,
-                "0 (global: the mean over all positions) or a positive integer e (the paper's 2, 4, 8)",
             )
         self.extent = extent
         self.learned = learned

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from c3exp.attention.common import check_divides
-from c3exp.errors import check
+from c3exp.schema import PositiveInt
 
 
 def nonlocal_params(channels: int, reduction: int = 2) -> int:
@@ -24,11 +24,9 @@ class NonLocalBlock(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: int = 2, sub_sample: bool = False, scale: bool = False):
+    def __init__(self, channels: int, reduction: PositiveInt = 2, sub_sample: bool = False, scale: bool = False):
         super().__init__()
         check_divides(reduction, channels, "channels")
-        check(isinstance(sub_sample, bool), "attn.options.sub_sample", sub_sample, "true or false")
-        check(isinstance(scale, bool), "attn.options.scale", scale, "true or false")
         inner = channels // reduction
         self.sub_sample = sub_sample
         self.scale = scale

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from c3exp.attention.common import check_divides
+from c3exp.schema import PositiveInt
 
 
 class SqueezeExcite(nn.Module):
@@ -13,7 +14,7 @@ class SqueezeExcite(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: int = 8):
+    def __init__(self, channels: int, reduction: PositiveInt = 8):
         super().__init__()
         check_divides(reduction, channels, "channels")
         hidden = channels // reduction

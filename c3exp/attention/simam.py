@@ -4,12 +4,12 @@ n = max(H*W - 1, 1): on a 1 x 1 map the official code divides 0 by 0; this gives
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import torch
 from torch import nn
 
-from c3exp.errors import check
+from c3exp.schema import PositiveFloat
 
 
 class SimAM(nn.Module):
@@ -17,14 +17,8 @@ class SimAM(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, e_lambda: float = 1e-4):
+    def __init__(self, channels: int, e_lambda: Annotated[PositiveFloat, "1e-4 in the paper"] = 1e-4):
         super().__init__()
-        check(
-            isinstance(e_lambda, (int, float)) and not isinstance(e_lambda, bool) and 0 < e_lambda < math.inf,
-            "attn.options.e_lambda",
-            e_lambda,
-            "a positive number (1e-4 in the paper)",
-        )
         self.e_lambda = float(e_lambda)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from c3exp.attention.common import PlaneGate, z_pool
+from c3exp.schema import OddPositiveInt
 
 
 def triplet_params(kernel_size: int = 7) -> int:
@@ -20,7 +21,7 @@ class TripletAttention(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, kernel_size: int = 7):
+    def __init__(self, channels: int, kernel_size: OddPositiveInt = 7):
         super().__init__()
         self.cw = PlaneGate(kernel_size, momentum=0.01)
         self.hc = PlaneGate(kernel_size, momentum=0.01)

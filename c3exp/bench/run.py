@@ -1,41 +1,72 @@
 """One bench run: set the process up, time every configuration, print the tables, write the JSON."""
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import platform
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from c3exp.bench.configs import BenchConfig, configurations
-from c3exp.bench.loops import LOOPS, compare_loops
-from c3exp.bench.machine import load_average, machine, matmul_peak
-from c3exp.bench.output import format_achieved, format_table, write_report
+from c3exp.bench.loops import compare_loops
+from c3exp.bench.output import format_achieved, format_table, new_report_path
 from c3exp.bench.settings import BenchSettings
 from c3exp.bench.stats import achieved, block_medians, paired_ratios, ratios, summarise
-from c3exp.bench.steps import make_trainee
+from c3exp.bench.steps import trainee_step
 from c3exp.bench.timing import interleave
+from c3exp.results import write_json
 from c3exp.tasks import build_network
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
 
-def complexity(config: BenchConfig) -> dict[str, int]:
-    """Parameters and MACs per image of the configuration's network."""
-    return model_complexity(build_network(config.cfg), config.cfg.data)
+def cpu_model() -> str:
+    """The processor's name (from /proc/cpuinfo on Linux), else what the platform module knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages, where the OS has them: other work skews the times."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def machine(device: str) -> dict[str, Any]:
+    """What the numbers depend on: processor, cores, threads, library versions, accelerator, load."""
+    cuda = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda} if device == "cuda" else {}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "load_average": load_average(), **cuda}
+
+
+def matmul_peak(settings: BenchSettings, repeats: int = 10) -> dict[str, Any]:
+    """Fastest of `repeats` saturating matmuls in the bench precision (TF32 default for float32): "fraction of peak"."""
+    size = 8192 if settings.device == "cuda" else 1024
+    dtype = settings.autocast_dtype or torch.float32
+    generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
+    a, b = (torch.randn(size, size, device=settings.device, dtype=dtype, generator=generator) for _ in range(2))
+    seconds = min(interleave([lambda: a @ b], 2, repeats, settings.device)[0])  # after two warm-up products
+    return {"dtype": str(dtype).removeprefix("torch."), "size": size, "tflops": 2 * size**3 / seconds / 1e12}
 
 
 def describe(config: BenchConfig) -> dict[str, Any]:
-    """The part of a configuration's row that is not a time: label, overrides, settings, size."""
-    return {"label": config.label, "overrides": config.overrides, "settings": asdict(config.settings), **complexity(config)}
+    """The part of a configuration's row that is not a time: label, overrides, settings, parameters and MACs."""
+    return {"label": config.label, "overrides": config.overrides, "settings": asdict(config.settings),
+            **model_complexity(build_network(config.cfg), config.cfg.data)}
 
 
 def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
     """Interleaved training steps of every configuration; ratios to the first."""
     settings = configs[0].settings
-    trainees = [make_trainee(config) for config in configs]
-    times = interleave([trainee.step for trainee in trainees], settings.warmup, settings.steps, settings.device)
+    times = interleave([trainee_step(config) for config in configs], settings.warmup, settings.steps, settings.device)
     rows = [{**describe(config), **summarise(step_times, config.settings.batch_size), "step_times_s": step_times}
             for config, step_times in zip(configs, times)]
     for row in rows:
@@ -43,51 +74,33 @@ def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
     return rows
 
 
-def loop_row(config: BenchConfig, times: dict[str, list[float]]) -> dict[str, Any]:
+def loop_row(config: BenchConfig) -> dict[str, Any]:
     """Both loops' summaries and the ratios Lightning / bare (paired by round: one block each)."""
+    times = compare_loops(config)
     summaries = {name: summarise(values, config.settings.batch_size) for name, values in times.items()}
     return {
         **describe(config),
         **{name: {**summaries[name], "step_times_s": times[name]} for name in times},
         **ratios(summaries["lightning"], summaries["bare"]),
-        **paired_ratios(*(block_medians(times[name], config.settings.rounds) for name in LOOPS)),
+        **paired_ratios(*(block_medians(times[name], config.settings.rounds) for name in ("lightning", "bare"))),
     }
 
 
-def run_loops(configs: list[BenchConfig]) -> list[dict[str, Any]]:
-    """Lightning's loop against a bare loop, for each configuration in turn."""
-    return [loop_row(config, compare_loops(config)) for config in configs]
-
-
-def prepare_process(settings: BenchSettings) -> bool:
-    """Threads, allocator and cuDNN autotuning, as the settings ask; True when freed memory is kept."""
+def bench(args: Sequence[str]) -> dict[str, Any]:
+    """Run the benchmark the overrides describe, print the tables, write the JSON; return its content."""
+    configs = configurations(args)
+    settings = configs[0].settings
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     kept = keep_freed_memory() if settings.keep_freed_memory else False
     if settings.device == "cuda":
         torch.backends.cudnn.benchmark = True
-    return kept
-
-
-def measure(configs: list[BenchConfig]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The rows of the mode's table and, with bench.peak, the matmul peak (steps rows get achieved FLOP/s)."""
-    settings = configs[0].settings
-    rows = run_steps(configs) if settings.mode == "steps" else run_loops(configs)
-    peak = matmul_peak(settings) if settings.peak else None
-    if settings.mode == "steps":
-        for row in rows:
-            row.update(achieved(row, peak))
-    return rows, peak
-
-
-def bench(args: Sequence[str]) -> dict[str, Any]:
-    """Run the benchmark the overrides describe, print the table, write the JSON; return its content."""
-    configs = configurations(args)
-    settings = configs[0].settings
-    kept = prepare_process(settings)
     started = datetime.datetime.now(datetime.timezone.utc)
     machine_before = machine(settings.device)
-    rows, peak = measure(configs)
+    rows = run_steps(configs) if settings.mode == "steps" else [loop_row(config) for config in configs]
+    peak = matmul_peak(settings) if settings.peak else None
+    for row in rows if settings.mode == "steps" else []:
+        row.update(achieved(row, peak))
     report = {
         "command": "c3exp bench " + " ".join(args),
         "date": started.isoformat(timespec="seconds"),
@@ -100,5 +113,6 @@ def bench(args: Sequence[str]) -> dict[str, Any]:
     print(format_table(rows, settings.mode))
     if settings.mode == "steps":
         print(format_achieved(rows, peak))
-    print(f"wrote {write_report(report, settings.path, started)}")
+    # bench.path: that file, replaced; else a new one
+    print(f"wrote {write_json(Path(settings.path) if settings.path else new_report_path(started), report)}")
     return report

@@ -11,22 +11,15 @@ TRAIN_FLOPS_PER_MAC = 3 * 2
 
 def summarise(times: Sequence[float], batch_size: int) -> dict[str, float]:
     """Median, spread (min, quartiles, max) and throughput of one configuration's step times."""
-    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
-    median = statistics.median(times)
-    return {
-        "median_s": median,
-        "min_s": min(times),
-        "q1_s": q1,
-        "q3_s": q3,
-        "max_s": max(times),
-        "images_per_s": batch_size / median,
-        "images_per_s_best": batch_size / min(times),
-    }
+    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return {"median_s": median, "min_s": min(times), "q1_s": q1, "q3_s": q3, "max_s": max(times),
+            "images_per_s": batch_size / median, "images_per_s_best": batch_size / min(times)}
 
 
 def ratios(summary: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
     """The ratios of the medians and of the fastest steps to the reference configuration's."""
-    return {"ratio_median": summary["median_s"] / reference["median_s"], "ratio_min": summary["min_s"] / reference["min_s"]}
+    return {"ratio_median": summary["median_s"] / reference["median_s"],
+            "ratio_min": summary["min_s"] / reference["min_s"]}
 
 
 def paired_ratios(times: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
@@ -44,9 +37,6 @@ def block_medians(times: Sequence[float], rounds: int) -> list[float]:
 
 def achieved(row: dict[str, Any], peak: dict[str, Any] | None) -> dict[str, float]:
     """Training FLOP/s at the fastest step, from MACs (Winograd may beat the matmul peak), and its 50k-image epoch."""
-    images_per_s = row["images_per_s_best"]
-    result = {"train_tflops": TRAIN_FLOPS_PER_MAC * row["macs"] * images_per_s / 1e12,
-              "epoch_50k_s_derived": 50_000 / images_per_s}
-    if peak:
-        result["fraction_of_peak"] = result["train_tflops"] / peak["tflops"]
-    return result
+    tflops = TRAIN_FLOPS_PER_MAC * row["macs"] * row["images_per_s_best"] / 1e12
+    return {"train_tflops": tflops, "epoch_50k_s_derived": 50_000 / row["images_per_s_best"],
+            **({"fraction_of_peak": tflops / peak["tflops"]} if peak else {})}

@@ -1,57 +1,43 @@
 """One full training step on a synthetic batch: what the bench times, built as training builds it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
 
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities import move_data_to_device
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from c3exp.bench.configs import BenchConfig
-from c3exp.bench.settings import BenchSettings
 from c3exp.tasks import TaskModule, build_task
 from c3exp.utils.complexity import data_input_shape
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: fp32 and bf16 need no loss scaling: a disabled scaler's scale, step and update are the plain ones.
+NO_SCALING = torch.amp.GradScaler("cpu", enabled=False)
 
 
-def train_step(
-    module: TaskModule,
-    optimizer: torch.optim.Optimizer,
-    batch: Batch,
-    autocast_dtype: torch.dtype | None,
-    scaler: torch.amp.GradScaler | None = None,
-) -> torch.Tensor:
+def train_step(module: TaskModule, optimizer: torch.optim.Optimizer, batch: Batch, autocast_dtype: torch.dtype | None,
+               scaler: torch.amp.GradScaler = NO_SCALING) -> torch.Tensor:
     """One full step as Lightning's automatic optimisation does it: zero grads, the task's loss, backward, step."""
-    images = batch[0]
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    with torch.autocast(batch[0].device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         loss = module.model_step(batch)[0]
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
     return loss
 
 
-def synthetic_batch(cfg: DictConfig, module: TaskModule, settings: BenchSettings, generator: torch.Generator) -> Batch:
-    """Standardised random images of the data config's shape and the task's kind of targets, on the device."""
-    shape = (settings.batch_size, *data_input_shape(cfg.data)[1:])
-    images = torch.randn(shape, generator=generator)
-    targets = move_data_to_device(module.random_targets(images, generator), settings.device)  # a tensor or a list of dicts
-    images = images.to(settings.device)
-    if settings.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, targets
-
-
 def seeded_batch(config: BenchConfig, module: TaskModule) -> Batch:
-    """The configuration's synthetic batch from bench.seed: every configuration sees the same images."""
-    return synthetic_batch(config.cfg, module, config.settings, torch.Generator().manual_seed(config.settings.seed))
+    """Standardised random images of the data config's shape and the task's targets from bench.seed, on the device."""
+    settings = config.settings
+    generator = torch.Generator().manual_seed(settings.seed)
+    images = torch.randn((settings.batch_size, *data_input_shape(config.cfg.data)[1:]), generator=generator)
+    targets = move_data_to_device(module.random_targets(images, generator), settings.device)  # a tensor or dicts
+    layout = torch.channels_last if settings.channels_last else torch.preserve_format
+    return images.to(settings.device, memory_format=layout), targets
 
 
 def build_module(config: BenchConfig, compile_here: bool = True) -> TaskModule:
@@ -65,28 +51,12 @@ def build_module(config: BenchConfig, compile_here: bool = True) -> TaskModule:
 
 
 def make_optimizer(config: BenchConfig, module: TaskModule) -> torch.optim.Optimizer:
-    """The optimizer the optim config names, on the module's network."""
     return instantiate(config.cfg.optim.optimizer)(params=module.net.parameters())
 
 
-@dataclass
-class Trainee:
-    """A task's module, its optimizer and one synthetic batch on the device: what one timed step needs."""
-
-    module: TaskModule
-    optimizer: torch.optim.Optimizer
-    batch: Batch
-    autocast_dtype: torch.dtype | None
-    scaler: torch.amp.GradScaler | None
-
-    def step(self) -> torch.Tensor:
-        """One training step on the trainee's batch."""
-        return train_step(self.module, self.optimizer, self.batch, self.autocast_dtype, self.scaler)
-
-
-def make_trainee(config: BenchConfig) -> Trainee:
-    """Everything one configuration's timed steps need, built before any timing starts."""
+def trainee_step(config: BenchConfig) -> Callable[[], torch.Tensor]:
+    """One configuration's timed step, with everything it needs built before any timing starts."""
     module = build_module(config)
     settings = config.settings
-    return Trainee(module, make_optimizer(config, module), seeded_batch(config, module), settings.autocast_dtype,
-                   settings.grad_scaler())
+    return functools.partial(train_step, module, make_optimizer(config, module), seeded_batch(config, module),
+                             settings.autocast_dtype, settings.grad_scaler())

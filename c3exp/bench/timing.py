@@ -24,17 +24,9 @@ def timed(step: Callable[[], object], device: str) -> float:
 
 def interleave(steps: Sequence[Callable[[], object]], warmup: int, count: int, device: str) -> list[list[float]]:
     """`warmup` untimed then `count` timed calls of every step, round-robin; round r starts at step r mod n."""
-    for _ in range(warmup):
-        for step in steps:
-            step()
+    for step in [*steps] * warmup:
+        step()
     times: list[list[float]] = [[] for _ in steps]
-    for round_index in range(count):
-        for offset in range(len(steps)):
-            i = (round_index + offset) % len(steps)
-            times[i].append(timed(steps[i], device))
+    for i in [(round_index + offset) % len(steps) for round_index in range(count) for offset in range(len(steps))]:
+        times[i].append(timed(steps[i], device))
     return times
-
-
-def between_starts(starts: Sequence[float], skip: int) -> list[float]:
-    """Durations of whole loop iterations: from one batch's start to the next one's, after `skip` iterations."""
-    return [b - a for a, b in zip(starts, starts[1:])][skip:]

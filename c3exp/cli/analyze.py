@@ -12,13 +12,14 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
 from c3exp.cli.options import command, option, option_lines, parse, usage
 from c3exp.errors import ConfigError, check
 from c3exp.results import RESULTS_FILE, read_results, write_json
+from c3exp.schema import PositiveInt, Probability
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from c3exp.analysis.correlation import StageCorrelation
     from c3exp.data import ImageDataModule
 
-SPLITS = ("val", "test")
+Split = Literal["val", "test"]
 OUT = "output file (default: <common parent folder>/{})"
 
 
@@ -39,8 +40,8 @@ class Correlation:
     heatmap PNG per stage; any other key=value changes the checkpoint's config, as in c3exp eval"""
 
     ckpt_path: str = option("the checkpoint", metavar="PATH")
-    batches: int = option("batches of the split to use", 2, minimum=1)
-    split: str = option("which split", "val", choices=SPLITS)
+    batches: PositiveInt = option("batches of the split to use", 2)
+    split: Split = option("which split", "val")
     out: str | None = option("output folder (default: <ckpt dir>/<ckpt name>_correlation)", None, metavar="DIR")
 
 
@@ -51,8 +52,8 @@ class CorrelationCompare:
 
     baseline: str = option("baseline run folder", metavar="DIR")
     c3: str = option("C3 run folder", metavar="DIR")
-    stage: int | None = option("stage whose matrices to draw (default: the last)", None, minimum=1)
-    epochs: int = option("how many epochs of matrices", 3, minimum=1)
+    stage: PositiveInt | None = option("stage whose matrices to draw (default: the last)", None)
+    epochs: PositiveInt = option("how many epochs of matrices", 3)
     out: str | None = option(OUT.format("correlation_compare.png"), None, metavar="FILE")
 
 
@@ -60,8 +61,8 @@ class CorrelationCompare:
 class Pair:
     baseline: str = option("baseline checkpoint", metavar="PATH")
     c3: str = option("C3 checkpoint", metavar="PATH")
-    images: int = option("how many images (at most the split's)", 4, minimum=1)
-    split: str = option("which split", "test", choices=SPLITS)
+    images: PositiveInt = option("how many images (at most the split's)", 4)
+    split: Split = option("which split", "test")
     data_root: str | None = option("where the data set is (default: this machine's data.root, C3EXP_DATA or data/)", None,
                                    metavar="DIR")
 
@@ -71,7 +72,7 @@ class Cam(Pair):
     """Fig. 6: the first images of the split with the maps of each network's most activated last-stage
     channels over them, baseline and C3 side by side in one PNG"""
 
-    topk: int = option("channels per image", 6, minimum=1)
+    topk: PositiveInt = option("channels per image", 6)
     out: str | None = option(OUT.format("cam_compare.png"), None, metavar="FILE")
 
 
@@ -80,7 +81,7 @@ class Boxes(Pair):
     """Two detection checkpoints on the same data: per image a row with the ground-truth boxes and each
     network's detections scoring at least `score`, each box with its class name and score, in one PNG"""
 
-    score: float = option("the lowest score of a drawn detection, in [0, 1]", 0.5)
+    score: Probability = option("the lowest score of a drawn detection", 0.5)
     out: str | None = option(OUT.format("boxes_compare.png"), None, metavar="FILE")
 
 
@@ -290,7 +291,6 @@ def run_boxes(args: list[str]) -> Path:
     from c3exp.analysis.plots import box_comparison
 
     options, _ = parse(Boxes, args)
-    check(0.0 <= options.score <= 1.0, "score", options.score, "a detection score in [0, 1]")
     (baseline, cfg), (c3, c3_cfg) = load_pair(options, "detection")
     datamodule, loader = split_loader(cfg, options.split, options.images)
     images, targets = first_detection_samples(loader, options.images)

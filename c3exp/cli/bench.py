@@ -33,7 +33,7 @@ def run(args: list[str]) -> dict[str, Any]:
 
     try:
         return bench(args)
-    except HydraException as err:  # e.g. a bad group choice: Hydra's first line is the useful one
+    except HydraException as err:  # e.g. a _target_ that does not import: Hydra's first line is the useful one
         fail(str(err).splitlines()[0])
 
 

@@ -102,18 +102,15 @@ def note_data_root(checkpoint: dict[str, Any], cfg: DictConfig, overrides: Seque
 
 
 # Task settings a checkpoint may be tested with anew: `c3exp eval ckpt_path=... task.tta_flip=true`
-EVAL_FREE_TASK_KEYS = ("primary_metric", "label_smoothing", "tta_flip")
+EVAL_FREE_TASK_KEYS = ("primary_metric", "label_smoothing", "tta_flip", "channels_last", "compile")
 
 
 def network_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that decide the weights: the task (less what only training or scoring reads), model
-    (less its speed options), attn, data.num_classes."""
-    from c3exp.models import SPEED_KEYS
-
+    """The settings that decide the weights: the task (less what only training, scoring or speed reads), model, attn,
+    data.num_classes."""
     task, model, attn = ({} if cfg.get(group) is None else OmegaConf.to_container(cfg[group], resolve=True)
                          for group in MODEL_GROUPS)
     task = {key: value for key, value in task.items() if key not in EVAL_FREE_TASK_KEYS}
-    model = {key: value for key, value in model.items() if key not in SPEED_KEYS}
     groups = {"task.": task, "model.": model, "attn.": attn}
     return {**{key: value for prefix, tree in groups.items() if tree for key, value in flatten(tree, prefix).items()},
             "data.num_classes": cfg.data.get("num_classes")}

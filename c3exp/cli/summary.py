@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from omegaconf import DictConfig
 
@@ -27,7 +28,7 @@ from c3exp.paper import PAPER_ATTNS, PAPER_MODELS, TABLE1, ZOO_ADDED_PARAMS, ZOO
 
 @dataclass
 class Options:
-    table: str | None = option("a table of many networks instead of one", None, choices=("paper", "zoo"))
+    table: Literal["paper", "zoo"] | None = option("a table of many networks instead of one", None)
 
 
 # (parameters in M, FLOPs in M) of each Table 1 cell

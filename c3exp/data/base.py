@@ -1,10 +1,11 @@
 """The shared DataModule: in-memory uint8 image arrays, a seeded validation hold-out, standard augmentation."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
+import annotated_types as at
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -12,22 +13,14 @@ from torchvision.transforms import v2
 
 from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip, RandomErase
 from c3exp.data.mixing import MixingCollate, batch_mixing
-from c3exp.errors import check, is_int, is_number
+from c3exp.errors import check
+from c3exp.schema import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
 
 
 def per_process_batch_size(batch_size: int, world_size: int) -> int:
     """`data.batch_size` is the global batch: with N data-parallel processes each loads 1/N of it."""
     check(batch_size % world_size == 0, "data.batch_size", batch_size, f"a multiple of the {world_size} data-parallel processes")
     return batch_size // world_size
-
-
-def checked_loading(batch_size: int, eval_batch_size: int | None, num_workers: int) -> tuple[int, int, int]:
-    """data.batch_size, data.eval_batch_size (null: the batch size) and data.num_workers, checked."""
-    check(is_int(batch_size) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
-    check(eval_batch_size is None or (is_int(eval_batch_size) and eval_batch_size >= 1),
-          "data.eval_batch_size", eval_batch_size, "null (= data.batch_size) or an integer >= 1")
-    check(is_int(num_workers) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
-    return batch_size, eval_batch_size or batch_size, num_workers
 
 
 @dataclass
@@ -78,12 +71,6 @@ class TransformedImages(Dataset):
         return self.transform(image), label
 
 
-def check_number(value: object, key: str, low: float, high: float, allowed: str) -> None:
-    """A finite real number (not a bool) from `low` to `high`, else one line naming `key`."""
-    ok = is_number(value) and math.isfinite(value) and low <= value <= high
-    check(ok, key, value, allowed)
-
-
 def build_transforms(
     mean: Sequence[float],
     std: Sequence[float],
@@ -109,43 +96,37 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
         name: str,
-        num_classes: int,
-        image_size: int = 32,
-        channels: int = 3,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        val_split: int = 0,
+        num_classes: Annotated[int, at.Ge(2)] | None,  # null: imagefolder counts its class folders
+        image_size: PositiveInt = 32,
+        channels: PositiveInt = 3,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt = 2,
+        val_split: Annotated[NonNegativeInt, "0: validate on the test split"] = 0,
         split_seed: int = 0,
         augment: bool = True,
-        crop_padding: int = 4,
+        crop_padding: NonNegativeInt = 4,
         hflip: bool = True,
         pin_memory: bool = True,
-        train_repeats: int = 1,
+        train_repeats: PositiveInt = 1,
         on_device: bool = False,
         seed: int = 0,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        random_erasing: float = 0.0,
+        mixup_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"] = 0.0,
+        cutmix_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"] = 0.0,
+        random_erasing: Annotated[Probability, "0: off"] = 0.0,
     ):
         super().__init__()
-        check(isinstance(on_device, bool), "data.on_device", on_device, "true or false")
         check(not on_device or type(self).load_arrays is not ImageDataModule.load_arrays, "data.on_device",
               on_device, f"false for data={name}: only datasets held in memory as arrays can live on the device")
         self.on_device, self.seed = on_device, seed
         self._device_splits: dict[str, ImageArrays] = {}
-        check(is_int(train_repeats) and train_repeats >= 1, "data.train_repeats", train_repeats, "an integer >= 1")
         self.train_repeats = train_repeats
-        self.batch_size, self.eval_batch_size, self.num_workers = checked_loading(batch_size, eval_batch_size, num_workers)
-        check(val_split >= 0, "data.val_split", val_split, "an integer >= 0 (0: validate on the test split)")
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size or batch_size, num_workers
         self.name, self.num_classes = name, num_classes
         self.image_size, self.channels = image_size, channels
         self.pin_memory = pin_memory
         self.val_split, self.split_seed = val_split, split_seed
         self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
-        for key, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
-            check_number(alpha, f"data.{key}", 0, math.inf, "a number >= 0 (the Beta distribution's alpha; 0: off)")
-        check_number(random_erasing, "data.random_erasing", 0, 1, "a probability from 0 to 1 (0: off)")
         self.mixup_alpha, self.cutmix_alpha, self.random_erasing = mixup_alpha, cutmix_alpha, random_erasing
         self.splits: dict[str, ImageArrays] | None = None
 

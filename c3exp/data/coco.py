@@ -6,12 +6,11 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 import torch
+from PIL import Image
 from torchvision import datasets
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
@@ -105,27 +104,15 @@ class COCODetectionDataModule(DetectionDataModule):
 
     def __init__(
         self,
-        name: str = "coco2017",
-        root: str = "data",
         train_images: str = "train2017",
         train_annotations: str = "annotations/instances_train2017.json",
         val_images: str = "val2017",
         val_annotations: str = "annotations/instances_val2017.json",
         test_images: str | None = None,
         test_annotations: str | None = None,
-        num_classes: int = 81,
-        min_size: int | Sequence[int] = 800,
-        max_size: int = 1333,
-        hflip: bool = True,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        seed: int = 0,
-        invalid_boxes: str = "error",
-        headline_metric: str = "map",
+        **settings: Any,
     ):
-        super().__init__(name, root, num_classes, min_size, max_size, hflip, batch_size, eval_batch_size,
-                         num_workers, seed, invalid_boxes, headline_metric)
+        super().__init__(**settings)
         self.files = {
             "train": (train_images, train_annotations),
             "val": (val_images, val_annotations),

@@ -8,8 +8,9 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -17,14 +18,13 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
 from c3exp.data.splits import SplitsDataModule
-from c3exp.data.voc import VOC_CLASSES, YEARS, missing_voc_message, voc_folder
+from c3exp.data.voc import VOC_CLASSES, Year, missing_voc_message, voc_folder
 from c3exp.errors import DataNotFoundError, check, is_int
+from c3exp.schema import PositiveInt
 
 log = logging.getLogger(__name__)
 
 VOC_DETECTION_CLASSES = VOC_CLASSES[1:]  # the 20 object classes, without the background
-INVALID_BOXES = ("error", "drop")
-HEADLINE_METRICS = ("map_50", "map", "map_75")  # the detection task's AP keys (its primary metric's choices)
 Target = dict[str, Any]
 Sample = tuple[torch.Tensor, Target]
 Box = tuple[float, float, float, float]
@@ -126,25 +126,18 @@ class DetectionDataModule(SplitsDataModule):
         self,
         name: str,
         root: str,
-        num_classes: int,
-        min_size: int | Sequence[int],
-        max_size: int,
+        num_classes: Annotated[int, at.Ge(2), "the background and at least one object class"],
+        min_size: PositiveInt | Sequence[PositiveInt],
+        max_size: Annotated[PositiveInt, "the longer side's cap"],
         hflip: bool = True,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
         seed: int = 0,
-        invalid_boxes: str = "error",
-        headline_metric: str = "map_50",
+        invalid_boxes: Annotated[Literal["error", "drop"], "error: such a box stops the run, naming its file; "
+                                 "drop: skipped, one warning line counts them"] = "error",
+        headline_metric: Literal["map", "map_50", "map_75"] = "map_50",
+        **loading: Any,
     ):
-        super().__init__(batch_size, eval_batch_size, num_workers)
+        super().__init__(**loading)
         self.min_size, self.max_size = check_sizes(min_size, max_size)
-        check(is_int(num_classes) and num_classes >= 2, "data.num_classes", num_classes,
-              "an integer >= 2 (the background and at least one object class)")
-        check(invalid_boxes in INVALID_BOXES, "data.invalid_boxes", invalid_boxes,
-              "error (a box outside its image or without area stops the run, naming its file) or drop (such boxes "
-              "are skipped, with one warning line counting them)")
-        check(headline_metric in HEADLINE_METRICS, "data.headline_metric", headline_metric, HEADLINE_METRICS)
         self.name, self.root, self.num_classes = name, Path(root).expanduser(), num_classes
         self.hflip, self.invalid_boxes, self.headline_metric, self.seed = hflip, invalid_boxes, headline_metric, seed
         self.class_names: list[str] | None = None  # ["background", *object classes]: index = label
@@ -255,32 +248,18 @@ class VOCDetectionDataModule(DetectionDataModule):
 
     def __init__(
         self,
-        name: str = "voc2007",
-        root: str = "data",
-        year: str = "2007",
+        year: Year = "2007",
         download: bool = False,
         class_names: Sequence[str] = VOC_DETECTION_CLASSES,
-        num_classes: int = 21,
         train_split: str = "trainval",
         val_split: str = "test",
         test_split: str = "test",
-        min_size: int | Sequence[int] = 600,
-        max_size: int = 1000,
-        hflip: bool = True,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        seed: int = 0,
         use_difficult: bool = True,
-        invalid_boxes: str = "error",
-        headline_metric: str = "map_50",
+        **settings: Any,
     ):
-        super().__init__(name, root, num_classes, min_size, max_size, hflip, batch_size, eval_batch_size,
-                         num_workers, seed, invalid_boxes, headline_metric)
-        year = str(year)
-        check(year in YEARS, "data.year", year, YEARS)
-        names = list(class_names) if isinstance(class_names, Sequence) and not isinstance(class_names, str) else None
-        check(bool(names) and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names),
+        super().__init__(**settings)
+        year, names, num_classes = str(year), list(class_names), self.num_classes
+        check(all(names) and len(set(names)) == len(names),
               "data.class_names", class_names, "a list of distinct non-empty names, the objects' <name>s in the XML")
         check(num_classes == len(names) + 1, "data.num_classes", num_classes,
               f"{len(names) + 1}: the background and the {len(names)} data.class_names")

@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw
 from c3exp.data.coco import COCODetectionDataModule
 from c3exp.data.detection import VOCDetectionDataModule
 from c3exp.data.voc import VOCSegmentationDataModule
-from c3exp.errors import check, is_int
+from c3exp.errors import check
+from c3exp.schema import PositiveInt
 from c3exp.results import write_json
 
 CLASSES = ("circle", "square", "triangle")
@@ -323,10 +324,8 @@ class WritesShapes:
     fixed: ClassVar[dict[str, Any]] = {}
     keeps_size: ClassVar[bool] = True  # a detector's min_size and max_size default to the image size
 
-    def __init__(self, train_images: int = 300, val_images: int = 100, image_size: int = 64, generator_seed: int = 0,
-                 **kwargs: Any):
-        for key, value in (("train_images", train_images), ("val_images", val_images), ("image_size", image_size)):
-            check(is_int(value) and value >= 1, f"data.{key}", value, "an integer >= 1")
+    def __init__(self, train_images: PositiveInt = 300, val_images: PositiveInt = 100, image_size: PositiveInt = 64,
+                 generator_seed: int = 0, **kwargs: Any):
         self.generator = {"splits": {"train": train_images, "val": val_images}, "image_size": image_size,
                           "seed": generator_seed}
         sizes = {"min_size": image_size, "max_size": image_size} if self.keeps_size else {}

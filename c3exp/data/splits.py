@@ -8,7 +8,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from c3exp.data.base import ImageDataModule, checked_loading
+from c3exp.data.base import ImageDataModule
+from c3exp.schema import NonNegativeInt, PositiveInt
 
 ROLES = ("train", "val", "test")
 ROLES_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -17,9 +18,10 @@ ROLES_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test"
 class SplitsDataModule(L.LightningDataModule):
     """Splits by role, per-process batches and loaders; subclasses write `open_split` and `collate`."""
 
-    def __init__(self, batch_size: int, eval_batch_size: int | None, num_workers: int) -> None:
+    def __init__(self, batch_size: PositiveInt = 8, eval_batch_size: PositiveInt | None = None,
+                 num_workers: NonNegativeInt = 2) -> None:
         super().__init__()
-        self.batch_size, self.eval_batch_size, self.num_workers = checked_loading(batch_size, eval_batch_size, num_workers)
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size or batch_size, num_workers
         self.datasets: dict[str, Dataset] = {}
 
     def open_split(self, role: str) -> Dataset:

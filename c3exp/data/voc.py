@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import numpy as np
 import torch
 from PIL import Image
@@ -17,6 +19,7 @@ from torchvision.transforms.v2 import functional as F
 from c3exp.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from c3exp.data.splits import SplitsDataModule
 from c3exp.errors import DataNotFoundError, check
+from c3exp.schema import PositiveFloat, PositiveInt
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -24,7 +27,7 @@ VOC_CLASSES = (
 )
 TORCHVISION_LISTS = ("train", "trainval", "val")  # the image sets torchvision's VOCSegmentation accepts
 KNOWN_LISTS = (*TORCHVISION_LISTS, "train_aug")
-YEARS = [year for year in DATASET_YEAR_DICT if year.isdigit()]  # 2007..2012
+Year = Literal["2007", "2008", "2009", "2010", "2011", "2012"]  # torchvision's VOC years
 Sample = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -170,38 +173,29 @@ class VOCSegmentationDataModule(SplitsDataModule):
         self,
         name: str = "voc2012",
         root: str = "data",
-        year: str = "2012",
+        year: Year = "2012",
         download: bool = False,
-        num_classes: int = 21,
+        num_classes: Annotated[int, at.Interval(ge=1, le=255)] = 21,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "val",
-        crop_size: int = 321,
-        scale_range: Sequence[float] = (0.5, 2.0),
+        crop_size: PositiveInt = 321,
+        scale_range: Annotated[tuple[PositiveFloat, PositiveFloat], "[low, high], low <= high"] = (0.5, 2.0),
         hflip: bool = True,
         augment: bool = True,
         pad_to_crop: bool = True,
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
         ignore_index: int = 255,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = IMAGENET_STD,
         seed: int = 0,
         check_masks: bool = True,
+        **loading: Any,
     ):
-        super().__init__(batch_size, eval_batch_size, num_workers)
+        super().__init__(**loading)
         year, scale_range = str(year), tuple(float(s) for s in scale_range)
-        check(year in YEARS, "data.year", year, YEARS)
-        check(isinstance(num_classes, int) and 1 <= num_classes <= 255, "data.num_classes", num_classes,
-              "an integer in 1..255")
-        check(isinstance(ignore_index, int) and num_classes <= ignore_index <= 255, "data.ignore_index", ignore_index,
+        check(num_classes <= ignore_index <= 255, "data.ignore_index", ignore_index,
               f"a label no class uses that fits 8-bit masks: {num_classes}..255 (VOC's void is 255)")
-        check(isinstance(crop_size, int) and crop_size >= 1, "data.crop_size", crop_size, "an integer >= 1")
-        check(len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1], "data.scale_range", list(scale_range),
-              "[low, high] with 0 < low <= high")
-        check(len(mean) == 3, "data.mean", list(mean), "3 numbers, one per RGB channel")
-        check(len(std) == 3 and min(std) > 0, "data.std", list(std), "3 positive numbers, one per RGB channel")
+        check(scale_range[0] <= scale_range[1], "data.scale_range", list(scale_range), "[low, high] with 0 < low <= high")
         self.name, self.root, self.year, self.download = name, Path(root).expanduser(), year, download
         self.num_classes, self.ignore_index, self.check_masks = num_classes, ignore_index, check_masks
         self.splits = {"train": train_split, "val": val_split, "test": test_split}

@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from c3exp.attention import block_of, sized_by_map
-from c3exp.errors import ConfigError, check, check_keywords, imported
-from c3exp.models.base import ResNet, classifier_head
+from c3exp.errors import check, imported, is_int
+from c3exp.models.base import NUM_CLASSES_HINT, ResNet, classifier_head
 from c3exp.models.cifar_resnet import cifar_resnet, wide_resnet
 from c3exp.models.detection import StagePyramid, faster_rcnn
 from c3exp.models.heads import HEADS, create_head
@@ -21,6 +21,7 @@ from c3exp.models.placement import INPUT_SIZE_KEYS, PLACEMENTS, AttentionPlan, c
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
 from c3exp.models.torchvision_net import torchvision_net
 from c3exp.models.torchvision_resnet import torchvision_resnet
+from c3exp.schema import check_settings
 from c3exp.utils.complexity import data_input_shape
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
 
 # come from cfg.data and cfg.attn, not from the model group (input_size only to builders that take it)
 SUPPLIED = ("num_classes", "attn", "input_size")
-# How the network runs, not what it is: compile is applied later, so names, checkpoints and counts stay the plain net's.
-SPEED_KEYS = ("channels_last", "compile")
 BUILDER_HINT = "a builder taking num_classes and attn that returns a c3exp.models.ResNet, such as c3exp.models.cifar_resnet"
 
 
@@ -40,9 +39,10 @@ def build_model(cfg: DictConfig) -> nn.Module:
     """cfg.model's builder with cfg.data.num_classes, the attn group as a plain dict and, if taken, input_size."""
     model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     model_cfg.pop("name", None)
-    speed = speed_options(model_cfg)
     builder = _checked_builder(model_cfg)
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
+    classes = cfg.data.num_classes
+    check(is_int(classes) and classes >= 1, "data.num_classes", classes, NUM_CLASSES_HINT)  # imagefolder: null until counted
     supplied = {"num_classes": cfg.data.num_classes, "attn": attn, **_input_size(builder, cfg.data)}
     if attn is not None and sized_by_map(block_of(attn)):
         # On the meta device an oversized block's A^2/r weights are never allocated, and no random numbers are drawn.
@@ -52,7 +52,7 @@ def build_model(cfg: DictConfig) -> nn.Module:
     # partial: the attn dict goes to the builder as data (its `_target_` is the block's, built per insertion point)
     net = instantiate(model_cfg, _partial_=True, _convert_="all")(**supplied)
     check(isinstance(net, ResNet), "model._target_", model_cfg["_target_"], BUILDER_HINT)
-    return net.to(memory_format=torch.channels_last) if speed["channels_last"] else net
+    return net
 
 
 def _input_size(builder: Any, data: Any) -> dict[str, int]:
@@ -77,15 +77,6 @@ def without_pretrained(cfg: DictConfig) -> DictConfig:
     return copy
 
 
-def speed_options(model_cfg: dict[str, Any]) -> dict[str, bool]:
-    """Remove and validate model.channels_last / model.compile (both false when absent, as in old checkpoints)."""
-    options = {key: model_cfg.pop(key, False) for key in SPEED_KEYS}
-    for key, value in options.items():
-        if not isinstance(value, bool):
-            raise ConfigError(f"model.{key}", value, "true or false")
-    return options
-
-
 def _checked_builder(model_cfg: dict[str, Any]) -> Any:
     """The model group's builder, checked to take num_classes, attn and the group's other keys."""
 
@@ -95,5 +86,5 @@ def _checked_builder(model_cfg: dict[str, Any]) -> Any:
     parameters = inspect.signature(builder).parameters if callable(builder) else {}
     check("num_classes" in parameters and "attn" in parameters, "model._target_", target, BUILDER_HINT)
     settings = {key: value for key, value in model_cfg.items() if key != "_target_"}
-    check_keywords(settings, builder, "model.", f"a setting of {target}", supplied=SUPPLIED)
+    check_settings(settings, builder, "model.", supplied=SUPPLIED)
     return builder

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from c3exp.errors import check, is_int
-from c3exp.models.base import NUM_CLASSES_HINT, ResNet, classifier_head, init_weights
+from c3exp.models.base import ResNet, classifier_head, init_weights
 from c3exp.models.placement import AttentionPlan, FeatureMaps, attention_at, placement_plan
+from c3exp.schema import PositiveInt
 
-SHORTCUTS = ("projection", "zero_pad")
+Shortcut = Literal["projection", "zero_pad"]
 STEM_CHANNELS = 16
 STAGE_CHANNELS = (16, 32, 64)
 STAGE_STRIDES = (1, 2, 2)
@@ -88,8 +89,8 @@ def cifar_resnet(
     num_classes: int,
     attn: Mapping[str, Any] | None = None,
     depth: int = 20,
-    width: int = 1,
-    shortcut: str = "projection",
+    width: PositiveInt = 1,
+    shortcut: Shortcut = "projection",
     input_size: int | None = None,
 ) -> ResNet:
     """ResNet-`depth` (6k + 2) for 32x32 inputs, widths 16/32/64 x width; the stem keeps 16 channels, as WRNs do."""
@@ -101,8 +102,8 @@ def wide_resnet(
     num_classes: int,
     attn: Mapping[str, Any] | None = None,
     depth: int = 22,
-    width: int = 10,
-    shortcut: str = "projection",
+    width: PositiveInt = 10,
+    shortcut: Shortcut = "projection",
     input_size: int | None = None,
 ) -> ResNet:
     """The paper's Wide-ResNet: cifar_resnet(depth - 2), as WRN naming counts the two projection shortcuts as layers."""
@@ -112,11 +113,8 @@ def wide_resnet(
 
 
 def _cifar_network(
-    num_classes: int, attn: Mapping[str, Any] | None, blocks: int, width: int, shortcut: str, input_size: int | None
+    num_classes: int, attn: Mapping[str, Any] | None, blocks: int, width: int, shortcut: Shortcut, input_size: int | None
 ) -> ResNet:
-    check(is_int(width) and width >= 1, "model.width", width, "a positive integer")
-    check(shortcut in SHORTCUTS, "model.shortcut", shortcut, SHORTCUTS)
-    check(is_int(num_classes) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     plan = placement_plan(attn, CIFAR_SPATIAL_SIZES)
     stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
     stages, in_channels = [], STEM_CHANNELS

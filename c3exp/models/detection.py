@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -14,8 +15,9 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from c3exp.errors import check, check_keywords, is_int
+from c3exp.errors import check, is_int
 from c3exp.models.base import ResNet, attention_modules
+from c3exp.schema import NonNegativeInt, PositiveFloat, PositiveInt, check_settings
 from c3exp.utils.complexity import meta_call, meta_input
 from c3exp.utils.modes import evaluating
 
@@ -54,27 +56,21 @@ def faster_rcnn(
     image_mean: Sequence[float] = (0.485, 0.456, 0.406),
     image_std: Sequence[float] = (0.229, 0.224, 0.225),
     stages: Sequence[int] | None = None,
-    fpn_channels: int = 256,
-    anchor_sizes: Sequence[int] | None = None,
-    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    representation_size: int = 1024,
-    trainable_stages: int | None = None,
+    fpn_channels: PositiveInt = 256,
+    anchor_sizes: Sequence[PositiveInt] | None = None,
+    aspect_ratios: Annotated[Sequence[PositiveFloat], at.MinLen(1), "height/width ratios such as [0.5, 1.0, 2.0]"] = (0.5, 1.0, 2.0),
+    representation_size: PositiveInt = 1024,
+    trainable_stages: NonNegativeInt | None = None,
     frozen_bn: bool = False,
     detector: Mapping[str, Any] | None = None,
 ) -> FasterRCNN:
     """torchvision's FasterRCNN; anchor_sizes null: 8 x each level's stride (torchvision's 32..512 on a ResNet-50)."""
-    check(is_int(num_classes) and num_classes >= 2, "data.num_classes", num_classes,
-          "an integer >= 2: the object classes plus the background")
     depth = len(backbone.stages)
     stages = list(range(depth)) if stages is None else list(stages)
     check(bool(stages) and all(is_int(i) and 0 <= i < depth for i in stages) and stages == sorted(set(stages)),
           "task.network.stages", stages, f"increasing stage indices in 0..{depth - 1}")
-    check(is_int(fpn_channels) and fpn_channels >= 1, "task.network.fpn_channels", fpn_channels, "an integer >= 1")
-    check(is_int(representation_size) and representation_size >= 1, "task.network.representation_size", representation_size,
-          "an integer >= 1")
-    check(isinstance(frozen_bn, bool), "task.network.frozen_bn", frozen_bn, "true or false")
     options = dict(detector or {})
-    check_keywords(options, FasterRCNN, "task.network.detector.", "a keyword of torchvision's FasterRCNN", supplied=SUPPLIED)
+    check_settings(options, FasterRCNN, "task.network.detector.", supplied=SUPPLIED)
 
     freeze_stages(backbone, trainable_stages)
     if frozen_bn:
@@ -82,10 +78,8 @@ def faster_rcnn(
     pyramid = StagePyramid(backbone, stages, fpn_channels)
     levels = pyramid.strides()
     sizes = [8 * stride for stride in levels] if anchor_sizes is None else list(anchor_sizes)
-    check(len(sizes) == len(levels) and all(s > 0 for s in sizes), "task.network.anchor_sizes", anchor_sizes,
+    check(len(sizes) == len(levels), "task.network.anchor_sizes", anchor_sizes,
           f"null or {len(levels)} positive sizes, one per pyramid level (strides {levels}, the last the extra pool level)")
-    check(len(aspect_ratios) >= 1 and all(r > 0 for r in aspect_ratios), "task.network.aspect_ratios", list(aspect_ratios),
-          "positive height/width ratios such as [0.5, 1.0, 2.0]")
     anchors = AnchorGenerator(tuple((s,) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
     names = [str(level) for level in range(len(stages))]  # RoIs pool from the FPN levels, not the extra one
     roi_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
@@ -102,7 +96,7 @@ def freeze_stages(backbone: ResNet, trainable_stages: int | None) -> None:
     parts = [backbone.stem, *backbone.stages]
     if trainable_stages is None:
         return
-    check(is_int(trainable_stages) and 0 <= trainable_stages <= len(parts), "task.network.trainable_stages", trainable_stages,
+    check(trainable_stages <= len(parts), "task.network.trainable_stages", trainable_stages,
           f"null (all) or 0..{len(parts)}: how many of the last stages train, the stem counting as one more")
     keep = attention_modules(backbone)
     for part in parts[: len(parts) - trainable_stages]:

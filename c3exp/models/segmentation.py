@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from c3exp.errors import check
-from c3exp.models.base import NUM_CLASSES_HINT, ResNet
+from c3exp.models.base import ResNet
 from c3exp.models.heads import create_aux_head, create_head
 
 
@@ -49,8 +48,6 @@ def segmentation_net(
 ) -> SegmentationNet:
     """`head` on the backbone's last stage and, with `aux_loss`, an FCN head on the one before."""
 
-    check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
-    check(isinstance(aux_loss, bool), "task.aux_loss", aux_loss, "true or false")
     head = OmegaConf.to_container(head, resolve=True) if isinstance(head, DictConfig) else head
     channels = backbone.stage_channels
     main = create_head(head, channels[-1], num_classes, **dict(head_options or {}))

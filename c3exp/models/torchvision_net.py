@@ -11,7 +11,7 @@ from torch import nn
 from torchvision import models
 
 from c3exp.errors import check
-from c3exp.models.base import NUM_CLASSES_HINT, ResNet, classifier_head, init_weights
+from c3exp.models.base import ResNet, classifier_head, init_weights
 from c3exp.models.placement import FeatureMaps, attention_at, placement_plan
 from c3exp.models.pretrained import load_torchvision_weights
 
@@ -71,7 +71,6 @@ def torchvision_net(
     """torchvision's <arch> with attention; VGG below 224 px without weights gets a pooled linear head, as its
     224-px one (120M parameters) would only repeat a 1x1 map 49 times."""
     check(arch in ARCHS, "model.arch", arch, ARCHS)
-    check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
     build, layout_of = ARCHS[arch]
     net = build(num_classes=num_classes)
     maps = pretrained_and_measured(net, weights, arch, input_size)

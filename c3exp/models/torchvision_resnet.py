@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from c3exp.errors import check, is_int
-from c3exp.models.base import NUM_CLASSES_HINT, ResNet
+from c3exp.errors import check
+from c3exp.models.base import ResNet
 from c3exp.models.torchvision_net import Layout, pretrained_and_measured, with_attention
 
 ARCHS: dict[str, Callable[..., models.ResNet]] = {
@@ -33,15 +33,13 @@ def torchvision_resnet(
     num_classes: int,
     attn: Mapping[str, Any] | None = None,
     arch: str = "resnet18",
-    output_stride: int = 32,
+    output_stride: Literal[32, 16, 8] = 32,
     weights: str | None = None,
     input_size: int | None = None,
 ) -> ResNet:
     """torchvision's <arch> as stem / stages / head; block attention follows each block's last BN."""
 
     check(arch in ARCHS, "model.arch", arch, ARCHS)
-    check(isinstance(num_classes, int) and num_classes >= 1, "data.num_classes", num_classes, NUM_CLASSES_HINT)
-    check(is_int(output_stride) and output_stride in OUTPUT_STRIDES, "model.output_stride", output_stride, OUTPUT_STRIDES)
     replace = list(OUTPUT_STRIDES[output_stride])
     if any(replace) and arch in BASIC_BLOCKS_PER_STAGE:
         blocks = BASIC_BLOCKS_PER_STAGE[arch]

@@ -1,5 +1,1 @@
-"""The paper's tables and validation curves from your runs (the command: c3exp report, in c3exp/cli/report.py).
-
-Each module imports only those before it: runs, wandb_runs, selection, specs, tables, plots, markdown, output.
-Nothing is imported here, so that `c3exp report --help` does not wait for torch.
-"""
+"""Your runs' tables and curves (c3exp report); modules import only earlier ones, and none here: --help skips torch."""

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from c3exp.report.selection import block_label, plural, shown_setting
 from c3exp.report.specs import TableSpec, paper_value
-from c3exp.report.tables import BUDGET_KEYS, NO_EXPERIMENT, Cell, Table, best_cells, recipe_name
+from c3exp.report.tables import BUDGET_KEYS, NO_EXPERIMENT, Cell, Table, best_cells
+
+WIDE_TABLE_ATTNS = 4  # more blocks than this, or several recipes: a row per block instead of columns per block
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -21,25 +23,16 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
-def with_paper(ours: str, paper: float | None) -> str:
-    """'72.33 ± 2.52 (paper 75.1)': our figure, and the paper's beside it where it has one."""
-    return ours if paper is None else f"{ours} (paper {paper:g})"
-
-
 def markdown_cells(cell: Cell | None, spec: TableSpec, best: bool) -> list[str]:
-    """One cell's columns (each with the paper's figure beside it) and its seed count; blanks where there is none."""
+    """One cell's columns, each with the paper's figure beside it where it has one, and its seed count."""
     if cell is None:
         return [""] * len(spec.headers)
     texts = []
     for column in spec.columns:
-        text = column.text(cell)
+        text, paper = column.text(cell), paper_value(cell.paper, column)
         text = f"**{text}**" if best and spec.decides_best(column) else text
-        texts.append(with_paper(text, paper_value(cell.paper, column)))
+        texts.append(text if paper is None else f"{text} (paper {paper:g})")
     return [*texts, str(cell.seeds)]
-
-
-# More attention blocks than this, or several recipes, and the table gets a row per block instead of columns per block.
-WIDE_TABLE_ATTNS = 4
 
 
 def table_markdown(table: Table) -> str:
@@ -47,7 +40,7 @@ def table_markdown(table: Table) -> str:
     recipes, blocks = table.recipes, table.blocks
     wide = len(recipes) == 1 and len(blocks) <= WIDE_TABLE_ATTNS
     groups = [block_label(*block) for block in blocks] if wide else [
-        recipe_name(recipe) if len(recipes) > 1 else "" for recipe in recipes]
+        (recipe or NO_EXPERIMENT) if len(recipes) > 1 else "" for recipe in recipes]
     headers = ["model", "data", *([] if wide else ["attn"])]
     headers += [f"{group} {header}".strip() for group in groups for header in table.spec.headers]
     lines = []
@@ -67,51 +60,40 @@ def recipes_line(table: Table) -> list[str]:
     """What the column groups are: the recipes (experiments) of the runs, never pooled; none where none is recorded."""
     if table.recipes == [None]:
         return []
-    names = ", ".join(NO_EXPERIMENT if not recipe else recipe if recipe.startswith("recipe=") else f"experiment={recipe}"
-                      for recipe in table.recipes)
-    if len(table.recipes) == 1:
-        return [f"Recipe: {names}.", ""]
-    return [f"Recipes (a column group each, never pooled; bold: the row's best within its recipe): {names}.", ""]
+    names = ", ".join(NO_EXPERIMENT if not recipe else recipe if recipe.startswith("recipe=")
+                      else f"experiment={recipe}" for recipe in table.recipes)
+    several = "Recipes (a column group each, never pooled; bold: the row's best within its recipe)"
+    return [f"{several if len(table.recipes) > 1 else 'Recipe'}: {names}.", ""]
 
 
 def budget_notes(table: Table) -> list[str]:
-    """Per row and recipe, cells that ran different budgets (not like for like); recipes may differ by design."""
+    """Per row and recipe, its cells grouped by the budget settings that differ (recipes may differ by design)."""
     notes = []
     for (model, data), row in table.rows.items():
         recipes: dict[str | None, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
         for cell in row.values():
             recipes[cell.recipe][cell.budget].append(table.cell_name(cell))
-        notes += [f"- {model} / {data}: {text}" for budgets in recipes.values() if (text := budget_text(budgets))]
+        for budgets in recipes.values():
+            differ = [index for index in range(len(BUDGET_KEYS)) if len({budget[index] for budget in budgets}) > 1]
+            texts = [", ".join(f"{budget[index][0]}={shown_setting(budget[index][1])}" for index in differ)
+                     + f" ({', '.join(names)})" for budget, names in budgets.items()]
+            notes += [f"- {model} / {data}: {'; '.join(texts)}"] if differ else []
     return notes
-
-
-def budget_text(budgets: Mapping[tuple, list[str]]) -> str:
-    """The cells of one recipe in one row, grouped by the budget settings that differ; '' where they agree."""
-    differ = [index for index in range(len(BUDGET_KEYS)) if len({budget[index] for budget in budgets}) > 1]
-    texts = [", ".join(f"{budget[index][0]}={shown_setting(budget[index][1])}" for index in differ)
-             + f" ({', '.join(names)})" for budget, names in budgets.items()]
-    return "; ".join(texts) if differ else ""
-
-
-def section_markdown(table: Table, plots: Sequence[Path], out: Path) -> list[str]:
-    """One task's section: what its numbers are, its recipes, its table, rows of different budgets, its curves."""
-    budgets = budget_notes(table)
-    parts = [f"## {table.spec.heading}", "", table.spec.legend, "", *recipes_line(table), table_markdown(table)]
-    if budgets:
-        parts += ["", "Rows whose cells had different budgets (compare them with care):", *budgets]
-    if plots:
-        parts += ["", "### Validation curves", ""]
-        parts += [f"![{path.stem}]({path.relative_to(out).as_posix()})" for path in plots]
-    return parts
 
 
 def report_markdown(tables: Mapping[str, Table], sources: Sequence[str], plots: Mapping[str, Sequence[Path]],
                     out: Path, left_out: Sequence[str] = ()) -> str:
-    """report.md: how many runs from where and what was left out, then a section per task."""
+    """How many runs from where and what was left out; per task its legend, recipes, table, budgets and curves."""
     count = sum(len(cell.runs) for table in tables.values() for cell in table.cells)
     parts = ["# Results", "", f"{plural(count, 'run')} from {', '.join(sources)}."]
     if left_out:
         parts += ["", *(f"- {note}" for note in left_out)]
     for task, table in tables.items():
-        parts += ["", *section_markdown(table, plots.get(task, ()), out)]
+        parts += ["", f"## {table.spec.heading}", "", table.spec.legend, "", *recipes_line(table)]
+        parts.append(table_markdown(table))
+        if budgets := budget_notes(table):
+            parts += ["", "Rows whose cells had different budgets (compare them with care):", *budgets]
+        if task_plots := plots.get(task, ()):
+            parts += ["", "### Validation curves", ""]
+            parts += [f"![{path.stem}]({path.relative_to(out).as_posix()})" for path in task_plots]
     return "\n".join(parts) + "\n"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,13 +13,12 @@ from typing import Any
 import yaml
 
 from c3exp.config import KEY_CHOICES
-from c3exp.errors import check
+from c3exp.errors import check, is_number
 from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config
 from c3exp.utils.mappings import flatten
 
 DEFAULT_TASK = "classification"  # results.json files from before tasks are classification runs
-# results.json's settings: the recipe of a run without a saved config (recipe_of).
-SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")
+SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")  # the recipe of a run without a saved config
 HYDRA_SETTINGS = Path(".hydra") / "hydra.yaml"  # Hydra's own config of a CLI run: its group choices
 NOT_METRICS = ("loss", "ckpt")  # test_<name> keys of results.json that are not metrics in 0..1 (test_ckpt: a setting)
 # Config keys that cannot change a run's numbers ('*': any part; a key covers those below): seeds pool across them.
@@ -33,9 +31,12 @@ NON_RESULT_KEYS = (
     "trainer.num_sanity_val_steps", "ckpt_path", "resume",  # a resumed run ends as an uninterrupted one (README)
     "trainer.accelerator", "trainer.devices", "trainer.strategy",  # data.batch_size is the global batch (README)
     "trainer.benchmark", "trainer.deterministic", "keep_freed_memory", "bench",  # speed and reproducibility
-    "data.num_workers", "data.on_device", "model.channels_last", "model.compile",  # the same draws and network
+    "data.num_workers", "data.on_device", "task.channels_last", "task.compile",
+    "model.channels_last", "model.compile",  # the same draws and network (model.*: runs before the speed options moved)
     "attn._target_",  # the class attn.name names: runs from before attn groups named it pool with later ones
 )
+# Settings that mark a debug run (conf/debug/*); not limit_*_batches: it also makes legitimate small runs.
+DEBUG_KEYS = ("trainer.fast_dev_run", "trainer.overfit_batches")
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,9 @@ class UnusableRun(ValueError):
     """Why one run cannot be reported (a damaged file, a wrong type, no result): it is skipped, the report goes on."""
 
 
-def skip(name: str, reason: object, action: str = "skipped") -> None:
-    """The one line on stderr for a run left out: which file (or W&B run) and why, so it can be found and fixed."""
-    print(f"{action} {name}: {reason}", file=sys.stderr)
-
-
 def is_finite(value: Any) -> bool:
-    """A real number that is not NaN or infinite: the only kind a mean over seeds can use."""
+    """A real number, not a bool, NaN or infinite: the only kind a mean over seeds can use."""
     return is_number(value) and math.isfinite(value)
-
-
-def is_whole(value: Any) -> bool:
-    """An epoch, seed or count: a whole number (W&B may hand back 3.0 for 3)."""
-    return is_finite(value) and float(value).is_integer()
 
 
 def is_name(value: Any) -> bool:
@@ -84,7 +75,6 @@ def is_name(value: Any) -> bool:
 
 
 def is_rows(value: Any) -> bool:
-    """A history: a list of JSON objects, one per epoch."""
     return isinstance(value, list) and all(isinstance(row, Mapping) for row in value)
 
 
@@ -106,13 +96,12 @@ def typed(record: Mapping[str, Any], key: str, accepts: Callable[[Any], bool], e
 
 
 def whole(record: Mapping[str, Any], key: str, **kwargs: Any) -> int | None:
-    """typed() for a whole number, as an int."""
-    value = typed(record, key, is_whole, "a whole number", **kwargs)
+    """An epoch, seed or count as an int (W&B may hand back 3.0 for 3)."""
+    value = typed(record, key, lambda value: is_finite(value) and float(value).is_integer(), "a whole number", **kwargs)
     return None if value is None else int(value)
 
 
 def primary_metric(value: Any) -> PrimaryMetric:
-    """The run's declared primary metric, or UnusableRun where the declaration is not one."""
     try:
         return PrimaryMetric.of(value)
     except (TypeError, ValueError) as error:  # ConfigError is a ValueError: a name without val/, a bad mode
@@ -122,43 +111,30 @@ def primary_metric(value: Any) -> PrimaryMetric:
 def run_from_results(results: Mapping[str, Any], source: str, config: Mapping[str, Any] | None = None,
                      finished: float | None = None, experiment: str | None = None) -> Run:
     """`config`: the run's composed config, where its debug settings are; UnusableRun names a field of a wrong type."""
-    primary = primary_metric(results.get("primary_metric"))
-    return Run(
-        task=typed(results, "task", is_name, "a task name") or DEFAULT_TASK,
-        primary=primary,
-        model=typed(results, "model", is_name, "a model name", required=True),
-        attn=typed(results, "attn", is_name, "an attention name", required=True),
-        data=typed(results, "data", is_name, "a data name", required=True),
-        seed=whole(results, "seed"),
-        params=typed(results, "params", is_finite, "a number"),
-        macs=typed(results, "macs", is_finite, "a number"),
-        test_metrics=test_metrics(results),
-        curve=validation_curve(results, primary),
-        source=source,
-        debug=debug_marker(config or {}) or debug_marker(results),  # the saved config says which debug setting
-        finished=finished,
-        recipe=recipe_of(config or {}, results),
-        epochs=whole(results, "epochs"),
-        experiment=experiment,
-    )
-
-
-def require_result(run: Run) -> Run:
-    """The run, if it has a result to report: a trained epoch and a test value of its primary metric."""
-    if run.epochs == 0:
-        raise UnusableRun("no trained epoch (epochs: 0), so no result to report")
-    if run.primary.metric not in run.test_metrics:
-        raise UnusableRun(f"no test_{run.primary.metric} (its primary metric), so no result to report")
-    return run
+    primary, config = primary_metric(results.get("primary_metric")), config or {}
+    task = typed(results, "task", is_name, "a task name") or DEFAULT_TASK
+    model, attn, data = (typed(results, key, is_name, f"{kind} name", required=True)
+                         for key, kind in (("model", "a model"), ("attn", "an attention"), ("data", "a data")))
+    return Run(task, primary, model, attn, data, seed=whole(results, "seed"),
+               params=typed(results, "params", is_finite, "a number"),
+               macs=typed(results, "macs", is_finite, "a number"),
+               test_metrics=test_metrics(results), curve=validation_curve(results, primary), source=source,
+               debug=debug_marker(config) or debug_marker(results),  # the saved config says which debug setting
+               finished=finished, recipe=recipe_of(config, results), epochs=whole(results, "epochs"),
+               experiment=experiment)
 
 
 def usable(build: Callable[[], Run | None], name: str) -> Run | None:
-    """build()'s run if it is a result to report; else None, after one line on stderr naming it and why."""
+    """build()'s run if it has a trained epoch and a primary metric's test value, else None and a line on stderr."""
     try:
         run = build()
-        return None if run is None else require_result(run)
+        if run is not None and run.epochs == 0:
+            raise UnusableRun("no trained epoch (epochs: 0), so no result to report")
+        if run is not None and run.primary.metric not in run.test_metrics:
+            raise UnusableRun(f"no test_{run.primary.metric} (its primary metric), so no result to report")
+        return run
     except UnusableRun as error:
-        skip(name, error)
+        print(f"skipped {name}: {error}", file=sys.stderr)
         return None
 
 
@@ -178,11 +154,6 @@ def test_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     return {name: float(value) for name, value in values.items() if value is not None}
 
 
-def is_number(value: Any) -> bool:
-    """A real number, and not a bool (True is an int to Python, not a metric)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def config_value(config: Mapping[str, Any], dotted: str) -> Any:
     """The value at a dotted key of a config, nested or flattened with '.' or '/' (W&B's); None if absent."""
     for flat in (dotted, dotted.replace(".", "/")):
@@ -197,31 +168,19 @@ def config_value(config: Mapping[str, Any], dotted: str) -> Any:
 
 
 def debug_marker(config: Mapping[str, Any]) -> str | None:
-    """The debug setting of a run (conf/debug/*), or None; not limit_*_batches: it also makes legitimate small runs."""
-    if config_value(config, "trainer.fast_dev_run") not in (None, False, 0):
-        return "trainer.fast_dev_run"
-    if config_value(config, "trainer.overfit_batches") not in (None, 0, 0.0):
-        return "trainer.overfit_batches"
-    if config_value(config, "task_name") == "debug":
-        return "task_name=debug"
-    return None
-
-
-def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted key -> leaf of a nested config, W&B's 'a/b' keys as 'a.b'; an empty mapping (attn.options: {}) sets nothing."""
-    return {key.replace("/", "."): value for key, value in flatten(config).items() if value != {}}
-
-
-def is_non_result(key: str) -> bool:
-    """Whether a dotted config key is one of NON_RESULT_KEYS, or below one."""
-    return any(fnmatchcase(key, pattern) or fnmatchcase(key, f"{pattern}.*") for pattern in NON_RESULT_KEYS)
+    """The debug setting of a run, or None."""
+    marker = next((key for key in DEBUG_KEYS if config_value(config, key) not in (None, False, 0)), None)
+    return marker or ("task_name=debug" if config_value(config, "task_name") == "debug" else None)
 
 
 def recipe_of(config: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """Settings that can change a run's numbers (results.json's without a saved config): equal ones pool as seeds."""
-    flat = flat_config(config) if config else {KEY_CHOICES[key]: results.get(key) for key in SETTING_KEYS}
+    # W&B's 'a/b' keys as 'a.b'; an empty mapping (attn.options: {}) sets nothing
+    flat = ({key.replace("/", "."): value for key, value in flatten(config).items() if value != {}} if config
+            else {KEY_CHOICES[key]: results.get(key) for key in SETTING_KEYS})
     return tuple(sorted((key, json.dumps(value, sort_keys=True, default=str)) for key, value in flat.items()
-                        if not is_non_result(key)))
+                        if not any(fnmatchcase(key, pattern) or fnmatchcase(key, f"{pattern}.*")
+                                   for pattern in NON_RESULT_KEYS)))
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -252,20 +211,17 @@ def experiment_of(run_dir: Path) -> str | None:
         return None
     choices = config_value(saved, "hydra.runtime.choices") if isinstance(saved, Mapping) else None
     choices = choices if isinstance(choices, Mapping) else {}
-    experiment, recipe = (value if is_name(value) else None for value in (choices.get("experiment"), choices.get("recipe")))
+    experiment, recipe = (value if is_name(value := choices.get(key)) else None for key in ("experiment", "recipe"))
     if recipe in (None, "paper") or (experiment or "").startswith(f"{recipe}_"):
         return experiment
     return f"{experiment} recipe={recipe}" if experiment else f"recipe={recipe}"
-
-
-def read_run(path: Path) -> Run | None:
-    """The run of one results.json, or None after a line on stderr naming the file and why it is left out."""
-    return usable(lambda: run_from_results(load_results(path), str(path.parent), hydra_config(path.parent),
-                                           path.stat().st_mtime, experiment_of(path.parent)), str(path))
 
 
 def collect_runs(root: str | Path) -> list[Run]:
     """Every reportable results.json below `root` (a sweep, a runs folder, or all of outputs/); a line for the rest."""
     root = Path(root)
     check(root.is_dir(), "source", str(root), "an existing directory of runs (a sweep or outputs/)")
-    return [run for path in sorted(root.rglob(RESULTS_FILE)) if (run := read_run(path)) is not None]
+    runs = (usable(lambda: run_from_results(load_results(path), str(path.parent), hydra_config(path.parent),
+                                            path.stat().st_mtime, experiment_of(path.parent)), str(path))
+            for path in sorted(root.rglob(RESULTS_FILE)))
+    return [run for run in runs if run is not None]

@@ -1,13 +1,9 @@
-"""Which runs a report pools, how its cells are told apart, and a note per kind of run it leaves out.
-
-A mean ± std over seeds needs independent samples of one recipe: no debug runs, one run per seed, equal settings.
-"""
+"""Which runs a report pools (one recipe, no debug runs, one per seed), and a note per kind left out."""
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 
 from c3exp.report.runs import Run
 
@@ -15,33 +11,8 @@ Settings = tuple[tuple[str, str], ...]  # (dotted key, JSON value), as Run.recip
 UNSET = "unset"  # the value of a key a run's config does not have
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The runs a report summarises, and one line per kind of run it left out."""
-
-    runs: tuple[Run, ...]
-    notes: tuple[str, ...]
-    skipped_debug: int = 0
-
-
 def plural(count: int, word: str) -> str:
-    """'1 run', '2 runs'."""
     return f"{count} {word}{'s' * (count != 1)}"
-
-
-def without_debug_runs(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
-    """Runs of the debug configs out, with one line saying how many and why."""
-    debug = Counter(run.debug for run in runs if run.debug)
-    if not debug:
-        return list(runs), []
-    why = ", ".join(f"{count} {marker}" for marker, count in debug.most_common())
-    note = f"Skipped {plural(debug.total(), 'debug run')} ({why}); include_debug=true reports them."
-    return [run for run in runs if not run.debug], [note]
-
-
-def recency(run: Run) -> tuple[float, str]:
-    """Newer finish time first; the source path (timestamped run directories) breaks ties."""
-    return (run.finished if run.finished is not None else float("-inf"), run.source)
 
 
 def varied_keys(runs: Sequence[Run]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -55,10 +26,10 @@ def varied_keys(runs: Sequence[Run]) -> dict[tuple[str, str], tuple[str, ...]]:
     return {block: tuple(sorted(names)) for block, names in keys.items()}
 
 
-def varied_settings(run: Run, keys: Mapping[tuple[str, str], tuple[str, ...]]) -> Settings:
-    """The run's values of its block's varied keys (varied_keys): with its experiment, the cell it is pooled in."""
+def settings_of(run: Run, keys: Iterable[str]) -> Settings:
+    """The run's values of `keys`: of its block's varied_keys, with its experiment, they name the cell it pools in."""
     recipe = dict(run.recipe)
-    return tuple((key, recipe.get(key, UNSET)) for key in keys.get((run.task, run.attn), ()))
+    return tuple((key, recipe.get(key, UNSET)) for key in keys)
 
 
 def shown_setting(value: str) -> str:
@@ -73,31 +44,24 @@ def block_label(attn: str, settings: Settings) -> str:
     return f"{attn} ({shown})" if shown else attn
 
 
-def cell_name(*parts: str | None) -> str:
-    """'resnet20 / cifar100 / strong_cifar100 / c3' for a note; a part that is None (no experiment) is left out."""
-    return " / ".join(part for part in parts if part)
-
-
-def one_run_per_seed(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
-    """The newest run per seed of a cell, a note per seed re-run: a re-run is no new sample, it would shrink the std."""
+def select_runs(runs: Sequence[Run], include_debug: bool = False) -> tuple[list[Run], list[str], int]:
+    """The runs to report, a note per kind left out, the debug runs skipped: a re-run of a seed is no new sample."""
+    debug = Counter(run.debug for run in runs if run.debug and not include_debug)
+    why = ", ".join(f"{count} {marker}" for marker, count in debug.most_common())
+    notes = [f"Skipped {plural(debug.total(), 'debug run')} ({why}); include_debug=true reports them."] if debug else []
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[run.task, run.model, run.data, run.experiment, run.attn, run.recipe, run.seed].append(run)
-    keys = varied_keys(runs)
-    kept, notes = [], []
-    for (_, model, data, experiment, attn, _, seed), group in groups.items():
-        newest = max(group, key=recency)
+        if include_debug or not run.debug:
+            groups[run.task, run.model, run.data, run.experiment, run.attn, run.recipe, run.seed].append(run)
+    keys = varied_keys([run for group in groups.values() for run in group])
+    kept = []
+    for (task, model, data, experiment, attn, _, seed), group in groups.items():
+        # newer finish time first; the source path (timestamped run directories) breaks ties
+        newest = max(group, key=lambda run: (run.finished if run.finished is not None else float("-inf"), run.source))
         kept.append(newest)
         if len(group) > 1:
-            name = cell_name(model, data, experiment, block_label(attn, varied_settings(newest, keys)))
+            parts = (model, data, experiment, block_label(attn, settings_of(newest, keys.get((task, attn), ()))))
+            name = " / ".join(part for part in parts if part)  # no experiment: left out
             notes.append(f"{name}: {len(group)} runs with seed {seed}; kept the most recent ({newest.source}), "
                          f"left out {len(group) - 1}.")
-    return kept, notes
-
-
-def select_runs(runs: Sequence[Run], include_debug: bool = False) -> Selection:
-    """The runs to report: no debug runs (unless asked for), and one run per seed of each cell."""
-    kept, notes = (list(runs), []) if include_debug else without_debug_runs(runs)
-    skipped = len(runs) - len(kept)
-    kept, duplicates = one_run_per_seed(kept)
-    return Selection(tuple(kept), tuple(notes + duplicates), skipped)
+    return kept, notes, debug.total()

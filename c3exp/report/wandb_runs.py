@@ -9,7 +9,6 @@ from typing import Any
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import ConfigError, check
 from c3exp.report.runs import Run, config_value, primary_metric, run_from_results, usable
-from c3exp.results import PrimaryMetric
 
 WANDB_TEST_KEY = re.compile(r"(?:final/test_|test/)(\w+)")  # a test number in a W&B summary
 PROJECT_PATH = re.compile(r"[\w.-]+/[\w.-]+")  # ENTITY/PROJECT
@@ -22,50 +21,35 @@ def first_value(mapping: Mapping[str, Any], *keys: str) -> Any:
 
 def run_from_wandb(run: Any) -> Run | None:
     """A run whose summary has its primary metric's test value, else None (after a line on stderr if unusable)."""
-    return usable(lambda: finished_run(run), source_of(run))
+    source = str(getattr(run, "url", None) or getattr(run, "path", "wandb"))
+    return usable(lambda: finished_run(run, source), source)
 
 
-def source_of(run: Any) -> str:
-    """Where a W&B run is: its URL, else its path."""
-    return str(getattr(run, "url", None) or getattr(run, "path", "wandb"))
-
-
-def finished_run(run: Any) -> Run | None:
-    """run_from_wandb's Run, None for an unfinished run, UnusableRun for one whose config or summary is damaged."""
+def finished_run(run: Any, source: str) -> Run | None:
+    """None for an unfinished run, UnusableRun for one whose config or summary is damaged."""
     config, summary = dict(run.config), dict(run.summary)
     declared = {key: value for key in ("name", "mode")
                 if (value := config_value(config, f"task.primary_metric.{key}"))}
     primary = primary_metric(declared)
-    tested = wandb_test_numbers(summary, primary)
+    # results.json's test_<name> keys: every final/test_<name> or test/<name> (final/ first)
+    names = {match[1] for key in summary if (match := WANDB_TEST_KEY.fullmatch(str(key)))} | {primary.metric}
+    found = {name: first_value(summary, f"final/test_{name}", f"test/{name}") for name in sorted(names)}
+    tested = {f"test_{name}": value for name, value in found.items() if value is not None}
     choices = {name: config_value(config, key) for name, key in KEY_CHOICES.items()}
     if f"test_{primary.metric}" not in tested or choices["model"] is None:
         return None
     rows = run.history(keys=["epoch", primary.name], pandas=False)
-    results = {
-        **choices,
-        "primary_metric": {"name": primary.name, "mode": primary.mode},
-        "params": first_value(summary, "final/params", "model/params"),
-        "macs": first_value(summary, "final/macs", "model/macs"),
-        "epochs": first_value(summary, "final/epochs"),  # results.json's epochs, as train.py logs it
-        **tested,
-        "history": [row for row in rows if row.get("epoch") is not None],
-    }
-    return run_from_results(results, source_of(run), config, timestamp(getattr(run, "created_at", None)))
-
-
-def wandb_test_numbers(summary: Mapping[str, Any], primary: PrimaryMetric) -> dict[str, Any]:
-    """results.json's test_<name> keys from a W&B summary: every final/test_<name> or test/<name> (final/ first)."""
-    names = {match[1] for key in summary if (match := WANDB_TEST_KEY.fullmatch(str(key)))} | {primary.metric}
-    found = {name: first_value(summary, f"final/test_{name}", f"test/{name}") for name in sorted(names)}
-    return {f"test_{name}": value for name, value in found.items() if value is not None}
-
-
-def timestamp(text: Any) -> float | None:
-    """POSIX seconds of an ISO time such as W&B's created_at; None when there is none."""
-    try:
-        return datetime.fromisoformat(str(text)).timestamp() if text else None
+    results = {**choices, "primary_metric": {"name": primary.name, "mode": primary.mode},
+               "params": first_value(summary, "final/params", "model/params"),
+               "macs": first_value(summary, "final/macs", "model/macs"),
+               "epochs": first_value(summary, "final/epochs"),  # results.json's epochs, as train.py logs it
+               **tested, "history": [row for row in rows if row.get("epoch") is not None]}
+    created = getattr(run, "created_at", None)
+    try:  # POSIX seconds of W&B's ISO created_at
+        finished = datetime.fromisoformat(str(created)).timestamp() if created else None
     except ValueError:
-        return None
+        finished = None
+    return run_from_results(results, source, config, finished)
 
 
 def collect_wandb_runs(project: str, api: Any = None) -> list[Run]:

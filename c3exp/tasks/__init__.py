@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from c3exp.config import instantiate_reporting_user_errors
+from c3exp.config import instantiate_checked
 from c3exp.errors import check, imported
 from c3exp.results import PrimaryMetric
 from c3exp.tasks.base import TaskModule
@@ -47,4 +47,4 @@ def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[s
         "run_config": OmegaConf.to_container(cfg, resolve=True) if run_config is None else run_config,
     }
     # not recursive: run_config holds every group's `_target_`, which are settings here, not objects to build
-    return instantiate_reporting_user_errors(cfg.task, **options, _convert_="all", _recursive_=False)
+    return instantiate_checked(cfg.task, "task", **options, _convert_="all", _recursive_=False)

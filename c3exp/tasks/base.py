@@ -6,8 +6,9 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+import annotated_types as at
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
@@ -16,7 +17,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LinearLR, OneCycleLR
 from torchmetrics import MeanMetric, MetricCollection
 
-from c3exp.errors import check, is_number
+from c3exp.errors import check
 from c3exp.results import PrimaryMetric
 from c3exp.saved_config import hydra_choices
 
@@ -48,11 +49,14 @@ class TaskModule(L.LightningModule):
         primary_metric: PrimaryMetric | Mapping[str, Any] | None = None,
         name: str | None = None,
         warmup_epochs: float = 0,
-        label_smoothing: float = 0.0,
+        label_smoothing: Annotated[float, at.Interval(ge=0, lt=1), "0: none"] = 0.0,
         tta_flip: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.compile_net = compile
         self.num_classes = num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
@@ -73,9 +77,6 @@ class TaskModule(L.LightningModule):
 
     def _read_options(self, label_smoothing: float, tta_flip: bool) -> tuple[float, bool]:
         """label_smoothing (F.cross_entropy's) and tta_flip (evaluate each image and its mirror image), checked."""
-        check(is_number(label_smoothing) and 0 <= label_smoothing < 1,
-              "task.label_smoothing", label_smoothing, "a number from 0 (none) up to, not including, 1")
-        check(isinstance(tta_flip, bool), "task.tta_flip", tta_flip, "true or false")
         for key, value in (("label_smoothing", label_smoothing), ("tta_flip", tta_flip)):
             check(not value or key in self.reads_options, f"task.{key}", value,
                   f"{0 if key == 'label_smoothing' else 'false'}: {type(self).__name__} does not read it")
@@ -108,8 +109,8 @@ class TaskModule(L.LightningModule):
 
     # -- steps -----------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        """model.compile=true: torch.compile the network in place, so parameter names and checkpoints stay the same."""
-        if self.run_config.get("model", {}).get("compile") and not self._compiled:
+        """task.compile=true: torch.compile the network in place, so parameter names and checkpoints stay the same."""
+        if self.compile_net and not self._compiled:
             self.net.compile()
             self._compiled = True
 
@@ -252,8 +253,6 @@ class TaskModule(L.LightningModule):
 
 def checked_warmup(epochs: float, scheduler: SchedulerFactory | None) -> float:
     """optim.warmup_epochs: a number >= 0, and 0 with OneCycleLR, whose own warm-up (pct_start) sets every step's lr."""
-    check(is_number(epochs) and epochs >= 0, "optim.warmup_epochs", epochs,
-          "a number of epochs >= 0 (fractions too), 0 for none")
     schedule = getattr(scheduler, "func", scheduler)  # the class behind Hydra's partial
     one_cycle = isinstance(schedule, type) and issubclass(schedule, OneCycleLR)
     check(not (epochs and one_cycle), "optim.warmup_epochs", epochs,

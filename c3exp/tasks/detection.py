@@ -14,7 +14,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.detection import MeanAveragePrecision
 
-from c3exp.errors import check, check_keywords
+from c3exp.errors import check
+from c3exp.schema import check_settings
 from c3exp.tasks.base import PrimaryMetric, TaskModule
 
 Images = Sequence[torch.Tensor]
@@ -72,7 +73,7 @@ class DetectionModule(TaskModule):
         data = cfg.data
         settings = OmegaConf.to_container(cfg.task.get("network") or {}, resolve=True)
         check(isinstance(settings, dict), "task.network", settings, "a mapping of faster_rcnn's settings")
-        check_keywords(settings, faster_rcnn, "task.network.", "a setting of c3exp.models.faster_rcnn", supplied=SUPPLIED)
+        check_settings(settings, faster_rcnn, "task.network.", supplied=SUPPLIED)
         sizes = {key: data[key] for key in ("min_size", "max_size") if data.get(key) is not None}
         if isinstance(sizes.get("min_size"), Sequence):
             sizes["min_size"] = tuple(sizes["min_size"])

@@ -2,6 +2,7 @@
 from one confusion matrix over the whole split; `ignore_index` marks VOC's borders and padding."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from c3exp.errors import check
+from c3exp.schema import NonNegativeFloat
 from c3exp.tasks.base import PrimaryMetric, TaskModule
 
 
@@ -42,15 +43,13 @@ class SegmentationModule(TaskModule):
     def __init__(
         self,
         *args: Any,
-        head: str = "deeplabv2",
+        head: str | Mapping[str, Any] = "deeplabv2",
         aux_loss: bool = False,
-        aux_weight: float = 0.4,
+        aux_weight: NonNegativeFloat = 0.4,
         ignore_index: int = 255,
         head_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
-        check(isinstance(ignore_index, int), "task.ignore_index", ignore_index, "an integer label that no class uses (255)")
-        check(isinstance(aux_weight, (int, float)) and aux_weight >= 0, "task.aux_weight", aux_weight, "a number >= 0")
         self.ignore_index, self.aux_weight = ignore_index, float(aux_weight)  # make_metrics reads ignore_index
         super().__init__(*args, **kwargs)
 

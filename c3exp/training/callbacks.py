@@ -19,8 +19,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochSeed(L.Callback):
-    """Reseed every RNG per epoch before its data iterator is made, so a resumed run sees the batches of an
-    uninterrupted one; Lightning makes a fit's first iterator early, so that is seeded at setup / on_load_checkpoint."""
+    """Reseed all RNGs per epoch before its iterator (a fit's first: at setup/load): a resume sees the same batches."""
 
     def __init__(self, seed: int):
         self.seed = seed
@@ -56,19 +55,17 @@ class EpochSeed(L.Callback):
 class StopOnNonFiniteLoss(L.Callback):
     """Stop at the first NaN/inf training loss: checkpoints are written at validation, so the newest predates it."""
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not bool(loss.detach().isfinite().all()):
             raise NonFiniteLossError(
                 f"training loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
                 f"step {trainer.global_step}; stopped without saving it (the last good checkpoint is kept). "
-                f"Try a lower optim.optimizer.lr or trainer.gradient_clip_val=1.0"
-            )
+                f"Try a lower optim.optimizer.lr or trainer.gradient_clip_val=1.0")
 
 
 class EMAWeights(EMAWeightAveraging):
-    """Lightning's moving average of the weights and BN statistics; evaluation uses the average (the checkpoints'
-    state_dict), and a resumed fit restores the raw weights too (`current_model_state`)."""
+    """Lightning's average of weights and BN statistics: evaluated and saved as state_dict, raw weights resumed too."""
 
     def __init__(self, decay: float):
         check(is_number(decay) and 0 < decay < 1, "optim.ema_decay", decay,
@@ -79,8 +76,8 @@ class EMAWeights(EMAWeightAveraging):
         """Move the module to the run's device first: an average made on the CPU would copy every weight every step."""
         if stage == "fit":
             pl_module.to(trainer.strategy.root_device)
-        with warnings.catch_warnings():  # c3exp's configure_model (model.compile) may run early: it compiles once, in place
-            warnings.filterwarnings("ignore", message="You're using the WeightAveraging callback with a model that overrides")
+        with warnings.catch_warnings():  # c3exp's configure_model (task.compile) may run early: it compiles once
+            warnings.filterwarnings("ignore", message="You're using the WeightAveraging callback with a model that")
             super().setup(trainer, pl_module, stage)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:

@@ -1,5 +1,4 @@
-"""One process per run folder and per sweep folder, else two would overwrite each other's checkpoints. An exclusive
-`flock` the kernel drops when its holder dies, however it dies, so a stale lock is simply taken over."""
+"""One process per run/sweep folder (else checkpoints get overwritten): a flock, which the kernel drops at death."""
 from __future__ import annotations
 
 import json
@@ -53,49 +52,39 @@ def try_flock(lock_file: IO[str]) -> bool:
         return False
 
 
-def _flock_or_wait_for_same_job(lock_file: IO[str]) -> bool:
-    """The lock; held by an earlier start of this very SLURM job (requeued), wait for that one to die."""
-    deadline = time.monotonic() + SAME_JOB_WAIT_S
-    while not try_flock(lock_file):
-        same_job = os.environ.get("SLURM_JOB_ID") and read_record(lock_file).get("slurm_job") == os.environ["SLURM_JOB_ID"]
-        if not same_job or time.monotonic() > deadline:
-            return False
-        time.sleep(1.0)
-    return True
-
-
 def open_lock_file(path: Path) -> IO[str]:
     """The lock file, created if need be, never through a symlink planted at its name (it is truncated and written)."""
     try:
         return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+")
     except OSError:
         if os.path.islink(path):
-            raise FolderInUse(f"{path} is a symlink: c3exp writes its lock file only as a plain file; remove it") from None
+            message = f"{path} is a symlink: c3exp writes its lock file only as a plain file; remove it"
+            raise FolderInUse(message) from None
         raise
 
 
 def acquire(folder: Path, other_folder_key: str) -> None:
-    """Hold `folder` until release(); refuse in one line if a live process holds it. Ranks > 0 take nothing, and
-    where the file system has no locks (some network mounts) the run goes on unguarded."""
+    """Hold `folder` until release(), else one line naming its live holder; ranks > 0 and lockless mounts: no guard."""
     folder = Path(folder).resolve()
     if fcntl is None or is_secondary_rank() or folder in _held:
         return
     folder.mkdir(parents=True, exist_ok=True)
     lock_file = open_lock_file(folder / LOCK_FILE)
+    deadline, job = time.monotonic() + SAME_JOB_WAIT_S, os.environ.get("SLURM_JOB_ID")
     try:
-        locked = _flock_or_wait_for_same_job(lock_file)
+        while not try_flock(lock_file):  # held by an earlier start of this SLURM job (requeued): wait for it to die
+            if not job or read_record(lock_file).get("slurm_job") != job or time.monotonic() > deadline:
+                holder = describe(read_record(lock_file))
+                lock_file.close()
+                raise FolderInUse(f"{folder} is in use by {holder}: wait for it or use another {other_folder_key}")
+            time.sleep(1.0)
     except OSError:  # ENOLCK, EOPNOTSUPP: no locking here
         lock_file.close()
         return
-    if not locked:
-        holder = describe(read_record(lock_file))
-        lock_file.close()
-        raise FolderInUse(f"{folder} is in use by {holder}: wait for it or use another {other_folder_key}")
-    lock_file.truncate(0)
     lock_file.seek(0)
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    lock_file.write(json.dumps(record))
+    lock_file.truncate()
+    json.dump({"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+               "since": time.strftime("%Y-%m-%d %H:%M:%S")}, lock_file)
     lock_file.flush()
     _held[folder] = lock_file
 
@@ -137,17 +126,14 @@ def in_use(lock_path: Path) -> bool:
             fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
             return True
-        return False
+    return False
 
 
 @contextmanager
 def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold the flock on `lock_path` (created if need be) for the block, waiting for any other holder."""
     Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-    lock_file = open_lock_file(Path(lock_path))
-    try:
+    with open_lock_file(Path(lock_path)) as lock_file:
         if fcntl is not None:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
         yield
-    finally:
-        lock_file.close()

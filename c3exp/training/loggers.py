@@ -12,10 +12,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from c3exp.errors import ConfigError, check
+from c3exp.training.sweep import in_multirun
 from c3exp.utils.atomic import write_text
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,10 @@ def wandb_has_credentials() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
-    """`auto` is online with credentials and offline without: no account is needed to log locally."""
+    """`auto`: an exported WANDB_MODE (the mode passed would override it), online with credentials, else offline."""
     check(mode in MODES, "logger.wandb.mode", mode, MODES)
     if mode != "auto":
         return mode
-    # The mode is passed to wandb explicitly and would override WANDB_MODE, so an exported one wins here.
     env_mode = os.environ.get("WANDB_MODE", "")
     if env_mode in ("online", "offline", "disabled", "dryrun"):
         return "offline" if env_mode == "dryrun" else env_mode  # dryrun: wandb's old name for offline
@@ -58,30 +59,17 @@ def server_problem(timeout: float) -> str | None:
 
 
 def reachable_mode(mode: str, timeout: float) -> str:
-    """The resolved mode; where the server does not answer, offline for `auto` (`wandb sync` uploads it later) and a
-    one-line error for an explicit `online` (live dashboards, alerts) rather than hours of logging nowhere."""
+    """The resolved mode; with no server answering, `auto` logs offline (for `wandb sync`), `online` is one line."""
     resolved = resolve_mode(mode)
     problem = server_problem(timeout) if resolved == "online" else None
     if problem is None:
         return resolved
     if mode == "auto":
-        log.warning("%s: logging offline (logger.wandb.mode=offline); `wandb sync <run dir>/wandb` uploads it later", problem)
+        log.warning("%s: logging offline (logger.wandb.mode=offline); `wandb sync <run dir>/wandb` uploads it later",
+                    problem)
         return "offline"
-    raise ConfigError("logger.wandb.mode", mode, f"offline here: {problem}; logger.wandb.mode=offline logs locally for `wandb sync`")
-
-
-def sweep_group(config_key: str) -> str:
-    """One W&B group per sweep and config (all seeds of one model x attn x data land together)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return f"{Path(hydra_cfg.sweep.dir).name}/{config_key}"
-    except ValueError:  # not inside a Hydra run (notebooks, tests)
-        pass
-    return config_key
+    raise ConfigError("logger.wandb.mode", mode,
+                      f"offline here: {problem}; logger.wandb.mode=offline logs locally for `wandb sync`")
 
 
 def new_run_id() -> str:
@@ -89,15 +77,11 @@ def new_run_id() -> str:
 
 
 def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
-    """The run's W&B id, kept in the run directory so a resumed run continues it; the file is linked into place
-    complete, so every rank of one run reads the same id."""
+    """The W&B id kept in the run folder for resumes, linked into place complete: every rank reads the same id."""
     path = save_dir / RUN_ID_FILE
     save_dir.mkdir(parents=True, exist_ok=True)
-    if resume == "never":
-        run_id = new_run_id()
-        if rank_zero_only.rank == 0:  # only rank 0 talks to W&B; other ranks (DDP children start later) keep its id
-            write_text(path, run_id + "\n")
-        return run_id
+    if resume == "never" and rank_zero_only.rank == 0:  # other ranks (DDP children start later) read rank 0's new id
+        write_text(path, new_run_id() + "\n")
     if not path.is_file():
         run_id = new_run_id() + "\n"
         try:
@@ -117,34 +101,13 @@ def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
     return run_id
 
 
-def wandb_logger(
-    project: str,
-    save_dir: str,
-    name: str,
-    config_key: str,
-    entity: str | None = None,
-    group: str | None = None,
-    tags: list[str] | None = None,
-    job_type: str = "train",
-    mode: str = "auto",
-    log_model: bool | str = False,
-    resume: str | None = "auto",
-    server_timeout: float = 10.0,
-    **kwargs: Any,
-) -> WandbLogger:
-    """`server_timeout`: how long an online run waits for the W&B server before going offline (see reachable_mode)."""
-    save_path = Path(save_dir)
-    return WandbLogger(
-        project=project,
-        entity=entity,
-        name=name,
-        group=group or sweep_group(config_key),
-        tags=list(tags or []),
-        job_type=job_type,
-        save_dir=str(save_path),
-        id=persistent_run_id(save_path, resume),
-        resume="allow",
-        mode=reachable_mode(mode, server_timeout),
-        log_model=log_model,
-        **kwargs,
-    )
+def wandb_logger(project: str, save_dir: str, name: str, config_key: str, entity: str | None = None,
+                 group: str | None = None, tags: list[str] | None = None, job_type: str = "train", mode: str = "auto",
+                 log_model: bool | str = False, resume: str | None = "auto", server_timeout: float = 10.0,
+                 **kwargs: Any) -> WandbLogger:
+    """Lightning's WandbLogger, one group per sweep and config (all seeds together); see reachable_mode for timeouts."""
+    sweep = f"{Path(HydraConfig.get().sweep.dir).name}/" if in_multirun() else ""
+    return WandbLogger(project=project, entity=entity, name=name, group=group or sweep + config_key,
+                       tags=list(tags or []), job_type=job_type, save_dir=str(Path(save_dir)),
+                       id=persistent_run_id(Path(save_dir), resume), resume="allow",
+                       mode=reachable_mode(mode, server_timeout), log_model=log_model, **kwargs)

@@ -9,8 +9,7 @@ from c3exp.training.tuning import current_trial
 
 
 class ReportToTrial(L.Callback):
-    """Each epoch's primary metric goes to the trial as its intermediate value at step = epoch (0-based); the study's
-    pruner may then stop the trial. A trial that resumes a dead trial's folder reports the checkpoint's epochs too."""
+    """Each epoch's primary metric to the trial at step = epoch (a resumed run's too), for the pruner to stop it."""
 
     def __init__(self) -> None:
         self.trial, self.active = None, False
@@ -35,7 +34,6 @@ class ReportToTrial(L.Callback):
         metric = pl_module.primary_metric.name
         reported = self.trial.study.get_trials(deepcopy=False)[self.trial.number].intermediate_values
         for row in pl_module.history:
-            epoch = int(row["epoch"])
-            if metric in row and epoch not in reported and math.isfinite(row[metric]):
-                self.trial.report(row[metric], epoch)
+            if metric in row and int(row["epoch"]) not in reported and math.isfinite(row[metric]):
+                self.trial.report(row[metric], int(row["epoch"]))
         return self.trial.should_prune()

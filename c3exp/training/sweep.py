@@ -28,6 +28,10 @@ from c3exp.training.locks import acquire, open_lock_file, release, try_flock
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "sweep_summary.json"
 STATUS_FILE = "job_status.json"
+GPU_LOCK_DIR = ".gpu_locks"
+# (lock directory, GPU index, open lock file) of the GPU this process claimed: the lock lasts as long as the process
+_claimed_gpu: tuple[Path, int, IO[str]] | None = None
+_sigterm = threading.Event()
 
 
 def in_multirun() -> bool:
@@ -44,21 +48,14 @@ def pin_ddp_children_to_this_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-GPU_LOCK_DIR = ".gpu_locks"
-# (lock directory, GPU index, open lock file) of the GPU this process claimed: the lock lasts as long as the process
-_claimed_gpu: tuple[Path, int, IO[str]] | None = None
-
-
 def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
-    """Claim one GPU for this process's life (a flock on `<lock_dir>/gpu<i>.lock`), None if all are taken: joblib's
-    workers take jobs as they free up, so job numbers say nothing about which GPUs are busy."""
+    """A GPU flocked for this process's life, or None: joblib's job numbers say nothing about which GPUs are busy."""
     global _claimed_gpu
     lock_dir = Path(lock_dir).resolve()
+    if _claimed_gpu is not None and _claimed_gpu[0] == lock_dir:
+        return _claimed_gpu[1]
     if _claimed_gpu is not None:
-        held_dir, gpu, lock_file = _claimed_gpu
-        if held_dir == lock_dir:
-            return gpu
-        lock_file.close()  # a claim from another sweep: give it up
+        _claimed_gpu[2].close()  # a claim from another sweep: give it up
         _claimed_gpu = None
     if locks.fcntl is None:  # not POSIX: GPUs go by job number
         return None
@@ -78,20 +75,17 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
 
     if not in_multirun() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
         return
-    gpus = torch.cuda.device_count()
-    if gpus > 1 and cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and cfg.trainer.get("devices") == 1:
-        hydra_cfg = HydraConfig.get()
-        job_num = hydra_cfg.job.num
-        # to_absolute_path: with hydra.job.chdir=true a relative sweep dir would resolve inside the job dir
-        gpu = claim_gpu(Path(to_absolute_path(hydra_cfg.sweep.dir)) / GPU_LOCK_DIR, gpus)
-        if gpu is None:
-            gpu = job_num % gpus
-            if locks.fcntl is not None:
-                log.warning("job %s: all %d GPUs are claimed by other workers (more parallel jobs than GPUs?); "
-                            "falling back to GPU %d = job number mod GPU count, which another job may be using",
-                            job_num, gpus, gpu)
-        with open_dict(cfg):
-            cfg.trainer.devices = [gpu]
+    gpus, hydra_cfg = torch.cuda.device_count(), HydraConfig.get()
+    if gpus < 2 or cfg.trainer.get("accelerator") not in ("gpu", "cuda", "auto") or cfg.trainer.get("devices") != 1:
+        return
+    # to_absolute_path: with hydra.job.chdir=true a relative sweep dir would resolve inside the job dir
+    gpu = claim_gpu(Path(to_absolute_path(hydra_cfg.sweep.dir)) / GPU_LOCK_DIR, gpus)
+    if gpu is None and locks.fcntl is not None:
+        log.warning("job %s: all %d GPUs are claimed by other workers (more parallel jobs than GPUs?); falling back "
+                    "to GPU %d = job number mod GPU count, which another job may be using",
+                    hydra_cfg.job.num, gpus, hydra_cfg.job.num % gpus)
+    with open_dict(cfg):
+        cfg.trainer.devices = [hydra_cfg.job.num % gpus if gpu is None else gpu]
 
 
 class Stopped(SystemExit):
@@ -101,13 +95,11 @@ class Stopped(SystemExit):
         super().__init__("stopped by SIGTERM before it finished: a requeued job resumes from its last checkpoint")
 
 
-_sigterm = threading.Event()
-
-
 def watch_for_sigterm() -> None:
     """Remember a SIGTERM, passed on: SLURM's also kills W&B's service, and that lost connection is no real failure."""
     previous = signal.getsignal(signal.SIGTERM)
-    if not callable(previous) or getattr(previous, "c3exp_watch", False) or threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if not main or not callable(previous) or getattr(previous, "c3exp_watch", False):
         return
 
     def note(signum: int, frame: Any) -> None:
@@ -128,8 +120,8 @@ class JobFailed(CompactHydraException):
 
 def job_failed(err: Exception) -> JobFailed:
     """`err` as the line Hydra prints when it re-raises the sweep's first failure."""
-    sweep_dir = HydraConfig.get().sweep.dir
-    return JobFailed(f"error: job {HydraConfig.get().job.num}: {err} (every job's status: {sweep_dir}/{SUMMARY_FILE})")
+    summary = Path(HydraConfig.get().sweep.dir, SUMMARY_FILE)
+    return JobFailed(f"error: job {HydraConfig.get().job.num}: {err} (every job's status: {summary})")
 
 
 def failure_text(error: BaseException) -> str:
@@ -164,17 +156,12 @@ class SweepSummary(Callback):
             return
         job_dir = HydraConfig.get().runtime.output_dir  # job_return.working_dir is the cwd, not the job dir
         failed = job_return.status == JobStatus.FAILED
-        status = {
-            "job": HydraConfig.get().job.num,
-            "overrides": list(job_return.overrides or []),
-            "status": "failed" if failed else "completed",
-            "error": failure_text(job_error(job_return)) if failed else None,
-            # the task's primary metric and the best value the job returned for it
-            "primary_metric": OmegaConf.select(config, "task.primary_metric.name"),
-            "best": None if failed else job_return.return_value,
-            "run_dir": job_dir,
-            **slurm_job(),
-        }
+        status = {"job": HydraConfig.get().job.num, "overrides": list(job_return.overrides or []),
+                  "status": "failed" if failed else "completed",
+                  "error": failure_text(job_error(job_return)) if failed else None,
+                  "primary_metric": OmegaConf.select(config, "task.primary_metric.name"),
+                  "best": None if failed else job_return.return_value,  # the best value of the primary metric
+                  "run_dir": job_dir, **slurm_job()}
         write_json(Path(job_dir, STATUS_FILE), status)
         if failed:
             log.error("job %s failed (%s): %s", status["job"], " ".join(status["overrides"]), status["error"])
@@ -184,12 +171,13 @@ class SweepSummary(Callback):
         """Reached when no failure ended the sweep (the Optuna sweeper goes on past a diverged trial)."""
         jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
         failed = sum(job["status"] == "failed" for job in jobs)
-        done = f"{len(jobs) - failed} of {len(jobs)} jobs completed, {failed} failed" if failed else f"all {len(jobs)} jobs completed"
+        done = (f"{len(jobs) - failed} of {len(jobs)} jobs completed, {failed} failed" if failed
+                else f"all {len(jobs)} jobs completed")
         log.info("sweep finished: %s (%s)", done, config.hydra.sweep.dir)
 
 
 def job_error(job_return: JobReturn) -> BaseException | None:
-    """A failed job's exception: its public return_value re-raises it (and says so on stderr, as Hydra's sweeper will)."""
+    """A failed job's exception, re-raised by its public return_value (whose stderr line Hydra's sweeper writes)."""
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             job_return.return_value
@@ -202,9 +190,8 @@ def slurm_job() -> dict[str, str]:
     """Under SLURM, the job's id and the files its output went to (submitit's logs), for the job's status."""
     if "SLURM_JOB_ID" not in os.environ:
         return {}
-    status = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])}
-    if "SLURM_ARRAY_TASK_ID" in os.environ:
-        status["slurm_job_id"] += "_" + os.environ["SLURM_ARRAY_TASK_ID"]
+    task = f"_{os.environ['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in os.environ else ""
+    status = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"]) + task}
     if "SUBMITIT_FOLDER" in os.environ:  # set by submitit in the jobs it runs
         import submitit
 
@@ -218,4 +205,3 @@ def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     jobs = sorted((json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{STATUS_FILE}")), key=lambda j: j["job"])
     write_json(sweep_dir / SUMMARY_FILE, jobs)
     return jobs
-

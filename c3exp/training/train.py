@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from c3exp.checkpoints import load_checkpoint, open_checkpoint, trusted
-from c3exp.config import instantiate_reporting_user_errors, key_choices, validate_config
+from c3exp.config import instantiate_checked, key_choices, validate_config
 from c3exp.data.base import per_process_batch_size
 from c3exp.errors import ConfigError, TrainerSettingError, check
 from c3exp.models import without_pretrained
@@ -40,11 +40,11 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a dict-of-`_target_` group (loggers, callbacks); null entries are off."""
     if not group:
         return []
-    return [instantiate_reporting_user_errors(node) for node in group.values() if node is not None and "_target_" in node]
+    return [instantiate_checked(node) for node in group.values() if node is not None and "_target_" in node]
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    datamodule: L.LightningDataModule = instantiate_reporting_user_errors(cfg.data)
+    datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
     if cfg.data.get("num_classes") is None:  # imagefolder: count the class folders
         datamodule.setup()
         with open_dict(cfg):

@@ -442,17 +442,17 @@ def test_c3_ablations_from_the_config():
 @pytest.mark.parametrize(
     "options,key,allowed",
     [
-        (dict(stack=0), "attn.options.stack", "positive integer"),
-        (dict(stack=1.5), "attn.options.stack", "positive integer"),
-        (dict(stack=True), "attn.options.stack", "positive integer"),
-        (dict(stack="2"), "attn.options.stack", "positive integer"),
+        (dict(stack=0), "attn.options.stack", "an integer >= 1"),
+        (dict(stack=1.5), "attn.options.stack", "an integer >= 1"),
+        (dict(stack=True), "attn.options.stack", "an integer >= 1"),
+        (dict(stack="2"), "attn.options.stack", "an integer >= 1"),
         (dict(message_passing="yes"), "attn.options.message_passing", "true or false"),
         (dict(message_passing=1), "attn.options.message_passing", "true or false"),
         (dict(encoder_decoder=None), "attn.options.encoder_decoder", "true or false"),
-        (dict(reduction=0), "attn.options.reduction", "positive integer"),
-        (dict(reduction=-8), "attn.options.reduction", "positive integer"),
-        (dict(reduction=2.5), "attn.options.reduction", "positive integer"),
-        (dict(reduction=True), "attn.options.reduction", "positive integer"),
+        (dict(reduction=0), "attn.options.reduction", "an integer >= 1"),
+        (dict(reduction=-8), "attn.options.reduction", "an integer >= 1"),
+        (dict(reduction=2.5), "attn.options.reduction", "an integer >= 1"),
+        (dict(reduction=True), "attn.options.reduction", "an integer >= 1"),
     ],
 )
 def test_c3_bad_options_are_one_line_errors(options: dict, key: str, allowed: str):
@@ -535,7 +535,7 @@ def test_c3_affinity_in_float32_under_autocast():
 
 def test_bf16_autocast_network_close_to_float32_with_float32_affinity():
     torch.manual_seed(0)
-    net = c3exp.build_model(c3exp.compose(["model=resnet20", "attn=c3", "data=cifar10"])).eval()
+    net = c3exp.build_network(c3exp.compose(["model=resnet20", "attn=c3", "data=cifar10"])).eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = net(x)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from c3exp.attention import create_attn
 from c3exp.attention.coord import CoordAttention
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
@@ -136,7 +137,7 @@ def test_coord_params_closed_form(channels: int, reduction: int):
 @pytest.mark.parametrize("reduction", [0, -32, 2.5, 32.0, True, "32", None])
 def test_coord_rejects_bad_reduction_by_key(reduction):
     with pytest.raises(ConfigError) as error:
-        CoordAttention(64, reduction)
+        create_attn("coord", 64, reduction=reduction)
     assert error.value.key == "attn.options.reduction" and "\n" not in str(error.value)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from c3exp.attention import create_attn
 from c3exp.attention.eca import ECA, adaptive_kernel_size
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
@@ -128,7 +129,7 @@ def test_eca_resnet50_adds_86_parameters_not_the_papers_80():
 )
 def test_eca_rejects_bad_options_by_key(options: dict, key: str):
     with pytest.raises(ConfigError) as error:
-        ECA(16, **options)
+        create_attn("eca", 16, **options)
     assert error.value.key == key and "\n" not in str(error.value)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from c3exp.attention import create_attn
 from c3exp.attention.gc import GlobalContext
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
@@ -110,7 +111,7 @@ def test_gc_params_closed_form(channels: int, ratio: float):
 @pytest.mark.parametrize("ratio", [0, -0.5, 1.5, math.inf, math.nan, True, "1/16", None])
 def test_gc_rejects_bad_ratio_by_key(ratio):
     with pytest.raises(ConfigError) as error:
-        GlobalContext(16, ratio)
+        create_attn("gc", 16, ratio=ratio)
     assert error.value.key == "attn.options.ratio" and "\n" not in str(error.value)
 
 

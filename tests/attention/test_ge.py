@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from c3exp.attention import create_attn
 from c3exp.attention.ge import GatherExcite, ge_params
 from c3exp.errors import ConfigError
 from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
@@ -188,7 +189,7 @@ def test_ge_learned_gather_is_the_papers():
 )
 def test_ge_rejects_bad_options_by_key(options, key):
     with pytest.raises(ConfigError) as error:
-        GatherExcite(8, **options)
+        create_attn("ge", 8, **options)
     assert error.value.key == key and "\n" not in str(error.value)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from c3exp.attention import create_attn
 from c3exp.attention.nonlocal_block import NonLocalBlock, nonlocal_params
 from c3exp.errors import ConfigError
 from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
@@ -153,7 +154,7 @@ def test_nonlocal_params_at_the_papers_reduction():
 )
 def test_nonlocal_rejects_bad_options_by_key(options, key):
     with pytest.raises(ConfigError) as error:
-        NonLocalBlock(8, **options)
+        create_attn("nonlocal", 8, **options)
     assert error.value.key == key and "\n" not in str(error.value)
 
 

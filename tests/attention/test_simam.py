@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from c3exp.attention import create_attn
 from c3exp.attention.simam import SimAM
 from c3exp.errors import ConfigError
 from tests.conftest import n_params, permutation_error
@@ -66,7 +67,7 @@ def test_simam_has_no_parameters(channels):
 @pytest.mark.parametrize("e_lambda", [0, -1e-4, "1e-4", True, math.nan])
 def test_simam_rejects_bad_lambda_by_key(e_lambda):
     with pytest.raises(ConfigError) as error:
-        SimAM(8, e_lambda=e_lambda)
+        create_attn("simam", 8, e_lambda=e_lambda)
     assert error.value.key == "attn.options.e_lambda" and "\n" not in str(error.value)
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from c3exp.attention import create_attn
 from c3exp.attention.common import PlaneGate
 from c3exp.attention.triplet import TripletAttention, triplet_params
 from c3exp.errors import ConfigError
@@ -143,7 +144,7 @@ def test_triplet_bn_is_the_official_one():
 @pytest.mark.parametrize("kernel_size", [4, 0, -1, "7", True, 7.0])
 def test_triplet_rejects_bad_kernel_size_by_key(kernel_size):
     with pytest.raises(ConfigError) as error:
-        TripletAttention(8, kernel_size)
+        create_attn("triplet", 8, kernel_size=kernel_size)
     assert error.value.key == "attn.options.kernel_size" and "\n" not in str(error.value)
 
 

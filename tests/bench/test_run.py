@@ -10,8 +10,7 @@ import statistics
 import pytest
 import torch
 
-from c3exp.bench.machine import cpu_model
-from c3exp.bench.run import bench
+from c3exp.bench.run import bench, cpu_model
 
 
 TINY = ["bench.batch_size=2", "bench.steps=2", "bench.warmup=1", "bench.threads=1"]

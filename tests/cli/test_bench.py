@@ -8,10 +8,11 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from c3exp.bench.settings import MODES
 from c3exp.cli.bench import main
 from c3exp.paths import config_dir
 from tests.conftest import REPO
+
+MODES = ("steps", "loop")
 
 
 @pytest.mark.slow

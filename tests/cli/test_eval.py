@@ -184,7 +184,7 @@ def test_a_checkpoint_is_tested_with_flip_tta_when_asked(ckpt):
 
 
 def test_speed_options_are_not_network_settings():
-    cfg = OmegaConf.create({"model": {"depth": 20, "compile": True, "channels_last": True},
+    cfg = OmegaConf.create({"task": {"compile": True, "channels_last": True}, "model": {"depth": 20},
                             "attn": {"options": {"reduction": 8}}, "data": {"num_classes": 10}})
     assert network_settings(cfg) == {"model.depth": 20, "attn.options.reduction": 8, "data.num_classes": 10}
 

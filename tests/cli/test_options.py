@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 
 from c3exp.cli.options import help_text, option, parse
 from c3exp.errors import ConfigError
+from c3exp.schema import PositiveInt
 
 
 @dataclass
 class Options:
     path: str = option("the input", metavar="PATH")
-    count: int = option("how many", 2, minimum=1)
-    split: str = option("which split", "val", choices=("val", "test"))
+    count: PositiveInt = option("how many", 2)
+    split: Literal["val", "test"] = option("which split", "val")
     score: float = option("the lowest score", 0.5)
     out: str | None = option("where to", None, metavar="DIR")
     verbose: bool = option("say more", False)

@@ -15,6 +15,7 @@ from c3exp.config import check_command_line, group_choices
 from c3exp.data import ArrayDataset, ImageDataModule, SyntheticDataModule, build_transforms
 from c3exp.data.device import Augmentation, DeviceBatches
 from c3exp.errors import ConfigError
+from c3exp.schema import check_settings
 from c3exp.training.callbacks import EpochSeed
 
 RECIPE_KEYS = ("mixup_alpha", "cutmix_alpha", "random_erasing")
@@ -33,14 +34,14 @@ def synthetic(**kwargs) -> SyntheticDataModule:
         ("mixup_alpha", -0.1, "a number >= 0"),
         ("cutmix_alpha", float("nan"), "a number >= 0"),
         ("cutmix_alpha", True, "a number >= 0"),
-        ("random_erasing", 1.5, "a probability from 0 to 1"),
-        ("random_erasing", -0.25, "a probability from 0 to 1"),
-        ("random_erasing", "0.5", "a probability from 0 to 1"),
+        ("random_erasing", 1.5, "a number from 0 to 1"),
+        ("random_erasing", -0.25, "a number from 0 to 1"),
+        ("random_erasing", "0.5", "a number from 0 to 1"),
     ],
 )
 def test_bad_recipe_values_are_one_line(key, value, allowed):
     with pytest.raises(ConfigError) as error:
-        synthetic(**{key: value})
+        check_settings({key: value}, SyntheticDataModule, "data.")
     assert error.value.key == f"data.{key}" and allowed in error.value.allowed and "\n" not in str(error.value)
 
 

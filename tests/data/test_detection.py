@@ -12,7 +12,10 @@ from PIL import Image
 
 from c3exp.data.detection import VOCDetectionDataModule, detection_collate
 from c3exp.errors import ConfigError, DataNotFoundError
-from tests.conftest import HEIGHT, SMALL, WIDTH, error_of, picture
+from c3exp.schema import check_settings
+from tests.conftest import HEIGHT, SMALL, WIDTH, data_config, error_of, picture
+
+VOC2007 = {key: data_config("voc2007")[key] for key in ("name", "num_classes", "min_size", "max_size")}
 
 
 # -- writing files in VOC's format ----------------------------------------------------------------------------
@@ -116,14 +119,14 @@ def test_difficult_objects_are_crowd_or_dropped_and_an_empty_image_is_a_negative
 
 
 def test_voc_class_names_and_num_classes(tmp_path):
-    data = VOCDetectionDataModule(root=str(tmp_path))
+    data = VOCDetectionDataModule(root=str(tmp_path), **VOC2007)
     assert data.num_classes == 21 and data.class_names[0] == "background" and data.class_names[1] == "aeroplane"
     assert len(data.class_names) == 21 and data.splits == {"train": "trainval", "val": "test", "test": "test"}
     message = error_of(lambda: voc(tmp_path, num_classes=21), ConfigError)
     assert "data.num_classes=21" in message and "3: the background and the 2 data.class_names" in message
     message = error_of(lambda: voc(tmp_path, test_split="train_aug"), ConfigError)
     assert "data.test_split='train_aug'" in message and "train, trainval, val, test" in message
-    message = error_of(lambda: voc(tmp_path, invalid_boxes="clip"), ConfigError)
+    message = error_of(lambda: check_settings({"invalid_boxes": "clip"}, VOCDetectionDataModule, "data."), ConfigError)
     assert "data.invalid_boxes='clip'" in message and "drop" in message
     message = error_of(lambda: voc(tmp_path, min_size=50, max_size=40), ConfigError)
     assert "data.min_size=50" in message and "1..40" in message
@@ -169,9 +172,9 @@ def test_bad_voc_files_are_one_line_naming_the_file_and_value(tmp_path):
 
 
 def test_missing_voc_is_a_paragraph_naming_data_root(tmp_path):
-    message = str(pytest.raises(DataNotFoundError, VOCDetectionDataModule(root=str(tmp_path)).setup, "fit").value)
+    message = str(pytest.raises(DataNotFoundError, VOCDetectionDataModule(root=str(tmp_path), **VOC2007).setup, "fit").value)
     assert str((tmp_path / "VOCdevkit" / "VOC2007").resolve()) in message and "no such folder" in message
     assert "data.root" in message and "data.download=true" in message and "data=shapes_detection" in message
     write_voc(tmp_path, {"a": (picture(), voc_xml([]))})  # trainval only: the test set is its own archive
-    message = str(pytest.raises(DataNotFoundError, VOCDetectionDataModule(root=str(tmp_path)).setup, "test").value)
+    message = str(pytest.raises(DataNotFoundError, VOCDetectionDataModule(root=str(tmp_path), **VOC2007).setup, "test").value)
     assert "no ImageSets/Main/test.txt" in message and "VOCtest_06-Nov-2007.tar" in message and "data.root" in message

@@ -35,7 +35,7 @@ def test_imagefolder_counts_classes_and_trains_a_torchvision_resnet(tmp_path):
                  "model=resnet18", "attn=se", "trainer=cpu", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
     results = train(run_config(overrides, tmp_path / "run"))
     assert results["epochs"] == 1 and results["data"] == "imagefolder"
-    three_classes = c3exp.build_model(c3exp.compose([*overrides, "data.num_classes=3"]))
+    three_classes = c3exp.build_network(c3exp.compose([*overrides, "data.num_classes=3"]))
     assert results["params"] == sum(p.numel() for p in three_classes.parameters())
 
 

@@ -35,6 +35,7 @@ from c3exp.data.shapes import (
     write_shapes_dataset,
 )
 from c3exp.errors import ConfigError
+from c3exp.schema import check_settings
 from tests.conftest import data_config, error_of
 
 
@@ -215,7 +216,7 @@ def test_shapes_data_module_writes_on_first_use_and_reads_it_as_voc(tmp_path):
     assert images.shape == (4, 3, 32, 32) and masks.shape == (4, 32, 32)
     assert len(data.dataset("val")) == 3
     with pytest.raises(ConfigError, match="data.train_images"):
-        ShapesDataModule(root=str(tmp_path), train_images=0)
+        check_settings({"train_images": 0}, ShapesDataModule, "data.")
 
 
 def test_the_shapes_config_trains_from_nothing(tmp_path):
@@ -276,7 +277,7 @@ def test_a_batch_has_the_documented_structure(tmp_path):
 
 
 def test_shapes_settings_are_checked(tmp_path):
-    message = error_of(lambda: ShapesDetectionDataModule(root=str(tmp_path), train_images=0), ConfigError)
+    message = error_of(lambda: check_settings({"train_images": 0}, ShapesDetectionDataModule, "data."), ConfigError)
     assert "data.train_images=0" in message
     message = error_of(lambda: ShapesCOCODataModule(root=str(tmp_path), num_classes=5), ConfigError)
     assert "data.num_classes=5" in message and "circle, square, triangle" in message

@@ -14,6 +14,7 @@ from PIL import Image
 from c3exp.data.shapes import VOC_FOLDER, Scene, Shape, regular_polygon, render, voc_palette, write_shapes_dataset
 from c3exp.data.voc import VOC_CLASSES, VOCSegmentationDataModule
 from c3exp.errors import ConfigError, DataNotFoundError
+from c3exp.schema import check_settings
 from tests.conftest import data_config
 
 
@@ -234,7 +235,9 @@ def test_the_global_batch_is_divided_over_processes(shapes_root):
     {"batch_size": 0}, {"std": [0, 1, 1]},
 ])
 def test_bad_settings_are_refused_up_front(tmp_path, setting):
+    """By the schema (c3exp.schema) or, for rules spanning settings, by the constructor."""
     with pytest.raises(ConfigError, match=f"data.{next(iter(setting))}="):
+        check_settings(setting, VOCSegmentationDataModule, "data.")
         voc(tmp_path, **setting)
 
 

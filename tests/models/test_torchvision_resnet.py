@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 
 from c3exp.errors import ConfigError
+from c3exp.schema import check_settings
 from c3exp.models import ResNet, build_model, torchvision_resnet
 from c3exp.models.torchvision_resnet import BASIC_BLOCKS_PER_STAGE
 from c3exp.utils.complexity import count_macs, count_params
@@ -95,7 +96,7 @@ def test_parameter_names_are_unchanged(arch: str, output_stride: int):
 @pytest.mark.parametrize("value", [4, 64, "8", True, None])
 def test_bad_output_stride_is_one_line(value):
     with pytest.raises(ConfigError) as error:
-        torchvision_resnet(10, output_stride=value)
+        check_settings({"output_stride": value}, torchvision_resnet, "model.")
     assert error.value.key == "model.output_stride" and "32, 16, 8" in str(error.value) and "\n" not in str(error.value)
 
 

@@ -36,7 +36,7 @@ def test_a_block_of_ones_own_goes_after_every_blocks_last_bn(tmp_path):
     widths = (16, 32, 64)  # ResNet-20's stages, 3 blocks each
     assert gates == {f"net.stages.{stage}.{block}.attention.weight": (width, 1, 1)
                      for stage, width in enumerate(widths) for block in range(3)}
-    plain = count_params(c3exp.build_model(c3exp.compose(["data=digits"])))
+    plain = count_params(c3exp.build_network(c3exp.compose(["data=digits"])))
     assert results["attn"] == "gate" and results["params"] == plain + 3 * sum(widths)
 
 

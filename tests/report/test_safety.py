@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from c3exp.cli.report import main as report
-from c3exp.report.plots import NAME_LIMIT, safe_name
+from c3exp.report.output import NAME_LIMIT, safe_name
 from c3exp.report.wandb_runs import run_from_wandb
 from tests.conftest import rows_by_attn as read_csv
 

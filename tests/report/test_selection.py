@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-import c3exp.report.plots
+import c3exp.report.output
 from c3exp.analysis.plots import Band
 from c3exp.cli.report import main as report
 from c3exp.report.wandb_runs import run_from_wandb
@@ -98,7 +98,7 @@ def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
         Path(path).write_bytes(b"a PNG")
         return Path(path)
 
-    monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)
+    monkeypatch.setattr(c3exp.report.output, "accuracy_curves", record)
     report([str(walkthrough), f"out={tmp_path / 'report'}"])
     assert {attn: band.runs for attn, band in drawn.items()} == {"c3": 2, "none": 2}
     np.testing.assert_allclose(drawn["c3"].mean, [46.0, 92.0])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import c3exp.report.plots
+import c3exp.report.output
 from c3exp.cli.report import main as report
 from c3exp.report.runs import collect_runs
 from c3exp.results import PrimaryMetric
@@ -195,7 +195,7 @@ def test_curves_of_the_primary_metric_per_segmentation_row(mixed, tmp_path, monk
         Path(path).write_bytes(b"a PNG")
         return Path(path)
 
-    monkeypatch.setattr(c3exp.report.plots, "accuracy_curves", record)
+    monkeypatch.setattr(c3exp.report.output, "accuracy_curves", record)
     written = report([str(mixed), f"out={tmp_path / 'report'}"])
     assert set(drawn) == {"curves_resnet20_digits.png", "curves_segmentation_resnet101_voc2012.png",
                           "curves_segmentation_resnet101_shapes.png"}

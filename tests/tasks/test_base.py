@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanSquaredError, MetricCollection
 
 import c3exp
-from c3exp.config import group_choices
+from c3exp.config import group_choices, validate_config
 from c3exp.errors import ConfigError
 from c3exp.cli.eval import evaluate
 from c3exp.paths import config_dir
@@ -97,7 +97,7 @@ def test_build_model_gives_the_task_network():
     cfg = c3exp.compose(["data=digits", "model=resnet20", "attn=c3"])
     module = build_task(cfg, run_config={})
     assert isinstance(module, ClassificationModule)
-    assert [name for name, _ in c3exp.build_model(cfg).named_parameters()] == [n for n, _ in module.net.named_parameters()]
+    assert [name for name, _ in c3exp.build_network(cfg).named_parameters()] == [n for n, _ in module.net.named_parameters()]
 
 
 def test_every_epoch_is_one_line_in_the_log(tmp_path, caplog):
@@ -181,7 +181,7 @@ def test_a_warmup_within_the_first_epoch_leaves_the_schedule_as_it_was():
     assert learning_rates(partial(CosineAnnealingLR, T_max=3, eta_min=0.01), warmup_epochs=0) == pytest.approx(cosine)
 
 
-def test_warmup_is_read_from_the_optim_recipe_and_refused_with_onecycle():
+def test_warmup_is_read_from_the_optim_recipe_and_refused_with_onecycle(tmp_path):
     cfg = c3exp.compose(["data=digits", "optim.warmup_epochs=0.5"])
     assert build_task(cfg, run_config={}).warmup_epochs == 0.5
     shared = OmegaConf.load(config_dir() / "optim" / "shared" / "options.yaml")  # every recipe's defaults list has it
@@ -191,7 +191,7 @@ def test_warmup_is_read_from_the_optim_recipe_and_refused_with_onecycle():
     with pytest.raises(ConfigError, match=r"optim.warmup_epochs=1 is not valid: expected 0 with OneCycleLR"):
         build_task(c3exp.compose(["data=digits", "optim=onecycle", "optim.warmup_epochs=1"]), run_config={})
     with pytest.raises(ConfigError, match=r"optim.warmup_epochs=-1 is not valid"):
-        build_task(c3exp.compose(["data=digits", "optim.warmup_epochs=-1"]), run_config={})
+        validate_config(run_config(["data=digits", "optim.warmup_epochs=-1"], tmp_path))
 
 
 @pytest.mark.parametrize("nesterov, factor", [(False, 1.0), (True, 1.9)])

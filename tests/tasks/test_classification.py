@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanSquaredError, MetricCollection
 
 from c3exp.errors import ConfigError
+from c3exp.schema import check_settings
 from c3exp.paths import config_dir
 from c3exp.tasks import ClassificationModule, PrimaryMetric, TaskModule
 
@@ -77,7 +78,7 @@ def test_tta_flip_averages_the_logits_of_the_image_and_its_mirror_image_outside_
                                           ({"tta_flip": "yes"}, "task.tta_flip")])
 def test_bad_options_are_one_line_naming_the_key(options, key):
     with pytest.raises(ConfigError) as error:
-        classifier(**options)
+        check_settings(options, ClassificationModule, "task.")
     assert error.value.key == key and "\n" not in str(error.value)
 
 

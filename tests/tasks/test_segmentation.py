@@ -115,7 +115,7 @@ def test_the_cli_and_build_model_give_the_same_segmentation_network(head, aux):
                  "attn.options.spatial_sizes=[[16,16],[16,16],[8,8],[8,8]]", f"task.head={head}",
                  f"task.aux_loss={str(aux).lower()}"]
     cfg = c3exp.compose(overrides)
-    net = c3exp.build_model(cfg)
+    net = c3exp.build_network(cfg)
     module = build_task(cfg, run_config={})
     assert [(n, p.shape) for n, p in net.named_parameters()] == [(n, p.shape) for n, p in module.net.named_parameters()]
     out = net(torch.randn(2, 3, 65, 65))

@@ -16,8 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 
 from c3exp.training.train import train
-from c3exp.training.csv_logger import ReplacingCSVLogger
-from c3exp.training.csv_rows import carry_over_csv_rows, rows_from_history
+from c3exp.training.csv_rows import ReplacingCSVLogger, carry_over_csv_rows, rows_from_history
 from c3exp.utils.atomic import TEMP_PREFIX
 from tests.conftest import REPO, SHORT_RUN, run_config
 

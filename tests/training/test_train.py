@@ -43,7 +43,7 @@ def test_results_file_has_the_run_summary(two_epochs):
     tested = [row for row in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if row["test/acc1"]]
     assert [(float(row["test/acc1"]), float(row["test/acc5"])) for row in tested] == [
         pytest.approx((on_disk["test_acc1"], on_disk["test_acc5"]))]  # the test metrics the loggers got
-    network = c3exp.build_model(c3exp.compose(SHORT))
+    network = c3exp.build_network(c3exp.compose(SHORT))
     assert (on_disk["params"], on_disk["macs"]) == (count_params(network), count_macs(network))  # of one 32 px image
     assert on_disk["train_images_per_sec"] == history[1]["train/images_per_sec"]  # after the first epoch's warm-up
     assert on_disk["wall_seconds"] > on_disk["train_seconds"]

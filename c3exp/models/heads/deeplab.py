@@ -3,29 +3,29 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
-from c3exp.errors import check, check_keywords, imported, is_int
+from c3exp.errors import check, imported
+from c3exp.schema import PositiveInt, check_settings
 
 HEAD_KEY = "task.head"
 HEAD_OPTIONS_KEY = "task.head_options"
 DEEPLABV2_RATES = (6, 12, 18, 24)
+Rates = Annotated[Sequence[PositiveInt], at.MinLen(1), "DeepLabv2: 6, 12, 18, 24"]
 
 
 class DeepLabV2Head(nn.Module):
     """DeepLabv2's ASPP (Chen et al., 2017): summed dilated 3x3 convs to class scores, no BN or image pooling (v3's);
     initialised as DeepLab's classifier (normal std 0.01, biases 0)."""
 
-    def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int] = DEEPLABV2_RATES):
+    def __init__(self, in_channels: int, num_classes: int, rates: Rates = DEEPLABV2_RATES):
         super().__init__()
-        valid = isinstance(rates, Sequence) and len(rates) > 0 and all(is_int(rate) and rate >= 1 for rate in rates)
-        hint = f"a non-empty list of positive integers (DeepLabv2: {list(DEEPLABV2_RATES)})"
-        check(valid, f"{HEAD_OPTIONS_KEY}.rates", rates, hint)
         self.branches = nn.ModuleList(
             nn.Conv2d(in_channels, num_classes, 3, padding=rate, dilation=rate) for rate in rates
         )
@@ -53,7 +53,7 @@ def create_head(head: str | Mapping[str, Any], in_channels: int, num_classes: in
     else:
         check(head in HEADS, HEAD_KEY, head, [*HEADS, "or {_target_: module.Class} (a head of one's own)"])
         name, prefix, factory = head, f"{HEAD_OPTIONS_KEY}.", HEADS[head]
-    check_keywords(options, factory, prefix, f"an option of the {name} head", supplied=("in_channels", "num_classes"))
+    check_settings(options, factory, prefix, supplied=("in_channels", "num_classes"))
     return factory(in_channels, num_classes, **options)
 
 

@@ -49,7 +49,7 @@ def test_deeplabv2_rates_are_an_option():
     head = create_head("deeplabv2", 8, CLASSES, rates=[1, 2])
     assert [c.dilation[0] for c in head.branches] == [1, 2]
     with pytest.raises(ConfigError) as error:
-        DeepLabV2Head(8, CLASSES, rates=[6, 0])
+        create_head("deeplabv2", 8, CLASSES, rates=[6, 0])
     assert error.value.key == "task.head_options.rates"
 
 

@@ -431,11 +431,13 @@ def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs):
 
 
 def check_node(node: DictConfig | dict, key: str, supplied: Iterable[str] = ()) -> None:
-    """The settings of a `_target_` node against the target's signature (c3exp.schema), named `key.<setting>`."""
+    """The settings of a `_target_` node against the target's signature (c3exp.schema), named `key.<setting>`; a
+    key the code supplies (a task's `net`, built from its own node) is the code's."""
     from c3exp.errors import imported
     from c3exp.schema import check_settings
 
     settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     target = imported(settings.get("_target_"), f"{key}._target_")
-    plain = {name: value for name, value in settings.items() if not name.startswith("_")}
-    check_settings(plain, target, f"{key}.", supplied=list(supplied))
+    supplied = list(supplied)
+    plain = {name: value for name, value in settings.items() if not name.startswith("_") and name not in supplied}
+    check_settings(plain, target, f"{key}.", supplied=supplied)

@@ -23,8 +23,10 @@ LOCAL_KEYS = ("data.root", "output_dir", "trainer.default_root_dir")
 SCALARS = (str, int, float, bool, type(None))
 #: Never built when re-testing: c3exp's defaults stand in (a run's own would need their config group known).
 UNUSED_SECTIONS = ("logger", "callbacks")
-#: Settings that moved, old key -> new: the speed options left the model group for the task (every task's).
-MOVED_KEYS = {"model.channels_last": "task.channels_last", "model.compile": "task.compile"}
+#: Settings that moved, old key -> new: the speed options left the model group for the task (every task's), the
+#: network's settings went into the task's `net` node.
+MOVED_KEYS = {"model.channels_last": "task.channels_last", "model.compile": "task.compile", "task.network": "task.net",
+              "task.head": "task.net.head", "task.head_options": "task.net.head_options", "task.aux_loss": "task.net.aux_loss"}
 
 
 class UnsafeCheckpointError(ConfigError):
@@ -171,11 +173,18 @@ def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, vouched: Map
 def moved_keys(config: dict[str, Any]) -> None:
     """An older run's settings under their keys of today (in place)."""
     for old, new in MOVED_KEYS.items():
-        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
-        if isinstance(config.get(old_section), dict) and old_key in config[old_section]:
-            value = config[old_section].pop(old_key)
-            if isinstance(config.get(new_section), dict):
-                config[new_section].setdefault(new_key, value)
+        *old_path, old_key = old.split(".")
+        parent = _select(config, ".".join(old_path))
+        if not isinstance(parent, dict) or old_key not in parent:
+            continue
+        value, node = parent.pop(old_key), config
+        *new_path, new_key = new.split(".")
+        for part in new_path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node.setdefault(new_key, value)
 
 
 def hydra_choices() -> dict[str, str]:

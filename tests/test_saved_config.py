@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 from c3exp.cli.analyze import main as analyze_main
 from c3exp.cli.eval import main as eval_main
-from c3exp.saved_config import LOCAL_KEYS, MAX_NODES, UNUSED_SECTIONS, changed_settings, flatten, rebuild_config
+from c3exp.saved_config import (LOCAL_KEYS, MAX_NODES, UNUSED_SECTIONS, changed_settings, flatten, moved_keys,
+                                 rebuild_config)
 from c3exp.training.train import train
 from tests.conftest import REPO, SHORT_RUN, error_line, run_config, run_main
 from tests.test_checkpoints import RunsCode
@@ -152,6 +153,17 @@ def test_an_older_checkpoint_gets_its_speed_options_under_the_task(two_epochs):
         checkpoint["c3exp"]["config"]["task"].pop(key, None)
     cfg = rebuild_config(checkpoint, "old.ckpt")
     assert cfg.task.channels_last is True and cfg.task.compile is False and "channels_last" not in cfg.model
+
+
+def test_older_keys_move_to_where_the_settings_live_now():
+    config = {"model": {"depth": 20, "compile": True}, "task": {"name": "segmentation", "head": "deeplabv3",
+                                                            "aux_loss": True}}
+    moved_keys(config)
+    assert config == {"model": {"depth": 20}, "task": {"name": "segmentation", "compile": True,
+                                                       "net": {"head": "deeplabv3", "aux_loss": True}}}
+    detection = {"task": {"network": {"fpn_channels": 16}}}
+    moved_keys(detection)
+    assert detection == {"task": {"net": {"fpn_channels": 16}}}
 
 
 def test_resume_names_every_setting_that_would_change_the_result():

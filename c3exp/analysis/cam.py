@@ -14,15 +14,14 @@ def rank_channels(features: torch.Tensor, k: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, k): the k channels of largest mean activation; stable, so ties keep the lower index first."""
     if not 1 <= k <= features.shape[1]:
         raise ValueError(f"k={k} must be between 1 and the {features.shape[1]} channels")
-    scores = features.mean(dim=(2, 3))
-    return torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+    return torch.argsort(features.mean(dim=(2, 3)), dim=1, descending=True, stable=True)[:, :k]
 
 
 def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
     """Scale every (H, W) map of a (B, K, H, W) tensor to [0, 1]; a flat map becomes all zeros."""
     low = maps.amin(dim=(2, 3), keepdim=True)
     span = maps.amax(dim=(2, 3), keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / span.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+    return (maps - low) / torch.where(span > 0, span, torch.inf)
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,7 @@ def top_channel_maps(model: nn.Module, images: torch.Tensor, k: int = 6) -> Chan
         features = model.forward_features(images)
         predictions = model.head(features).argmax(dim=1)
     channels = rank_channels(features, k)
-    index = channels[:, :, None, None].expand(-1, -1, *features.shape[2:])
-    picked = features.gather(1, index)
+    picked = features.gather(1, channels[:, :, None, None].expand(-1, -1, *features.shape[2:]))
     upsampled = F.interpolate(picked, size=images.shape[-2:], mode="bilinear", align_corners=False)
     scores = features.mean(dim=(2, 3)).gather(1, channels)
     return ChannelMaps(channels.cpu(), scores.cpu(), normalise_maps(upsampled).cpu(), predictions.cpu())

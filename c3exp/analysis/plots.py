@@ -1,7 +1,4 @@
-"""The analysis figures, on an explicit Agg canvas: safe in callbacks, threads and headless machines; pyplot untouched.
-
-Epochs are 0-based, as Lightning numbers them.
-"""
+"""The analysis figures, on an explicit Agg canvas: safe in callbacks, threads and headless machines; no pyplot."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -11,7 +8,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Colormap
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
@@ -19,8 +15,6 @@ from matplotlib.ticker import MaxNLocator
 from c3exp.analysis.cam import ChannelMaps
 from c3exp.utils.atomic import write_with
 
-DPI = 80
-CORRELATION_LABEL = "Pearson correlation"
 ACCURACY_LABEL = "validation top-1 accuracy (%)"
 
 
@@ -29,39 +23,24 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # attaches itself to fig: savefig renders with Agg
-    return write_with(path, lambda file: fig.savefig(file, format="png", dpi=DPI))
+    return write_with(path, lambda file: fig.savefig(file, format="png", dpi=80))
 
 
-def _correlation_colormap() -> Colormap:
-    """Diverging blue-white-red for [-1, 1]; grey marks the NaN rows of constant channels."""
-    return matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.75")
-
-
-def draw_heatmap_grid(
-    fig: Figure | SubFigure,
-    matrices: Sequence[Sequence[np.ndarray]],
-    row_labels: Sequence[str],
-    column_titles: Sequence[str],
-    title: str,
-) -> None:
-    """A rows x columns grid of correlation matrices on one shared [-1, 1] colour scale."""
+def draw_heatmap_grid(fig: Figure | SubFigure, matrices: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
+                      column_titles: Sequence[str], title: str) -> None:
+    """A rows x columns grid of correlation matrices on one shared [-1, 1] colour scale; grey: constant channels."""
     axes = fig.subplots(len(matrices), len(column_titles), squeeze=False)
-    cmap = _correlation_colormap()
-    image = None
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.75")
     for row, (label, row_matrices) in enumerate(zip(row_labels, matrices)):
-        for column, (column_title, matrix) in enumerate(zip(column_titles, row_matrices)):
-            ax = axes[row, column]
+        for ax, column_title, matrix in zip(axes[row], column_titles, row_matrices):
             image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
             ax.set_title(column_title if not label else f"{label}: {column_title}", fontsize=9)
-            ax.set_xlabel("channel")
-            ax.set_ylabel("channel")
-    fig.colorbar(image, ax=axes.ravel().tolist(), label=CORRELATION_LABEL, shrink=0.8)
+            ax.set(xlabel="channel", ylabel="channel")
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="Pearson correlation", shrink=0.8)
     fig.suptitle(title)
 
 
-def correlation_heatmaps(
-    matrices: Sequence[np.ndarray], titles: Sequence[str], title: str, path: str | Path
-) -> Path:
+def correlation_heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str], title: str, path: str | Path) -> Path:
     """One row of correlation heatmaps (e.g. the stages of one network), saved as a PNG."""
     fig = Figure(figsize=(3.6 * len(matrices) + 1.2, 3.6), layout="constrained")
     draw_heatmap_grid(fig, [list(matrices)], [""], titles, title)
@@ -89,10 +68,8 @@ def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path, yla
     for label, band in bands.items():
         (line,) = ax.plot(band.x, band.mean, marker="o", markersize=3, label=f"{label} (n={band.runs})")
         ax.fill_between(band.x, *band.limits(0.0, 100.0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("epoch")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(title="attention (mean ± std over seeds)")
     return save_figure(fig, path)
@@ -108,9 +85,8 @@ class CorrelationHistory:
     matrices: list[list[np.ndarray]]  # [epoch][stage]
 
 
-def correlation_over_training(
-    histories: Sequence[CorrelationHistory], stage: int, heatmap_epochs: Sequence[int], path: str | Path
-) -> Path:
+def correlation_over_training(histories: Sequence[CorrelationHistory], stage: int, heatmap_epochs: Sequence[int],
+                              path: str | Path) -> Path:
     """Fig. 4: mean |corr| per stage across epochs (top) and the `stage` matrices at a few epochs (bottom)."""
     stages = len(histories[0].mean_abs[0])
     fig = Figure(figsize=(max(3.2 * stages, 2.6 * len(heatmap_epochs) + 1.5), 3.0 + 2.5 * len(histories)),
@@ -121,71 +97,55 @@ def correlation_over_training(
         for history in histories:
             values = [row[index] for row in history.mean_abs]
             ax.plot(history.epochs, values, marker="o", markersize=3, label=history.label)
-        ax.set_title(f"stage {index + 1} output")
-        ax.set_xlabel("epoch")
+        ax.set(title=f"stage {index + 1} output", xlabel="epoch")  # epochs 0-based, as Lightning numbers them
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_ylabel("mean |correlation|")
     top.suptitle("Channel correlation during training: mean |corr| between distinct channels "
                  "(lower: more diverse channels)", fontsize=10)
-    matrices = [[history.matrices[history.epochs.index(epoch)][stage - 1] for epoch in heatmap_epochs] for history in histories]
+    matrices = [[h.matrices[h.epochs.index(epoch)][stage - 1] for epoch in heatmap_epochs] for h in histories]
     draw_heatmap_grid(bottom, matrices, [h.label for h in histories], [f"after epoch {e}" for e in heatmap_epochs],
                       f"Stage {stage} channel correlation matrices")
     return save_figure(fig, path)
 
 
-def _show_image(ax, image: np.ndarray, extent: tuple[float, float, float, float] | None = None) -> None:
+def show_image(ax, image: np.ndarray, extent: tuple[float, float, float, float] | None = None) -> None:
     ax.imshow(image, interpolation="nearest", extent=extent)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
-def cam_comparison(
-    images: np.ndarray,
-    captions: Sequence[str],
-    panels: Mapping[str, ChannelMaps],
-    path: str | Path,
-    input_title: str = "input",
-) -> Path:
+def cam_comparison(images: np.ndarray, captions: Sequence[str], panels: Mapping[str, ChannelMaps], path: str | Path,
+                   input_title: str = "input") -> Path:
     """Fig. 6: each image (rows, (N, H, W, 3) in [0, 1], captioned), then the top-k channel maps of every network."""
     count, k = len(images), next(iter(panels.values())).channels.shape[1]
     fig = Figure(figsize=(1.05 * (1 + k * len(panels)) + 0.9, 1.1 * count + 0.8), layout="constrained")
     columns = fig.subfigures(1, 1 + len(panels), width_ratios=[1.25] + [k] * len(panels))
-    inputs = columns[0].subplots(count, 1, squeeze=False)[:, 0]
-    for ax, image, caption in zip(inputs, images, captions):
-        _show_image(ax, image)
+    for ax, image, caption in zip(columns[0].subplots(count, 1, squeeze=False)[:, 0], images, captions):
+        show_image(ax, image)
         ax.set_title(caption, fontsize=7)
     columns[0].suptitle(input_title, fontsize=9)
-    overlay = None
     for column, (label, maps) in zip(columns[1:], panels.items()):
         axes = column.subplots(count, k, squeeze=False)
-        for row, image in enumerate(images):
-            for rank in range(k):
-                ax = axes[row, rank]
-                _show_image(ax, image.mean(axis=-1, keepdims=True).repeat(3, axis=-1))
-                overlay = ax.imshow(maps.maps[row, rank].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
-                                    interpolation="nearest")
-                ax.set_title(f"ch {int(maps.channels[row, rank])}", fontsize=7)
+        for (row, rank), ax in np.ndenumerate(axes):
+            show_image(ax, images[row].mean(axis=-1, keepdims=True).repeat(3, axis=-1))
+            overlay = ax.imshow(maps.maps[row, rank].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1,
+                                interpolation="nearest")
+            ax.set_title(f"ch {int(maps.channels[row, rank])}", fontsize=7)
         column.suptitle(f"{label}: top-{k} channels of the last stage (by mean activation)", fontsize=10)
     fig.colorbar(overlay, ax=axes.ravel().tolist(), label="activation (each map scaled to [0, 1])", shrink=0.8)
     return save_figure(fig, path)
 
 
-def box_comparison(
-    images: Sequence[np.ndarray],
-    columns: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
-    class_names: Sequence[str],
-    path: str | Path,
-) -> Path:
+def box_comparison(images: Sequence[np.ndarray], columns: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+                   class_names: Sequence[str], path: str | Path) -> Path:
     """A row per image ((H, W, 3) in [0, 1]); per column and image `boxes` (x1, y1, x2, y2 px), `labels`, `scores`."""
     count, colours = len(images), matplotlib.colormaps["tab10"]
     fig = Figure(figsize=(2.6 * len(columns), 2.5 * count + 0.5), layout="constrained")
     for panel, (title, rows) in zip(fig.subfigures(1, len(columns), squeeze=False)[0], columns.items()):
-        axes = panel.subplots(count, 1, squeeze=False)[:, 0]
-        for ax, image, found in zip(axes, images, rows):
+        for ax, image, found in zip(panel.subplots(count, 1, squeeze=False)[:, 0], images, rows):
             height, width = image.shape[:2]
-            _show_image(ax, image, extent=(0, width, height, 0))  # pixel edges at integers, as the boxes count them
+            show_image(ax, image, extent=(0, width, height, 0))  # pixel edges at integers, as the boxes count them
             scores, labels = found.get("scores"), np.asarray(found["labels"]).tolist()
             for index, ((x1, y1, x2, y2), label) in enumerate(zip(np.asarray(found["boxes"]).tolist(), labels)):
                 colour = colours(label % colours.N)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import itertools
 import os
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,8 +23,6 @@ from c3exp.results import RESULTS_FILE, read_results, write_json
 from c3exp.schema import PositiveInt, Probability
 
 if TYPE_CHECKING:
-    import numpy as np
-    import torch
     from torch import nn
 
     from c3exp.analysis.correlation import StageCorrelation
@@ -63,8 +62,8 @@ class Pair:
     c3: str = option("C3 checkpoint", metavar="PATH")
     images: PositiveInt = option("how many images (at most the split's)", 4)
     split: Split = option("which split", "test")
-    data_root: str | None = option("where the data set is (default: this machine's data.root, C3EXP_DATA or data/)", None,
-                                   metavar="DIR")
+    data_root: str | None = option("where the data set is (default: this machine's data.root, C3EXP_DATA or data/)",
+                                   None, metavar="DIR")
 
 
 @dataclass
@@ -85,10 +84,9 @@ class Boxes(Pair):
     out: str | None = option(OUT.format("boxes_compare.png"), None, metavar="FILE")
 
 
-# -- checkpoints and data ------------------------------------------------------------------------
-def load_network(ckpt_path: str | Path, overrides: Sequence[str] = (), data_root: str | None = None) -> tuple[nn.Module, DictConfig]:
-    """The checkpoint's network (the one its task trains) with its trained weights (eval mode), and its run config
-    (its data read from `data_root` where its data config has a root: the bundled digits have none)."""
+def load_network(ckpt_path: str | Path, overrides: Sequence[str] = (),
+                 data_root: str | None = None) -> tuple[nn.Module, DictConfig]:
+    """The checkpoint's trained network (eval mode) and run config; its data read from `data_root` where it has one."""
     from c3exp.checkpoints import load_checkpoint
     from c3exp.cli.eval import config_from_checkpoint, load_weights
     from c3exp.models import without_pretrained
@@ -99,20 +97,24 @@ def load_network(ckpt_path: str | Path, overrides: Sequence[str] = (), data_root
     if data_root and "root" in cfg.data:
         cfg.data.root = data_root
     net = build_network(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones: no download
-    weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
+               if key.startswith("net.")}
     load_weights(net, weights, ckpt_path)
     return net.eval(), cfg
 
 
-def load_pair(options: Pair, task: str) -> tuple[tuple[nn.Module, DictConfig], tuple[nn.Module, DictConfig]]:
-    """The two checkpoints of a comparison, both of `task` and trained on the same data, read from data_root
-    (never a checkpoint's own root)."""
-    (baseline, cfg), (c3, c3_cfg) = (load_network(path, data_root=options.data_root) for path in (options.baseline, options.c3))
+def load_pair(options: Pair, task: str) -> tuple[tuple[nn.Module, nn.Module], tuple[DictConfig, DictConfig], Any, list]:
+    """Both networks and configs (of `task`, trained on the same data, read from data_root), data and first samples."""
+    from c3exp.analysis.callback import first_samples
+
+    (baseline, cfg), (c3, c3_cfg) = (load_network(path, data_root=options.data_root)
+                                     for path in (options.baseline, options.c3))
     check_task(cfg, task, "baseline", options.baseline)
     check_task(c3_cfg, task, "c3", options.c3)
     check(cfg.data.name == c3_cfg.data.name, "c3", options.c3,
           f"a checkpoint trained on the baseline's data ({cfg.data.name}), not {c3_cfg.data.name}")
-    return (baseline, cfg), (c3, c3_cfg)
+    datamodule, loader = split_loader(cfg, options.split, options.images)
+    return (baseline, c3), (cfg, c3_cfg), datamodule, first_samples(loader, options.images)
 
 
 def check_task(cfg: DictConfig, task: str, role: str, ckpt_path: str | Path) -> None:
@@ -122,71 +124,51 @@ def check_task(cfg: DictConfig, task: str, role: str, ckpt_path: str | Path) -> 
 
 
 def split_loader(cfg: DictConfig, split: str, images: int | None = None) -> tuple[ImageDataModule, Any]:
-    """The run's data module and the (unshuffled) loader of `split`, which must hold at least `images` images
-    (more would draw one figure row per image of the whole split)."""
+    """The data module and `split`'s unshuffled loader, which must hold `images` (else a figure row per image)."""
     from c3exp.training.train import build_datamodule
 
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     available = len(datamodule.dataset(split))
-    check(images is None or images <= available, "images", images, f"1..{available} (the {split} images of {cfg.data.name})")
+    check(images is None or images <= available, "images", images,
+          f"1..{available} (the {split} images of {cfg.data.name})")
     return datamodule, getattr(datamodule, f"{split}_dataloader")()
 
 
-def image_batches(loader: Any, count: int, seen: list[int]) -> Iterator[torch.Tensor]:
-    """The images of the loader's first `count` batches, the size of each appended to `seen`: counted as they are
-    read, for every loader kind (data.on_device's DeviceBatches has no `.dataset`)."""
-    for images, *_ in itertools.islice(loader, count):
-        seen.append(len(images))
-        yield images
-
-
-def output(out: str | None, paths: Sequence[str | Path], name: str) -> Path:
-    """`out`, or `name` in the deepest folder holding all `paths`: where a figure comparing them belongs."""
-    return Path(out) if out else Path(os.path.commonpath([Path(path).resolve().parent for path in paths])) / name
-
-
-# -- correlation -----------------------------------------------------------------------------------
-def correlation_outputs(correlations: Sequence[StageCorrelation], out: Path, name: str, images: int) -> list[Path]:
-    """correlation.npz, correlation.json and one heatmap per stage in `out`."""
-    import numpy as np
-
-    from c3exp.analysis.plots import correlation_heatmaps
-    from c3exp.utils.atomic import write_with
-
-    out.mkdir(parents=True, exist_ok=True)
-    matrices = {f"stage{c.stage}": c.matrix for c in correlations}
-    write_with(out / "correlation.npz", lambda file: np.savez_compressed(file, **matrices))
-    summary = {"checkpoint": name, "images": images,
-               "stages": [{"stage": c.stage, "channels": len(c.matrix), "mean_abs_corr": c.mean_abs,
-                           "constant_channels": c.constant} for c in correlations]}
-    write_json(out / "correlation.json", summary)
-    return [
-        correlation_heatmaps([c.matrix], [f"{len(c.matrix)} channels, mean |corr| {c.mean_abs:.3f}"],
-                             f"{name}: stage {c.stage} channel correlation", out / f"stage{c.stage}.png")
-        for c in correlations
-    ]
+def figure(options: Any, name: str, draw: Callable[[Path], Any]) -> Path:
+    """`draw` into `out`, or `name` in the deepest folder holding baseline and c3: where their comparison belongs."""
+    parents = [Path(path).resolve().parent for path in (options.baseline, options.c3)]
+    out = Path(options.out) if options.out else Path(os.path.commonpath(parents)) / name
+    draw(out)
+    print(f"wrote {out}")
+    return out
 
 
 def run_correlation(args: list[str]) -> list[StageCorrelation]:
-    from c3exp.analysis.correlation import stage_correlations
+    from c3exp.analysis.correlation import save_matrices, stage_correlations
+    from c3exp.analysis.plots import correlation_heatmaps
 
     options, overrides = parse(Correlation, args, overrides=True)
     net, cfg = load_network(options.ckpt_path, overrides)
     check_task(cfg, "classification", "ckpt_path", options.ckpt_path)
-    _, loader = split_loader(cfg, options.split)
-    seen: list[int] = []
-    correlations = stage_correlations(net, image_batches(loader, options.batches, seen))
-    ckpt = Path(options.ckpt_path)
+    loader = split_loader(cfg, options.split)[1]
+    correlations = stage_correlations(net, (images for images, *_ in itertools.islice(loader, options.batches)))
+    ckpt, images = Path(options.ckpt_path), correlations[0].images
+    name = f"{cfg.model.name} + {cfg.attn.name} on {cfg.data.name}"
     out = Path(options.out) if options.out else ckpt.parent / f"{ckpt.stem}_correlation"
-    correlation_outputs(correlations, out, f"{cfg.model.name} + {cfg.attn.name} on {cfg.data.name}", sum(seen))
+    out.mkdir(parents=True, exist_ok=True)
+    save_matrices(correlations, out / "correlation.npz")
+    write_json(out / "correlation.json", {"checkpoint": name, "images": images, "stages": [
+        {"stage": c.stage, "channels": len(c.matrix), "mean_abs_corr": c.mean_abs, "constant_channels": c.constant}
+        for c in correlations]})
     for c in correlations:
+        correlation_heatmaps([c.matrix], [f"{len(c.matrix)} channels, mean |corr| {c.mean_abs:.3f}"],
+                             f"{name}: stage {c.stage} channel correlation", out / f"stage{c.stage}.png")
         print(f"stage {c.stage}: mean |corr| = {c.mean_abs:.4f} ({len(c.matrix)} channels, {c.constant} constant)")
-    print(f"wrote {out}/correlation.npz, correlation.json, stage*.png ({sum(seen)} {options.split} images)")
+    print(f"wrote {out}/correlation.npz, correlation.json, stage*.png ({images} {options.split} images)")
     return correlations
 
 
-# -- correlation-compare ------------------------------------------------------------------------------
 def run_label(run_dir: str | Path, fallback: str) -> str:
     results = Path(run_dir) / RESULTS_FILE
     info = read_results(results) if results.is_file() else None
@@ -210,110 +192,70 @@ def run_correlation_compare(args: list[str]) -> Path:
     histories = [load_correlation_history(path, run_label(path, fallback))
                  for path, fallback in ((options.baseline, "baseline"), (options.c3, "c3"))]
     stages = len(histories[0].mean_abs[0])
-    check(all(len(h.mean_abs[0]) == stages for h in histories), "runs", runs, "two runs of networks with the same number of stages")
+    check(all(len(h.mean_abs[0]) == stages for h in histories), "runs", runs,
+          "two runs of networks with the same number of stages")
     stage = options.stage or stages
     check(stage <= stages, "stage", stage, f"a stage from 1 to {stages}")
     shared = sorted(set(histories[0].epochs).intersection(*(h.epochs for h in histories[1:])))
     check(bool(shared), "runs", runs, "two runs with at least one recorded epoch in common")
-    out = output(options.out, [options.baseline, options.c3], "correlation_compare.png")
-    correlation_over_training(histories, stage, spread_epochs(shared, options.epochs), out)
     for history in histories:
         last = ", ".join(f"stage {i + 1} {value:.4f}" for i, value in enumerate(history.mean_abs[-1]))
         print(f"{history.label}: mean |corr| after epoch {history.epochs[-1]}: {last}")
-    print(f"wrote {out}")
-    return out
-
-
-# -- cam -----------------------------------------------------------------------------------------
-def display_images(images: torch.Tensor, datamodule: ImageDataModule) -> np.ndarray:
-    """Undo the data module's normalisation: (N, 3, H, W) -> (N, H, W, 3) in [0, 1] for drawing."""
-    import torch
-
-    mean = torch.tensor(datamodule.mean).view(1, -1, 1, 1)
-    std = torch.tensor(datamodule.std).view(1, -1, 1, 1)
-    return (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    draw = partial(correlation_over_training, histories, stage, spread_epochs(shared, options.epochs))
+    return figure(options, "correlation_compare.png", draw)
 
 
 def run_cam(args: list[str]) -> Path:
     import torch
 
-    from c3exp.analysis.callback import first_batch
     from c3exp.analysis.cam import top_channel_maps
     from c3exp.analysis.plots import cam_comparison
 
     options, _ = parse(Cam, args)
-    (baseline, cfg), (c3, c3_cfg) = load_pair(options, "classification")
-    datamodule, loader = split_loader(cfg, options.split, options.images)
-    images, labels = first_batch(loader, options.images)
+    (baseline, c3), (cfg, c3_cfg), datamodule, samples = load_pair(options, "classification")
+    images, labels = (torch.stack(column).cpu() for column in zip(*samples))
     with torch.no_grad():
         channels = min(net.forward_features(images[:1]).shape[1] for net in (baseline, c3))
     check(options.topk <= channels, "topk", options.topk, f"at most the {channels} channels of the last stage")
-    panels = {
-        f"baseline ({cfg.model.name} + {cfg.attn.name})": top_channel_maps(baseline, images, options.topk),
-        f"C3 ({c3_cfg.model.name} + {c3_cfg.attn.name})": top_channel_maps(c3, images, options.topk),
-    }
+    panels = {f"baseline ({cfg.model.name} + {cfg.attn.name})": top_channel_maps(baseline, images, options.topk),
+              f"C3 ({c3_cfg.model.name} + {c3_cfg.attn.name})": top_channel_maps(c3, images, options.topk)}
     maps = list(panels.values())
     captions = [f"label {int(label)}\npredicted {int(maps[0].predictions[i])} | {int(maps[1].predictions[i])}"
                 for i, label in enumerate(labels)]
-    out = output(options.out, [options.baseline, options.c3], "cam_compare.png")
-    cam_comparison(display_images(images, datamodule), captions, panels, out, "input\n(predicted:\nbaseline | C3)")
+    # the data module's normalisation undone: (N, 3, H, W) -> (N, H, W, 3) in [0, 1]
+    mean, std = (torch.tensor(values).view(1, -1, 1, 1) for values in (datamodule.mean, datamodule.std))
+    shown = (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     for label, panel in panels.items():
         print(f"{label}: top-{options.topk} channels per image: {panel.channels.tolist()}")
-    print(f"wrote {out}")
-    return out
-
-
-# -- boxes ---------------------------------------------------------------------------------------
-def first_detection_samples(loader: Any, count: int) -> tuple[list[torch.Tensor], list[dict]]:
-    """The first `count` (image, target) pairs of a non-shuffled detection loader: lists, as it yields them."""
-    images, targets = [], []
-    for batch_images, batch_targets in loader:
-        images.extend(image.cpu() for image in batch_images)
-        targets.extend(batch_targets)
-        if len(images) >= count:
-            break
-    return images[:count], targets[:count]
-
-
-def detections_above(net: nn.Module, images: Sequence[torch.Tensor], score: float) -> list[dict[str, np.ndarray]]:
-    """The detector's boxes, labels and scores per image, those scoring at least `score`."""
-    import torch
-
-    found = []
-    with torch.no_grad():
-        for detection in net(list(images)):
-            keep = detection["scores"] >= score
-            found.append({key: detection[key][keep].numpy() for key in ("boxes", "labels", "scores")})
-    return found
+    draw = partial(cam_comparison, shown, captions, panels, input_title="input\n(predicted:\nbaseline | C3)")
+    return figure(options, "cam_compare.png", draw)
 
 
 def run_boxes(args: list[str]) -> Path:
+    import torch
+
     from c3exp.analysis.plots import box_comparison
 
     options, _ = parse(Boxes, args)
-    (baseline, cfg), (c3, c3_cfg) = load_pair(options, "detection")
-    datamodule, loader = split_loader(cfg, options.split, options.images)
-    images, targets = first_detection_samples(loader, options.images)
-    columns = {"ground truth": [{key: target[key].numpy() for key in ("boxes", "labels")} for target in targets]}
+    (baseline, c3), (cfg, c3_cfg), datamodule, samples = load_pair(options, "detection")
+    images = [image.cpu() for image, _ in samples]
+    columns = {"ground truth": [{key: target[key].numpy() for key in ("boxes", "labels")} for _, target in samples]}
     for role, net, net_cfg in (("baseline", baseline, cfg), ("C3", c3, c3_cfg)):
-        columns[f"{role}: {net_cfg.model.name} + {net_cfg.attn.name}"] = detections_above(net, images, options.score)
+        with torch.no_grad():  # the detections scoring at least `score`
+            columns[f"{role}: {net_cfg.model.name} + {net_cfg.attn.name}"] = [
+                {key: found[key][found["scores"] >= options.score].numpy() for key in ("boxes", "labels", "scores")}
+                for found in net(list(images))]
     class_names = getattr(datamodule, "class_names", None) or [f"class {i}" for i in range(cfg.data.num_classes)]
-    out = output(options.out, [options.baseline, options.c3], "boxes_compare.png")
-    box_comparison([image.permute(1, 2, 0).clamp(0, 1).numpy() for image in images], columns, class_names, out)
     for label, rows in columns.items():
         print(f"{label}: boxes per image {[len(row['labels']) for row in rows]}"
               + ("" if label == "ground truth" else f" (score >= {options.score:g})"))
-    print(f"wrote {out}")
-    return out
+    shown = [image.permute(1, 2, 0).clamp(0, 1).numpy() for image in images]
+    return figure(options, "boxes_compare.png", partial(box_comparison, shown, columns, class_names))
 
 
-# -- command line --------------------------------------------------------------------------------
 ANALYSES: dict[str, tuple[type, Callable[[list[str]], Any]]] = {
-    "correlation": (Correlation, run_correlation),
-    "correlation-compare": (CorrelationCompare, run_correlation_compare),
-    "cam": (Cam, run_cam),
-    "boxes": (Boxes, run_boxes),
-}
+    "correlation": (Correlation, run_correlation), "correlation-compare": (CorrelationCompare, run_correlation_compare),
+    "cam": (Cam, run_cam), "boxes": (Boxes, run_boxes)}
 
 
 def help_text() -> str:

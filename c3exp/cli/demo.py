@@ -29,23 +29,10 @@ def run(attn: str, root: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "c3exp", "experiment=quickstart", f"attn={attn}",
            "trainer.enable_progress_bar=false", "resume=never", f"hydra.run.dir={run_dir}", *extra]
     print("$ python", shlex.join(cmd[1:]), flush=True)
-    status = subprocess.run(cmd).returncode
-    if status != 0:
+    if status := subprocess.run(cmd).returncode:
         raise SystemExit(status)
-    return {**read_results(run_dir / RESULTS_FILE), "accelerator": accelerator(run_dir)}
-
-
-def accelerator(run_dir: Path) -> str | None:
-    """The run's trainer.accelerator, from the config Hydra saved in the run directory (None if unknown)."""
-    trainer = hydra_config(run_dir).get("trainer")
-    value = trainer.get("accelerator") if isinstance(trainer, dict) else None
-    return None if value is None else str(value)
-
-
-def model_title(name: str) -> str:
-    """resnet20 -> ResNet-20, as the paper writes it; other names as they are."""
-    found = re.fullmatch(r"resnet(\d+)", name)
-    return f"ResNet-{found.group(1)}" if found else name
+    accelerator = (hydra_config(run_dir).get("trainer") or {}).get("accelerator")  # as Hydra saved the run's config
+    return {**read_results(run_dir / RESULTS_FILE), "accelerator": accelerator}
 
 
 def _joined(values: list) -> str:
@@ -57,15 +44,14 @@ def title(rows: list[dict]) -> str:
     epochs = _joined([row.get("epochs", row.get("max_epochs")) for row in rows])
     devices = _joined([row["accelerator"].upper() for row in rows if row.get("accelerator")])
     details = [f"{epochs} epoch{'s' * (epochs != '1')}"] + ([devices] if devices else [])
-    models = _joined([model_title(row["model"]) for row in rows])
+    models = _joined([re.sub(r"^resnet(\d+)$", r"ResNet-\1", row["model"]) for row in rows])  # as the paper writes it
     return f"{models} on {_joined([row['data'] for row in rows])} ({', '.join(details)})"
 
 
 def table(rows: list[dict]) -> str:
-    header = " | ".join(name for name, _ in COLUMNS)
-    lines = [header, " | ".join("---" for _ in COLUMNS)]
-    lines += [" | ".join(fmt.format(row[name]) for name, fmt in COLUMNS) for row in rows]
-    return "\n".join(lines)
+    lines = [[name for name, _ in COLUMNS], ["---"] * len(COLUMNS)]
+    lines += [[fmt.format(row[name]) for name, fmt in COLUMNS] for row in rows]
+    return "\n".join(" | ".join(line) for line in lines)
 
 
 def run_both(extra: list[str]) -> str:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 SWAPPABLE_GROUPS = ("data", "trainer")
 # Groups that decide the network: the checkpoint's weights fit only the run's own.
 MODEL_GROUPS = ("task", "model", "attn")
+# Task settings a checkpoint may be tested with anew: `c3exp eval ckpt_path=... task.tta_flip=true`
+EVAL_FREE_TASK_KEYS = ("primary_metric", "label_smoothing", "tta_flip", "channels_last", "compile")
 
 
 @dataclass
@@ -44,11 +46,9 @@ class Options:
 
 def swap_group(cfg: DictConfig, group: str, choice: str) -> None:
     """`data=NAME` / `trainer=NAME`: that group's config file in place of the run's, as in training."""
-    if group in MODEL_GROUPS:
-        raise ConfigError(
-            group, choice, f"the checkpoint's own {group} ({OmegaConf.select(cfg, f'{group}.name')}): "
-            "model settings cannot be changed when evaluating a checkpoint"
-        )
+    own = OmegaConf.select(cfg, f"{group}.name")
+    check(group not in MODEL_GROUPS, group, choice,
+          f"the checkpoint's own {group} ({own}): model settings cannot be changed when evaluating a checkpoint")
     check(group in SWAPPABLE_GROUPS, group, choice,
           "data=NAME or trainer=NAME: evaluation takes its other settings from the checkpoint")
     check(choice in group_choices(group), group, choice, group_choices(group))
@@ -68,52 +68,38 @@ def set_key(cfg: DictConfig, key: str, value: str) -> None:
 
 
 def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str], path: str | Path) -> DictConfig:
-    """The run's config, group choices applied first and key=value settings after, as Hydra orders them.
-
-    Not load_from_checkpoint, nor the stored config itself: a checkpoint is data, so the config is
-    composed again from c3exp's own groups with the checkpoint's choices and plain values.
-    """
-    pairs = []
+    """The run's config rebuilt from c3exp's own groups (a checkpoint is data), then group choices and key=values."""
     for item in overrides:
         check("=" in item, "argument", item, "a key=value config override")
-        key, _, value = item.partition("=")
-        pairs.append((key, value))
-    saved = rebuild_config(checkpoint, path, vouched={key: value for key, value in pairs if key.rpartition(".")[2] in HYDRA_KEYS})
+    pairs = [item.split("=", 1) for item in overrides]
+    saved = rebuild_config(checkpoint, path, vouched={key: value for key, value in pairs
+                                                      if key.rpartition(".")[2] in HYDRA_KEYS})
     cfg = saved.copy()
     OmegaConf.set_struct(cfg, True)
-    for key, value in pairs:
-        if key in GROUPS:
-            swap_group(cfg, key, value)
-    for key, value in pairs:
-        if key not in GROUPS:
-            set_key(cfg, key, value)
+    for key, value in sorted(pairs, key=lambda pair: pair[0] not in GROUPS):  # group choices first, as Hydra does
+        (swap_group if key in GROUPS else set_key)(cfg, key, value)
     check_same_network(saved, cfg)
     note_data_root(checkpoint, cfg, overrides)
     return cfg
 
 
 def note_data_root(checkpoint: dict[str, Any], cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """Say where the test data is read from when it is not where the run read it: data.root is never the checkpoint's."""
+    """Say where the test data is read from when it is not where the run read it (never the checkpoint's data.root)."""
     stored = checkpoint["c3exp"].get("config", {}).get("data", {}).get("root")
     here = OmegaConf.select(cfg, "data.root", default=None)
-    if stored is not None and str(stored) != str(here) and not any(item.startswith(("data.root=", "data=")) for item in overrides):
+    chosen = any(item.startswith(("data.root=", "data=")) for item in overrides)
+    if stored is not None and str(stored) != str(here) and not chosen:
         print(f"note: the test data is read from data.root={here}, this machine's, not the run's {stored} "
               "(a checkpoint never says where c3exp reads or writes); data.root=... chooses", flush=True)
 
 
-# Task settings a checkpoint may be tested with anew: `c3exp eval ckpt_path=... task.tta_flip=true`
-EVAL_FREE_TASK_KEYS = ("primary_metric", "label_smoothing", "tta_flip", "channels_last", "compile")
-
-
 def network_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that decide the weights: the task (less what only training, scoring or speed reads), model, attn,
-    data.num_classes."""
-    task, model, attn = ({} if cfg.get(group) is None else OmegaConf.to_container(cfg[group], resolve=True)
-                         for group in MODEL_GROUPS)
-    task = {key: value for key, value in task.items() if key not in EVAL_FREE_TASK_KEYS}
-    groups = {"task.": task, "model.": model, "attn.": attn}
-    return {**{key: value for prefix, tree in groups.items() if tree for key, value in flatten(tree, prefix).items()},
-            "data.num_classes": cfg.data.get("num_classes")}
+    """What decides the weights: task (less what only training, scoring or speed reads), model, attn, num_classes."""
+    settings = {"data.num_classes": cfg.data.get("num_classes")}
+    for group in MODEL_GROUPS:
+        if cfg.get(group):
+            settings.update(flatten(OmegaConf.to_container(cfg[group], resolve=True), f"{group}."))
+    return {key: value for key, value in settings.items() if key.removeprefix("task.") not in EVAL_FREE_TASK_KEYS}
 
 
 def check_same_network(saved: DictConfig, cfg: DictConfig) -> None:
@@ -132,10 +118,11 @@ def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], p
         module.load_state_dict(state_dict)
     except RuntimeError as err:  # missing, unexpected or reshaped tensors
         detail = " ".join(str(err).split())[:200]
-        raise ConfigError("ckpt_path", str(path), f"a checkpoint whose weights fit the model of its config ({detail})") from None
+        raise ConfigError("ckpt_path", str(path),
+                          f"a checkpoint whose weights fit the model of its config ({detail})") from None
 
 
-def warn_if_not_finite(state_dict: dict[str, Any], path: str | Path) -> list[str]:
+def warn_if_not_finite(state_dict: dict[str, Any], path: str | Path) -> None:
     """A checkpoint of a run that diverged tests to chance-level metrics or NaN: say so beside them."""
     import torch
 
@@ -144,22 +131,19 @@ def warn_if_not_finite(state_dict: dict[str, Any], path: str | Path) -> list[str
     if bad:
         print(f"warning: {path} holds NaN or infinite weights in {len(bad)} tensors (e.g. {bad[0]}): "
               "its run diverged, and these metrics mean nothing", file=sys.stderr, flush=True)
-    return bad
 
 
 def accelerator_available(name: str) -> bool:
     """Whether Lightning finds a device of this kind here (`gpu`: CUDA or Apple MPS)."""
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
-    if name in ("auto", "cpu"):
-        return True
     kinds = ("cuda", "mps") if name == "gpu" else (name,)
-    return any(kind in AcceleratorRegistry and AcceleratorRegistry[kind]["accelerator"].is_available() for kind in kinds)
+    return name == "auto" or any(kind in AcceleratorRegistry and AcceleratorRegistry[kind]["accelerator"].is_available()
+                                 for kind in kinds)
 
 
 def choose_accelerator(cfg: DictConfig, overrides: Sequence[str]) -> str:
-    """The config's accelerator. A GPU run's own setting falls back to the CPU where there is no GPU;
-    one the command line asked for (trainer.accelerator=, trainer=) is an error instead."""
+    """The config's accelerator; the run's own GPU falls back to the CPU where there is none, a GPU asked for fails."""
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
     known = ("auto", "cpu", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
@@ -169,7 +153,8 @@ def choose_accelerator(cfg: DictConfig, overrides: Sequence[str]) -> str:
     check(wanted in known, key, value, known)
     if accelerator_available(wanted):
         return wanted
-    check(not asked, key, value, f"cpu or auto: there is no {wanted} device on this machine (trainer.accelerator={wanted})")
+    check(not asked, key, value,
+          f"cpu or auto: there is no {wanted} device on this machine (trainer.accelerator={wanted})")
     print(f"note: the run trained with trainer.accelerator={wanted}; there is none here, so it is tested on the CPU",
           file=sys.stderr, flush=True)
     return "cpu"
@@ -197,7 +182,7 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     warn_if_not_finite(checkpoint["state_dict"], ckpt_path)
     # Not build_trainer: re-testing one checkpoint uses none of the run's DDP, loggers or checkpoints.
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=cfg.trainer.get("precision", "32-true"),
-                        limit_test_batches=cfg.trainer.get("limit_test_batches"),  # the run's own test set, as it was tested
+                        limit_test_batches=cfg.trainer.get("limit_test_batches"),  # the run's own test set
                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     return {key: float(value) for key, value in metrics.items()}

@@ -8,18 +8,6 @@ from c3exp.data.imagefolder import ImageFolderDataModule
 from c3exp.data.synthetic import SyntheticDataModule
 from c3exp.data.voc import VOCSegmentationDataModule
 
-__all__ = [
-    "ArrayDataset",
-    "CIFARDataModule",
-    "COCODetectionDataModule",
-    "DetectionDataModule",
-    "DigitsDataModule",
-    "ImageArrays",
-    "ImageDataModule",
-    "ImageFolderDataModule",
-    "SyntheticDataModule",
-    "VOCDetectionDataModule",
-    "VOCSegmentationDataModule",
-    "build_transforms",
-    "detection_collate",
-]
+__all__ = ["ArrayDataset", "CIFARDataModule", "COCODetectionDataModule", "DetectionDataModule", "DigitsDataModule",
+           "ImageArrays", "ImageDataModule", "ImageFolderDataModule", "SyntheticDataModule", "VOCDetectionDataModule",
+           "VOCSegmentationDataModule", "build_transforms", "detection_collate"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import annotated_types as at
 import lightning as L
@@ -19,7 +19,8 @@ from c3exp.schema import NonNegativeFloat, NonNegativeInt, PositiveInt, Probabil
 
 def per_process_batch_size(batch_size: int, world_size: int) -> int:
     """`data.batch_size` is the global batch: with N data-parallel processes each loads 1/N of it."""
-    check(batch_size % world_size == 0, "data.batch_size", batch_size, f"a multiple of the {world_size} data-parallel processes")
+    check(batch_size % world_size == 0, "data.batch_size", batch_size,
+          f"a multiple of the {world_size} data-parallel processes")
     return batch_size // world_size
 
 
@@ -71,13 +72,8 @@ class TransformedImages(Dataset):
         return self.transform(image), label
 
 
-def build_transforms(
-    mean: Sequence[float],
-    std: Sequence[float],
-    train: bool,
-    crop_padding: int = 4,
-    hflip: bool = True,
-) -> v2.Transform:
+def build_transforms(mean: Sequence[float], std: Sequence[float], train: bool, crop_padding: int = 4,
+                     hflip: bool = True) -> v2.Transform:
     """The CIFAR recipe: pad-and-crop plus flip for training (drawn as data.on_device draws them), normalisation."""
     steps: list[v2.Transform] = []
     if train and (crop_padding > 0 or hflip):
@@ -86,9 +82,46 @@ def build_transforms(
     return v2.Compose(steps)
 
 
-class ImageDataModule(L.LightningDataModule):
-    """Subclasses return train/test splits as ImageArrays (`load_arrays`); `val_split` images are held out by
-    `split_seed` (the same in every run of a sweep; 0: the test split validates, the CIFAR papers' protocol)."""
+class BatchedDataModule(L.LightningDataModule):
+    """What every data module shares: the global data.batch_size split over processes, a DataLoader per split."""
+
+    pin_memory = True
+
+    def __init__(self, batch_size: PositiveInt = 128, eval_batch_size: PositiveInt | None = None,
+                 num_workers: NonNegativeInt = 2):
+        super().__init__()
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size or batch_size, num_workers
+
+    def dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def collate_fn(self, split: str) -> Callable[[list[Any]], Any] | None:
+        return None  # default_collate
+
+    def per_process_batch_size(self, split: str) -> int:
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        return per_process_batch_size(batch_size, self.trainer.world_size if self.trainer is not None else 1)
+
+    def _loader(self, split: str, dataset: Dataset | None = None) -> Any:
+        return DataLoader(
+            self.dataset(split) if dataset is None else dataset, batch_size=self.per_process_batch_size(split),
+            shuffle=split == "train", num_workers=self.num_workers, collate_fn=self.collate_fn(split),
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
+        )
+
+    def train_dataloader(self) -> Any:
+        return self._loader("train")
+
+    def val_dataloader(self) -> Any:
+        return self._loader("val")
+
+    def test_dataloader(self) -> Any:
+        return self._loader("test")
+
+
+class ImageDataModule(BatchedDataModule):
+    """Splits from `load_arrays`; `val_split` held out by `split_seed` (0: test validates, the CIFAR papers' way)."""
 
     mean: Sequence[float] = (0.5, 0.5, 0.5)
     std: Sequence[float] = (0.25, 0.25, 0.25)
@@ -99,9 +132,6 @@ class ImageDataModule(L.LightningDataModule):
         num_classes: Annotated[int, at.Ge(2)] | None,  # null: imagefolder counts its class folders
         image_size: PositiveInt = 32,
         channels: PositiveInt = 3,
-        batch_size: PositiveInt = 128,
-        eval_batch_size: PositiveInt | None = None,
-        num_workers: NonNegativeInt = 2,
         val_split: Annotated[NonNegativeInt, "0: validate on the test split"] = 0,
         split_seed: int = 0,
         augment: bool = True,
@@ -114,17 +144,14 @@ class ImageDataModule(L.LightningDataModule):
         mixup_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"] = 0.0,
         cutmix_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"] = 0.0,
         random_erasing: Annotated[Probability, "0: off"] = 0.0,
+        **loading: Any,
     ):
-        super().__init__()
+        super().__init__(**loading)
         check(not on_device or type(self).load_arrays is not ImageDataModule.load_arrays, "data.on_device",
               on_device, f"false for data={name}: only datasets held in memory as arrays can live on the device")
-        self.on_device, self.seed = on_device, seed
+        self.on_device, self.seed, self.train_repeats, self.pin_memory = on_device, seed, train_repeats, pin_memory
         self._device_splits: dict[str, ImageArrays] = {}
-        self.train_repeats = train_repeats
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size or batch_size, num_workers
-        self.name, self.num_classes = name, num_classes
-        self.image_size, self.channels = image_size, channels
-        self.pin_memory = pin_memory
+        self.name, self.num_classes, self.image_size, self.channels = name, num_classes, image_size, channels
         self.val_split, self.split_seed = val_split, split_seed
         self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
         self.mixup_alpha, self.cutmix_alpha, self.random_erasing = mixup_alpha, cutmix_alpha, random_erasing
@@ -143,11 +170,8 @@ class ImageDataModule(L.LightningDataModule):
         check(self.val_split < len(train), "data.val_split", self.val_split,
               f"fewer than the {len(train)} training images")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
-        return {
-            "train": train.subset(order[self.val_split:]),
-            "val": train.subset(order[: self.val_split]),
-            "test": test,
-        }
+        held_out, kept = order[: self.val_split], order[self.val_split:]
+        return {"train": train.subset(kept), "val": train.subset(held_out), "test": test}
 
     def transform(self, train: bool) -> v2.Transform:
         return build_transforms(self.mean, self.std, train and self.augment, self.crop_padding, self.hflip)
@@ -157,31 +181,23 @@ class ImageDataModule(L.LightningDataModule):
         train = split == "train"
         return ArrayDataset(self.splits[split], self.transform(train=train), repeats=self.train_repeats if train else 1)
 
-    def per_process_batch_size(self, split: str) -> int:
-        batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        return per_process_batch_size(batch_size, self.trainer.world_size if self.trainer is not None else 1)
-
     def batch_mixing(self) -> v2.Transform | None:
         """The MixUp/CutMix of whole training batches (None: off), built once num_classes is known (after setup)."""
         return batch_mixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
 
-    def _loader(self, split: str) -> DataLoader | DeviceBatches:
-        train = split == "train"
+    def collate_fn(self, split: str) -> MixingCollate | None:
+        mix = self.batch_mixing() if split == "train" else None
+        return MixingCollate(mix) if mix is not None else None
+
+    def _loader(self, split: str, dataset: Dataset | None = None) -> DataLoader | DeviceBatches:
         if self.on_device:
             return self.device_batches(split)
-        dataset = self.dataset(split)
-        if train and self.random_erasing > 0:
-            dataset = TransformedImages(dataset, RandomErase(self.random_erasing))
-        mix = self.batch_mixing() if train else None
-        return DataLoader(
-            dataset, batch_size=self.per_process_batch_size(split), shuffle=train, num_workers=self.num_workers,
-            collate_fn=MixingCollate(mix) if mix is not None else None,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
-        )
+        if split == "train" and self.random_erasing > 0:
+            return super()._loader(split, TransformedImages(self.dataset(split), RandomErase(self.random_erasing)))
+        return super()._loader(split)
 
     def train_augmentation(self) -> Augmentation | None:
-        """What data.on_device does to training images: crop/flip where data.augment, erasing where data.random_erasing > 0."""
+        """data.on_device's training augmentation: crop/flip where data.augment, erasing where random_erasing > 0."""
         if not (self.augment or self.random_erasing > 0):
             return None
         padding, hflip = (self.crop_padding, self.hflip) if self.augment else (0, False)
@@ -204,12 +220,3 @@ class ImageDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer is not None else 1,
             mix=self.batch_mixing() if train else None,
         )
-
-    def train_dataloader(self) -> DataLoader | DeviceBatches:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader | DeviceBatches:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader | DeviceBatches:
-        return self._loader("test")

@@ -23,7 +23,8 @@ _LABELS = ("labels", "fine_labels")  # CIFAR-10's and CIFAR-100's label key, as 
 
 # What a CIFAR pickle may name: numpy's array reconstruction (numpy 1 and 2) and pickle 2's bytes codec; no more.
 _ARRAY_GLOBALS = {
-    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")),
+    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+      for name in ("_reconstruct", "scalar")),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 }
 
@@ -82,7 +83,8 @@ def _download_note(download_error: Exception | None) -> str:
     return f" (data.download=true could not fetch a fresh copy: {download_error})" if download_error else ""
 
 
-def unreadable_message(name: str, folder: Path, problems: dict[str, str], download_error: Exception | None = None) -> str:
+def unreadable_message(name: str, folder: Path, problems: dict[str, str],
+                       download_error: Exception | None = None) -> str:
     first, problem = next(iter(problems.items()))
     others = f" (also unreadable: {', '.join(list(problems)[1:])})" if len(problems) > 1 else ""
     return (
@@ -133,11 +135,12 @@ class CIFARDataModule(ImageDataModule):
         if problem:
             raise DataNotFoundError(problem)
         data = np.concatenate([entries[name]["data"] for name in batches]).reshape(-1, 3, 32, 32)
-        labels = [label for name in batches for label in next(entries[name][key] for key in _LABELS if key in entries[name])]
+        labels = [label for name in batches
+                  for label in next(entries[name][key] for key in _LABELS if key in entries[name])]
         return ImageArrays(torch.from_numpy(data), torch.as_tensor(labels, dtype=torch.long))
 
     def _read(self, batches: list[str], download_error: Exception | None = None) -> tuple[dict[str, dict], str | None]:
-        """The batches' dicts, or the one line that says why the files cannot be used: missing, unreadable, unofficial."""
+        """The batches' dicts, or the one line saying why the files cannot be used: missing, unreadable, unofficial."""
         missing = [name for name in self.md5 if not (self.folder / name).is_file()]
         if missing:
             reason = f"the download failed: {download_error}" if download_error else (

@@ -1,5 +1,4 @@
-"""COCO detection through torchvision's CocoDetection and its v2 wrapper: category ids become labels 1..K in
-ascending id order; images without annotations are kept as negatives."""
+"""COCO detection via torchvision's CocoDetection: category ids -> labels 1..K by id; unannotated images: negatives."""
 from __future__ import annotations
 
 import contextlib
@@ -15,15 +14,8 @@ from torchvision import datasets
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from c3exp.data.detection import (
-    DetectionDataModule,
-    DetectionSamples,
-    Target,
-    box_fault,
-    image_size_matches,
-    make_target,
-    report_dropped,
-)
+from c3exp.data.detection import (DetectionDataModule, DetectionSamples, Target, box_fault, image_size_matches,
+                                   make_target, report_dropped)
 from c3exp.errors import DataNotFoundError, check, is_int, is_number
 
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
@@ -77,10 +69,9 @@ class COCOSamples(DetectionSamples):
 
     def __init__(self, coco: datasets.CocoDetection, transform: v2.Transform, label_of: dict[int, int], path: Path):
         super().__init__(transform)
-        self.coco, self.label_of, self.path = coco.coco, label_of, path
-        self.wrapped = datasets.wrap_dataset_for_transforms_v2(coco, target_keys={"image_id", "boxes", "labels",
-                                                                                  "iscrowd"})
-        self.ids, self.root = coco.ids, coco.root
+        self.coco, self.label_of, self.path, self.ids, self.root = coco.coco, label_of, path, coco.ids, coco.root
+        keys = {"image_id", "boxes", "labels", "iscrowd"}
+        self.wrapped = datasets.wrap_dataset_for_transforms_v2(coco, target_keys=keys)
 
     def __len__(self) -> int:
         return len(self.wrapped)
@@ -99,8 +90,7 @@ class COCOSamples(DetectionSamples):
 
 
 class COCODetectionDataModule(DetectionDataModule):
-    """COCO-format detection: an images folder and an instances JSON per split; data.num_classes must be K + 1,
-    checked once a split is opened (the categories are known only then)."""
+    """An images folder and instances JSON per split; data.num_classes = K + 1 is checked once the JSON is read."""
 
     def __init__(
         self,
@@ -113,11 +103,8 @@ class COCODetectionDataModule(DetectionDataModule):
         **settings: Any,
     ):
         super().__init__(**settings)
-        self.files = {
-            "train": (train_images, train_annotations),
-            "val": (val_images, val_annotations),
-            "test": (test_images or val_images, test_annotations or val_annotations),
-        }
+        self.files = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
+                      "test": (test_images or val_images, test_annotations or val_annotations)}
         self.categories: dict[int, str] | None = None
         self.categories_file: Path | None = None
 
@@ -145,7 +132,7 @@ class COCODetectionDataModule(DetectionDataModule):
         categories = categories_of(dataset, path)
         self.use_categories(categories, path)
         sizes = self.check_images(dataset["images"], path, images)
-        kept = [annotation for annotation in dataset["annotations"] if self.box_is_valid(annotation, categories, sizes, path)]
+        kept = [entry for entry in dataset["annotations"] if self.box_is_valid(entry, categories, sizes, path)]
         dropped = len(dataset["annotations"]) - len(kept)
         if dropped:  # re-index without them: the wrapper then never sees them
             dataset["annotations"] = kept

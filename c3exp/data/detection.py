@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,8 +18,8 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
 from c3exp.data.splits import SplitsDataModule
-from c3exp.data.voc import VOC_CLASSES, Year, missing_voc_message, voc_folder
-from c3exp.errors import DataNotFoundError, check, is_int
+from c3exp.data.voc import VOC_CLASSES, Year, check_listed, download_voc, missing_voc_message, voc_folder
+from c3exp.errors import DataNotFoundError, check
 from c3exp.schema import PositiveInt
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def make_target(boxes: torch.Tensor | Sequence[Box], labels: Sequence[int] | tor
 
 
 def box_fault(box: Box, width: float, height: float, slack: float = 0.0) -> tuple[Box, str | None]:
-    """An XYXY box (0-based pixel edges) clipped to its image (by at most `slack` px), and why it is unusable or None."""
+    """An XYXY box (0-based pixel edges) clipped to its image (by <= `slack` px), and why it is unusable or None."""
     x0, y0, x1, y1 = box
     if not all(math.isfinite(v) for v in box):
         return box, "with a coordinate that is not a finite number"
@@ -65,37 +65,6 @@ def report_dropped(count: int, where: str) -> None:
     if count:
         log.warning(f"data.invalid_boxes=drop: dropped {count} box{'es' if count > 1 else ''} outside their image "
                     f"or without area in {where}")
-
-
-def resize_step(min_size: int | Sequence[int], max_size: int, train: bool) -> v2.Transform:
-    """Shorter side to `min_size`, longer <= `max_size`; a list: multi-scale training, evaluation takes its largest."""
-    if not isinstance(min_size, int):
-        if train:
-            return v2.RandomShortestSize(list(min_size), max_size)
-        min_size = max(min_size)
-    if min_size >= max_size:  # v2.Resize wants max_size > size; then the longer side decides alone
-        return v2.Resize(size=None, max_size=max_size)
-    return v2.Resize(size=min_size, max_size=max_size)
-
-
-def detection_transform(train: bool, min_size: int | Sequence[int] = 800, max_size: int = 1333,
-                        hflip: bool = True) -> v2.Compose:
-    """(PIL image, target with BoundingBoxes) -> (float32 image in 0..1, target of plain tensors); boxes move along."""
-    steps: list[v2.Transform] = [v2.ToImage(), resize_step(min_size, max_size, train)]
-    steps += [v2.RandomHorizontalFlip()] if train and hflip else []
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()]  # ToDtype(dtype) converts the image only
-    return v2.Compose(steps)
-
-
-def check_sizes(min_size: Any, max_size: Any) -> tuple[int | list[int], int]:
-    """data.min_size (an integer or a list of them) and data.max_size, checked; a list comes back as a list."""
-    check(is_int(max_size) and max_size >= 1, "data.max_size", max_size, "an integer >= 1 (the longer side's cap)")
-    sizes = [min_size] if is_int(min_size) else min_size
-    valid = isinstance(sizes, Sequence) and not isinstance(sizes, str) and len(sizes) > 0
-    check(valid and all(is_int(s) and 1 <= s <= max_size for s in sizes), "data.min_size",
-          min_size if not isinstance(min_size, Sequence) or isinstance(min_size, str) else list(min_size),
-          f"an integer or a list of integers in 1..{max_size} (data.max_size): the shorter side after resizing")
-    return (min_size if is_int(min_size) else list(sizes)), max_size
 
 
 class DetectionSamples(Dataset):
@@ -119,44 +88,45 @@ def image_size_matches(image: Image.Image, width: int, height: int, image_path: 
 
 
 class DetectionDataModule(SplitsDataModule):
-    """What VOC and COCO detection share. `seed` is kept for the config interface (the global RNG, reseeded every
-    epoch, draws flips and sizes); `headline_metric`: VOC's mAP@0.5, COCO's mAP@[.5:.95]."""
+    """What VOC and COCO detection share; `headline_metric`: VOC's mAP@0.5, COCO's mAP@[.5:.95]."""
 
     def __init__(
         self,
-        name: str,
-        root: str,
         num_classes: Annotated[int, at.Ge(2), "the background and at least one object class"],
-        min_size: PositiveInt | Sequence[PositiveInt],
+        min_size: PositiveInt | Annotated[list[PositiveInt], at.MinLen(1)],
         max_size: Annotated[PositiveInt, "the longer side's cap"],
         hflip: bool = True,
-        seed: int = 0,
         invalid_boxes: Annotated[Literal["error", "drop"], "error: such a box stops the run, naming its file; "
                                  "drop: skipped, one warning line counts them"] = "error",
         headline_metric: Literal["map", "map_50", "map_75"] = "map_50",
-        **loading: Any,
+        **settings: Any,
     ):
-        super().__init__(**loading)
-        self.min_size, self.max_size = check_sizes(min_size, max_size)
-        self.name, self.root, self.num_classes = name, Path(root).expanduser(), num_classes
-        self.hflip, self.invalid_boxes, self.headline_metric, self.seed = hflip, invalid_boxes, headline_metric, seed
+        super().__init__(**settings)
+        sizes = [min_size] if isinstance(min_size, int) else list(min_size)
+        self.min_size = min_size if isinstance(min_size, int) else sizes
+        check(max(sizes) <= max_size, "data.min_size", self.min_size,
+              f"an integer or a list of integers in 1..{max_size} (data.max_size): the shorter side after resizing")
+        self.max_size, self.num_classes = max_size, num_classes
+        self.hflip, self.invalid_boxes, self.headline_metric = hflip, invalid_boxes, headline_metric
         self.class_names: list[str] | None = None  # ["background", *object classes]: index = label
 
     def transform(self, train: bool) -> v2.Compose:
-        return detection_transform(train, self.min_size, self.max_size, self.hflip)
+        """Shorter side to min_size (a list: one drawn per training image), longer <= max_size; boxes move along."""
+        if isinstance(self.min_size, list) and train:
+            resize = v2.RandomShortestSize(self.min_size, self.max_size)
+        else:  # v2.Resize wants max_size > size; else the longer side decides alone
+            size = max(self.min_size) if isinstance(self.min_size, list) else self.min_size
+            resize = v2.Resize(size=size if size < self.max_size else None, max_size=self.max_size)
+        flip = [v2.RandomHorizontalFlip()] if train and self.hflip else []
+        # ToDtype(dtype) converts the image only
+        return v2.Compose([v2.ToImage(), resize, *flip, v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()])
 
-    def collate(self, samples: list[Sample]) -> tuple[list[torch.Tensor], list[Target]]:
-        return detection_collate(samples)
-
-
-def torchvision_voc_lists(year: str) -> list[str]:
-    """The image sets torchvision's VOCDetection accepts: 2007 adds its test set (a separate archive)."""
-    return ["train", "trainval", "val", *(["test"] if year == "2007" else [])]
+    def collate_fn(self, split: str) -> Callable[[Sequence[Sample]], tuple[list[torch.Tensor], list[Target]]]:
+        return detection_collate
 
 
 class VOCDetectionSamples(DetectionSamples):
-    """A VOCDetection split's objects as 0-based XYXY; `check_all()` raises on the first bad annotation, so a
-    sample's conversion cannot fail afterwards."""
+    """A VOCDetection split's objects as 0-based XYXY, all checked up front (`check_all`) so no sample fails later."""
 
     def __init__(self, voc: datasets.VOCDetection, transform: v2.Transform, class_names: Sequence[str],
                  use_difficult: bool, drop_invalid: bool):
@@ -243,17 +213,14 @@ class VOCDetectionSamples(DetectionSamples):
 
 
 class VOCDetectionDataModule(DetectionDataModule):
-    """PASCAL VOC detection (or its layout under `root`/VOCdevkit/VOC<year>); `difficult` objects are kept as
-    iscrowd=1 unless use_difficult=false; a sample's `image_id` is its position in the split's list."""
+    """VOC detection under `root`/VOCdevkit/VOC<year>; difficult objects: iscrowd=1; `image_id`: the list position."""
 
     def __init__(
         self,
         year: Year = "2007",
         download: bool = False,
         class_names: Sequence[str] = VOC_DETECTION_CLASSES,
-        train_split: str = "trainval",
-        val_split: str = "test",
-        test_split: str = "test",
+        train_split: str = "trainval", val_split: str = "test", test_split: str = "test",
         use_difficult: bool = True,
         **settings: Any,
     ):
@@ -263,12 +230,13 @@ class VOCDetectionDataModule(DetectionDataModule):
               "data.class_names", class_names, "a list of distinct non-empty names, the objects' <name>s in the XML")
         check(num_classes == len(names) + 1, "data.num_classes", num_classes,
               f"{len(names) + 1}: the background and the {len(names)} data.class_names")
-        for role, split in (("train", train_split), ("val", val_split), ("test", test_split)):
-            check(split in torchvision_voc_lists(year), f"data.{role}_split", split,
-                  f"a list torchvision's VOCDetection reads for VOC {year}: {', '.join(torchvision_voc_lists(year))}")
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        lists = ["train", "trainval", "val", *(["test"] if year == "2007" else [])]  # what VOCDetection reads
+        for role, split in self.splits.items():
+            check(split in lists, f"data.{role}_split", split,
+                  f"a list torchvision's VOCDetection reads for VOC {year}: {', '.join(lists)}")
         self.year, self.download, self.use_difficult = year, download, use_difficult
         self.object_names, self.class_names = names, ["background", *names]
-        self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.folder = voc_folder(self.root, self.year)
 
     def list_file(self, split: str) -> Path:
@@ -281,10 +249,7 @@ class VOCDetectionDataModule(DetectionDataModule):
         """Download (data.download=true) the archives of the lists that are missing, once, on one process."""
         for split in dict.fromkeys(self.splits.values()) if self.download else ():  # 2007's test: its own archive
             if not self.list_file(split).is_file():
-                try:
-                    datasets.VOCDetection(str(self.root), self.year, split, download=True)
-                except (OSError, RuntimeError) as err:  # URLError, DNS, checksum failures
-                    raise self.missing(f"the download failed: {err}") from None
+                download_voc(datasets.VOCDetection, self.root, self.year, split, self.missing)
 
     def open_split(self, role: str) -> VOCDetectionSamples:
         """torchvision's VOCDetection for the list data.<role>_split, every file it names and every object checked."""
@@ -296,10 +261,7 @@ class VOCDetectionDataModule(DetectionDataModule):
             raise self.missing(f"it has no ImageSets/Main/{split}.txt" + (
                 " (VOC 2007's test set is a separate archive, VOCtest_06-Nov-2007.tar)" if separate else ""))
         voc = datasets.VOCDetection(str(self.root), self.year, split)
-        for path in (*voc.images, *voc.annotations):
-            if not Path(path).is_file():
-                raise DataNotFoundError(f"{listing} names '{Path(path).stem}' but {path} does not exist: fix the "
-                                        f"list or the files under data.root={self.root}")
+        check_listed(listing, (*voc.images, *voc.annotations), self.root)
         samples = VOCDetectionSamples(voc, self.transform(role == "train"), self.object_names, self.use_difficult,
                                       self.invalid_boxes == "drop")
         report_dropped(samples.check_all(), str(listing))

@@ -27,9 +27,8 @@ class CropFlipDraws:
         return top, left, bool(self.flips[index])
 
 
-def draw_crop_flip(
-    count: int, padding: int, hflip: bool, generator: torch.Generator | None = None, device: torch.device | str | None = None
-) -> CropFlipDraws:
+def draw_crop_flip(count: int, padding: int, hflip: bool, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> CropFlipDraws:
     """Uniform crop offsets in [0, 2*padding] (torchvision's RandomCrop) and p=0.5 flips (none if not hflip)."""
     offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=generator, device=device)
     flips = torch.rand(count, generator=generator, device=device) < 0.5
@@ -61,11 +60,12 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     return TF.normalize(scaled.contiguous(), list(mean), list(std))
 
 
+@dataclass(frozen=True)
 class RandomCropFlip:
-    """The per-sample DataLoader transform: one `draw_crop_flip` from the global RNG (reseeded every epoch) per image."""
+    """The per-sample DataLoader transform: one `draw_crop_flip` per image from the global RNG (reseeded per epoch)."""
 
-    def __init__(self, padding: int, hflip: bool):
-        self.padding, self.hflip = padding, hflip
+    padding: int
+    hflip: bool
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         top, left, flip = draw_crop_flip(1, self.padding, self.hflip)[0]
@@ -86,10 +86,8 @@ class EraseDraws:
         return tuple(self.boxes[index].tolist())
 
 
-def draw_erasing(
-    count: int, height: int, width: int, p: float, generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> EraseDraws:
+def draw_erasing(count: int, height: int, width: int, p: float, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> EraseDraws:
     """torchvision's RandomErasing (probability `p`), all 10 tries drawn at once so both paths share one stream; sides
     round half to even in float32 (torchvision: float64), so one within float32 error of .5 may differ."""
 
@@ -114,7 +112,7 @@ def erase_image(image: torch.Tensor, top: int, left: int, height: int, width: in
 
 
 def erase_batch(images: torch.Tensor, draws: EraseDraws) -> torch.Tensor:
-    """`erase_image` for a whole (N, C, H, W) batch at once: one mask built from the rows and columns inside each box."""
+    """`erase_image` for a whole (N, C, H, W) batch at once: one mask of the rows and columns inside each box."""
     top, left, height, width = draws.boxes.unbind(1)
     rows = torch.arange(images.shape[-2], device=images.device)
     cols = torch.arange(images.shape[-1], device=images.device)
@@ -123,11 +121,11 @@ def erase_batch(images: torch.Tensor, draws: EraseDraws) -> torch.Tensor:
     return images.masked_fill((inside_rows[:, :, None] & inside_cols[:, None, :])[:, None], 0)
 
 
+@dataclass(frozen=True)
 class RandomErase:
     """The per-sample DataLoader transform: one `draw_erasing` from the global RNG per (normalised) image."""
 
-    def __init__(self, p: float):
-        self.p = p
+    p: float
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return erase_image(image, *draw_erasing(1, *image.shape[-2:], self.p)[0])
@@ -142,32 +140,23 @@ class Augmentation:
     erasing: float = 0.0
 
 
+@dataclass
 class DeviceBatches:
-    """One process's shard of an on-device (images, labels) pair; each pass draws from a generator seeded with
-    epoch_seed(seed, epoch()), so epoch e yields the same batches resumed or not."""
+    """One process's shard, drawn from epoch_seed(seed, epoch()): epoch e yields the same batches resumed or not."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        augmentation: Augmentation | None = None,
-        shuffle: bool = False,
-        repeats: int = 1,
-        seed: int = 0,
-        epoch: Callable[[], int] = lambda: 0,
-        rank: int = 0,
-        world_size: int = 1,
-        mix: Callable[[torch.Tensor, torch.Tensor], Batch] | None = None,
-    ):
-        self.images, self.labels = images, labels
-        self.batch_size, self.mean, self.std = batch_size, mean, std
-        self.augmentation, self.shuffle, self.repeats = augmentation, shuffle, repeats
-        self.seed, self.epoch = seed, epoch
-        self.rank, self.world_size = rank, world_size
-        self.mix = mix
+    images: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    augmentation: Augmentation | None = None
+    shuffle: bool = False
+    repeats: int = 1
+    seed: int = 0
+    epoch: Callable[[], int] = lambda: 0
+    rank: int = 0
+    world_size: int = 1
+    mix: Callable[[torch.Tensor, torch.Tensor], Batch] | None = None
 
     def __len__(self) -> int:
         return -(-self.shard_size() // self.batch_size)
@@ -178,7 +167,8 @@ class DeviceBatches:
     def shard(self, generator: torch.Generator) -> torch.Tensor:
         """This process's indices for one pass (`repeats` passes over the images, as ArrayDataset does)."""
         total, device = len(self.labels) * self.repeats, self.labels.device
-        order = torch.randperm(total, generator=generator, device=device) if self.shuffle else torch.arange(total, device=device)
+        order = (torch.randperm(total, generator=generator, device=device) if self.shuffle
+                 else torch.arange(total, device=device))
         padded = torch.cat([order, order[: self.shard_size() * self.world_size - total]])
         return padded[self.rank :: self.world_size] % len(self.labels)
 

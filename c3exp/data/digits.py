@@ -31,7 +31,6 @@ class DigitsDataModule(ImageDataModule):
         super().__init__(**kwargs)
         self.test_fraction = test_fraction
         self._all: ImageArrays | None = None
-        self._test_index: torch.Tensor | None = None
 
     def _partition(self) -> tuple[ImageArrays, torch.Tensor, torch.Tensor]:
         if self._all is None:

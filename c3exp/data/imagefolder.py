@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -15,7 +16,8 @@ from c3exp.errors import DataNotFoundError, check
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _EXTENSIONS = ", ".join(IMG_EXTENSIONS)
-_EXPECTED = f"one sub-folder per class, each holding images ending in {_EXTENSIONS} (what torchvision's ImageFolder reads)"
+_EXPECTED = (f"one sub-folder per class, each holding images ending in {_EXTENSIONS} (what torchvision's ImageFolder "
+             f"reads)")
 
 
 def _has_image(folder: Path) -> bool:
@@ -24,40 +26,24 @@ def _has_image(folder: Path) -> bool:
     return any(has_file_allowed_extension(name, IMG_EXTENSIONS) for _, _, names in walk for name in names)
 
 
-def _loose_images_hint(path: Path) -> str:
-    """Images straight in the split folder are the usual slip: ImageFolder only looks one level down."""
-    loose = any(entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS) for entry in os.scandir(path))
-    return " (its images lie directly in it: move them into one sub-folder per class)" if loose else ""
-
-
-def _quoted(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(name) for name in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def empty_folder_message(path: Path) -> str | None:
-    """Why ImageFolder finds nothing to load in split folder `path`, or None if every class folder has images."""
-    classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
-    if not classes:
-        return f"imagefolder: {path.resolve()} has no class sub-folders{_loose_images_hint(path)}: expected {_EXPECTED}."
-    empty = [name for name in classes if not _has_image(path / name)]
-    if not empty:
-        return None
-    return (
-        f"imagefolder: {path.resolve()} has class folders without images ({_quoted(empty)}): expected {_EXPECTED}; "
-        f"add images to them or remove them."
-    )
-
-
 def open_image_folder(path: Path) -> datasets.ImageFolder:
     """torchvision's ImageFolder, with an empty split or class folder reported as one line instead of a traceback."""
     try:
         return datasets.ImageFolder(str(path))
     except FileNotFoundError:
-        message = empty_folder_message(path)
-        if message is None:
+        classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
+        empty = [name for name in classes if not _has_image(path / name)]
+        if not classes:  # images straight in the split folder are the usual slip: ImageFolder looks one level down
+            loose = any(entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS)
+                        for entry in os.scandir(path))
+            hint = " (its images lie directly in it: move them into one sub-folder per class)" if loose else ""
+            raise DataNotFoundError(f"imagefolder: {path.resolve()} has no class sub-folders{hint}: expected "
+                                    f"{_EXPECTED}.") from None
+        if not empty:
             raise
-        raise DataNotFoundError(message) from None
+        shown = ", ".join(map(repr, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DataNotFoundError(f"imagefolder: {path.resolve()} has class folders without images ({shown}): expected "
+                                f"{_EXPECTED}; add images to them or remove them.") from None
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -65,7 +51,8 @@ class ImageFolderDataModule(ImageDataModule):
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, root: str, train_dir: str = "train", val_dir: str = "val", test_dir: str | None = None, **kwargs):
+    def __init__(self, root: str, train_dir: str = "train", val_dir: str = "val", test_dir: str | None = None,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir or val_dir}
@@ -83,15 +70,11 @@ class ImageFolderDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.folders:
             self.folders = {split: open_image_folder(self._folder(split)) for split in self.dirs}
-            self._check_two_classes()
+            classes = self.folders["train"].classes  # one: nothing to tell apart (cross-entropy of one logit is 0)
+            check(len(classes) >= 2, "data.root", str(self.root),
+                  f"a folder whose {self.dirs['train']}/ has 2 or more class sub-folders: it has one, {classes[0]!r}")
             if self.num_classes is None:
-                self.num_classes = len(self.folders["train"].classes)
-
-    def _check_two_classes(self) -> None:
-        """One class folder trains a classifier with nothing to tell apart (cross-entropy of one logit: always 0)."""
-        classes = self.folders["train"].classes
-        check(len(classes) >= 2, "data.root", str(self.root),
-              f"a folder whose {self.dirs['train']}/ has 2 or more class sub-folders: it has one, {classes[0]!r}")
+                self.num_classes = len(classes)
 
     def transform(self, train: bool) -> v2.Transform:
         size = self.image_size
@@ -99,7 +82,8 @@ class ImageFolderDataModule(ImageDataModule):
             steps = [v2.RandomResizedCrop(size, antialias=True)] + ([v2.RandomHorizontalFlip()] if self.hflip else [])
         else:
             steps = [v2.Resize(int(round(size * 8 / 7)), antialias=True), v2.CenterCrop(size)]
-        return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))])
+        normalize = v2.Normalize(list(self.mean), list(self.std))
+        return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True), normalize])
 
     def dataset(self, split: str) -> Dataset:
         self.setup()

@@ -1,5 +1,4 @@
-"""MixUp and CutMix of whole training batches; labels become float (N, num_classes) probabilities. They draw from
-the global RNG, which EpochSeed reseeds, so a resumed epoch mixes as the uninterrupted one."""
+"""MixUp/CutMix of training batches from the global RNG, which EpochSeed reseeds: a resumed epoch mixes the same."""
 from __future__ import annotations
 
 from typing import Any

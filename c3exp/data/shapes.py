@@ -3,6 +3,7 @@ exactly the code paths real VOC and COCO take. Colours are independent of the cl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -37,24 +38,16 @@ COCO_CATEGORIES = [{"id": label, "name": name, "supercategory": "shape"} for lab
 
 # (vertices, scale): similar areas for one size (pi r^2, 3.24 r^2, 2.92 r^2), so no class dominates the pixels
 _VERTICES = {"circle": (32, 1.0), "square": (4, 0.9 * math.sqrt(2)), "triangle": (3, 1.5)}
-# Squares stay near axis-aligned: a freely rotated 10 px square looks like a circle (val mIoU 0.70 instead of 0.83)
-_ANGLES = {
-    "circle": (0.0, 2 * math.pi),
-    "square": (math.pi / 4 - 0.25, math.pi / 4 + 0.25),  # vertices at 45 degrees: sides along the axes
-    "triangle": (0.0, 2 * math.pi),
-}
+# Squares stay near axis-aligned (vertices at 45 degrees +- 0.25: sides along the axes): a freely rotated 10 px
+# square looks like a circle (val mIoU 0.70 instead of 0.83)
+_ANGLES = {"circle": (0.0, 2 * math.pi), "square": (math.pi / 4 - 0.25, math.pi / 4 + 0.25),
+           "triangle": (0.0, 2 * math.pi)}
 
 
 def voc_palette() -> list[int]:
-    """VOC's colour map, flat RGB for labels 0..255: label bits 0, 1, 2 go to the top bits of R, G, B, then 3, 4, 5..."""
-    palette = []
-    for label in range(256):
-        rgb = [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((label >> (3 * bit + channel)) & 1) << (7 - bit)
-        palette += rgb
-    return palette
+    """VOC's colour map, flat RGB for labels 0..255: label bits 0, 1, 2 to the top bits of R, G, B, then 3, 4, 5..."""
+    labels = np.arange(256)[:, None]
+    return sum(((labels >> (3 * bit + np.arange(3))) & 1) << (7 - bit) for bit in range(8)).ravel().tolist()
 
 
 _PALETTE = voc_palette()
@@ -67,10 +60,6 @@ class Shape:
     label: int
     polygon: tuple[tuple[float, float], ...]
     colour: tuple[int, int, int]
-
-    @property
-    def name(self) -> str:
-        return CLASSES[self.label - 1]
 
 
 @dataclass(frozen=True, eq=False)  # holds an array: compare the rendered files instead
@@ -85,8 +74,7 @@ class Scene:
 
 @dataclass(frozen=True, eq=False)
 class Rendered:
-    """The RGB image, the class mask (labels, VOID borders) and each shape's box: its full extent (occluded parts
-    too) clipped to the image, (left, top, right, bottom) with right/bottom exclusive; None when none of it shows."""
+    """Image, class mask and each shape's whole (occluded too) clipped box, right/bottom exclusive; None: hidden."""
 
     image: Image.Image
     mask: Image.Image
@@ -157,8 +145,7 @@ def random_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> S
 
 
 def render(scene: Scene) -> Rendered:
-    """Draw the shapes in order over the background; the mask keeps each pixel's visible class, each outline VOID
-    (1 px, as VOC marks borders). Mild pixel noise over the whole image gives the objects texture too."""
+    """Shapes in order; the mask keeps visible classes, outlines VOID as VOC's; pixel noise gives objects texture."""
     height, width = scene.background.shape[:2]
     image = Image.fromarray(scene.background)
     mask = Image.new("P", (width, height), 0)
@@ -180,46 +167,40 @@ def render(scene: Scene) -> Rendered:
     return Rendered(image, mask, tuple(box if i in visible else None for i, box in enumerate(boxes, start=1)))
 
 
+def _xml(parent: ET.Element, fields: Sequence[tuple[str, Any]]) -> ET.Element:
+    """Children of `parent`: (tag, text) pairs, or (tag, [pairs]) for an element with children of its own."""
+    for tag, value in fields:
+        child = ET.SubElement(parent, tag)
+        if isinstance(value, list):
+            _xml(child, value)
+        else:
+            child.text = str(value)
+    return parent
+
+
 def voc_annotation(image_id: str, scene: Scene, rendered: Rendered) -> bytes:
     """The VOC detection XML of a scene: one <object> per visible shape, boxes 1-based and inclusive."""
     width, height = rendered.image.size
-    root = ET.Element("annotation")
-    for tag, text in (("folder", "VOC2012"), ("filename", f"{image_id}.jpg")):
-        ET.SubElement(root, tag).text = text
-    ET.SubElement(ET.SubElement(root, "source"), "database").text = "c3exp shapes"
-    size = ET.SubElement(root, "size")
-    for tag, value in (("width", width), ("height", height), ("depth", 3)):
-        ET.SubElement(size, tag).text = str(value)
-    ET.SubElement(root, "segmented").text = "1"
-    for shape, box in zip(scene.shapes, rendered.boxes):
-        if box is None:
-            continue
-        left, top, right, bottom = box
-        truncated = any(not (0 <= x <= width and 0 <= y <= height) for x, y in shape.polygon)
-        obj = ET.SubElement(root, "object")
-        fields = (("name", shape.name), ("pose", "Unspecified"), ("truncated", str(int(truncated))), ("difficult", "0"))
-        for tag, text in fields:
-            ET.SubElement(obj, tag).text = text
-        bndbox = ET.SubElement(obj, "bndbox")
-        for tag, value in (("xmin", left + 1), ("ymin", top + 1), ("xmax", right), ("ymax", bottom)):
-            ET.SubElement(bndbox, tag).text = str(value)
+    objects = [("object", [
+        ("name", CLASSES[shape.label - 1]), ("pose", "Unspecified"),
+        ("truncated", int(any(not (0 <= x <= width and 0 <= y <= height) for x, y in shape.polygon))),
+        ("difficult", 0), ("bndbox", [("xmin", box[0] + 1), ("ymin", box[1] + 1), ("xmax", box[2]), ("ymax", box[3])]),
+    ]) for shape, box in zip(scene.shapes, rendered.boxes) if box is not None]
+    root = _xml(ET.Element("annotation"), [
+        ("folder", "VOC2012"), ("filename", f"{image_id}.jpg"), ("source", [("database", "c3exp shapes")]),
+        ("size", [("width", width), ("height", height), ("depth", 3)]), ("segmented", 1), *objects])
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8") + b"\n"
 
 
 def coco_annotations(image_number: int, rendered: Rendered, scene: Scene, first_id: int) -> list[dict]:
     """COCO instance records of a scene's visible shapes: box [x, y, w, h]; segmentation and area are the box's."""
-    records = []
-    for shape, box in zip(scene.shapes, rendered.boxes):
-        if box is None:
-            continue
-        left, top, right, bottom = box
-        records.append({
-            "id": first_id + len(records), "image_id": image_number, "category_id": shape.label,
-            "bbox": [left, top, right - left, bottom - top], "area": (right - left) * (bottom - top), "iscrowd": 0,
-            "segmentation": [[left, top, right, top, right, bottom, left, bottom]],
-        })
-    return records
+    visible = [(shape.label, box) for shape, box in zip(scene.shapes, rendered.boxes) if box is not None]
+    return [{
+        "id": first_id + number, "image_id": image_number, "category_id": label,
+        "bbox": [left, top, right - left, bottom - top], "area": (right - left) * (bottom - top), "iscrowd": 0,
+        "segmentation": [[left, top, right, top, right, bottom, left, bottom]],
+    } for number, (label, (left, top, right, bottom)) in enumerate(visible)]
 
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -227,41 +208,32 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
 
 
-def write_shapes_dataset(
-    root: Path | str,
-    splits: Mapping[str, int] | None = None,
-    image_size: int = 64,
-    seed: int = 0,
-    max_objects: int = 4,
-) -> Path:
+def write_shapes_dataset(root: Path | str, splits: Mapping[str, int] | None = None, image_size: int = 64, seed: int = 0,
+                         max_objects: int = 4) -> Path:
     """Write each split's scenes under `root`, byte-identical for the same arguments; return `root`."""
-    splits = dict(DEFAULT_SPLITS if splits is None else splits)
-    root = Path(root)
+    splits, root = dict(DEFAULT_SPLITS if splits is None else splits), Path(root)
     voc = root / VOC_FOLDER
     folders = {name: voc / name for name in ("JPEGImages", "SegmentationClass", "Annotations")}
     lists = [voc / "ImageSets" / "Segmentation", voc / "ImageSets" / "Main"]
     for folder in [*folders.values(), *lists, root / "annotations"]:
         folder.mkdir(parents=True, exist_ok=True)
-    number, annotation_id = 0, 1
+    images, annotations = [], []  # COCO's, numbered across the splits
     for split, count in splits.items():
-        ids, images, annotations = [], [], []
-        for index in range(count):
-            image_id = f"{split}_{index:05d}"
+        ids, first_image, first_annotation = [f"{split}_{i:05d}" for i in range(count)], len(images), len(annotations)
+        for index, image_id in enumerate(ids):
             scene = random_scene(_image_rng(seed, split, index), image_size, max_objects)
             rendered = render(scene)
             rendered.image.save(folders["JPEGImages"] / f"{image_id}.jpg", quality=95)
             rendered.mask.save(folders["SegmentationClass"] / f"{image_id}.png")
             (folders["Annotations"] / f"{image_id}.xml").write_bytes(voc_annotation(image_id, scene, rendered))
-            images.append({"id": number, "file_name": f"{image_id}.jpg", "width": image_size, "height": image_size})
-            records = coco_annotations(number, rendered, scene, annotation_id)
-            annotations += records
-            annotation_id += len(records)
-            ids.append(image_id)
-            number += 1
+            annotations += coco_annotations(len(images), rendered, scene, len(annotations) + 1)
+            images.append({"id": len(images), "file_name": f"{image_id}.jpg", "width": image_size,
+                           "height": image_size})
         listing = "".join(f"{image_id}\n" for image_id in ids)
         for folder in lists:
             (folder / f"{split}.txt").write_text(listing)
-        coco = {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+        coco = {"images": images[first_image:], "annotations": annotations[first_annotation:],
+                "categories": COCO_CATEGORIES}
         write_json(root / "annotations" / f"instances_{split}.json", coco)
     write_json(root / METADATA, _metadata(splits, image_size, seed, max_objects))
     return root
@@ -271,11 +243,9 @@ def _metadata(splits: Mapping[str, int], image_size: int, seed: int, max_objects
     return {"splits": dict(splits), "image_size": image_size, "seed": seed, "max_objects": max_objects}
 
 
-def ensure_shapes_dataset(
-    root: Path, splits: Mapping[str, int], image_size: int, seed: int, max_objects: int = 4
-) -> None:
-    """Write the dataset into `root` unless it is there (data written with other arguments is an error). Safe for
-    several processes at once: each fills a private scratch folder and renames it into place; the first wins."""
+def ensure_shapes_dataset(root: Path, splits: Mapping[str, int], image_size: int, seed: int,
+                          max_objects: int = 4) -> None:
+    """Write the dataset into `root` unless there; concurrent writers each rename a scratch folder in: first wins."""
     wanted = _metadata(splits, image_size, seed, max_objects)
     if not (root / VOC_FOLDER / "ImageSets" / "Segmentation" / "train.txt").is_file():
         root.mkdir(parents=True, exist_ok=True)
@@ -284,10 +254,8 @@ def ensure_shapes_dataset(
         try:
             write_shapes_dataset(scratch, splits, image_size, seed, max_objects)
             for name in (METADATA, "annotations", VOC_FOLDER.parts[0]):
-                try:
+                with contextlib.suppress(OSError):  # another process got there first
                     os.rename(scratch / name, root / name)
-                except OSError:  # another process got there first
-                    pass
         finally:  # an error, Ctrl-C or a run's SIGTERM (c3exp.run turns it into SystemExit)
             shutil.rmtree(scratch, ignore_errors=True)
     metadata = root / METADATA
@@ -311,13 +279,12 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 
 class WritesShapes:
-    """Writes the scenes into `root` on first use; mixed in before a real data module, which then reads them as real
-    data. `defaults` are that module's settings for the scenes, `fixed` those the generator's files decide."""
+    """Mixed in before a real data module: writes the scenes on first use; `fixed`: settings the files decide."""
 
     root: Path
     defaults: ClassVar[dict[str, Any]] = {}

@@ -1,15 +1,14 @@
-"""PASCAL VOC semantic segmentation through torchvision's VOCSegmentation, with DeepLab's augmentation; evaluation
-pads each batch to its largest full image."""
+"""VOC segmentation via torchvision, DeepLab's augmentation; evaluation pads batches to their largest image."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, tv_tensors
 from torchvision.datasets.voc import DATASET_YEAR_DICT
@@ -63,59 +62,37 @@ def missing_voc_message(name: str, folder: Path, reason: str, year: str = "2012"
     )
 
 
-class RandomScale:
-    """Resize image (bilinear) and mask (nearest) by one factor drawn uniformly from `scale_range` (global RNG):
-    DeepLab's scaling is relative to each image, where v2.RandomResize sets an absolute size."""
+def check_listed(listing: Path | str, paths: Iterable[str], root: Path) -> None:
+    """Every file a VOC list names exists: else one line naming the list, the id and the missing file."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataNotFoundError(f"{listing} names '{Path(path).stem}' but {path} does not exist: fix the list or "
+                                    f"the files under data.root={root}")
 
-    def __init__(self, scale_range: tuple[float, float]):
-        self.low, self.high = scale_range
+
+def download_voc(dataset: type[datasets.VisionDataset], root: Path, year: str, split: str,
+                 missing: Callable[[str], DataNotFoundError]) -> None:
+    """torchvision's download of the VOC archive holding `split`; a failure is the `missing` paragraph."""
+    try:
+        dataset(str(root), year, split, download=True)
+    except (OSError, RuntimeError) as err:  # URLError, DNS, checksum failures
+        raise missing(f"the download failed: {err}") from None
+
+
+class RandomScale:
+    """DeepLab's scaling relative to each image (v2.RandomResize's is absolute); then a crop of `fits` must fit."""
+
+    def __init__(self, scale_range: tuple[float, float], fits: int | None = None):
+        (self.low, self.high), self.fits = scale_range, fits
 
     def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         scale = self.low + (self.high - self.low) * float(torch.rand(()))
-        height, width = image.shape[-2:]
-        size = [max(1, round(height * scale)), max(1, round(width * scale))]
-        return (F.resize(image, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
-                F.resize(mask, size, interpolation=v2.InterpolationMode.NEAREST_EXACT))
-
-
-class CropFits:
-    """With padding off, a crop larger than the (scaled) image is the user's setting to fix: one line naming it."""
-
-    def __init__(self, crop_size: int):
-        self.crop_size = crop_size
-
-    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-        height, width = image.shape[-2:]
-        check(min(height, width) >= self.crop_size, "data.crop_size", self.crop_size,
+        height, width = (max(1, round(side * scale)) for side in image.shape[-2:])
+        check(self.fits is None or min(height, width) >= self.fits, "data.crop_size", self.fits,
               f"at most {min(height, width)}, the shorter side of a {width}x{height} training image after random "
               f"scaling, as data.pad_to_crop=false (pad it: data.pad_to_crop=true)")
-        return image, mask
-
-
-def segmentation_transform(
-    train: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-    crop_size: int = 321,
-    scale_range: tuple[float, float] = (0.5, 2.0),
-    hflip: bool = True,
-    ignore_index: int = 255,
-    pad_to_crop: bool = True,
-) -> v2.Compose:
-    """Training adds scale, pad (the mean colour, 0 once normalised, as `pad_collate` pads), crop and flip."""
-    steps: list = [v2.ToImage()]
-    if train:
-        mean_colour = [round(255 * m) for m in mean]
-        steps += [RandomScale(scale_range)] + ([] if pad_to_crop else [CropFits(crop_size)])
-        steps.append(v2.RandomCrop(crop_size, pad_if_needed=pad_to_crop,
-                                   fill={tv_tensors.Image: mean_colour, tv_tensors.Mask: ignore_index}))
-        steps += [v2.RandomHorizontalFlip()] if hflip else []
-    steps += [
-        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
-        v2.Normalize(list(mean), list(std)),
-        v2.ToPureTensor(),
-    ]
-    return v2.Compose(steps)
+        return (F.resize(image, [height, width], interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+                F.resize(mask, [height, width], interpolation=v2.InterpolationMode.NEAREST_EXACT))
 
 
 def pad_collate(batch: Sequence[Sample], ignore_index: int = 255) -> Sample:
@@ -143,12 +120,7 @@ class CheckedSegmentation(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         image, mask_image = self.voc[index]
-        mask = self._mask(mask_image, image, index)
-        return self.transform(image, mask)
-
-    def _mask(self, mask_image: Image.Image, image: Image.Image, index: int) -> tv_tensors.Mask:
-        path = self.voc.masks[index]
-        labels = np.array(mask_image)
+        path, labels = self.voc.masks[index], np.array(mask_image)
         if labels.ndim != 2:
             raise DataNotFoundError(f"{path} is a {mask_image.mode} image: a mask must be a palette or greyscale "
                                     f"PNG of class indices (check data.root={self.voc.root})")
@@ -162,93 +134,80 @@ class CheckedSegmentation(Dataset):
             check(not bad, "data.num_classes", self.num_classes,
                   f"more than the labels {bad} in {path} (masks hold 0..{self.num_classes - 1} and "
                   f"data.ignore_index={self.ignore_index})")
-        return tv_tensors.Mask(labels)
+        return self.transform(image, tv_tensors.Mask(labels))
 
 
 class VOCSegmentationDataModule(SplitsDataModule):
-    """PASCAL VOC segmentation (or its layout under `root`/VOCdevkit/VOC<year>); `train_split: train_aug` is SBD's list.
-    `seed` is kept for the config interface: augmentation draws from the global RNG, reseeded every epoch."""
+    """VOC segmentation under `root`/VOCdevkit/VOC<year>; `train_split: train_aug` is SBD's list."""
 
     def __init__(
         self,
-        name: str = "voc2012",
-        root: str = "data",
         year: Year = "2012",
         download: bool = False,
         num_classes: Annotated[int, at.Interval(ge=1, le=255)] = 21,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "val",
+        train_split: str = "train", val_split: str = "val", test_split: str = "val",
         crop_size: PositiveInt = 321,
         scale_range: Annotated[tuple[PositiveFloat, PositiveFloat], "[low, high], low <= high"] = (0.5, 2.0),
-        hflip: bool = True,
-        augment: bool = True,
-        pad_to_crop: bool = True,
+        hflip: bool = True, augment: bool = True, pad_to_crop: bool = True,
         ignore_index: int = 255,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = IMAGENET_STD,
-        seed: int = 0,
         check_masks: bool = True,
-        **loading: Any,
+        **settings: Any,
     ):
-        super().__init__(**loading)
+        super().__init__(**settings)
         year, scale_range = str(year), tuple(float(s) for s in scale_range)
         check(num_classes <= ignore_index <= 255, "data.ignore_index", ignore_index,
               f"a label no class uses that fits 8-bit masks: {num_classes}..255 (VOC's void is 255)")
-        check(scale_range[0] <= scale_range[1], "data.scale_range", list(scale_range), "[low, high] with 0 < low <= high")
-        self.name, self.root, self.year, self.download = name, Path(root).expanduser(), year, download
+        check(scale_range[0] <= scale_range[1], "data.scale_range", list(scale_range),
+              "[low, high] with 0 < low <= high")
+        self.year, self.download, self.folder = year, download, voc_folder(self.root, year)
         self.num_classes, self.ignore_index, self.check_masks = num_classes, ignore_index, check_masks
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.crop_size, self.scale_range, self.hflip, self.augment = crop_size, scale_range, hflip, augment
-        self.pad_to_crop, self.seed = pad_to_crop, seed
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        generic = [f"class{i}" for i in range(num_classes)]
-        self.class_names = list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else generic
-        self.folder = voc_folder(self.root, self.year)
+        self.pad_to_crop, self.mean, self.std = pad_to_crop, tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.class_names = (list(VOC_CLASSES) if num_classes == len(VOC_CLASSES)
+                            else [f"class{i}" for i in range(num_classes)])
+
+    def missing(self, reason: str) -> DataNotFoundError:
+        return DataNotFoundError(missing_voc_message(self.name, self.folder, reason))
 
     def prepare_data(self) -> None:
         """Download (data.download=true) once, on one process; torchvision re-extracts 2 GB if asked again."""
         if self.download and not self.folder.is_dir():
-            try:
-                datasets.VOCSegmentation(str(self.root), self.year, "train", download=True)
-            except (OSError, RuntimeError) as err:  # URLError, DNS, checksum failures
-                reason = f"the download failed: {err}"
-                raise DataNotFoundError(missing_voc_message(self.name, self.folder, reason)) from None
+            download_voc(datasets.VOCSegmentation, self.root, self.year, "train", self.missing)
 
-    def _lists(self) -> list[str]:
-        lists = sorted(p.stem for p in (self.folder / "ImageSets" / "Segmentation").glob("*.txt"))
+    def open_split(self, role: str) -> CheckedSegmentation:
+        """torchvision's dataset for the list data.<role>_split, every file it names checked, its samples on use."""
+        split, lists_folder = self.splits[role], self.folder / "ImageSets" / "Segmentation"
+        lists = sorted(p.stem for p in lists_folder.glob("*.txt"))
         if not self.folder.is_dir() or not lists:
-            reason = "no such folder" if not self.folder.is_dir() else "it has no ImageSets/Segmentation/*.txt lists"
-            raise DataNotFoundError(missing_voc_message(self.name, self.folder, reason))
-        return lists
-
-    def open_voc(self, role: str) -> datasets.VOCSegmentation:
-        """torchvision's dataset for the list data.<role>_split, with every file it names checked to exist."""
-        split, lists = self.splits[role], self._lists()
+            raise self.missing("no such folder" if not self.folder.is_dir() else
+                               "it has no ImageSets/Segmentation/*.txt lists")
         check(split in KNOWN_LISTS and split in lists, f"data.{role}_split", split,
-              f"a list VOC readers know ({', '.join(KNOWN_LISTS)}) that exists in "
-              f"{self.folder / 'ImageSets' / 'Segmentation'}; found: {', '.join(lists)}")
+              f"a list VOC readers know ({', '.join(KNOWN_LISTS)}) that exists in {lists_folder}; found: "
+              f"{', '.join(lists)}")
         try:
             voc = (SBDAugmentedVOC(str(self.root), self.year) if split == "train_aug"
                    else datasets.VOCSegmentation(str(self.root), self.year, split))
         except FileNotFoundError as err:  # train_aug also opens torchvision's train.txt
             raise DataNotFoundError(f"{err.filename} does not exist (needed for data.{role}_split={split!r} "
                                     f"under data.root={self.root})") from None
-        for path in (*voc.images, *voc.masks):
-            if not Path(path).is_file():
-                raise DataNotFoundError(
-                    f"{self.folder / 'ImageSets' / 'Segmentation' / split}.txt names '{Path(path).stem}' but "
-                    f"{path} does not exist: fix the list or the files under data.root={self.root}")
-        return voc
-
-    def open_split(self, role: str) -> CheckedSegmentation:
-        """The checked, transformed samples of data.<role>_split (role: train, val or test)."""
-        return CheckedSegmentation(self.open_voc(role), self.transform(role == "train"), self.num_classes,
-                                   self.ignore_index, self.check_masks)
+        check_listed(lists_folder / f"{split}.txt", (*voc.images, *voc.masks), self.root)
+        return CheckedSegmentation(voc, self.transform(role == "train"), self.num_classes, self.ignore_index,
+                                   self.check_masks)
 
     def transform(self, train: bool) -> v2.Compose:
-        return segmentation_transform(train and self.augment, self.mean, self.std, self.crop_size,
-                                      self.scale_range, self.hflip, self.ignore_index, self.pad_to_crop)
+        """Training adds scale, pad (the mean colour, 0 once normalised, as `pad_collate` pads), crop and flip."""
+        steps: list = [v2.ToImage()]
+        if train and self.augment:
+            fill = {tv_tensors.Image: [round(255 * m) for m in self.mean], tv_tensors.Mask: self.ignore_index}
+            steps += [RandomScale(self.scale_range, None if self.pad_to_crop else self.crop_size),
+                      v2.RandomCrop(self.crop_size, pad_if_needed=self.pad_to_crop, fill=fill)]
+            steps += [v2.RandomHorizontalFlip()] if self.hflip else []
+        dtypes = {tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}
+        steps += [v2.ToDtype(dtypes, scale=True), v2.Normalize(list(self.mean), list(self.std)), v2.ToPureTensor()]
+        return v2.Compose(steps)
 
-    def collate(self, samples: list[Sample]) -> Sample:
-        return pad_collate(samples, self.ignore_index)
+    def collate_fn(self, split: str) -> partial[Sample]:
+        return partial(pad_collate, ignore_index=self.ignore_index)

@@ -23,12 +23,10 @@ class ResNet(nn.Module):
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's output map, in order (channel correlations read them all)."""
-        outputs = []
-        x = self.stem(x)
+        outputs = [self.stem(x)]
         for stage in self.stages:
-            x = stage(x)
-            outputs.append(x)
-        return outputs
+            outputs.append(stage(outputs[-1]))
+        return outputs[1:]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stage_outputs(x)[-1]
@@ -52,8 +50,8 @@ def stage_out_channels(stage: nn.Module) -> int:
     return convs[-1].out_channels
 
 
-# imagefolder leaves the class count to the folders under data.root; summary and bench have none to count.
-NUM_CLASSES_HINT = "a positive integer (imagefolder counts the class folders under data.root; without them set data.num_classes=N)"
+NUM_CLASSES_HINT = ("a positive integer (imagefolder counts the class folders under data.root; "
+                    "without them set data.num_classes=N)")
 
 
 def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
@@ -62,15 +60,13 @@ def classifier_head(channels: int, num_classes: int) -> nn.Sequential:
 
 def init_weights(model: nn.Module) -> None:
     """torchvision's scheme; attention blocks' own `reset_parameters` (identity starts) run afterwards."""
-
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            module.reset_parameters()  # weight 1, bias 0, fresh running statistics
     for module in model.modules():
         if getattr(module, "is_attention", False) and hasattr(module, "reset_parameters"):
             module.reset_parameters()

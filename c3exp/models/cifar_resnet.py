@@ -10,15 +10,13 @@ from torch import nn
 
 from c3exp.errors import check, is_int
 from c3exp.models.base import ResNet, classifier_head, init_weights
-from c3exp.models.placement import AttentionPlan, FeatureMaps, attention_at, placement_plan
+from c3exp.models.placement import FeatureMaps, attention_at, placement_plan
 from c3exp.schema import PositiveInt
 
 Shortcut = Literal["projection", "zero_pad"]
 STEM_CHANNELS = 16
-STAGE_CHANNELS = (16, 32, 64)
-STAGE_STRIDES = (1, 2, 2)
-# C3's block size before each stage (A = 256, 256, 64), as in the official training code.
-CIFAR_SPATIAL_SIZES = ((16, 16), (16, 16), (8, 8))
+STAGES = ((16, 1), (32, 2), (64, 2))  # channels (times the width), stride
+CIFAR_SPATIAL_SIZES = ((16, 16), (16, 16), (8, 8))  # C3's official blocks before each stage (A = 256, 256, 64)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -43,20 +41,14 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -
         return nn.Identity()
     if kind == "zero_pad":
         return ZeroPadShortcut(stride, out_channels - in_channels)
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+    projection = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+    return nn.Sequential(projection, nn.BatchNorm2d(out_channels))
 
 
 class BasicBlock(nn.Module):
     """Post-activation residual block; attention (if any) after the last BN, before the add."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int = 1,
-        shortcut: str = "projection",
-        attention: nn.Module | None = None,
-    ):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, attention: nn.Module | None):
         super().__init__()
         self.conv1 = conv3x3(in_channels, out_channels, stride)
         self.bn1 = nn.BatchNorm2d(out_channels)
@@ -71,56 +63,21 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-def make_stage(
-    index: int, in_channels: int, out_channels: int, blocks: int, stride: int, shortcut: str, plan: AttentionPlan
-) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    entry = plan.at_stage_input(index, in_channels)
-    if entry is not None:
-        layers.append(entry)
-    for block in range(blocks):
-        block_in, block_stride = (in_channels, stride) if block == 0 else (out_channels, 1)
-        attention = plan.in_block(index, block, out_channels)
-        layers.append(BasicBlock(block_in, out_channels, block_stride, shortcut, attention))
-    return nn.Sequential(*layers)
-
-
-def cifar_resnet(
-    num_classes: int,
-    attn: Mapping[str, Any] | None = None,
-    depth: int = 20,
-    width: PositiveInt = 1,
-    shortcut: Shortcut = "projection",
-    input_size: int | None = None,
-) -> ResNet:
+def cifar_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: int = 20, width: PositiveInt = 1,
+                 shortcut: Shortcut = "projection", input_size: int | None = None) -> ResNet:
     """ResNet-`depth` (6k + 2) for 32x32 inputs, widths 16/32/64 x width; the stem keeps 16 channels, as WRNs do."""
-    check(is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
-    return _cifar_network(num_classes, attn, (depth - 2) // 6, width, shortcut, input_size)
-
-
-def wide_resnet(
-    num_classes: int,
-    attn: Mapping[str, Any] | None = None,
-    depth: int = 22,
-    width: PositiveInt = 10,
-    shortcut: Shortcut = "projection",
-    input_size: int | None = None,
-) -> ResNet:
-    """The paper's Wide-ResNet: cifar_resnet(depth - 2), as WRN naming counts the two projection shortcuts as layers."""
-
-    check(is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
-    return _cifar_network(num_classes, attn, (depth - 4) // 6, width, shortcut, input_size)
-
-
-def _cifar_network(
-    num_classes: int, attn: Mapping[str, Any] | None, blocks: int, width: int, shortcut: Shortcut, input_size: int | None
-) -> ResNet:
+    valid = is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0
+    check(valid, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
     plan = placement_plan(attn, CIFAR_SPATIAL_SIZES)
     stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
     stages, in_channels = [], STEM_CHANNELS
-    for index, (channels, stride) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES)):
-        stages.append(make_stage(index, in_channels, channels * width, blocks, stride, shortcut, plan))
-        in_channels = channels * width
+    for index, (channels, stride) in enumerate(STAGES):
+        entry = plan.at_stage_input(index, in_channels)
+        stages.append(nn.Sequential(*([entry] if entry is not None else [])))
+        for block in range(depth // 6):
+            attention = plan.in_block(index, block, channels * width)
+            stages[-1].append(BasicBlock(in_channels, channels * width, stride, shortcut, attention))
+            in_channels, stride = channels * width, 1
     tail = plan.after_last_stage(len(stages), in_channels)
     if tail is not None:
         stages[-1].append(tail)
@@ -129,3 +86,11 @@ def _cifar_network(
         attention_at(model, attn, FeatureMaps.measure(model, input_size or 32))
     init_weights(model)
     return model
+
+
+def wide_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: int = 22, width: PositiveInt = 10,
+                shortcut: Shortcut = "projection", input_size: int | None = None) -> ResNet:
+    """The paper's Wide-ResNet: cifar_resnet(depth - 2), as WRN naming counts the two projection shortcuts as layers."""
+    valid = is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0
+    check(valid, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
+    return cifar_resnet(num_classes, attn, depth - 2, width, shortcut, input_size)

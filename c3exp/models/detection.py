@@ -58,7 +58,7 @@ def faster_rcnn(
     stages: Sequence[int] | None = None,
     fpn_channels: PositiveInt = 256,
     anchor_sizes: Sequence[PositiveInt] | None = None,
-    aspect_ratios: Annotated[Sequence[PositiveFloat], at.MinLen(1), "height/width ratios such as [0.5, 1.0, 2.0]"] = (0.5, 1.0, 2.0),
+    aspect_ratios: Annotated[Sequence[PositiveFloat], at.MinLen(1), "height/width ratios"] = (0.5, 1.0, 2.0),
     representation_size: PositiveInt = 1024,
     trainable_stages: NonNegativeInt | None = None,
     frozen_bn: bool = False,
@@ -68,9 +68,9 @@ def faster_rcnn(
     depth = len(backbone.stages)
     stages = list(range(depth)) if stages is None else list(stages)
     check(bool(stages) and all(is_int(i) and 0 <= i < depth for i in stages) and stages == sorted(set(stages)),
-          "task.network.stages", stages, f"increasing stage indices in 0..{depth - 1}")
+          "task.net.stages", stages, f"increasing stage indices in 0..{depth - 1}")
     options = dict(detector or {})
-    check_settings(options, FasterRCNN, "task.network.detector.", supplied=SUPPLIED)
+    check_settings(options, FasterRCNN, "task.net.detector.", supplied=SUPPLIED)
 
     freeze_stages(backbone, trainable_stages)
     if frozen_bn:
@@ -78,15 +78,16 @@ def faster_rcnn(
     pyramid = StagePyramid(backbone, stages, fpn_channels)
     levels = pyramid.strides()
     sizes = [8 * stride for stride in levels] if anchor_sizes is None else list(anchor_sizes)
-    check(len(sizes) == len(levels), "task.network.anchor_sizes", anchor_sizes,
+    check(len(sizes) == len(levels), "task.net.anchor_sizes", anchor_sizes,
           f"null or {len(levels)} positive sizes, one per pyramid level (strides {levels}, the last the extra pool level)")
     anchors = AnchorGenerator(tuple((s,) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
     names = [str(level) for level in range(len(stages))]  # RoIs pool from the FPN levels, not the extra one
     roi_pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
     box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
     predictor = FastRCNNPredictor(representation_size, num_classes)
+    min_sizes = tuple(min_size) if isinstance(min_size, Sequence) else min_size  # torchvision draws from a tuple
     return FasterRCNN(
-        pyramid, None, min_size=min_size, max_size=max_size, image_mean=list(image_mean), image_std=list(image_std),
+        pyramid, None, min_size=min_sizes, max_size=max_size, image_mean=list(image_mean), image_std=list(image_std),
         rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=box_head, box_predictor=predictor, **options,
     )
 
@@ -96,7 +97,7 @@ def freeze_stages(backbone: ResNet, trainable_stages: int | None) -> None:
     parts = [backbone.stem, *backbone.stages]
     if trainable_stages is None:
         return
-    check(trainable_stages <= len(parts), "task.network.trainable_stages", trainable_stages,
+    check(trainable_stages <= len(parts), "task.net.trainable_stages", trainable_stages,
           f"null (all) or 0..{len(parts)}: how many of the last stages train, the stem counting as one more")
     keep = attention_modules(backbone)
     for part in parts[: len(parts) - trainable_stages]:

@@ -15,15 +15,17 @@ from c3exp.utils.complexity import data_input_shape, meta_call, meta_input
 from c3exp.utils.modes import evaluating
 
 PLACEMENTS = ("every_block", "first_block", "every_other_block", "stage_input")
-ATTN_KEYS = ("_target_", "name", "placement", "stages", "options", "at")  # at: module paths (attention_at), null when absent
+ATTN_KEYS = ("_target_", "name", "placement", "stages", "options", "at")  # at: attention_at's module paths
+INPUT_SIZE_KEYS = ("crop_size", "min_size", "image_size")  # where data_input_shape reads the input size, in its order
+MAX_BLOCK_SIDE = 16  # A <= 256 positions, the official CIFAR blocks' size: about 34K parameters per C3 block (r 8)
 
 Size = tuple[int, int]
+Shape = tuple[int, int, int]  # a feature map's channels, height, width
 
 
 @dataclass(frozen=True)
 class AttentionPlan:
-    """The attn config read for a network. every_block: after each block's last BN, before the add;
-    every_other_block: the non-local paper's; stage_input: C3's official code (S + 1: after the last stage)."""
+    """The attn config read for a network; stage_input is C3's official code (S + 1: after the last stage)."""
 
     block: str | None = None
     placement: str = "every_block"
@@ -32,34 +34,11 @@ class AttentionPlan:
     stages: frozenset[int] | None = None
     user_sizes: bool = False
 
-    @classmethod
-    def from_config(
-        cls, attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size] | None, num_stages: int | None = None
-    ) -> AttentionPlan:
-        """Validate `attn`; a model without default sizes passes `num_stages`."""
-        attn = dict(attn or {})
-        for key in attn:
-            check(key in ATTN_KEYS, f"attn.{key}", attn[key], f"a key of the attn group: {', '.join(ATTN_KEYS)}")
-        block = block_of(attn)
-        block_factory(block)  # a block that cannot be built is named here, before any network is
-        placement = attn.get("placement", "every_block")
-        check(placement in PLACEMENTS, "attn.placement", placement, PLACEMENTS)
-        num_stages = len(default_spatial_sizes or ()) if num_stages is None else num_stages
-        stages = _stage_indices(attn.get("stages"), num_stages, placement == "stage_input")
-        options = dict(attn.get("options") or {})
-        sizes = options.pop("spatial_sizes", None)
-        locations = num_stages + (stages is not None and num_stages in stages)
-        spatial_sizes = _stage_sizes(sizes, default_spatial_sizes, num_stages, locations)
-        return cls(block, placement, options, spatial_sizes, stages, sizes is not None)
-
     def in_block(self, stage: int, block: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
-        wanted = {
-            "every_block": True,
-            "first_block": block == 0,
-            "every_other_block": block % 2 == 0,
-            "stage_input": False,
-        }[self.placement]
-        return self._create(stage, channels, spatial_size) if wanted and self._selects(stage) else None
+        """After the block's last BN, before the add; every_other_block is the non-local paper's."""
+        wanted = {"every_block": True, "first_block": block == 0, "every_other_block": block % 2 == 0}
+        selected = wanted.get(self.placement) and self._selects(stage)
+        return self._create(stage, channels, spatial_size) if selected else None
 
     def at_stage_input(self, stage: int, channels: int, spatial_size: Size | None = None) -> nn.Module | None:
         wanted = self.placement == "stage_input" and self._selects(stage)
@@ -79,113 +58,70 @@ class AttentionPlan:
         return create_attn(self.block, channels, spatial_size, **self.options)
 
 
+def placement_plan(attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size] | None,
+                   num_stages: int | None = None) -> AttentionPlan:
+    """The validated attn group; where attn.at names the modules, a plan that places nothing (stages: none)."""
+    attn = dict(attn or {})
+    for key in attn:
+        check(key in ATTN_KEYS, f"attn.{key}", attn[key], f"a key of the attn group: {', '.join(ATTN_KEYS)}")
+    block = block_of(attn)
+    block_factory(block)  # a block that cannot be built is named here, before any network is
+    placement = attn.get("placement", "every_block")
+    check(placement in PLACEMENTS, "attn.placement", placement, PLACEMENTS)
+    options = dict(attn.get("options") or {})
+    sizes = options.pop("spatial_sizes", None)
+    if attn.get("at") is not None:
+        return AttentionPlan(block, placement, options, stages=frozenset())
+    num_stages = len(default_spatial_sizes or ()) if num_stages is None else num_stages
+    stages = _stage_indices(attn.get("stages"), num_stages, placement == "stage_input")
+    counts = sorted({num_stages, num_stages + (stages is not None and num_stages in stages)})  # S + 1: one more
+    default = tuple(default_spatial_sizes or ())
+    valid = isinstance(sizes, (list, tuple)) and len(sizes) in counts and all(map(is_spatial_size, sizes))
+    shown = f" (default {[list(s) for s in default]})" if default else ""
+    allowed = f"null or a list of {' or '.join(map(str, counts))} [H, W] pairs, one per stage{shown}"
+    check(sizes is None or valid, "attn.options.spatial_sizes", sizes, allowed)
+    spatial_sizes = default if sizes is None else tuple(tuple(size) for size in sizes)
+    return AttentionPlan(block, placement, options, spatial_sizes, stages, sizes is not None)
+
+
 def _stage_indices(stages: Any, num_stages: int, after_last: bool) -> frozenset[int] | None:
     """attn.stages (1-based; negative from the end; S + 1 = after the last stage for stage_input) as 0-based indices."""
     if stages is None:
         return None
     highest = num_stages + after_last
-    allowed = (
-        f"null (every stage) or a list of distinct stage numbers 1..{num_stages}, negative counting from the end "
-        f"(-1 = the last stage)" + (f", {highest} = after the last stage" if after_last else "")
-    )
-    valid = (
-        isinstance(stages, (list, tuple))
-        and len(stages) > 0
-        and all(is_int(s) and (1 <= s <= highest or -num_stages <= s <= -1) for s in stages)
-    )
-    check(valid, "attn.stages", stages, allowed)
-    indices = [s - 1 if s > 0 else num_stages + s for s in stages]
-    check(len(set(indices)) == len(indices), "attn.stages", stages, allowed)
+    allowed = (f"null (every stage) or a list of distinct stage numbers 1..{num_stages}, negative counting from "
+               f"the end (-1 = the last stage)" + (f", {highest} = after the last stage" if after_last else ""))
+    listed = isinstance(stages, (list, tuple)) and len(stages) > 0
+    valid = listed and all(is_int(s) and (1 <= s <= highest or -num_stages <= s <= -1) for s in stages)
+    indices = [s - 1 if s > 0 else num_stages + s for s in stages] if valid else []
+    check(valid and len(set(indices)) == len(indices), "attn.stages", stages, allowed)
     return frozenset(indices)
-
-
-def _stage_sizes(
-    sizes: Sequence[Sequence[int]] | None, default: Sequence[Size] | None, num_stages: int, locations: int
-) -> tuple[Size, ...]:
-    """The user's [H, W] per stage (one more for location S + 1), else the model's defaults."""
-    if sizes is None:
-        return tuple(default or ())
-    counts = sorted({num_stages, locations})
-    valid = isinstance(sizes, (list, tuple)) and len(sizes) in counts and all(map(is_spatial_size, sizes))
-    if not valid:
-        shown = f" (default {[list(s) for s in default]})" if default else ""
-        raise ConfigError(
-            "attn.options.spatial_sizes",
-            sizes,
-            f"null or a list of {' or '.join(map(str, counts))} [H, W] pairs, one per stage{shown}",
-        )
-    return tuple(tuple(size) for size in sizes)
-
-
-# Where data_input_shape reads the input size from, in its order of preference.
-INPUT_SIZE_KEYS = ("crop_size", "min_size", "image_size")
 
 
 def check_blocks_fit_maps(net: nn.Module, data: Any, spatial_sizes: Sequence[Sequence[int]] | None) -> None:
     """No map-sized block (C3) larger than its map: it would only upsample it, for up to (block/map)^4 the weights."""
-    blocks = {
-        block: stage
-        for stage, modules in enumerate(getattr(net, "stages", ()))
-        for block in modules.modules()
-        if getattr(block, "is_attention", False) and hasattr(block, "spatial_size")
-    }
+    blocks = {block: stage for stage, modules in enumerate(getattr(net, "stages", ())) for block in modules.modules()
+              if getattr(block, "is_attention", False) and hasattr(block, "spatial_size")}
     key = next((key for key in INPUT_SIZE_KEYS if data.get(key)), None)
     if not blocks or key is None:
         return
     input_shape = data_input_shape(data)
-    maps = block_map_sizes(net, blocks, input_shape)  # a stacked block's inner blocks never run here: no map
-    fits = all(side <= map_side for block, size in maps.items() for side, map_side in zip(block.spatial_size, size))
-    if fits:
+    inputs = FeatureMaps.measure(net, input_shape[-1], input_shape[1], stand_ins=blocks).inputs
+    maps = {block: inputs[block][1:] for block in blocks if block in inputs}  # a stacked block's inner ones never run
+    if all(side <= map_side for block, size in maps.items() for side, map_side in zip(block.spatial_size, size)):
         return
     stage_maps: dict[int, Size] = {}
-    for block, (height, width) in maps.items():
-        known = stage_maps.get(blocks[block], (height, width))
-        stage_maps[blocks[block]] = (min(known[0], height), min(known[1], width))
-    maps_text = ", ".join(f"stage {stage + 1} {height}x{width}" for stage, (height, width) in sorted(stage_maps.items()))
-    allowed = (
-        f"blocks no larger than the feature maps they run on, in height and in width, at {input_shape[-1]} px "
-        f"inputs (data.{key}): {maps_text}"
-    )
+    for block, size in maps.items():
+        stage_maps[blocks[block]] = tuple(map(min, stage_maps.get(blocks[block], size), size))
+    maps_text = ", ".join(f"stage {stage + 1} {h}x{w}" for stage, (h, w) in sorted(stage_maps.items()))
+    allowed = (f"blocks no larger than the feature maps they run on, in height and in width, at {input_shape[-1]} px "
+               f"inputs (data.{key}): {maps_text}")
     if spatial_sizes is None:
-        spatial_sizes = [list(size) for _, size in sorted({stage: block.spatial_size for block, stage in blocks.items()}.items())]
-        allowed += " (these are the model's default blocks, as attn.options.spatial_sizes is null: set one [H, W] per stage)"
+        defaults = {stage: block.spatial_size for block, stage in blocks.items()}
+        spatial_sizes = [list(size) for _, size in sorted(defaults.items())]
+        allowed += (" (these are the model's default blocks, as attn.options.spatial_sizes is null: "
+                    "set one [H, W] per stage)")
     raise ConfigError("attn.options.spatial_sizes", spatial_sizes, allowed)
-
-
-def block_map_sizes(net: nn.Module, blocks: Iterable[nn.Module], input_shape: tuple[int, ...]) -> dict[nn.Module, Size]:
-    """The smallest (H, W) each of `blocks` receives in one eval forward of `net`, the blocks stood in by identities."""
-    seen: dict[nn.Module, Size] = {}
-
-    def stand_in(block: nn.Module):
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            height, width = x.shape[-2:]
-            known = seen.get(block, (height, width))
-            seen[block] = (min(known[0], height), min(known[1], width))
-            return x
-
-        return forward
-
-    blocks = list(blocks)
-    for block in blocks:
-        block.forward = stand_in(block)  # an instance attribute: nn.Module.__call__ finds it before the class's
-    try:
-        shape_only_forward(net, input_shape)
-    finally:
-        for block in blocks:
-            del block.forward
-    return seen
-
-
-def shape_only_forward(net: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """One eval forward on meta stand-ins of `net`'s weights: hooks read the maps, nothing is allocated or drawn."""
-    with evaluating(net):
-        meta_call(net, meta_input(net, input_shape))
-
-
-# -- Blocks sized at their insertion points, and attention at module paths (attn.at) ---------------------------
-
-MAX_BLOCK_SIDE = 16  # A <= 256 positions, the official CIFAR blocks' size: about 34K parameters per C3 block (r 8)
-Shape = tuple[int, int, int]  # a feature map's channels, height, width
 
 
 def block_side(map_side: int) -> int:
@@ -199,7 +135,7 @@ def block_size(map_shape: Sequence[int]) -> Size:
 
 @dataclass(frozen=True)
 class FeatureMaps:
-    """The (C, H, W) map each module receives and returns, measured shape-only on the plain network (nothing drawn)."""
+    """The smallest (C, H, W) map each module receives and returns, measured shape-only (nothing drawn or allocated)."""
 
     names: Mapping[str, nn.Module]
     inputs: Mapping[nn.Module, Shape]
@@ -207,85 +143,65 @@ class FeatureMaps:
     calls: Mapping[nn.Module, int]
 
     @classmethod
-    def measure(cls, net: nn.Module, input_size: int) -> FeatureMaps:
+    def measure(cls, net: nn.Module, input_size: int, channels: int = 3,
+                stand_ins: Iterable[nn.Module] = ()) -> FeatureMaps:
+        """One eval forward, `stand_ins` (blocks that may not fit their maps) replaced by identities."""
         inputs: dict[nn.Module, Shape] = {}
         outputs: dict[nn.Module, Shape] = {}
         calls: dict[nn.Module, int] = {}
 
-        def before(module: nn.Module, args: tuple) -> None:
-            if args and _is_map(args[0]):
-                inputs[module] = tuple(args[0].shape[1:])
+        def record(maps: dict[nn.Module, Shape], module: nn.Module, value: Any) -> None:
+            if isinstance(value, torch.Tensor) and value.ndim == 4:
+                maps[module] = tuple(map(min, maps.get(module, value.shape[1:]), value.shape[1:]))
 
-        def after(module: nn.Module, args: tuple, output: Any) -> None:
+        def after(module: nn.Module, args: tuple, output: Any) -> None:  # args[0]: its input, shaped as it came in
             calls[module] = calls.get(module, 0) + 1
-            if _is_map(output):
-                outputs[module] = tuple(output.shape[1:])
+            record(inputs, module, args[0] if args else None)
+            record(outputs, module, output)
 
         names = dict(net.named_modules())
-        hooks = [hook for module in names.values() for hook in (
-            module.register_forward_pre_hook(before), module.register_forward_hook(after))]
+        hooks = [module.register_forward_hook(after) for module in names.values()]
+        stand_ins = list(stand_ins)
+        for block in stand_ins:
+            block.forward = nn.Identity().forward  # an instance attribute: __call__ finds it before the class's
         try:
-            shape_only_forward(net, (1, 3, input_size, input_size))
+            with evaluating(net):
+                meta_call(net, meta_input(net, (1, channels, input_size, input_size)))
         finally:
             for hook in hooks:
                 hook.remove()
+            for block in stand_ins:
+                del block.forward
         return cls(names, inputs, outputs, calls)
-
-    def block_before(self, module: nn.Module) -> Size:
-        return block_size(self.inputs[module])
-
-    def block_after(self, module: nn.Module) -> Size:
-        return block_size(self.outputs[module])
-
-
-def _is_map(value: Any) -> bool:
-    return isinstance(value, torch.Tensor) and value.ndim == 4
-
-
-def placement_plan(
-    attn: Mapping[str, Any] | None, default_spatial_sizes: Sequence[Size] | None, num_stages: int | None = None
-) -> AttentionPlan:
-    """AttentionPlan.from_config, or a plan that places nothing where attn.at names the modules."""
-    if (attn or {}).get("at") is None:
-        return AttentionPlan.from_config(attn, default_spatial_sizes, num_stages)
-    return AttentionPlan()
 
 
 def attention_at(model: nn.Module, attn: Mapping[str, Any] | None, maps: FeatureMaps) -> None:
     """attn.at: attention after each named module (run once, returning a map), held as Sequential(module, attention)."""
-    attn = dict(attn or {})
-    paths = attn.get("at")
+    paths = (attn or {}).get("at")
     if paths is None:
         return
     kept = set(model.modules())
-    valid = [
-        name for name, module in maps.names.items()
-        if name and module in kept and maps.calls.get(module) == 1 and module in maps.outputs
-    ]
+    valid = [name for name, module in maps.names.items()
+             if name and module in kept and maps.calls.get(module) == 1 and module in maps.outputs]
     examples = ", ".join(valid[:: max(1, len(valid) // 4)][:4])
     listed = isinstance(paths, (list, tuple)) and len(paths) > 0 and all(isinstance(path, str) for path in paths)
-    distinct = listed and len(set(paths)) == len(paths)
-    check(distinct, "attn.at", paths, f"null or a list of distinct module paths such as [{examples}]")
+    check(listed and len(set(paths)) == len(paths), "attn.at", paths,
+          f"null or a list of distinct module paths such as [{examples}]")
     for path in paths:
         allowed = f"the path of a module that runs once and returns a feature map, such as {examples}"
         check(path in valid, "attn.at", path, allowed)
-    options = dict(attn.get("options") or {})
-    sizes = options.pop("spatial_sizes", None)
+    sizes = (attn.get("options") or {}).get("spatial_sizes")
     per_path = isinstance(sizes, (list, tuple)) and len(sizes) == len(paths) and all(map(is_spatial_size, sizes))
     allowed = f"null (each block sized by its map) or one [H, W] per path of attn.at ({len(paths)})"
     check(sizes is None or per_path, "attn.options.spatial_sizes", sizes, allowed)
-    plan = AttentionPlan.from_config({**attn, "stages": None, "options": options}, None, num_stages=0)
+    plan = placement_plan(attn, None, num_stages=0)
     blocks = {}
     for index, path in enumerate(paths):
         module = maps.names[path]
-        size = tuple(sizes[index]) if sizes is not None else maps.block_after(module)
+        size = tuple(sizes[index]) if sizes is not None else block_size(maps.outputs[module])
         block = create_attn(plan.block, maps.outputs[module][0], size, **plan.options)
         if block is not None:
             blocks[module] = block
-    insert_after(model, blocks)
-
-
-def insert_after(model: nn.Module, blocks: Mapping[nn.Module, nn.Module]) -> None:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if child in blocks:

@@ -12,11 +12,10 @@ from torchvision import models
 
 from c3exp.errors import check
 from c3exp.models.base import ResNet, classifier_head, init_weights
-from c3exp.models.placement import FeatureMaps, attention_at, placement_plan
+from c3exp.models.placement import FeatureMaps, attention_at, block_size, placement_plan
 from c3exp.models.pretrained import load_torchvision_weights
 
-# torchvision's classifiers' input side: C3's blocks are sized for it when the data does not say.
-IMAGENET_INPUT_SIZE = 224
+IMAGENET_INPUT_SIZE = 224  # torchvision's classifiers' input side, C3's blocks sized for it when the data sets none
 
 
 @dataclass
@@ -52,29 +51,19 @@ def vgg_layout(net: models.VGG) -> Layout:
                   nn.Sequential(net.avgpool, nn.Flatten(), *net.classifier))
 
 
-# arch -> (torchvision builder, layout). vgg11_bn is left out: its first group has one conv, the stem's.
-ARCHS: dict[str, tuple[Callable[..., nn.Module], Callable[[Any], Layout]]] = {
-    "mobilenet_v2": (models.mobilenet_v2, mobilenet_layout),
-    "vgg13_bn": (models.vgg13_bn, vgg_layout),
-    "vgg16_bn": (models.vgg16_bn, vgg_layout),
-    "vgg19_bn": (models.vgg19_bn, vgg_layout),
+# arch -> its layout (torchvision builds the arch). vgg11_bn is left out: its first group has one conv, the stem's.
+ARCHS: dict[str, Callable[[Any], Layout]] = {
+    "mobilenet_v2": mobilenet_layout, "vgg13_bn": vgg_layout, "vgg16_bn": vgg_layout, "vgg19_bn": vgg_layout,
 }
 
 
-def torchvision_net(
-    num_classes: int,
-    attn: Mapping[str, Any] | None = None,
-    arch: str = "mobilenet_v2",
-    weights: str | None = None,
-    input_size: int | None = None,
-) -> ResNet:
-    """torchvision's <arch> with attention; VGG below 224 px without weights gets a pooled linear head, as its
-    224-px one (120M parameters) would only repeat a 1x1 map 49 times."""
+def torchvision_net(num_classes: int, attn: Mapping[str, Any] | None = None, arch: str = "mobilenet_v2",
+                    weights: str | None = None, input_size: int | None = None) -> ResNet:
+    """torchvision's <arch>; VGG below 224 px without weights: a pooled linear head, not 120M on a repeated 1x1 map."""
     check(arch in ARCHS, "model.arch", arch, ARCHS)
-    build, layout_of = ARCHS[arch]
-    net = build(num_classes=num_classes)
+    net = models.get_model(arch, num_classes=num_classes)
     maps = pretrained_and_measured(net, weights, arch, input_size)
-    layout = layout_of(net)
+    layout = ARCHS[arch](net)
     if isinstance(net, models.VGG) and weights is None and (input_size or IMAGENET_INPUT_SIZE) < IMAGENET_INPUT_SIZE:
         layout.head = classifier_head(maps.outputs[net.features][0], num_classes)
     return with_attention(layout, attn, maps)
@@ -88,22 +77,21 @@ def pretrained_and_measured(net: nn.Module, weights: str | None, arch: str, inpu
 
 def with_attention(layout: Layout, attn: Mapping[str, Any] | None, maps: FeatureMaps) -> ResNet:
     """The layout's parts as a ResNet with the attn group's blocks, each sized by its measured map."""
-
     plan = placement_plan(attn, None, num_stages=len(layout.stages))
     stages = []
     for index, (modules, points) in enumerate(zip(layout.stages, layout.points)):
         modules = list(modules)
         for position, (block, point) in enumerate(points):
-            attention = plan.in_block(index, position, maps.outputs[point][0], maps.block_after(point))
+            attention = plan.in_block(index, position, maps.outputs[point][0], block_size(maps.outputs[point]))
             if attention is not None and block is None:
                 modules.insert(modules.index(point) + 1, attention)
             elif attention is not None:
                 block.attention = attention
                 point.register_forward_hook(partial(apply_after, attention))
-        entry = plan.at_stage_input(index, maps.inputs[modules[0]][0], maps.block_before(modules[0]))
+        entry = plan.at_stage_input(index, maps.inputs[modules[0]][0], block_size(maps.inputs[modules[0]]))
         stages.append(nn.Sequential(*([entry] if entry is not None else []), *modules))
-    last = layout.stages[-1][-1]
-    tail = plan.after_last_stage(len(stages), maps.outputs[last][0], maps.block_after(last))
+    last = maps.outputs[layout.stages[-1][-1]]
+    tail = plan.after_last_stage(len(stages), last[0], block_size(last))
     if tail is not None:
         stages[-1].append(tail)
     model = ResNet(layout.stem, stages, layout.head)

@@ -29,8 +29,15 @@ def task_class(cfg: DictConfig) -> type[TaskModule]:
 
 
 def build_network(cfg: DictConfig) -> nn.Module:
-    """The network the run's task trains (what `python -m c3exp` with this config would build)."""
-    return task_class(cfg).build_network(cfg)
+    """The network the run's task trains: `task.net` around the model group's network (null: that network itself)."""
+    from c3exp.models import build_model
+
+    backbone, node = build_model(cfg), cfg.task.get("net")
+    if node is None:
+        return backbone
+    # not recursive: a head node of one's own (`task.net.head._target_`) is the builder's to build
+    return instantiate_checked(node, "task.net", backbone=backbone, num_classes=cfg.data.num_classes,
+                               _convert_="all", _recursive_=False)
 
 
 def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[str, Any] | None = None) -> TaskModule:

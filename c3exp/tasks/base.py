@@ -12,7 +12,6 @@ import annotated_types as at
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from omegaconf import DictConfig
 from torch import nn
 from torch.optim.lr_scheduler import LinearLR, OneCycleLR
 from torchmetrics import MeanMetric, MetricCollection
@@ -88,13 +87,6 @@ class TaskModule(L.LightningModule):
         return sum(row.get("train/epoch_time", 0.0) for row in self.history)
 
     # -- what a task provides -----------------------------------------------------------------
-    @classmethod
-    def build_network(cls, cfg: DictConfig) -> nn.Module:
-        """The network this task trains for a composed config: by default the model group's network."""
-        from c3exp.models import build_model
-
-        return build_model(cfg)
-
     def make_metrics(self, prefix: str) -> MetricCollection:
         """The metrics of one stage, named `<prefix><metric>` for every metric of `metric_modes`."""
         raise NotImplementedError

@@ -9,20 +9,16 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.detection import MeanAveragePrecision
 
-from c3exp.errors import check
-from c3exp.schema import check_settings
 from c3exp.tasks.base import PrimaryMetric, TaskModule
 
 Images = Sequence[torch.Tensor]
 Targets = Sequence[dict[str, Any]]
 EVALUATED_KEYS = ("boxes", "labels", "iscrowd")  # what the metric reads of a ground-truth target
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")  # torchvision's FasterRCNN
-SUPPLIED = ("backbone", "num_classes", "min_size", "max_size", "image_mean", "image_std")  # from the model and data groups
 
 
 class DetectionAP(MeanAveragePrecision):
@@ -61,24 +57,9 @@ class DetectionModule(TaskModule):
     metric_modes: ClassVar[dict[str, str]] = {"map": "max", "map_50": "max", "map_75": "max"}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/map_50", "max")
 
-    def __init__(self, *args: Any, network: dict[str, Any] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)  # `network` (the detector's settings) is build_network's, kept in the config
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self.loss_terms = nn.ModuleDict({name: MeanMetric() for name in LOSS_TERMS})  # their epoch means, as train/<term>
-
-    @classmethod
-    def build_network(cls, cfg: DictConfig) -> nn.Module:
-        """FasterRCNN over the model group's network, sized by the data's min_size/max_size and normalised by its mean/std."""
-        from c3exp.models import build_model, faster_rcnn
-
-        data = cfg.data
-        settings = OmegaConf.to_container(cfg.task.get("network") or {}, resolve=True)
-        check(isinstance(settings, dict), "task.network", settings, "a mapping of faster_rcnn's settings")
-        check_settings(settings, faster_rcnn, "task.network.", supplied=SUPPLIED)
-        sizes = {key: data[key] for key in ("min_size", "max_size") if data.get(key) is not None}
-        if isinstance(sizes.get("min_size"), Sequence):
-            sizes["min_size"] = tuple(sizes["min_size"])
-        normalisation = {name: list(data[key]) for name, key in (("image_mean", "mean"), ("image_std", "std")) if data.get(key)}
-        return faster_rcnn(build_model(cfg), data.num_classes, **sizes, **normalisation, **settings)
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         # the detector predicts boxes only in eval mode: training epochs have their losses, not mAP

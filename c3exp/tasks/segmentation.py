@@ -2,13 +2,10 @@
 from one confusion matrix over the whole split; `ignore_index` marks VOC's borders and padding."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
@@ -43,25 +40,12 @@ class SegmentationModule(TaskModule):
     def __init__(
         self,
         *args: Any,
-        head: str | Mapping[str, Any] = "deeplabv2",
-        aux_loss: bool = False,
         aux_weight: NonNegativeFloat = 0.4,
         ignore_index: int = 255,
-        head_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         self.ignore_index, self.aux_weight = ignore_index, float(aux_weight)  # make_metrics reads ignore_index
         super().__init__(*args, **kwargs)
-
-    @classmethod
-    def build_network(cls, cfg: DictConfig) -> nn.Module:
-        """The model group's network as backbone (its classifier dropped), with the task's head."""
-        from c3exp.models import build_model, segmentation_net
-
-        task = cfg.task
-        options = OmegaConf.to_container(task.head_options, resolve=True) if task.get("head_options") else None
-        return segmentation_net(build_model(cfg), cfg.data.num_classes, head=task.head, aux_loss=task.aux_loss,
-                                head_options=options)
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         classes, ignore = self.num_classes, self.ignore_index

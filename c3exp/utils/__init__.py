@@ -1,2 +1,1 @@
 """Small helpers; no torch at package level: the CLI answers configuration questions before torch loads."""
-

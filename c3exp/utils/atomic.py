@@ -1,5 +1,4 @@
-"""Files written to a temporary file in the target's own folder, then renamed: `os.replace` within one folder is
-atomic (a reader, a kill or a full disk sees the old file or the new one); from `$TMPDIR` it may be a copy."""
+"""Written beside the target, then renamed: os.replace within a folder is atomic; from $TMPDIR it may be a copy."""
 from __future__ import annotations
 
 import os
@@ -9,8 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-#: Temporary files start with this, so that globbing for `*.ckpt` or `*.json` never matches one.
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = ".tmp-"  #: starts temporary files, so that globbing for `*.ckpt` or `*.json` never matches one
 
 
 @contextmanager
@@ -23,7 +21,9 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would differ from a plain open()'s file
+        mask = os.umask(0)  # reading the umask sets it: set back at once
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would differ from a plain open()'s file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,12 +38,6 @@ def remove_temps(folder: Path, pattern: str) -> list[Path]:
     return leftovers
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path, "w", encoding="utf-8") as file:
         file.write(text)
@@ -52,7 +46,6 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_with(path: str | Path, save: Callable[[IO], Any], mode: str = "wb") -> Path:
     """Atomic `save(file)`, for writers that take a file object (torch.save, savefig with `format=`)."""
-
     with atomic_write(path, mode) as file:
         save(file)
     return Path(path)

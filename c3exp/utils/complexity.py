@@ -1,10 +1,8 @@
-"""Parameter and per-image MAC counts as Table 1 reports them (torch's FLOP counter halved; the paper's thop also
-counts BN and ReLU, about 2% more), and shape-only forwards on meta tensors."""
+"""Parameters and per-image MACs as Table 1 reports them (torch's FLOPs halved; thop's BN and ReLU add about 2%)."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -17,8 +15,7 @@ from c3exp.utils.modes import evaluating
 InputShape = tuple[int, int, int, int]
 
 
-@dataclass(frozen=True)
-class PartCost:
+class PartCost(NamedTuple):
     name: str
     params: int
     macs: int
@@ -37,20 +34,15 @@ def count_macs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> in
 def data_input_shape(data: Any) -> InputShape:
     """One training image, what counts are per: data.crop_size, else data.min_size (largest), else data.image_size."""
     min_size = data.get("min_size")
-    if min_size is not None and not isinstance(min_size, int):
-        min_size = max(min_size)
+    min_size = min_size if min_size is None or isinstance(min_size, int) else max(min_size)
     size = data.get("crop_size") or min_size or data.image_size
     return (1, data.get("channels", 3), size, size)
 
 
-def per_image_network(net: nn.Module) -> nn.Module:
-    """The part of `net` whose work is per image: a detector's backbone and FPN (its heads' depends on the data)."""
-    return net.backbone if isinstance(net, GeneralizedRCNN) else net
-
-
 def model_complexity(net: nn.Module, data: Any) -> dict[str, int]:
-    """Parameters and per-image MACs of `net` (a detector: of its backbone and FPN) on a data config's images."""
-    return {"params": count_params(net), "macs": count_macs(per_image_network(net), data_input_shape(data))}
+    """Parameters and per-image MACs (a detector's: of its backbone and FPN; its heads' work depends on the data)."""
+    per_image = net.backbone if isinstance(net, GeneralizedRCNN) else net
+    return {"params": count_params(net), "macs": count_macs(per_image, data_input_shape(data))}
 
 
 def part_costs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> list[PartCost]:
@@ -66,8 +58,7 @@ def part_costs(model: nn.Module, input_shape: InputShape = (1, 3, 32, 32)) -> li
 
 
 def _macs_of(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """MACs of module(x) that grow with the batch (per-call work on weights, C3's merged decoder, left out), and its
-    output, on meta tensors."""
+    """module(x)'s MACs that grow with the batch (C3's per-call merged decoder left out) and its output."""
     with FlopCounterMode(display=False) as single:
         out = meta_call(module, x)
     with FlopCounterMode(display=False) as double:
@@ -83,7 +74,6 @@ def meta_input(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
 
 def meta_call(module: nn.Module, x: torch.Tensor) -> Any:
     """module(x) on meta stand-ins of its weights: only shapes propagate, nothing computed, allocated or drawn."""
-
     stand_ins = {name: torch.empty_like(tensor, device="meta")
                  for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers())}
     return functional_call(module, stand_ins, (x,))

@@ -4,13 +4,11 @@ from __future__ import annotations
 import ctypes
 import platform
 
-# glibc's mallopt parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
 def keep_freed_memory() -> bool:
     """glibc: never hand freed heap back (else each step page-faults it in again); False where unsupported."""
-
     if platform.libc_ver()[0] != "glibc":
         return False
     try:

@@ -11,7 +11,6 @@ from torch import nn
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode and no autograd, the mode restored after: measurements mid-training must not update BN statistics."""
-
     was_training = model.training
     model.eval()
     try:

@@ -1,5 +1,4 @@
-"""Keep the console to what a researcher acts on: library advertisements and warnings about things
-c3exp does on purpose are dropped; everything else is left alone."""
+"""The console keeps what a researcher acts on: no library adverts, no warnings about what c3exp does on purpose."""
 from __future__ import annotations
 
 import logging
@@ -16,21 +15,16 @@ EXPECTED_WARNINGS = (
 )
 
 
-class DropTips(logging.Filter):
+def drop_tips(record: logging.LogRecord) -> bool:
     """Lightning's "💡 Tip: try installing ..." advertisements."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+    return not str(record.msg).startswith("💡 Tip")
 
 
 def silence_library_noise() -> None:
     """Drop expected warnings and tips; Lightning's own console handler goes where Hydra's would print lines twice."""
-
     for message in EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, DropTips) for f in rank_zero.filters):
-        rank_zero.addFilter(DropTips())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(drop_tips)  # added once, however often called
     lightning = logging.getLogger("lightning")
     if logging.getLogger().hasHandlers():
         for handler in [h for h in lightning.handlers if type(h) is logging.StreamHandler]:

@@ -164,7 +164,7 @@ def classification_checkpoint(tmp_path_factory) -> str:
     ("extra", "message"),
     [
         (["images=9"], "images=9 is not valid: expected 1..8 (the test images of shapes_detection)"),
-        (["score=1.5"], "score=1.5 is not valid: expected a detection score in [0, 1]"),
+        (["score=1.5"], "score=1.5 is not valid: expected a number from 0 to 1"),
         (["score=-0.1"], "score=-0.1 is not valid"),
         (["score=high"], "score='high' is not valid: expected a number"),
         (["images=0"], "images=0 is not valid: expected an integer >= 1"),

@@ -50,7 +50,7 @@ def test_summary_cli_reports_user_errors_in_one_line():
 
 
 def test_unknown_table_is_one_line(capsys):
-    assert error_line(lambda: main(["table=paper2"]), capsys) == "error: table='paper2' is not valid: expected one of paper, zoo\n"
+    assert error_line(lambda: main(["table=paper2"]), capsys) == "error: table='paper2' is not valid: expected null or one of paper, zoo\n"
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

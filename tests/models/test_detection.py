@@ -15,17 +15,17 @@ def detector(*overrides: str):
 
 
 def test_the_pyramid_has_one_anchor_size_per_level_from_the_strides():
-    net = detector("task.network.fpn_channels=16", "task.network.representation_size=32")
+    net = detector("task.net.fpn_channels=16", "task.net.representation_size=32")
     assert net.backbone.strides() == [1, 2, 4, 8]  # CIFAR ResNet stages at strides 1, 2, 4 and the extra pool level
     assert net.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,))
-    two = detector("task.network.stages=[1,2]", "task.network.anchor_sizes=[12,24,48]", "task.network.fpn_channels=16")
+    two = detector("task.net.stages=[1,2]", "task.net.anchor_sizes=[12,24,48]", "task.net.fpn_channels=16")
     assert two.backbone.strides() == [2, 4, 8] and two.rpn.anchor_generator.sizes == ((12,), (24,), (48,))
-    with pytest.raises(ConfigError, match="task.network.anchor_sizes.*3 positive sizes"):
-        detector("task.network.stages=[1,2]", "task.network.anchor_sizes=[12,24]")
+    with pytest.raises(ConfigError, match="task.net.anchor_sizes.*3 positive sizes"):
+        detector("task.net.stages=[1,2]", "task.net.anchor_sizes=[12,24]")
 
 
 def test_trainable_stages_and_frozen_bn_spare_the_attention_blocks():
-    net = detector("attn=se", "task.network.trainable_stages=1", "task.network.frozen_bn=true")
+    net = detector("attn=se", "task.net.trainable_stages=1", "task.net.frozen_bn=true")
     body = net.backbone.body
     frozen = [body.stem, body.stage0, body.stage1]
     attention = {id(p) for m in body.modules() if getattr(m, "is_attention", False) for p in m.parameters()}
@@ -38,14 +38,14 @@ def test_trainable_stages_and_frozen_bn_spare_the_attention_blocks():
                for p in m.parameters(recurse=False))
     net.train()  # Lightning's fit: the frozen BN still normalises with its stored statistics
     assert net.backbone.training and not any(m.training for m in norms)
-    with pytest.raises(ConfigError, match="task.network.trainable_stages"):
-        detector("task.network.trainable_stages=5")
+    with pytest.raises(ConfigError, match="task.net.trainable_stages"):
+        detector("task.net.trainable_stages=5")
 
 
 def test_frozen_bn_keeps_the_attention_that_follows_it_in_a_torchvision_backbone():
     """torchvision networks apply block attention by a forward hook on the BN before it: freezing keeps that BN."""
-    net = detector("model=resnet18", "attn=se", "task.network.frozen_bn=true", "task.network.fpn_channels=16",
-                   "task.network.representation_size=32").eval()
+    net = detector("model=resnet18", "attn=se", "task.net.frozen_bn=true", "task.net.fpn_channels=16",
+                   "task.net.representation_size=32").eval()
     calls = []
     blocks = [m for m in net.backbone.body.modules() if getattr(m, "is_attention", False)]
     for block in blocks:
@@ -56,16 +56,16 @@ def test_frozen_bn_keeps_the_attention_that_follows_it_in_a_torchvision_backbone
 
 
 def test_unknown_detector_settings_are_one_line():
-    with pytest.raises(ConfigError, match=r"task.network.detector.rpn_typo.*FasterRCNN"):
-        detector("+task.network.detector.rpn_typo=1")
-    with pytest.raises(ConfigError, match=r"task.network.fpn_width"):
-        detector("+task.network.fpn_width=1")
+    with pytest.raises(ConfigError, match=r"task.net.detector.rpn_typo.*FasterRCNN"):
+        detector("+task.net.detector.rpn_typo=1")
+    with pytest.raises(ConfigError, match=r"task.net.fpn_width"):
+        detector("+task.net.fpn_width=1")
 
 
 def test_c3_detects_on_images_of_several_sizes_that_are_no_multiple_of_its_blocks():
     """One batch of a 70x50 and a 64x64 image: maps of 70x50, 35x25, 18x13 against C3's 32x32 blocks."""
     torch.manual_seed(0)
-    net = detector("attn=c3", "task.network.fpn_channels=16", "task.network.representation_size=32",
+    net = detector("attn=c3", "task.net.fpn_channels=16", "task.net.representation_size=32",
                    "data.min_size=50", "data.max_size=70")
     images = [torch.rand(3, 50, 70), torch.rand(3, 64, 64)]
     targets = [{"boxes": torch.tensor([[5.0, 5.0, 30.0, 25.0]]), "labels": torch.tensor([1])},

@@ -123,7 +123,7 @@ def test_c3_defaults_too_large_for_the_inputs_are_named_as_the_defaults():
 def test_c3_blocks_are_checked_at_the_input_size_segmentation_and_detection_train_on(task: str, data: str, key: str):
     overrides = [f"task={task}", f"data={data}", "attn=c3", "attn.options.spatial_sizes=[[16,16],[16,16],[32,32]]"]
     if task == "detection":
-        overrides += ["task.network.fpn_channels=16", "task.network.representation_size=16"]
+        overrides += ["task.net.fpn_channels=16", "task.net.representation_size=16"]
     net = build_network(compose(*overrides))  # 64 px: stage inputs 64/64/32
     assert max(getattr(m, "spatial_size", (0, 0)) for m in net.modules()) == (32, 32)
     with pytest.raises(ConfigError) as error:

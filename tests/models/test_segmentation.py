@@ -61,7 +61,7 @@ def test_the_classifier_is_dropped_and_the_backbone_shared():
 def test_unknown_head_is_one_line():
     with pytest.raises(ConfigError) as error:
         segmentation_net(cifar_resnet(10), CLASSES, head="pspnet")
-    assert error.value.key == "task.head" and "\n" not in str(error.value)
+    assert error.value.key == "task.net.head" and "\n" not in str(error.value)
 
 
 ATTENTION = {

@@ -103,8 +103,8 @@ def test_the_loss_skips_ignored_pixels_and_adds_the_weighted_aux_loss():
 
 
 def test_an_unknown_head_is_one_line():
-    cfg = c3exp.compose(["task=segmentation", "data=shapes", "task.head=unet"])
-    with pytest.raises(ConfigError, match=rf"task.head='unet' is not valid: expected one of {', '.join(HEADS)}"):
+    cfg = c3exp.compose(["task=segmentation", "data=shapes", "task.net.head=unet"])
+    with pytest.raises(ConfigError, match=rf"task.net.head='unet' is not valid: expected one of {', '.join(HEADS)}"):
         build_task(cfg, run_config={})
 
 
@@ -112,8 +112,8 @@ def test_an_unknown_head_is_one_line():
 def test_the_cli_and_build_model_give_the_same_segmentation_network(head, aux):
     # C3 blocks no larger than the stage inputs of 64 px crops at output stride 8 (16, 16, 8, 8)
     overrides = ["task=segmentation", "data=shapes", "model=resnet18", "model.output_stride=8", "attn=c3",
-                 "attn.options.spatial_sizes=[[16,16],[16,16],[8,8],[8,8]]", f"task.head={head}",
-                 f"task.aux_loss={str(aux).lower()}"]
+                 "attn.options.spatial_sizes=[[16,16],[16,16],[8,8],[8,8]]", f"task.net.head={head}",
+                 f"task.net.aux_loss={str(aux).lower()}"]
     cfg = c3exp.compose(overrides)
     net = c3exp.build_network(cfg)
     module = build_task(cfg, run_config={})

@@ -14,21 +14,18 @@ from torchvision.models.segmentation.fcn import FCNHead
 from c3exp.errors import check, imported
 from c3exp.schema import PositiveInt, check_settings
 
-HEAD_KEY = "task.head"
-HEAD_OPTIONS_KEY = "task.head_options"
+HEAD_KEY = "task.net.head"
+HEAD_OPTIONS_KEY = "task.net.head_options"
 DEEPLABV2_RATES = (6, 12, 18, 24)
 Rates = Annotated[Sequence[PositiveInt], at.MinLen(1), "DeepLabv2: 6, 12, 18, 24"]
 
 
 class DeepLabV2Head(nn.Module):
-    """DeepLabv2's ASPP (Chen et al., 2017): summed dilated 3x3 convs to class scores, no BN or image pooling (v3's);
-    initialised as DeepLab's classifier (normal std 0.01, biases 0)."""
+    """DeepLabv2's ASPP (Chen et al., 2017): summed dilated 3x3 convs to class scores, no BN or image pooling (v3's)."""
 
     def __init__(self, in_channels: int, num_classes: int, rates: Rates = DEEPLABV2_RATES):
         super().__init__()
-        self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, num_classes, 3, padding=rate, dilation=rate) for rate in rates
-        )
+        self.branches = nn.ModuleList(nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r) for r in rates)
         for branch in self.branches:
             nn.init.normal_(branch.weight, std=0.01)
             nn.init.zeros_(branch.bias)
@@ -37,22 +34,17 @@ class DeepLabV2Head(nn.Module):
         return functools.reduce(torch.add, (branch(x) for branch in self.branches))
 
 
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "deeplabv2": DeepLabV2Head,
-    "deeplabv3": DeepLabHead,  # ASPP with BN and image pooling, then a 3x3 conv and the 1x1 classifier
-}
+HEADS: dict[str, Callable[..., nn.Module]] = {"deeplabv2": DeepLabV2Head, "deeplabv3": DeepLabHead}
 
 
 def create_head(head: str | Mapping[str, Any], in_channels: int, num_classes: int, **options: Any) -> nn.Module:
     """One of HEADS by name, or a node whose `_target_` is a head of one's own, its other keys the keywords."""
-
     if isinstance(head, Mapping):
-        name, prefix = head.get("_target_"), f"{HEAD_KEY}."
-        factory = imported(name, f"{HEAD_KEY}._target_")
+        factory, prefix = imported(head.get("_target_"), f"{HEAD_KEY}._target_"), f"{HEAD_KEY}."
         options = {**{key: value for key, value in head.items() if key != "_target_"}, **options}
     else:
         check(head in HEADS, HEAD_KEY, head, [*HEADS, "or {_target_: module.Class} (a head of one's own)"])
-        name, prefix, factory = head, f"{HEAD_OPTIONS_KEY}.", HEADS[head]
+        factory, prefix = HEADS[head], f"{HEAD_OPTIONS_KEY}."
     check_settings(options, factory, prefix, supplied=("in_channels", "num_classes"))
     return factory(in_channels, num_classes, **options)
 

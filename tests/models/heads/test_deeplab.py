@@ -50,7 +50,7 @@ def test_deeplabv2_rates_are_an_option():
     assert [c.dilation[0] for c in head.branches] == [1, 2]
     with pytest.raises(ConfigError) as error:
         create_head("deeplabv2", 8, CLASSES, rates=[6, 0])
-    assert error.value.key == "task.head_options.rates"
+    assert error.value.key == "task.net.head_options.rates"
 
 
 def test_registry_and_its_errors():
@@ -58,7 +58,7 @@ def test_registry_and_its_errors():
     with pytest.raises(ConfigError) as error:
         create_head("pspnet", 16, CLASSES)
     message = str(error.value)
-    assert error.value.key == "task.head" and all(name in message for name in HEADS) and "\n" not in message
+    assert error.value.key == "task.net.head" and all(name in message for name in HEADS) and "\n" not in message
     with pytest.raises(ConfigError) as error:
         create_head("deeplabv2", 16, CLASSES, dilations=[6])
-    assert error.value.key == "task.head_options.dilations"
+    assert error.value.key == "task.net.head_options.dilations"

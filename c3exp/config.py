@@ -20,7 +20,7 @@ from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from c3exp.errors import ConfigError, OverrideError, check
+from c3exp.errors import ConfigError, OverrideError, check, imported
 from c3exp.paths import config_dir
 from c3exp.schema import NonNegativeFloat, PositiveFloat, PositiveInt, check_settings, parameters
 from c3exp.utils.mappings import flatten
@@ -433,9 +433,6 @@ def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs):
 def check_node(node: DictConfig | dict, key: str, supplied: Iterable[str] = ()) -> None:
     """The settings of a `_target_` node against the target's signature (c3exp.schema), named `key.<setting>`; a
     key the code supplies (a task's `net`, built from its own node) is the code's."""
-    from c3exp.errors import imported
-    from c3exp.schema import check_settings
-
     settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     target = imported(settings.get("_target_"), f"{key}._target_")
     supplied = list(supplied)

@@ -43,7 +43,7 @@ def build_model(cfg: DictConfig) -> nn.Module:
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
     classes = cfg.data.num_classes
     check(is_int(classes) and classes >= 1, "data.num_classes", classes, NUM_CLASSES_HINT)  # imagefolder: null until counted
-    supplied = {"num_classes": cfg.data.num_classes, "attn": attn, **_input_size(builder, cfg.data)}
+    supplied = {"num_classes": classes, "attn": attn, **_input_size(builder, cfg.data)}
     if attn is not None and sized_by_map(block_of(attn)):
         # On the meta device an oversized block's A^2/r weights are never allocated, and no random numbers are drawn.
         with torch.device("meta"):

@@ -30,12 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from c3exp.attention.c3 import C3Block
-from c3exp.bench.steps import train_step
-from c3exp.bench.timing import interleave, timed
-from c3exp.utils.memory import keep_freed_memory
+from c3exp.bench.steps import interleave, timed, train_step
 from c3exp.config import compose
 from c3exp.models import build_model
 from c3exp.tasks import ClassificationModule
+from c3exp.utils.memory import keep_freed_memory
 
 VARIANTS = ("none", "relu", "resize", "c3")
 

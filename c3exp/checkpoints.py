@@ -1,5 +1,4 @@
-"""Reading checkpoints for resume, eval and analyze: `weights_only=True`, tensors and plain data only, so a checkpoint
-from someone else (a W&B artifact, a colleague's folder) cannot run what its pickle holds."""
+"""Checkpoints read with `weights_only=True`, so one from someone else cannot run what its pickle holds."""
 from __future__ import annotations
 
 import os
@@ -47,15 +46,10 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
             key, str(path), f"a c3exp/Lightning checkpoint (torch.load cannot read this file: {type(err).__name__})"
         ) from None
     check(isinstance(checkpoint, dict) and "c3exp" in checkpoint, key, str(path), "a checkpoint written by c3exp")
-    missing = missing_parts(checkpoint)
-    check(not missing, key, str(path), f"a complete c3exp checkpoint: this one has no {' and no '.join(missing)}")
-    return checkpoint
-
-
-def missing_parts(checkpoint: dict[str, Any]) -> list[str]:
-    """What eval, analyze and resuming read that the checkpoint lacks: its weights and its run's config."""
-
+    # what eval, analyze and resuming read: its weights and its run's config
     section = checkpoint["c3exp"] if isinstance(checkpoint["c3exp"], dict) else {}
     parts = {"weights (state_dict)": isinstance(checkpoint.get("state_dict"), dict),
              "run config (c3exp.config)": bool(section.get("config"))}
-    return [part for part, present in parts.items() if not present]
+    missing = [part for part, present in parts.items() if not present]
+    check(not missing, key, str(path), f"a complete c3exp checkpoint: this one has no {' and no '.join(missing)}")
+    return checkpoint

@@ -15,21 +15,21 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from hydra.errors import HydraException, InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from c3exp.errors import ConfigError, OverrideError, check, imported
+from c3exp.errors import ConfigError, DataNotFoundError, OverrideError, check, imported
 from c3exp.paths import config_dir
 from c3exp.schema import NonNegativeFloat, PositiveFloat, PositiveInt, check_settings, parameters
 from c3exp.utils.mappings import flatten
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
-GROUPS = (
-    "task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "callbacks", "recipe", "experiment", "debug",
-    "hparams_search",
-)
+GROUPS = ("task", "model", "attn", "data", "optim", "optim/optimizer", "trainer", "logger", "callbacks", "recipe", "experiment",
+          "debug", "hparams_search")
 
 
 def parallel_jobs() -> int:
@@ -39,18 +39,15 @@ def parallel_jobs() -> int:
     return torch.cuda.device_count() or 2
 
 
-OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
+#: pid: keeps concurrent run directories apart; parallel_jobs: sizes joblib; direction: Optuna's word for a mode.
+RESOLVERS = {"c3exp.pid": os.getpid, "c3exp.parallel_jobs": parallel_jobs,
+             "c3exp.direction": {"max": "maximize", "min": "minimize"}.__getitem__}
 
 
 def register_resolvers() -> None:
-    """`${c3exp.pid:}` keeps concurrent run directories apart; `${c3exp.parallel_jobs:}` sizes joblib;
-    `${c3exp.direction:max}` is Optuna's word for a primary metric's mode."""
-    if not OmegaConf.has_resolver("c3exp.direction"):
-        OmegaConf.register_new_resolver("c3exp.direction", OPTUNA_DIRECTIONS.__getitem__)
-    if not OmegaConf.has_resolver("c3exp.pid"):
-        OmegaConf.register_new_resolver("c3exp.pid", lambda: os.getpid(), use_cache=True)
-    if not OmegaConf.has_resolver("c3exp.parallel_jobs"):
-        OmegaConf.register_new_resolver("c3exp.parallel_jobs", parallel_jobs, use_cache=True)
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
 @contextmanager
@@ -95,6 +92,11 @@ def parse_overrides(args: Iterable[str]) -> list:
     return parsed
 
 
+def override_values(override) -> list:
+    """The values of an override: each of a sweep's, else its one value."""
+    return list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+
+
 def check_overrides(overrides: Iterable[str]) -> list:
     """The parsed overrides; an unknown group choice (`data=foo`, also in a sweep or glob) is one line."""
     parsed = parse_overrides(overrides)
@@ -107,11 +109,8 @@ def check_overrides(overrides: Iterable[str]) -> list:
         if isinstance(value, Glob):
             check(bool(value.filter(choices)), group, (override.input_line or "").partition("=")[2], choices)
             continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [value]
-        values = [v for value in values for v in (value if isinstance(value, list) else [value])]
-        for value in values:
-            if value is not None and str(value) not in choices:
-                raise ConfigError(group, value, choices)
+        for value in (v for value in override_values(override) for v in (value if isinstance(value, list) else [value])):
+            check(value is None or str(value) in choices, group, value, choices)
     return parsed
 
 
@@ -127,24 +126,19 @@ PLUGIN_CHOICES = {
 }
 
 
-def module_installed(module: str) -> bool:
-    """Whether `module` imports; find_spec raises, not returns None, when the `hydra_plugins` namespace is missing."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def check_plugins(parsed: Iterable) -> None:
     """A launcher or sweeper whose Hydra plugin is not installed: one line naming the pip install, not Hydra's dozen."""
     for override in parsed:
         plugins = PLUGIN_CHOICES.get(override.key_or_group)
         if not plugins or override.is_delete() or isinstance(override.value(), Glob):
             continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        for value in values:
+        for value in override_values(override):
             module, package = plugins.get(str(value), (None, None))
-            if module and not module_installed(module):
+            try:  # find_spec raises, not returns None, where the `hydra_plugins` namespace is missing
+                installed = module is None or importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:
+                installed = False
+            if not installed:
                 raise OverrideError(f"{override.key_or_group}={value} needs {package}, which is not installed: "
                                     f"pip install -e '.[cluster]' (or pip install {package})")
 
@@ -176,8 +170,7 @@ def _group_selections(parsed: Iterable) -> list[list[str]]:
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.input_line.partition("=")[2]]
         choices[key] = [f"{key}={value}" for value in values]
     first = [values[0] for values in choices.values()]
-    variants = [first] + [[value if i == j else first[j] for j in range(len(first))]
-                          for i, values in enumerate(choices.values()) for value in values[1:]]
+    variants = [first] + [[*first[:i], value, *first[i + 1:]] for i, values in enumerate(choices.values()) for value in values[1:]]
     return [[*variant, *searchpath(o.input_line for o in parsed)] for variant in variants]
 
 
@@ -189,11 +182,8 @@ def config_keys(node: DictConfig) -> list[str]:
 
 def check_keys(parsed: Sequence) -> None:
     """An unknown override key: one line naming the nearest ones (Hydra suggests `+key`, which nothing reads)."""
-    plain = [
-        o for o in parsed
-        if not (o.is_add() or o.is_force_add() or o.is_delete())
-        and o.key_or_group not in GROUPS and "/" not in o.key_or_group and not o.key_or_group.startswith("hydra")
-    ]
+    plain = [o for o in parsed if not (o.is_add() or o.is_force_add() or o.is_delete())
+             and o.key_or_group not in GROUPS and "/" not in o.key_or_group and not o.key_or_group.startswith("hydra")]
     if not plain:
         return
     try:  # a key counts if one of the sweep's group choices has it
@@ -235,10 +225,8 @@ def check_command_line(args: Sequence[str]) -> None:
     """Compose a run's command line up front, so a bad override is one line, not Hydra's report (sweeps: key by key)."""
     flags, stray = hydra_flags_parser().parse_known_args(list(args))
     if stray:
-        raise OverrideError(
-            f"unrecognized arguments {' '.join(stray)!r}: the key=value overrides go in one group, "
-            "with flags such as -m or --cfg before or after all of them"
-        )
+        raise OverrideError(f"unrecognized arguments {' '.join(stray)!r}: the key=value overrides go in one group, "
+                            "with flags such as -m or --cfg before or after all of them")
     modes = [flag for flag, on in (("--run", flags.run), ("--multirun", flags.multirun), ("--cfg", flags.cfg),
                                    ("--info", flags.info), ("--shell-completion", flags.shell_completion)) if on]
     if len(modes) > 1:
@@ -250,52 +238,33 @@ def check_command_line(args: Sequence[str]) -> None:
     check_plugins(parsed)
     if flags.help or flags.hydra_help or flags.info or flags.version:
         return
-    if flags.multirun or any(override.is_sweep_override() for override in parsed):
+    sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
+    if flags.multirun or sweeps:
         check_keys(parsed)
-        if not flags.multirun:
-            check_sweep_is_a_multirun(parsed)
+    if flags.multirun:
         return
-    check_run_dir(compose(flags.overrides, return_hydra_config=True))
-
-
-def check_sweep_is_a_multirun(parsed: Sequence) -> None:
-    """A comma list sweeps only in a multirun (-m or hydra.mode); Hydra's hint to add -m ends a traceback."""
-    sweeps = [override for override in parsed if override.is_sweep_override()]
-    try:
-        mode = _compose([o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True).hydra.mode
-    except HydraException:
-        return  # Hydra's message says why the rest does not compose
-    if getattr(mode, "name", mode) != "MULTIRUN":
-        line = sweeps[0].input_line
-        raise OverrideError(f"{line} lists several values, a sweep: add -m to run one job per value (c3exp train -m {line} ...)")
+    single = [override.input_line for override in parsed if not override.is_sweep_override()]
+    cfg = compose(single, return_hydra_config=True)  # a comma list sweeps only in a multirun: -m or hydra.mode
+    if not sweeps:
+        check_run_dir(cfg)
+    elif getattr(cfg.hydra.mode, "name", cfg.hydra.mode) != "MULTIRUN":  # Hydra's hint to add -m ends a traceback
+        raise OverrideError(f"{sweeps[0]} lists several values, a sweep: add -m to run one job per value "
+                            f"(c3exp train -m {sweeps[0]} ...)")
 
 
 #: The longest file name most filesystems allow (ext4, XFS, NFS), in bytes.
 NAME_MAX = 255
 
 
-def long_component(path: str) -> str | None:
-    """The first component of `path` over NAME_MAX bytes, if any."""
-    return next((part for part in path.split("/") if len(part.encode()) > NAME_MAX), None)
-
-
 def check_run_dir(cfg: DictConfig) -> None:
     """A run directory name the filesystem refuses fails in Hydra, before the run starts, with a traceback."""
     run_dir = OmegaConf.select(cfg, "hydra.run.dir")
-    part = long_component(str(run_dir)) if run_dir else None
+    part = next((part for part in str(run_dir or "").split("/") if len(part.encode()) > NAME_MAX), None)
     if part is None:
         return
     key, value = ("run_name", cfg.run_name) if str(cfg.get("run_name")) in part else ("hydra.run.dir", run_dir)
     raise ConfigError(key, value, f"a shorter name: the run directory's name {part[:40]}... has {len(part.encode())} bytes, "
                                   f"over the filesystem's limit of {NAME_MAX}")
-
-
-def check_no_missing_values(cfg: DictConfig) -> None:
-    """A `???` left in the config (data.root of imagefolder) is named before anything reads it."""
-    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra"))
-    if missing:
-        key = missing[0]
-        raise ConfigError(key, "???", f"a value: {key} has no default, set it on the command line ({key}=...)")
 
 
 MAX_SEED = 2**32 - 1
@@ -318,6 +287,7 @@ class OptimSettings:
     """The optim group's own keys (the optimizer and scheduler nodes are torch's)."""
 
     warmup_epochs: Annotated[NonNegativeFloat, "epochs, fractions too; 0: none"] = 0
+    ema_decay: Annotated[float, at.Gt(0), at.Lt(1), "e.g. 0.999"] | None = None
 
 
 @dataclass
@@ -345,9 +315,10 @@ TOP_LEVEL_SETTINGS = {"": RunSettings, "optim.": OptimSettings, "optim.optimizer
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """The settings c3exp reads outside constructors, checked before any data is loaded or model built (each
-    constructor's own settings are checked against its signature where its node is built: c3exp.schema)."""
-    check_no_missing_values(cfg)
+    """The settings c3exp reads outside constructors, before torch loads (constructors' own: where their nodes are built)."""
+    # a `???` left in the config (data.root of imagefolder) is named before anything reads it
+    key = min((key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra")), default=None)
+    check(key is None, str(key), "???", f"a value: {key} has no default, set it on the command line ({key}=...)")
     for prefix, settings in TOP_LEVEL_SETTINGS.items():
         node = OmegaConf.select(cfg, prefix.rstrip(".")) if prefix else cfg
         if node is not None:  # only the keys described: the others are the library's (Lightning's, torch's)
@@ -359,11 +330,8 @@ def validate_config(cfg: DictConfig) -> None:
 
 #: The data module base class whose batches each task reads: a data config fits a task when its `_target_` derives
 #: from it (imported only once every other value has passed, so bad values are answered without torch).
-TASK_DATA = {
-    "classification": "c3exp.data.base.ImageDataModule",
-    "segmentation": "c3exp.data.voc.VOCSegmentationDataModule",
-    "detection": "c3exp.data.detection.DetectionDataModule",
-}
+TASK_DATA = {"classification": "c3exp.data.base.ImageDataModule", "segmentation": "c3exp.data.voc.VOCSegmentationDataModule",
+             "detection": "c3exp.data.detection.DetectionDataModule"}
 
 
 def data_target(choice: str, searchpath: Sequence[str] = ()) -> str | None:
@@ -373,8 +341,6 @@ def data_target(choice: str, searchpath: Sequence[str] = ()) -> str | None:
 
 def task_of(target: str | None) -> str | None:
     """The task whose batches a data module class yields."""
-    from hydra.utils import get_class
-
     cls = get_class(target) if target else None
     return next((task for task, base in TASK_DATA.items() if cls is not None and issubclass(cls, get_class(base))), None)
 
@@ -384,8 +350,6 @@ def check_task_fits_data(cfg: DictConfig) -> None:
     task, target = OmegaConf.select(cfg, "task.name"), OmegaConf.select(cfg, "data._target_")
     if task not in TASK_DATA or task_of(target) in (task, None):
         return
-    from hydra.core.hydra_config import HydraConfig
-
     dirs = searchpath(HydraConfig.get().overrides.hydra if HydraConfig.initialized() else [])  # the run's own
     fits = [choice for choice in group_choices("data", dirs) if task_of(data_target(choice, dirs)) == task]
     raise ConfigError("data", cfg.data.name, f"data for task={task}: one of {', '.join(fits)} "
@@ -394,17 +358,9 @@ def check_task_fits_data(cfg: DictConfig) -> None:
 
 # The handful of settings that identify a run in results files, reports and dashboards: name -> config key.
 KEY_CHOICES = {
-    "task": "task.name",
-    "model": "model.name",
-    "attn": "attn.name",
-    "placement": "attn.placement",
-    "data": "data.name",
-    "optim": "optim.name",
-    "recipe": "recipe",
-    "seed": "seed",
-    "max_epochs": "trainer.max_epochs",
-    "batch_size": "data.batch_size",
-    "lr": "optim.optimizer.lr",
+    "task": "task.name", "model": "model.name", "attn": "attn.name", "placement": "attn.placement", "data": "data.name",
+    "optim": "optim.name", "recipe": "recipe", "seed": "seed", "max_epochs": "trainer.max_epochs",
+    "batch_size": "data.batch_size", "lr": "optim.optimizer.lr",
 }
 
 
@@ -414,16 +370,12 @@ def key_choices(cfg: DictConfig) -> dict[str, object]:
 
 
 def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs):
-    """hydra.utils.instantiate, the node's settings first checked against its target's signature where `key` names
-    the node (the keywords passed here are supplied, not settings); a user error inside the target surfaces as itself."""
-    from hydra.utils import instantiate
-
-    from c3exp.errors import DataNotFoundError
-
+    """hydra.utils.instantiate of the node resolved once, checked first where `key` names it; a user error surfaces as itself."""
+    settings = OmegaConf.to_container(node, resolve=True)
     if key is not None:
-        check_node(node, key, supplied=kwargs)
+        check_node(settings, key, supplied=kwargs)
     try:
-        return instantiate(node, **kwargs)
+        return instantiate(settings, **kwargs)
     except InstantiationException as error:
         if isinstance(error.__cause__, (ConfigError, DataNotFoundError)):
             raise error.__cause__ from None
@@ -431,8 +383,7 @@ def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs):
 
 
 def check_node(node: DictConfig | dict, key: str, supplied: Iterable[str] = ()) -> None:
-    """The settings of a `_target_` node against the target's signature (c3exp.schema), named `key.<setting>`; a
-    key the code supplies (a task's `net`, built from its own node) is the code's."""
+    """A `_target_` node's settings against its target's signature, named `key.<setting>`; `supplied` keys are the code's."""
     settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     target = imported(settings.get("_target_"), f"{key}._target_")
     supplied = list(supplied)

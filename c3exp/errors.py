@@ -79,8 +79,7 @@ def fail(message: str) -> NoReturn:
 
 
 def run_reporting_user_errors(fn: Callable[[], T]) -> T:
-    """`fn()`; a user error or failed write: one line, exit status 2, also in train.log where logging is set up
-    (on a full disk, logging skips the line silently, no traceback)."""
+    """`fn()`; a user error or failed write: one line, exit status 2, also in train.log (silently skipped on a full disk)."""
     try:
         return fn()
     except Exception as err:
@@ -99,16 +98,13 @@ def run_reporting_user_errors(fn: Callable[[], T]) -> T:
 def cannot_write(err: BaseException | None) -> str | None:
     """`cannot write PATH: reason` where a failed write is behind `err`, also wrapped (torch.save: RuntimeError)."""
     while err is not None:
-        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
-            return f"cannot write {written_path(err)}: {err.strerror}"
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:  # a failed write() names no file: the run directory
+            return f"cannot write {err.filename if err.filename is not None else run_dir()}: {err.strerror}"
         err = err.__cause__ or err.__context__
     return None
 
 
-def written_path(err: OSError) -> str:
-    """The file that failed, or the run directory (a failed write() does not say which file)."""
-    if err.filename is not None:
-        return str(err.filename)
+def run_dir() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else os.getcwd()

@@ -6,29 +6,28 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import yaml
 
-from c3exp.errors import check
+from c3exp.schema import check_settings
 from c3exp.utils.atomic import write_text
 
 RESULTS_FILE = "results.json"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saves in every CLI run directory
-MODES = ("max", "min")
 
 
 @dataclass(frozen=True)
 class PrimaryMetric:
     """The metric a task is judged by: the best checkpoint, results.json's best epoch, sweeps and reports."""
 
-    name: str = "val/acc1"
-    mode: str = "max"
+    name: Annotated[str, at.Predicate(lambda name: name.startswith("val/")),
+                    "a validation metric logged by the task, e.g. val/acc1 or val/miou"] = "val/acc1"
+    mode: Literal["max", "min"] = "max"
 
     def __post_init__(self) -> None:
-        check(isinstance(self.name, str) and self.name.startswith("val/"), "task.primary_metric.name", self.name,
-              "a validation metric logged by the task, e.g. val/acc1 or val/miou")
-        check(self.mode in MODES, "task.primary_metric.mode", self.mode, MODES)
+        check_settings(vars(self), PrimaryMetric, "task.primary_metric.")
 
     @property
     def metric(self) -> str:
@@ -45,17 +44,11 @@ class PrimaryMetric:
 
     @classmethod
     def of(cls, value: PrimaryMetric | Mapping[str, Any] | None) -> PrimaryMetric:
-        if isinstance(value, PrimaryMetric):
-            return value
-        return cls(**dict(value or {}))
+        return value if isinstance(value, PrimaryMetric) else cls(**dict(value or {}))
 
 
-def summarise_history(
-    history: list[dict[str, float]], primary: PrimaryMetric, metric_modes: Mapping[str, str]
-) -> dict[str, Any]:
+def summarise_history(history: list[dict[str, float]], primary: PrimaryMetric, metric_modes: Mapping[str, str]) -> dict[str, Any]:
     """The best (0-based) epoch, each metric's best and final value, and the median throughput after epoch 0."""
-    if not history:
-        return {"epochs": 0}
     speeds = [row["train/images_per_sec"] for row in history if "train/images_per_sec" in row]
     steady = speeds[1:] or speeds  # the first epoch pays for warm-up
     summary: dict[str, Any] = {"epochs": len(history)}
@@ -74,7 +67,6 @@ def summarise_history(
 
 def primary_value(results: Mapping[str, Any]) -> float | None:
     """The best value of a run's primary metric (older results.json files: val/acc1)."""
-
     return results.get(PrimaryMetric.of(results.get("primary_metric") or {}).results_key)
 
 

@@ -1,12 +1,12 @@
-"""A run's config read back from a checkpoint: data that picks among c3exp's own configs, never code.
-Instantiating it would let the file's author choose what runs (`_target_: os.system`): it is composed again from
-c3exp's groups, every `_target_` ours; a node budget stops shared references expanding into gigabytes."""
+"""A checkpoint's config is data, never code (`_target_: os.system`): rebuilt from c3exp's own groups, within a node budget."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from c3exp.config import GROUPS, compose, group_choices
@@ -23,8 +23,7 @@ LOCAL_KEYS = ("data.root", "output_dir", "trainer.default_root_dir")
 SCALARS = (str, int, float, bool, type(None))
 #: Never built when re-testing: c3exp's defaults stand in (a run's own would need their config group known).
 UNUSED_SECTIONS = ("logger", "callbacks")
-#: Settings that moved, old key -> new: the speed options left the model group for the task (every task's), the
-#: network's settings went into the task's `net` node.
+#: Settings that moved, old key -> new: the speed options to the task, the network's settings to the task's `net` node.
 MOVED_KEYS = {"model.channels_last": "task.channels_last", "model.compile": "task.compile", "task.network": "task.net",
               "task.head": "task.net.head", "task.head_options": "task.net.head_options", "task.aux_loss": "task.net.aux_loss"}
 
@@ -36,32 +35,21 @@ class UnsafeCheckpointError(ConfigError):
         super().__init__(key, str(path), f"a checkpoint whose stored config is plain data of c3exp's own configs: {reason}")
 
 
-class _Budget:
-    """Counts the nodes of a walk; a stored tree past the limit is refused before anything expands it."""
-
-    def __init__(self, path: str | Path, limit: int = MAX_NODES):
-        self.path, self.left = path, limit
-
-    def spend(self, where: str) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise UnsafeCheckpointError(self.path, f"it expands past {MAX_NODES:,} values (at {where or 'the top'})")
-
-
-def check_plain(tree: Any, path: str | Path, where: str = "", budget: _Budget | None = None, depth: int = 0) -> None:
-    """`tree` holds only dicts with string keys, lists and scalars, within MAX_NODES and MAX_DEPTH."""
-    budget = budget or _Budget(path)
-    budget.spend(where)
+def check_plain(tree: Any, path: str | Path, where: str, depth: int = 0, count: Iterator[int] | None = None) -> None:
+    """`tree` holds only dicts with string keys, lists and scalars, within MAX_NODES (refused before expanding) and MAX_DEPTH."""
+    count = count or itertools.count(1)
+    if next(count) > MAX_NODES:
+        raise UnsafeCheckpointError(path, f"it expands past {MAX_NODES:,} values (at {where})")
     if depth > MAX_DEPTH:
         raise UnsafeCheckpointError(path, f"it nests deeper than {MAX_DEPTH} levels (at {where})")
     if isinstance(tree, dict):
         for key, value in tree.items():
             if not isinstance(key, str):
-                raise UnsafeCheckpointError(path, f"a key of {where or 'the config'} is a {type(key).__name__}, not a string")
-            check_plain(value, path, f"{where}.{key}" if where else key, budget, depth + 1)
+                raise UnsafeCheckpointError(path, f"a key of {where} is a {type(key).__name__}, not a string")
+            check_plain(value, path, f"{where}.{key}", depth + 1, count)
     elif isinstance(tree, list):
         for index, item in enumerate(tree):
-            check_plain(item, path, f"{where}[{index}]", budget, depth + 1)
+            check_plain(item, path, f"{where}[{index}]", depth + 1, count)
     elif not isinstance(tree, SCALARS):
         raise UnsafeCheckpointError(path, f"{where} is a {type(tree).__name__}")
     elif isinstance(tree, str) and "${" in tree:
@@ -95,9 +83,7 @@ def _select(tree: Mapping[str, Any], dotted: str) -> Any:
 
 
 def stored_choices(section: Mapping[str, Any], config: Mapping[str, Any], path: str | Path) -> dict[str, str]:
-    """The run's config-group choices: stored by the run (newer checkpoints) or read from each group's `name`."""
-    # Older checkpoints: a group's file is named as its `name` key (a plug-in's name names none).
-
+    """The run's config-group choices: stored by the run, or (older checkpoints) each group's file named as its `name`."""
     named = {group: _select(config, f"{group}.name") for group in ("task", "model", "attn", "data", "optim")}
     choices = {group: value for group, value in named.items() if isinstance(value, str) and value in group_choices(group)}
     saved = section.get("choices")
@@ -125,36 +111,23 @@ def _nested_choice(group: str, config: Mapping[str, Any], choices: Mapping[str, 
 
 def merge_plain(ours: Any, theirs: Any, path: str | Path, where: str = "", vouched: Mapping[str, str] | None = None) -> Any:
     """`theirs` values in `ours`' shape; Hydra's call keys must be ours or `vouched` for by the command line."""
-    if not isinstance(ours, dict):
-        _refuse_calls(theirs, path, where)
-        return theirs
+    if isinstance(ours, dict) and not isinstance(theirs, (dict, type(None))):
+        raise UnsafeCheckpointError(path, f"{where} is {type(theirs).__name__} where c3exp's configs have a section")
+    if isinstance(theirs, list):  # its items are data: a call in one is refused as in a section c3exp's configs lack
+        return [merge_plain(None, item, path, f"{where}[{index}]", vouched) for index, item in enumerate(theirs)]
     if not isinstance(theirs, dict):
-        if theirs is not None:
-            raise UnsafeCheckpointError(path, f"{where} is {type(theirs).__name__} where c3exp's configs have a section")
-        return None  # a section switched off (logger.wandb: null)
-    merged = dict(ours)
+        return theirs  # a plain value, or a section switched off (logger.wandb: null)
+    merged = dict(ours) if isinstance(ours, dict) else {}
     for key, value in theirs.items():
         dotted = f"{where}.{key}" if where else key
         if key in HYDRA_KEYS:
-            if value != ours.get(key) and (vouched or {}).get(dotted) != str(value):
+            if value != merged.get(key) and (vouched or {}).get(dotted) != str(value):
                 raise UnsafeCheckpointError(path, f"its {dotted}={value!r} is not what c3exp's configs build there "
-                                                  f"({ours.get(key)!r}); a target you trust is taken from the command line: {dotted}=...")
+                                                  f"({merged.get(key)!r}); a target you trust is taken from the command line: {dotted}=...")
             merged[key] = value
         elif dotted not in LOCAL_KEYS:  # a key ours lacks (an option of a free-form section, a `+key`) is plain data
-            merged[key] = merge_plain(ours.get(key), value, path, dotted, vouched)
+            merged[key] = merge_plain(merged.get(key), value, path, dotted, vouched)
     return merged
-
-
-def _refuse_calls(tree: Any, path: str | Path, where: str) -> None:
-    """A stored section where c3exp's configs have a plain value may hold data, never a call."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if key in HYDRA_KEYS:
-                raise UnsafeCheckpointError(path, f"its {where}.{key} is a call where c3exp's configs have a plain value")
-            _refuse_calls(value, path, f"{where}.{key}")
-    elif isinstance(tree, list):
-        for item in tree:
-            _refuse_calls(item, path, where)
 
 
 def rebuild_config(checkpoint: Mapping[str, Any], path: str | Path, vouched: Mapping[str, str] | None = None) -> DictConfig:
@@ -174,23 +147,17 @@ def moved_keys(config: dict[str, Any]) -> None:
     """An older run's settings under their keys of today (in place)."""
     for old, new in MOVED_KEYS.items():
         *old_path, old_key = old.split(".")
-        parent = _select(config, ".".join(old_path))
-        if not isinstance(parent, dict) or old_key not in parent:
-            continue
-        value, node = parent.pop(old_key), config
-        *new_path, new_key = new.split(".")
-        for part in new_path:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
-        else:
-            node.setdefault(new_key, value)
+        parent, (*new_path, new_key), node = _select(config, ".".join(old_path)), new.split("."), config
+        if isinstance(parent, dict) and old_key in parent:
+            value = parent.pop(old_key)
+            for part in new_path:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.setdefault(new_key, value)
 
 
 def hydra_choices() -> dict[str, str]:
     """The group choices of the Hydra run in progress (empty outside one)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return {}
     return {group: str(value) for group, value in HydraConfig.get().runtime.choices.items() if group in GROUPS and value is not None}
@@ -207,13 +174,9 @@ RESUME_FREE = (
 )
 
 
-def _free(key: str) -> bool:
-    return any(key == free or key.startswith(f"{free}.") for free in RESUME_FREE)
-
-
 def changed_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Each result-changing setting that differs from the checkpoint's run; keys added to c3exp since are skipped."""
-
     before, after = flatten(dict(stored)), flatten(dict(current))
     return [f"{key}={after[key]!r} (the checkpoint's run: {before[key]!r})"
-            for key in sorted(before.keys() & after.keys()) if not _free(key) and before[key] != after[key]]
+            for key in sorted(before.keys() & after.keys())
+            if before[key] != after[key] and not any(key == free or key.startswith(f"{free}.") for free in RESUME_FREE)]

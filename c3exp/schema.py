@@ -3,6 +3,7 @@ Literal choices and a note in `Annotated`) checks the value a config gives it, a
 unknown setting. Each value is checked once, where its node is built, before any data is read or network run."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import types
@@ -28,14 +29,17 @@ def check_settings(settings: Mapping[str, Any], target: Callable[..., Any], pref
     accepted = [name for name in params if name not in supplied]
     for key, value in settings.items():
         if key not in accepted:
-            raise ConfigError(f"{prefix}{key}", value, f"a setting of {qualified_name(target)}: {', '.join(accepted)}")
+            name = f"{target.__module__}.{target.__qualname__}"
+            raise ConfigError(f"{prefix}{key}", value, f"a setting of {name}: {', '.join(accepted)}")
         hint = params[key]
         if not conforms(value, hint):
             raise ConfigError(f"{prefix}{key}", value, describe(hint))
 
 
+@functools.cache
 def parameters(target: Callable[..., Any]) -> dict[str, Hint]:
-    """Keyword parameters -> type hints (Any where none); a class's `**kwargs` followed to its bases' __init__."""
+    """Keyword parameters -> type hints (Any where none); a class's `**kwargs` followed to its bases' __init__.
+    Cached (a network builds a block per insertion point): callers read the dict, never change it."""
     found: dict[str, Hint] = {}
     for function in _constructors(target):
         try:
@@ -60,10 +64,6 @@ def _constructors(target: Callable[..., Any]) -> list[Callable[..., Any]]:
         if not takes_more or cls.__module__.split(".")[0] in NOT_FORWARDING:
             break
     return chain or [target]
-
-
-def qualified_name(target: Callable[..., Any]) -> str:
-    return f"{target.__module__}.{target.__qualname__}"
 
 
 def _parts(hint: Hint) -> tuple[Hint, list[Any]]:
@@ -169,3 +169,4 @@ PositiveFloat = Annotated[float, at.Gt(0)]
 NonNegativeFloat = Annotated[float, at.Ge(0)]
 Probability = Annotated[float, at.Interval(ge=0, le=1)]
 OddPositiveInt = Annotated[int, at.Ge(1), at.Predicate(lambda value: value % 2 == 1), "odd"]
+SpatialSize = tuple[PositiveInt, PositiveInt]  # a block's [H, W]

@@ -255,6 +255,15 @@ def test_values_that_would_fail_after_work_are_one_line_before_it(tmp_path, over
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("decay", ["0", "1", "1.5", "true", "'0.9'"])
+def test_an_average_decay_outside_0_to_1_is_one_line(tmp_path, decay):
+    from c3exp.config import validate_config
+    from tests.conftest import run_config
+
+    with pytest.raises(ConfigError, match=r"^optim.ema_decay=.* is not valid: expected null or a number > 0 and < 1"):
+        validate_config(run_config(["data=digits", f"optim.ema_decay={decay}"], tmp_path))
+
+
 @pytest.mark.parametrize("overrides", [["experiment=segmentation_shapes"], ["experiment=detection_shapes"],
                                        ["data=imagenet", "data.root=/x"],
                                        ["data=digits", "trainer.limit_val_batches=0.5", "seed=4294967295"]])

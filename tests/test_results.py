@@ -8,7 +8,7 @@ from c3exp.results import PrimaryMetric, primary_value, summarise_history
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("name", "acc1", "a validation metric"),
+    ("name", "acc1", r"a string \(a validation metric logged by the task"),
     ("mode", "biggest", "one of max, min"),
 ])
 def test_a_bad_primary_metric_declaration_is_one_line(key, value, expected):

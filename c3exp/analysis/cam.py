@@ -17,13 +17,6 @@ def rank_channels(features: torch.Tensor, k: int) -> torch.Tensor:
     return torch.argsort(features.mean(dim=(2, 3)), dim=1, descending=True, stable=True)[:, :k]
 
 
-def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Scale every (H, W) map of a (B, K, H, W) tensor to [0, 1]; a flat map becomes all zeros."""
-    low = maps.amin(dim=(2, 3), keepdim=True)
-    span = maps.amax(dim=(2, 3), keepdim=True) - low
-    return (maps - low) / torch.where(span > 0, span, torch.inf)
-
-
 @dataclass(frozen=True)
 class ChannelMaps:
     """The top-k channels of each image, their mean activations and their upsampled maps."""
@@ -43,5 +36,8 @@ def top_channel_maps(model: nn.Module, images: torch.Tensor, k: int = 6) -> Chan
     channels = rank_channels(features, k)
     picked = features.gather(1, channels[:, :, None, None].expand(-1, -1, *features.shape[2:]))
     upsampled = F.interpolate(picked, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    low = upsampled.amin(dim=(2, 3), keepdim=True)
+    span = upsampled.amax(dim=(2, 3), keepdim=True) - low
+    maps = (upsampled - low) / torch.where(span > 0, span, torch.inf)  # each in [0, 1]; a flat map all zeros
     scores = features.mean(dim=(2, 3)).gather(1, channels)
-    return ChannelMaps(channels.cpu(), scores.cpu(), normalise_maps(upsampled).cpu(), predictions.cpu())
+    return ChannelMaps(channels.cpu(), scores.cpu(), maps.cpu(), predictions.cpu())

@@ -15,9 +15,6 @@ from matplotlib.ticker import MaxNLocator
 from c3exp.analysis.cam import ChannelMaps
 from c3exp.utils.atomic import write_with
 
-ACCURACY_LABEL = "validation top-1 accuracy (%)"
-
-
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG beside `path` and rename it (a symlink there is replaced, never written through)."""
     path = Path(path)
@@ -61,8 +58,8 @@ class Band:
         return np.clip(self.mean - self.std, low, high), np.clip(self.mean + self.std, low, high)
 
 
-def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path, ylabel: str = ACCURACY_LABEL) -> Path:
-    """A validation metric (%, top-1 unless `ylabel` says) per epoch; per label a mean line, a ± std band in 0-100."""
+def accuracy_curves(bands: Mapping[str, Band], title: str, path: str | Path, ylabel: str) -> Path:
+    """A validation metric (%) per epoch; per label a mean line, a ± std band in 0-100."""
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     for label, band in bands.items():

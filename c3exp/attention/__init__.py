@@ -65,7 +65,6 @@ def sized_by_map(block: str | None) -> bool:
 
 def create_attn(block: str | None, channels: int, spatial_size: Size | None = None, **options: Any) -> nn.Module | None:
     """Block `block` for `channels` channels, None for none; only blocks sized by the map get `spatial_size`."""
-
     factory = block_factory(block)
     if factory is None:
         return None

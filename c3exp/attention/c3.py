@@ -10,30 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from c3exp.attention.common import bottleneck_mlp
 from c3exp.errors import ConfigError, check
-from c3exp.schema import PositiveInt
+from c3exp.schema import PositiveInt, SpatialSize, conforms
 
 
 def channel_groups(channels: int, max_group_channels: int) -> int:
     """The fewest equal groups of at most `max_group_channels` channels (official code: 512)."""
     return next(g for g in range(1, channels + 1) if channels % g == 0 and channels // g <= max_group_channels)
-
-
-def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """F.interpolate(mode="nearest"), by slicing or broadcasting for integer factors (the common 32x32 <-> 16x16)."""
-    height, width = x.shape[-2:]
-    out_height, out_width = size
-    if (height, width) == (out_height, out_width):
-        return x
-    if height % out_height == 0 and width % out_width == 0:
-        return x[:, :, :: height // out_height, :: width // out_width]
-    if out_height % height == 0 and out_width % width == 0:
-        batch, channels = x.shape[:2]
-        repeated = x[:, :, :, None, :, None].expand(
-            batch, channels, height, out_height // height, width, out_width // width
-        )
-        return repeated.reshape(batch, channels, out_height, out_width)
-    return F.interpolate(x, size=size, mode="nearest")
 
 
 def integer_factors(size: torch.Size | tuple[int, int], block: tuple[int, int]) -> tuple[int, int] | None:
@@ -116,12 +100,8 @@ def to_tiles(x: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
     tile_h, tile_w = tile
     factors = integer_factors((height, width), tile)
     if factors is None:
-        raise ConfigError(
-            "attn.options.spatial_sizes",
-            [tile_h, tile_w],
-            f"a divisor of the {height}x{width} feature map when attn.options.resize=tile "
-            "(or use attn.options.resize=interpolate)",
-        )
+        raise ConfigError("attn.options.spatial_sizes", [tile_h, tile_w], f"a divisor of the {height}x{width} feature "
+                          "map when attn.options.resize=tile (or use attn.options.resize=interpolate)")
     rows, cols = factors
     tiles = x.reshape(batch, channels, rows, tile_h, cols, tile_w).permute(0, 2, 4, 1, 3, 5)
     return tiles.reshape(batch * rows * cols, channels, tile_h * tile_w)
@@ -136,11 +116,6 @@ def from_tiles(tiles: torch.Tensor, shape: torch.Size, tile: tuple[int, int]) ->
     return grid.reshape(batch, channels, height, width)
 
 
-def position_mlp(positions: int, hidden: int) -> nn.Sequential:
-    """A -> A/r -> A over the last axis; the official Conv1d over A written as the Linear it equals."""
-    return nn.Sequential(nn.Linear(positions, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, positions))
-
-
 class C3Block(nn.Module):
     """C3 on maps of `spatial_size`; other sizes are nearest-resized (official path) or tiled (resize=tile).
     message_passing, encoder_decoder and stack=k are the official ablations; stack holds the other k - 1 blocks."""
@@ -150,7 +125,7 @@ class C3Block(nn.Module):
     def __init__(
         self,
         channels: int,
-        spatial_size: tuple[int, int] | list[int],
+        spatial_size: SpatialSize,
         reduction: Annotated[PositiveInt, "the MLPs are A -> max(1, A // reduction) -> A over the A = H*W positions"] = 8,
         resize: Literal["interpolate", "tile"] = "interpolate",
         max_group_channels: Annotated[PositiveInt, "512 in the official code"] = 512,
@@ -162,7 +137,8 @@ class C3Block(nn.Module):
         stack: Annotated[PositiveInt, "C3 blocks, each with its own weights, in sequence at one location"] = 1,
     ):
         super().__init__()
-        check(is_spatial_size(spatial_size), "attn.options.spatial_sizes", spatial_size, "[H, W] with positive integers")
+        valid = conforms(spatial_size, SpatialSize)
+        check(valid, "attn.options.spatial_sizes", spatial_size, "[H, W] with positive integers")
         positions = spatial_size[0] * spatial_size[1]
         self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
         self.resize = resize
@@ -172,8 +148,9 @@ class C3Block(nn.Module):
         self.encoder_decoder = encoder_decoder
         self.groups = channel_groups(channels, max_group_channels)
         hidden = max(1, positions // reduction)  # SE-style rounding: any reduction fits any block size
-        self.encoder = position_mlp(positions, hidden) if encoder_decoder else None
-        self.decoder = position_mlp(positions, hidden) if encoder_decoder else None
+        # A -> A/r -> A over the last axis: the official Conv1d over A written as the Linear it equals
+        self.encoder = bottleneck_mlp(positions, hidden) if encoder_decoder else None
+        self.decoder = bottleneck_mlp(positions, hidden) if encoder_decoder else None
         # BN over the A positions, statistics over every (sample, tile, channel) row.
         self.norm = nn.BatchNorm1d(positions) if bn else nn.Identity()
         # an empty list adds no state_dict keys
@@ -193,7 +170,8 @@ class C3Block(nn.Module):
         """x + the messages of x nearest-resized to the block size, nearest-resized back."""
         factors = integer_factors(x.shape[-2:], self.spatial_size)
         if factors is None:  # e.g. 8x8 maps for a 16x16 block, or 6x10 ones: the general resize
-            return x + resize_nearest(self.message(resize_nearest(x, self.spatial_size)), x.shape[-2:])
+            small = F.interpolate(x, size=self.spatial_size, mode="nearest")
+            return x + F.interpolate(self.message(small), size=x.shape[-2:], mode="nearest")
         if factors == (1, 1):
             return x + self.message(x)
         small, identity = _Subsample.apply(x, *factors)
@@ -243,15 +221,6 @@ class C3Block(nn.Module):
 
 def linear_mean(linear: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     """linear(hidden).mean(-1) in >= float32 via averaged weights: no A-wide reduction or gradient."""
-
     dtype = torch.promote_types(hidden.dtype, torch.float32)
     return (hidden.to(dtype) * linear.weight.to(dtype).mean(0)).sum(-1) + linear.bias.to(dtype).mean()
 
-
-def is_spatial_size(value: object) -> bool:
-    """A [H, W] pair of positive integers."""
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c3exp.attention.common import PlaneGate, check_divides, z_pool
+from c3exp.attention.common import PlaneGate, bottleneck_mlp, check_divides, z_pool
 from c3exp.schema import OddPositiveInt, PositiveInt
 
 
@@ -15,11 +15,7 @@ class ChannelGate(nn.Module):
         super().__init__()
         check_divides(reduction, channels, "channels")
         hidden = channels // reduction
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels),
-        )
+        self.mlp = bottleneck_mlp(channels, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.mlp(x.mean(dim=(2, 3))) + self.mlp(x.amax(dim=(2, 3)))

@@ -15,7 +15,6 @@ class CoordAttention(nn.Module):
     """M = max(8, C // reduction) (32 in the paper); biases and BN affine as the official code:
     3 * C * M + 3 * M + 2 * C parameters."""
 
-
     is_attention = True
 
     def __init__(self, channels: int, reduction: Annotated[PositiveInt, "hidden width max(8, channels // reduction); 32 in the paper"] = 32):

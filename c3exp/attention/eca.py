@@ -20,7 +20,6 @@ def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
 class ECA(nn.Module):
     """k parameters; `kernel_size` None adapts k to C, an odd integer fixes it (released ECA-ResNet-50: 3, 5, 5, 7)."""
 
-
     is_attention = True
 
     def __init__(self, channels: int, kernel_size: Annotated[OddPositiveInt | None, "null: adapted to the channel count"] = None,
@@ -33,4 +32,3 @@ class ECA(nn.Module):
         pooled = x.mean(dim=(2, 3))  # (N, C)
         logits = self.conv(pooled[:, None, :])[:, 0]  # channels as the 1D sequence
         return x * torch.sigmoid(logits)[:, :, None, None]
-

@@ -15,7 +15,6 @@ class GlobalContext(nn.Module):
     """P = max(1, int(C * ratio)); 2 * C * P + 2 * C + 3 * P + 1 parameters (the inert mask bias kept, as official).
     1x1 convs as nn.Linear: the model-wide Conv2d init then leaves the official one (identity start) in place."""
 
-
     is_attention = True
 
     def __init__(self, channels: int, ratio: Ratio = 1 / 16):

@@ -14,11 +14,6 @@ from c3exp.errors import check
 from c3exp.schema import NonNegativeInt
 
 
-def ge_params(channels: int, extent: int = 0, learned: bool = False) -> int:
-    """The block's parameter count in closed form: 0 for GE-θ⁻, 11 * C * log2(e) for GE-θ."""
-    return 11 * channels * int(math.log2(extent)) if learned else 0
-
-
 def is_power_of_two(value: int) -> bool:
     return value >= 1 and value & (value - 1) == 0
 
@@ -26,31 +21,23 @@ def is_power_of_two(value: int) -> bool:
 class GatherExcite(nn.Module):
     """learned=false: GE-θ⁻ (no parameters); learned=true: GE-θ, log2(e) depthwise stride-2 convs + BN."""
 
-
     is_attention = True
 
     def __init__(self, channels: int, extent: Annotated[NonNegativeInt, "0: the mean over all positions"] = 0, learned: bool = False):
         super().__init__()
-        if learned:
-            check(
-                extent >= 2 and is_power_of_two(extent),
-                "attn.options.extent",
-                extent,
-                "a power of two >= 2 (the paper's 2, 4, 8) when attn.options.learned=true: the learned global "
-                "gather is a depthwise conv as large as each block's map, which this block is not given",
-            )
         self.extent = extent
         self.learned = learned
         self.gather = None
         if learned:
+            check(extent >= 2 and is_power_of_two(extent), "attn.options.extent", extent,
+                  "a power of two >= 2 (the paper's 2, 4, 8) when attn.options.learned=true: the learned global "
+                  "gather is a depthwise conv as large as each block's map, which this block is not given")
             layers: list[nn.Module] = []
             for index in range(int(math.log2(extent))):
                 if index:
                     layers.append(nn.ReLU())
-                layers += [
-                    nn.Conv2d(channels, channels, 3, stride=2, padding=1, groups=channels, bias=False),
-                    nn.BatchNorm2d(channels),
-                ]
+                depthwise = nn.Conv2d(channels, channels, 3, stride=2, padding=1, groups=channels, bias=False)
+                layers += [depthwise, nn.BatchNorm2d(channels)]
             self.gather = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,14 +11,6 @@ from c3exp.attention.common import check_divides
 from c3exp.schema import PositiveInt
 
 
-def nonlocal_params(channels: int, reduction: int = 2) -> int:
-    """The block's parameter count in closed form."""
-    inner = channels // reduction
-    return 4 * channels * inner + 3 * inner + 3 * channels
-
-
-
-
 class NonLocalBlock(nn.Module):
     """Embedded-Gaussian non-local block over the H*W positions of each sample."""
 
@@ -39,8 +31,6 @@ class NonLocalBlock(nn.Module):
 
     def reset_parameters(self) -> None:
         """The official initialisation: N(0, 0.01) convs, zero biases and BN scale: the block starts as identity."""
-
-
         for conv in (self.theta, self.phi, self.g, self.out):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)

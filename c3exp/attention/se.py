@@ -4,13 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c3exp.attention.common import check_divides
+from c3exp.attention.common import bottleneck_mlp, check_divides
 from c3exp.schema import PositiveInt
 
 
 class SqueezeExcite(nn.Module):
     """Reduction 8 and bias-free FC layers: exactly 2 * C * C / r parameters, what Table 1's "+SE" column adds."""
-
 
     is_attention = True
 
@@ -18,11 +17,7 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         check_divides(reduction, channels, "channels")
         hidden = channels // reduction
-        self.fc = nn.Sequential(
-            nn.Linear(channels, hidden, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels, bias=False),
-        )
+        self.fc = bottleneck_mlp(channels, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.fc(x.mean(dim=(2, 3))))

@@ -10,14 +10,8 @@ from c3exp.attention.common import PlaneGate, z_pool
 from c3exp.schema import OddPositiveInt
 
 
-def triplet_params(kernel_size: int = 7) -> int:
-    """The block's parameter count in closed form, independent of the channel count."""
-    return 3 * (2 * kernel_size * kernel_size + 2)
-
-
 class TripletAttention(nn.Module):
     """`channels` only fixes the interface: the weights do not depend on it (BN momentum the official 0.01)."""
-
 
     is_attention = True
 

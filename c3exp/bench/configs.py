@@ -1,19 +1,68 @@
-"""The configurations of one bench run: comma-separated overrides expanded, each composed and checked.
-
-conf/bench.yaml is the training config plus bench.*, so training configs never carry bench settings.
-"""
+"""A bench run's configurations: overrides expanded, each composed from conf/bench.yaml (the training config plus
+bench.*, so that training configs never carry bench settings) and its bench.* checked."""
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Annotated, Literal
 
+import annotated_types as at
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from c3exp.bench.settings import BenchSettings
 from c3exp.config import check_keys, compose, config_keys, nearest_keys, parse_overrides
 from c3exp.errors import OverrideError, check
 from c3exp.paths import config_dir
+from c3exp.schema import NonNegativeInt, PositiveInt, check_settings
+
+AUTOCAST_DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The validated `bench` node of one configuration; null speed options defer to the task/trainer config."""
+
+    mode: Literal["steps", "loop"]
+    device: Literal["cpu", "cuda"]
+    batch_size: PositiveInt
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"]
+    channels_last: bool
+    compile: bool
+    threads: PositiveInt | None
+    keep_freed_memory: bool
+    peak: bool
+    warmup: NonNegativeInt
+    steps: Annotated[int, at.Ge(2)]
+    rounds: PositiveInt
+    seed: NonNegativeInt
+    path: Annotated[str, at.MinLen(1)] | None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> BenchSettings:
+        """Read cfg.bench, filling the null speed options from cfg.trainer and cfg.task, and validate."""
+        values = {field.name: cfg.bench.get(field.name) for field in fields(cls)}
+        training = {"precision": cfg.trainer.precision, "channels_last": cfg.task.get("channels_last", False),
+                    "compile": cfg.task.get("compile", False)}
+        values |= {key: value for key, value in training.items() if values[key] is None}
+        values["precision"] = str(values["precision"])
+        check_settings(values, cls, "bench.")
+        device, precision = values["device"], values["precision"]
+        check(device != "cuda" or torch.cuda.is_available(), "bench.device", device, "cpu (no CUDA device is visible)")
+        # Lightning trains 16-mixed as bf16-mixed on a CPU: timing fp16 there would time another run.
+        check(device == "cuda" or precision != "16-mixed", "bench.precision", precision,
+              "32 or bf16-mixed on a CPU (Lightning turns 16-mixed into bf16-mixed there)")
+        return cls(**values)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype torch.autocast runs in; None for float32 (autocast off)."""
+        return AUTOCAST_DTYPES[self.precision]
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16 needs loss scaling (as Lightning's 16-mixed does); bf16 and fp32 do not."""
+        return torch.amp.GradScaler(self.device, enabled=self.precision == "16-mixed")
+
 
 # Settings shared by every configuration of one run (the rest may differ between configurations).
 PROCESS_KEYS = ("mode", "device", "threads", "keep_freed_memory", "peak", "warmup", "steps", "rounds", "seed", "path")
@@ -46,14 +95,13 @@ def compose_bench(overrides: Sequence[str]) -> DictConfig:
     for override in parsed:
         key = override.key_or_group
         declared = override.is_add() or override.is_force_add() or override.is_delete()
-        if key.split(".")[0] == "bench" and key not in keys and not declared:
+        if key.split(".")[0] == "bench" and key not in keys and not declared:  # bench=foo would compose
             near = nearest_keys(key, keys)
             hint = f"did you mean {' or '.join(near)}?" if near else "`c3exp bench --help` lists them"
             raise OverrideError(f"{key} is not a config key or group ({override.input_line}): {hint}")
     try:
         return compose(overrides, config_name="bench")
-    except OverrideError:
-        # compose names the nearest keys for the training config only: name them for its keys here
+    except OverrideError:  # compose names the nearest keys of config.yaml only: of the training part's keys here
         check_keys([override for override in parsed if override.key_or_group.split(".")[0] != "bench"])
         raise
 

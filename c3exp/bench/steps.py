@@ -1,9 +1,15 @@
-"""One full training step on a synthetic batch: what the bench times, built as training builds it."""
+"""What the bench times and how: full training steps as training builds them, on a synthetic batch, timed with the
+device's queued work and interleaved so that load changes hit every configuration; loop mode's two loops."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import itertools
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities import move_data_to_device
@@ -12,6 +18,7 @@ from omegaconf import OmegaConf
 from c3exp.bench.configs import BenchConfig
 from c3exp.tasks import TaskModule, build_task
 from c3exp.utils.complexity import data_input_shape
+from c3exp.utils.noise import silence_library_noise
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 #: fp32 and bf16 need no loss scaling: a disabled scaler's scale, step and update are the plain ones.
@@ -60,3 +67,77 @@ def trainee_step(config: BenchConfig) -> Callable[[], torch.Tensor]:
     settings = config.settings
     return functools.partial(train_step, module, make_optimizer(config, module), seeded_batch(config, module),
                              settings.autocast_dtype, settings.grad_scaler())
+
+
+def synchronize(device: str) -> None:
+    """Wait for the GPU's queued kernels, so a timer reads the work done, not the work launched."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step: Callable[[], object], device: str) -> float:
+    """Seconds of one call, the device's queued work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleave(steps: Sequence[Callable[[], object]], warmup: int, count: int, device: str) -> list[list[float]]:
+    """`warmup` untimed then `count` timed calls of every step, round-robin; round r starts at step r mod n."""
+    for step in [*steps] * warmup:
+        step()
+    times: list[list[float]] = [[] for _ in steps]
+    for i in [(round_index + offset) % len(steps) for round_index in range(count) for offset in range(len(steps))]:
+        times[i].append(timed(steps[i], device))
+    return times
+
+
+class StepClock(L.Callback):
+    """The start of every training batch, the device's queued work done."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.starts = device, []
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        synchronize(self.device)
+        self.starts.append(time.perf_counter())
+
+
+def lightning_block(config: BenchConfig, module: TaskModule, batch: Batch) -> list[float]:
+    """The starts of Trainer.fit's batches; logging, checkpointing, progress bar, validation off (not build_trainer)."""
+    settings = config.settings
+    clock = StepClock(settings.device)
+    silence_library_noise()
+    count = settings.warmup + settings.steps + 1
+    with tempfile.TemporaryDirectory() as root:
+        trainer = L.Trainer(accelerator="gpu" if settings.device == "cuda" else "cpu", devices=1,
+                            precision=settings.precision, max_steps=count, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            limit_val_batches=0, callbacks=[clock], default_root_dir=root)
+        trainer.fit(module, train_dataloaders=itertools.repeat(batch, count))
+    return clock.starts
+
+
+def bare_block(config: BenchConfig, module: TaskModule, batch: Batch) -> list[float]:
+    """The same steps in a hand-written loop, with a fresh optimizer as every fit has: the starts of its batches."""
+    settings = config.settings
+    optimizer, scaler, clock = make_optimizer(config, module), settings.grad_scaler(), StepClock(settings.device)
+    for _ in range(settings.warmup + settings.steps + 1):
+        clock.on_train_batch_start()
+        train_step(module, optimizer, batch, settings.autocast_dtype, scaler)
+    return clock.starts
+
+
+def compare_loops(config: BenchConfig) -> dict[str, list[float]]:
+    """`rounds` blocks of each loop, who goes first alternating; each times `steps` iterations, batch start to start."""
+    modules = {"lightning": build_module(config, compile_here=False), "bare": build_module(config)}
+    batch = seeded_batch(config, modules["bare"])
+    blocks = {"lightning": lightning_block, "bare": bare_block}
+    times: dict[str, list[float]] = {name: [] for name in blocks}
+    for round_index in range(config.settings.rounds):
+        for name in list(blocks)[:: -1 if round_index % 2 else 1]:
+            starts = blocks[name](config, modules[name], batch)
+            times[name] += [b - a for a, b in itertools.pairwise(starts)][config.settings.warmup:]
+    return times

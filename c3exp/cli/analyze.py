@@ -1,14 +1,11 @@
 """The paper's Fig. 4 and Fig. 6 from c3exp checkpoints and runs, and two detectors' boxes side by side.
 
-c3exp analyze <analysis> key=value ...: the analysis first, then its options.
-
 example: c3exp analyze cam baseline=outputs/a/checkpoints/last.ckpt c3=outputs/b/checkpoints/last.ckpt images=4
 """
 from __future__ import annotations
 
 import itertools
 import os
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -17,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
-from c3exp.cli.options import command, option, option_lines, parse, usage
-from c3exp.errors import ConfigError, check
-from c3exp.results import RESULTS_FILE, read_results, write_json
+from c3exp.cli.options import command, help_text, option, parse
+from c3exp.errors import check
+from c3exp.results import write_json
 from c3exp.schema import PositiveInt, Probability
 
 if TYPE_CHECKING:
@@ -84,43 +81,34 @@ class Boxes(Pair):
     out: str | None = option(OUT.format("boxes_compare.png"), None, metavar="FILE")
 
 
-def load_network(ckpt_path: str | Path, overrides: Sequence[str] = (),
+def load_network(ckpt_path: str, task: str, role: str, overrides: Sequence[str] = (),
                  data_root: str | None = None) -> tuple[nn.Module, DictConfig]:
-    """The checkpoint's trained network (eval mode) and run config; its data read from `data_root` where it has one."""
-    from c3exp.checkpoints import load_checkpoint
-    from c3exp.cli.eval import config_from_checkpoint, load_weights
+    """The checkpoint's trained network (eval mode) and run config; its data read from `data_root` where it has one.
+    Another task's checkpoint is a one-line error naming `role`, not a traceback deep inside."""
+    from c3exp.cli.eval import load_run, load_weights
     from c3exp.models import without_pretrained
     from c3exp.tasks import build_network
 
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = config_from_checkpoint(checkpoint, list(overrides), ckpt_path)
+    checkpoint, cfg = load_run(ckpt_path, overrides)
+    found = OmegaConf.select(cfg, "task.name")
+    check(found == task, role, ckpt_path, f"a {task} checkpoint (task={task}), not task={found}")
     if data_root and "root" in cfg.data:
         cfg.data.root = data_root
     net = build_network(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones: no download
-    weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()
-               if key.startswith("net.")}
-    load_weights(net, weights, ckpt_path)
+    load_weights(net, checkpoint["state_dict"], ckpt_path, prefix="net.")
     return net.eval(), cfg
 
 
 def load_pair(options: Pair, task: str) -> tuple[tuple[nn.Module, nn.Module], tuple[DictConfig, DictConfig], Any, list]:
     """Both networks and configs (of `task`, trained on the same data, read from data_root), data and first samples."""
-    from c3exp.analysis.callback import first_samples
+    from c3exp.analysis.correlation import first_samples
 
-    (baseline, cfg), (c3, c3_cfg) = (load_network(path, data_root=options.data_root)
-                                     for path in (options.baseline, options.c3))
-    check_task(cfg, task, "baseline", options.baseline)
-    check_task(c3_cfg, task, "c3", options.c3)
+    (baseline, cfg), (c3, c3_cfg) = (load_network(path, task, role, data_root=options.data_root)
+                                     for role, path in (("baseline", options.baseline), ("c3", options.c3)))
     check(cfg.data.name == c3_cfg.data.name, "c3", options.c3,
           f"a checkpoint trained on the baseline's data ({cfg.data.name}), not {c3_cfg.data.name}")
     datamodule, loader = split_loader(cfg, options.split, options.images)
     return (baseline, c3), (cfg, c3_cfg), datamodule, first_samples(loader, options.images)
-
-
-def check_task(cfg: DictConfig, task: str, role: str, ckpt_path: str | Path) -> None:
-    """The command reads networks of one task: another's is a one-line error, not a traceback deep inside."""
-    found = OmegaConf.select(cfg, "task.name")
-    check(found == task, role, str(ckpt_path), f"a {task} checkpoint (task={task}), not task={found}")
 
 
 def split_loader(cfg: DictConfig, split: str, images: int | None = None) -> tuple[ImageDataModule, Any]:
@@ -138,7 +126,7 @@ def split_loader(cfg: DictConfig, split: str, images: int | None = None) -> tupl
 def figure(options: Any, name: str, draw: Callable[[Path], Any]) -> Path:
     """`draw` into `out`, or `name` in the deepest folder holding baseline and c3: where their comparison belongs."""
     parents = [Path(path).resolve().parent for path in (options.baseline, options.c3)]
-    out = Path(options.out) if options.out else Path(os.path.commonpath(parents)) / name
+    out = Path(options.out or Path(os.path.commonpath(parents)) / name)
     draw(out)
     print(f"wrote {out}")
     return out
@@ -149,13 +137,11 @@ def run_correlation(args: list[str]) -> list[StageCorrelation]:
     from c3exp.analysis.plots import correlation_heatmaps
 
     options, overrides = parse(Correlation, args, overrides=True)
-    net, cfg = load_network(options.ckpt_path, overrides)
-    check_task(cfg, "classification", "ckpt_path", options.ckpt_path)
+    net, cfg = load_network(options.ckpt_path, "classification", "ckpt_path", overrides)
     loader = split_loader(cfg, options.split)[1]
     correlations = stage_correlations(net, (images for images, *_ in itertools.islice(loader, options.batches)))
-    ckpt, images = Path(options.ckpt_path), correlations[0].images
-    name = f"{cfg.model.name} + {cfg.attn.name} on {cfg.data.name}"
-    out = Path(options.out) if options.out else ckpt.parent / f"{ckpt.stem}_correlation"
+    images, name = correlations[0].images, f"{cfg.model.name} + {cfg.attn.name} on {cfg.data.name}"
+    out = Path(options.out or f"{Path(options.ckpt_path).with_suffix('')}_correlation")
     out.mkdir(parents=True, exist_ok=True)
     save_matrices(correlations, out / "correlation.npz")
     write_json(out / "correlation.json", {"checkpoint": name, "images": images, "stages": [
@@ -169,39 +155,28 @@ def run_correlation(args: list[str]) -> list[StageCorrelation]:
     return correlations
 
 
-def run_label(run_dir: str | Path, fallback: str) -> str:
-    results = Path(run_dir) / RESULTS_FILE
-    info = read_results(results) if results.is_file() else None
-    return f"{info['model']} + {info['attn']}" if info else fallback
-
-
-def spread_epochs(epochs: Sequence[int], count: int) -> list[int]:
-    """`count` epochs from first to last, evenly spaced (fewer when fewer were recorded)."""
+def run_correlation_compare(args: list[str]) -> Path:
     import numpy as np
 
-    picks = np.linspace(0, len(epochs) - 1, num=min(count, len(epochs))).round().astype(int)
-    return [epochs[i] for i in dict.fromkeys(picks.tolist())]
-
-
-def run_correlation_compare(args: list[str]) -> Path:
-    from c3exp.analysis.callback import load_correlation_history
+    from c3exp.analysis.correlation import load_correlation_history
     from c3exp.analysis.plots import correlation_over_training
 
     options, _ = parse(CorrelationCompare, args)
     runs = f"{options.baseline}, {options.c3}"
-    histories = [load_correlation_history(path, run_label(path, fallback))
-                 for path, fallback in ((options.baseline, "baseline"), (options.c3, "c3"))]
+    histories = [load_correlation_history(options.baseline, "baseline"), load_correlation_history(options.c3, "c3")]
     stages = len(histories[0].mean_abs[0])
     check(all(len(h.mean_abs[0]) == stages for h in histories), "runs", runs,
           "two runs of networks with the same number of stages")
     stage = options.stage or stages
     check(stage <= stages, "stage", stage, f"a stage from 1 to {stages}")
-    shared = sorted(set(histories[0].epochs).intersection(*(h.epochs for h in histories[1:])))
+    shared = sorted(set(histories[0].epochs) & set(histories[1].epochs))
     check(bool(shared), "runs", runs, "two runs with at least one recorded epoch in common")
     for history in histories:
         last = ", ".join(f"stage {i + 1} {value:.4f}" for i, value in enumerate(history.mean_abs[-1]))
         print(f"{history.label}: mean |corr| after epoch {history.epochs[-1]}: {last}")
-    draw = partial(correlation_over_training, histories, stage, spread_epochs(shared, options.epochs))
+    # options.epochs of them from first to last, evenly spaced (fewer when fewer were recorded)
+    picks = np.linspace(0, len(shared) - 1, num=min(options.epochs, len(shared))).round().astype(int)
+    draw = partial(correlation_over_training, histories, stage, [shared[i] for i in dict.fromkeys(picks.tolist())])
     return figure(options, "correlation_compare.png", draw)
 
 
@@ -245,7 +220,7 @@ def run_boxes(args: list[str]) -> Path:
             columns[f"{role}: {net_cfg.model.name} + {net_cfg.attn.name}"] = [
                 {key: found[key][found["scores"] >= options.score].numpy() for key in ("boxes", "labels", "scores")}
                 for found in net(list(images))]
-    class_names = getattr(datamodule, "class_names", None) or [f"class {i}" for i in range(cfg.data.num_classes)]
+    class_names = getattr(datamodule, "class_names", None) or ()  # without names: "class 3" (box_comparison)
     for label, rows in columns.items():
         print(f"{label}: boxes per image {[len(row['labels']) for row in rows]}"
               + ("" if label == "ground truth" else f" (score >= {options.score:g})"))
@@ -258,21 +233,17 @@ ANALYSES: dict[str, tuple[type, Callable[[list[str]], Any]]] = {
     "cam": (Cam, run_cam), "boxes": (Boxes, run_boxes)}
 
 
-def help_text() -> str:
+def analyses_help() -> str:
     """This docstring, then per analysis its usage, what it does and its options."""
-    parts = [f"usage: c3exp analyze <{'|'.join(ANALYSES)}> [key=value ...]", "", __doc__.strip()]
-    for name, (options, _) in ANALYSES.items():
-        described = textwrap.fill(" ".join(options.__doc__.split()), 110, initial_indent="  ", subsequent_indent="  ")
-        parts += ["", usage(f"analyze {name}", options), described, *option_lines(options)]
-    return "\n".join(parts)
+    return "\n\n".join([help_text(f"analyze <{'|'.join(ANALYSES)}>", __doc__), *(
+        help_text(f"analyze {name}", options.__doc__, options) for name, (options, _) in ANALYSES.items())])
 
 
 def run(args: list[str]) -> Any:
     name = args[0] if args else None
-    if name not in ANALYSES:
-        raise ConfigError("analysis", name, ANALYSES)
+    check(name in ANALYSES, "analysis", name, ANALYSES)
     return ANALYSES[name][1](args[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    return command(argv, help_text, run)
+    return command(argv, analyses_help, run)

@@ -19,13 +19,14 @@ from c3exp.cli.options import command, help_text
 from c3exp.results import RESULTS_FILE, hydra_config, read_results
 
 ATTNS = ("none", "c3")
+ROOT = Path("outputs/demo")
 COLUMNS = (("attn", "{}"), ("params", "{:,}"), ("macs", "{:,}"), ("best_val_acc1", "{:.4f}"),
            ("test_acc1", "{:.4f}"), ("train_images_per_sec", "{:.0f}"), ("wall_seconds", "{:.0f}"))
 
 
-def run(attn: str, root: Path, extra: list[str]) -> dict:
+def run(attn: str, extra: list[str]) -> dict:
     """One training run; a failed one ends the demo with its exit status (it has printed its error)."""
-    run_dir = root / attn
+    run_dir = ROOT / attn
     cmd = [sys.executable, "-m", "c3exp", "experiment=quickstart", f"attn={attn}",
            "trainer.enable_progress_bar=false", "resume=never", f"hydra.run.dir={run_dir}", *extra]
     print("$ python", shlex.join(cmd[1:]), flush=True)
@@ -48,16 +49,13 @@ def title(rows: list[dict]) -> str:
     return f"{models} on {_joined([row['data'] for row in rows])} ({', '.join(details)})"
 
 
-def table(rows: list[dict]) -> str:
-    lines = [[name for name, _ in COLUMNS], ["---"] * len(COLUMNS)]
-    lines += [[fmt.format(row[name]) for name, fmt in COLUMNS] for row in rows]
-    return "\n".join(" | ".join(line) for line in lines)
-
-
 def run_both(extra: list[str]) -> str:
     """Both runs, then the table; returns the table."""
-    rows = [run(attn, Path("outputs/demo"), extra) for attn in ATTNS]
-    text = f"{title(rows)}:\n" + table(rows)
+    from c3exp.report.markdown import markdown_table
+
+    rows = [run(attn, extra) for attn in ATTNS]
+    cells = [[fmt.format(row[name]) for name, fmt in COLUMNS] for row in rows]
+    text = f"{title(rows)}:\n{markdown_table([name for name, _ in COLUMNS], cells)}"
     print(f"\n{text}")
     return text
 

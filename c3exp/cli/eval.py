@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from c3exp.cli.options import command, help_text, option, parse
-from c3exp.config import GROUPS, compose, group_choices
+from c3exp.config import GROUPS, compose
 from c3exp.errors import ConfigError, check
 from c3exp.results import write_json
 from c3exp.saved_config import HYDRA_KEYS, rebuild_config
@@ -31,10 +31,8 @@ from c3exp.utils.mappings import flatten
 if TYPE_CHECKING:
     import torch
 
-# Groups whose config file may replace the run's: they say where the test data is and what runs it.
-SWAPPABLE_GROUPS = ("data", "trainer")
-# Groups that decide the network: the checkpoint's weights fit only the run's own.
-MODEL_GROUPS = ("task", "model", "attn")
+SWAPPABLE_GROUPS = ("data", "trainer")  # where the test data is and what runs it: another config file may stand in
+MODEL_GROUPS = ("task", "model", "attn")  # they decide the network: the checkpoint's weights fit only the run's own
 # Task settings a checkpoint may be tested with anew: `c3exp eval ckpt_path=... task.tta_flip=true`
 EVAL_FREE_TASK_KEYS = ("primary_metric", "label_smoothing", "tta_flip", "channels_last", "compile")
 
@@ -46,13 +44,12 @@ class Options:
 
 def swap_group(cfg: DictConfig, group: str, choice: str) -> None:
     """`data=NAME` / `trainer=NAME`: that group's config file in place of the run's, as in training."""
-    own = OmegaConf.select(cfg, f"{group}.name")
     check(group not in MODEL_GROUPS, group, choice,
-          f"the checkpoint's own {group} ({own}): model settings cannot be changed when evaluating a checkpoint")
+          f"the checkpoint's own {group} ({OmegaConf.select(cfg, f'{group}.name')}): "
+          "model settings cannot be changed when evaluating a checkpoint")
     check(group in SWAPPABLE_GROUPS, group, choice,
           "data=NAME or trainer=NAME: evaluation takes its other settings from the checkpoint")
-    check(choice in group_choices(group), group, choice, group_choices(group))
-    node = compose([f"{group}={choice}"])[group]
+    node = compose([f"{group}={choice}"])[group]  # an unknown choice: one line naming the group's choices
     if group == "data":
         classes, saved = node.get("num_classes"), cfg.data.num_classes
         check(classes in (None, saved), group, choice,
@@ -67,8 +64,12 @@ def set_key(cfg: DictConfig, key: str, value: str) -> None:
         raise ConfigError(key, value, "a key of the checkpoint's config (see its .hydra/config.yaml)") from None
 
 
-def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str], path: str | Path) -> DictConfig:
-    """The run's config rebuilt from c3exp's own groups (a checkpoint is data), then group choices and key=values."""
+def load_run(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], DictConfig]:
+    """The checkpoint and its run's config, rebuilt from c3exp's own groups (a checkpoint is data), then the group
+    choices and key=values of `overrides`."""
+    from c3exp.checkpoints import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
     for item in overrides:
         check("=" in item, "argument", item, "a key=value config override")
     pairs = [item.split("=", 1) for item in overrides]
@@ -80,7 +81,7 @@ def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str], pat
         (swap_group if key in GROUPS else set_key)(cfg, key, value)
     check_same_network(saved, cfg)
     note_data_root(checkpoint, cfg, overrides)
-    return cfg
+    return checkpoint, cfg
 
 
 def note_data_root(checkpoint: dict[str, Any], cfg: DictConfig, overrides: Sequence[str]) -> None:
@@ -112,10 +113,11 @@ def check_same_network(saved: DictConfig, cfg: DictConfig) -> None:
               f"the checkpoint's {before.get(key)!r}: model settings cannot be changed when evaluating a checkpoint")
 
 
-def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
-    """The stored weights into the rebuilt network; a mismatch is the checkpoint's fault, said in one line."""
+def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path, prefix: str = "") -> None:
+    """The stored weights (those under `prefix`) into the rebuilt network; a mismatch is the checkpoint's fault."""
     try:
-        module.load_state_dict(state_dict)
+        module.load_state_dict({key.removeprefix(prefix): value for key, value in state_dict.items()
+                                if key.startswith(prefix)})
     except RuntimeError as err:  # missing, unexpected or reshaped tensors
         detail = " ".join(str(err).split())[:200]
         raise ConfigError("ckpt_path", str(path),
@@ -164,15 +166,13 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     """Rebuild the run's model and data from the checkpoint and test the stored weights."""
     import lightning as L
 
-    from c3exp.checkpoints import load_checkpoint
     from c3exp.models import without_pretrained
     from c3exp.tasks import build_task
     from c3exp.training.train import build_datamodule
     from c3exp.utils.noise import silence_library_noise
 
     silence_library_noise()
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = config_from_checkpoint(checkpoint, list(overrides), ckpt_path)
+    checkpoint, cfg = load_run(ckpt_path, overrides)
     saved = cfg.copy()
     accelerator = choose_accelerator(cfg, overrides)
     datamodule = build_datamodule(cfg)

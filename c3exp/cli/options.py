@@ -8,27 +8,26 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from c3exp.errors import ConfigError, check, run_reporting_user_errors
-from c3exp.schema import check_settings, conforms
+from c3exp.schema import check_settings, conforms, parameters
 
 HELP_FLAGS = ("-h", "--help")
 T = TypeVar("T")
 
 
 def option(help: str, default: Any = MISSING, metavar: str = "") -> Any:
-    """A field of a command's options: one line of help, its default (none: required); its type hint (c3exp.schema's
-    kinds: Literal choices, annotated_types bounds) says what it takes."""
+    """A command's option: one line of help and its default (none: required); its type hint says what it takes."""
     return dataclasses.field(default=default, metadata={"help": help, "metavar": metavar})
 
 
 def parse(options: type[T], args: Sequence[str], overrides: bool = False, positional: Sequence[str] = ()) -> tuple[T, list[str]]:
     """The options in `args` (bare words fill `positional` in order); with `overrides`, the arguments that are
     no option come back as config overrides, else each is one error line."""
-    fields, hints = {field.name: field for field in dataclasses.fields(options)}, typing.get_type_hints(options, include_extras=True)
+    fields, hints = {field.name: field for field in dataclasses.fields(options)}, parameters(options)
     values, rest, bare = {}, [], list(positional)
     for arg in args:
         key, sep, text = arg.partition("=")
@@ -42,7 +41,7 @@ def parse(options: type[T], args: Sequence[str], overrides: bool = False, positi
         values[key] = value_of(text, hints[key])
     for key, field in fields.items():
         if key not in values and field.default is MISSING:
-            raise ConfigError(key, None, f"{field.metadata['help']}: {key}={metavar(field, hints[key])}")
+            raise ConfigError(key, None, f"{field.metadata['help']}: {key}={metavar(options, field)}")
     check_settings(values, options, "")
     return options(**values), rest
 
@@ -56,39 +55,28 @@ def value_of(text: str, hint: Any) -> Any:
     return text if not conforms(value, hint) and conforms(text, hint) else value
 
 
-def metavar(field: dataclasses.Field, hint: Any) -> str:
-    """How --help shows an option's value: its metavar, its choices, or its type."""
+def metavar(options: type, field: dataclasses.Field) -> str:
+    """How --help shows an option's value: its metavar, its choices, or its type (X of `X | None`)."""
     if field.metadata["metavar"]:
         return field.metadata["metavar"]
-    base = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint) if type(None) in typing.get_args(hint) else hint
-    base = typing.get_args(base)[0] if typing.get_origin(base) is Annotated else base
-    if typing.get_origin(base) is Literal:
-        return "|".join(map(str, typing.get_args(base)))
-    return {int: "INT", float: "FLOAT", bool: "BOOL"}.get(base, "STR")
-
-
-def usage(command: str, options: type | None = None) -> str:
-    """`usage: c3exp COMMAND key=VALUE ... [key=value ...]`, the required options named."""
-    hints = typing.get_type_hints(options, include_extras=True) if options else {}
-    required = [f"{field.name}={metavar(field, hints[field.name])}" for field in (dataclasses.fields(options) if options else ())
-                if field.default is MISSING]
-    return f"usage: c3exp {' '.join([command, *required])} [key=value ...]"
-
-
-def option_lines(options: type) -> list[str]:
-    """A line per option: `key=VALUES  help (default)`."""
-    lines, hints = [], typing.get_type_hints(options, include_extras=True)
-    for field in dataclasses.fields(options):
-        shown = str(field.default).lower() if isinstance(field.default, bool) else field.default  # as typed: true, false
-        default = "required" if field.default is MISSING else None if field.default is None else f"default {shown}"
-        lines.append(f"  {field.name + '=' + metavar(field, hints[field.name]):<22}{field.metadata['help']}" + (f" ({default})" if default else ""))
-    return lines
+    hint = typing.get_type_hints(options)[field.name]  # without Annotated's bounds
+    base = typing.get_args(hint)[0] if type(None) in typing.get_args(hint) else hint
+    choices = typing.get_args(base) if typing.get_origin(base) is Literal else ()
+    return "|".join(map(str, choices)) or {int: "INT", float: "FLOAT", bool: "BOOL"}.get(base, "STR")
 
 
 def help_text(command: str, doc: str, options: type | None = None) -> str:
-    """The usage line, the command's description (`doc`), then its options."""
-    lines = [usage(command, options), "", inspect.cleandoc(doc)]
-    return "\n".join(lines + (["", "options:", *option_lines(options)] if options else []))
+    """The usage line naming the required options, the command's description (`doc`), then a line per option:
+    `key=VALUES  help (default)`, a bool's default as typed (true, false)."""
+    fields = dataclasses.fields(options) if options else ()
+    required = "".join(f" {field.name}={metavar(options, field)}" for field in fields if field.default is MISSING)
+    lines = [f"usage: c3exp {command}{required} [key=value ...]", "", inspect.cleandoc(doc)]
+    lines += ["", "options:"] if fields else []
+    for field in fields:
+        shown = str(field.default).lower() if isinstance(field.default, bool) else field.default
+        default = {MISSING: " (required)", None: ""}.get(field.default, f" (default {shown})")
+        lines.append(f"  {field.name + '=' + metavar(options, field):<22}{field.metadata['help']}{default}")
+    return "\n".join(lines)
 
 
 def command(argv: Sequence[str] | None, help: Callable[[], str], run: Callable[[list[str]], T]) -> T | None:

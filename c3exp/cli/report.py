@@ -31,8 +31,7 @@ class Options:
 def run(args: list[str]) -> dict[str, Path]:
     """Reads the runs, writes the report, prints report.md and where the files went; returns their paths."""
     from c3exp.report.output import write_report
-    from c3exp.report.runs import collect_runs
-    from c3exp.report.wandb_runs import collect_wandb_runs
+    from c3exp.report.runs import collect_runs, collect_wandb_runs
 
     options, _ = parse(Options, args, positional=["source"])
     check(options.source is not None or options.wandb is not None, "source", None,

@@ -31,24 +31,11 @@ class Options:
     table: Literal["paper", "zoo"] | None = option("a table of many networks instead of one", None)
 
 
-# (parameters in M, FLOPs in M) of each Table 1 cell
-PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {key: cell[:2] for key, cell in TABLE1.items()}
 # C3 is counted two ways: as the paper counted it (the A-wide MLPs run on every tile) and as the
 # default attn=c3 trains (the official resize path, messages passed in the hidden space).
 C3_PAPER = ("attn.options.resize=tile", "attn.options.fold_messages=false")
 C3_DEFAULT = ("attn.options.resize=interpolate", "attn.options.fold_messages=true")
-C3_DEFAULT_COLUMN = "+ C3 (default attn=c3)"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One Table 1 cell: our counts for a model x attention pair and the paper's figures, if any."""
-
-    model: str
-    attn: str
-    params: int
-    macs: int
-    paper: tuple[float, float] | None
+PAPER_COLUMNS = {"params": ("params_m", 3, 2), "macs": ("flops_m", 1, 1)}  # -> (TABLE1 field, our digits, its digits)
 
 
 def model_summary(cfg: DictConfig) -> str:
@@ -76,32 +63,24 @@ def complexity(overrides: Sequence[str]) -> dict[str, int]:
     return model_complexity(build_model(cfg), cfg.data)
 
 
-def paper_cell(model: str, attn: str, extra: Sequence[str] = ()) -> Cell:
-    """Our counts for one Table 1 cell: CIFAR-100 data (100 classes, 32x32), then `extra` overrides."""
-    counts = complexity([f"model={model}", f"attn={attn}", "data=cifar100", *extra])
-    return Cell(model, attn, **counts, paper=PAPER_FIGURES.get((model, attn)))
-
-
-def paper_cells(overrides: Sequence[str] = ()) -> tuple[list[Cell], list[Cell]]:
-    """All Table 1 cells (C3 as the paper counted it) and the C3 cells of the default configuration."""
-    cells = [paper_cell(model, attn, [*(C3_PAPER if attn == "c3" else ()), *overrides])
-             for model in PAPER_MODELS for attn in PAPER_ATTNS]
-    resized = [paper_cell(model, "c3", [*C3_DEFAULT, *overrides]) for model in PAPER_MODELS]
-    return cells, resized
-
-
 def paper_table(overrides: Sequence[str] = ()) -> str:
     """Table 1 layout (models x attention), ours / paper (relative difference), params and MACs."""
     from c3exp.report.markdown import markdown_table
 
-    cells, resized = paper_cells(overrides)
-    by_key = {(c.model, c.attn): c for c in cells}
-    resized_by_model = {c.model: c for c in resized}
+    def counts(model: str, attn: str, c3: Sequence[str]) -> dict[str, int]:  # CIFAR-100: 100 classes, 32x32
+        return complexity([f"model={model}", f"attn={attn}", "data=cifar100", *(c3 if attn == "c3" else ()), *overrides])
+
+    def text(found: dict[str, int], model: str, attn: str, key: str) -> str:
+        (figure, *digits), paper = PAPER_COLUMNS[key], TABLE1.get((model, attn))
+        return _compare(found[key] / 1e6, paper and getattr(paper, figure), *digits)
+
+    cells = {(model, attn): counts(model, attn, C3_PAPER) for model in PAPER_MODELS for attn in PAPER_ATTNS}
+    resized = {model: counts(model, "c3", C3_DEFAULT) for model in PAPER_MODELS}
     headers = ("model", *PAPER_ATTNS.values())
-    params_rows = [(label, *(_params_text(by_key[model, attn]) for attn in PAPER_ATTNS))
+    params_rows = [(label, *(text(cells[model, attn], model, attn, "params") for attn in PAPER_ATTNS))
                    for model, label in PAPER_MODELS.items()]
-    macs_rows = [(label, *(_macs_text(by_key[model, attn]) for attn in PAPER_ATTNS), _macs_text(resized_by_model[model]))
-                 for model, label in PAPER_MODELS.items()]
+    macs_rows = [(label, *(text(cells[model, attn], model, attn, "macs") for attn in PAPER_ATTNS),
+                  text(resized[model], model, "c3", "macs")) for model, label in PAPER_MODELS.items()]
     return "\n".join([
         "Table 1 (CIFAR-100, 100 classes, 32x32): ours / paper (relative difference); '-': no paper figure.",
         "",
@@ -112,7 +91,7 @@ def paper_table(overrides: Sequence[str] = ()) -> str:
         "MACs (M) per image beside the paper's FLOPs (M); + C3 = the paper's counting (resize=tile:",
         "4 tiles per 2x map; fold_messages=false: A-wide messages)",
         "",
-        markdown_table((*headers, C3_DEFAULT_COLUMN), macs_rows),
+        markdown_table((*headers, "+ C3 (default attn=c3)"), macs_rows),
         "",
         "MACs: convolutions, linear layers and matrix products (torch FlopCounterMode / 2). The paper's",
         "FLOPs (thop) also count BN and ReLU, about 2% more. The default C3 (last column) runs on",
@@ -124,35 +103,24 @@ def paper_table(overrides: Sequence[str] = ()) -> str:
 ZOO_CIFAR_MODELS = ("resnet20", "resnet56", "resnet110")
 
 
-def zoo_counts(model: str, data: str, names: Sequence[str], overrides: Sequence[str] = ()) -> dict[str, dict[str, int]]:
-    """attn -> {params, macs} of `model` on `data` with every attention block at its config's defaults."""
-    return {attn: complexity([f"model={model}", f"attn={attn}", f"data={data}", *overrides]) for attn in names}
-
-
 def zoo_table(overrides: Sequence[str] = ()) -> str:
     """Parameters and MACs of every block on the CIFAR ResNets and ResNet-50, the papers' ResNet-50 figures beside."""
     from c3exp.attention import ATTENTION_NAMES
     from c3exp.report.markdown import markdown_table
 
-    cifar = {model: zoo_counts(model, "cifar100", ATTENTION_NAMES, overrides) for model in ZOO_CIFAR_MODELS}
-    imagenet = zoo_counts(ZOO_MODEL, ZOO_DATA, ATTENTION_NAMES, overrides)
-    base = imagenet["none"]["params"]
-
-    def cifar_cells(attn: str, key: str) -> list[str]:
-        return [f"{cifar[model][attn][key] / 1e6:.3f}" for model in ZOO_CIFAR_MODELS]
-
-    def added(attn: str) -> str:
-        ours = f"{imagenet[attn]['params'] - base:+,}"
-        return ours if attn not in ZOO_ADDED_PARAMS else f"{ours} / {ZOO_ADDED_PARAMS[attn]:+,}"
-
+    networks = [*((model, "cifar100") for model in ZOO_CIFAR_MODELS), (ZOO_MODEL, ZOO_DATA)]
+    counts = {(model, attn): complexity([f"model={model}", f"attn={attn}", f"data={data}", *overrides])
+              for model, data in networks for attn in ATTENTION_NAMES}  # every block at its config's defaults
     params_rows, macs_rows = [], []
     for attn in ATTENTION_NAMES:
-        paper = ZOO_IMAGENET.get(attn)
-        params_m, macs_m = imagenet[attn]["params"] / 1e6, imagenet[attn]["macs"] / 1e6
-        params_rows.append((attn, *cifar_cells(attn, "params"), _compare(params_m, paper and paper.params_m, 3, 2), added(attn)))
-        macs_rows.append((attn, *(f"{cifar[m][attn]['macs'] / 1e6:.1f}" for m in ZOO_CIFAR_MODELS),
-                          _compare(macs_m, paper and paper.flops_m, 1, 0)))
-    models = ("ResNet-20", "ResNet-56", "ResNet-110")
+        ours, paper = counts[ZOO_MODEL, attn], ZOO_IMAGENET.get(attn)
+        added = f"{ours['params'] - counts[ZOO_MODEL, 'none']['params']:+,}"
+        added += f" / {ZOO_ADDED_PARAMS[attn]:+,}" if attn in ZOO_ADDED_PARAMS else ""
+        params_rows.append((attn, *(f"{counts[model, attn]['params'] / 1e6:.3f}" for model in ZOO_CIFAR_MODELS),
+                            _compare(ours["params"] / 1e6, paper and paper.params_m, 3, 2), added))
+        macs_rows.append((attn, *(f"{counts[model, attn]['macs'] / 1e6:.1f}" for model in ZOO_CIFAR_MODELS),
+                          _compare(ours["macs"] / 1e6, paper and paper.flops_m, 1, 0)))
+    models = tuple(PAPER_MODELS[model] for model in ZOO_CIFAR_MODELS)
     return "\n".join([
         "The attention zoo: every block with its conf/attn defaults (placement included), on the CIFAR ResNets",
         "(CIFAR-100: 100 classes, 32x32) and torchvision's ResNet-50 (ImageNet: 1000 classes, 224x224). ResNet-50:",
@@ -178,14 +146,6 @@ def _compare(ours: float, paper: float | None, digits: int, paper_digits: int) -
     if paper is None:
         return f"{ours:.{digits}f} / -"
     return f"{ours:.{digits}f} / {paper:.{paper_digits}f} ({(ours - paper) / paper:+.1%})"
-
-
-def _params_text(cell: Cell) -> str:
-    return _compare(cell.params / 1e6, cell.paper and cell.paper[0], digits=3, paper_digits=2)
-
-
-def _macs_text(cell: Cell) -> str:
-    return _compare(cell.macs / 1e6, cell.paper and cell.paper[1], digits=1, paper_digits=1)
 
 
 def run(args: list[str]) -> str:

@@ -1,9 +1,6 @@
 """Train, validate and test one run (or a sweep with -m), writing results.json in its run folder.
 
-`c3exp train [-m] [key=value ...]`: the command line is checked, then one run, or one sweep job, goes to
-c3exp.training.train. Only Hydra and OmegaConf are imported here: help, `--cfg`, bad keys and bad values are
-answered before torch and Lightning load (seconds of imports), which happens when a run starts its work.
-"""
+Only Hydra and OmegaConf load here: help, `--cfg` and bad values are answered before torch and Lightning (seconds)."""
 from __future__ import annotations
 
 import logging
@@ -47,8 +44,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_single(cfg: DictConfig) -> dict[str, Any]:
-    """A run that a bad value stops before any work leaves no run directory behind (only Hydra's files);
-    one that SIGTERM or Ctrl-C stops exits non-zero with the command that resumes it."""
+    """A bad value leaves no run directory behind; SIGTERM or Ctrl-C exits non-zero with the command to resume."""
     with stop_signals_noted() as received:
         try:
             return train(cfg)
@@ -70,15 +66,11 @@ def remove_if_unused(run_dir: Path) -> None:
 
 @contextmanager
 def stop_signals_noted() -> Iterator[list[int]]:
-    """Record SIGTERM and SIGINT (the list the block gets) while still stopping on them, on rank 0.
-
-    Lightning stops on SIGTERM with status 0 and on Ctrl-C with 1: without the record a killed run would look
-    finished, or failed for no reason. Outside Lightning's fit and test SIGTERM ends the block with a SystemExit
-    here (so `finally` clauses run); SIGINT keeps Python's KeyboardInterrupt.
-    """
+    """Record SIGTERM and SIGINT (on rank 0) while still stopping on them: Lightning exits 0 on SIGTERM and 1 on
+    Ctrl-C, so a killed run would look finished or failed. Outside fit and test SIGTERM raises SystemExit here."""
     received: list[int] = []
     if is_secondary_rank() or threading.current_thread() is not threading.main_thread():
-        yield received
+        yield received  # signal handlers belong to the main thread of rank 0
         return
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
@@ -122,16 +114,14 @@ def last_saved_epoch(folder: Path) -> int | None:
 
 
 def resume_command(run_dir: Path, drop_ckpt_path: bool) -> str:
-    """This run's command line (Hydra's record of its overrides) that continues in `run_dir` from its checkpoint;
-    a ckpt_path the run started from would win over the run's own newer checkpoint, so it goes once there is one."""
+    """This run's command line continuing in `run_dir`, less a ckpt_path that would win over its own checkpoint."""
     dropped = {"resume", "ckpt_path"} if drop_ckpt_path else {"resume"}
     overrides = [arg for arg in HydraConfig.get().overrides.task if arg.split("=", 1)[0].lstrip("+~") not in dropped]
     return shlex.join(["python", "-m", "c3exp", *overrides, f"hydra.run.dir={run_dir}", "resume=auto"])
 
 
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
-    """A user error fails this job (the sweep goes on) and, as the sweep's first failure, ends it in one line. A job
-    that SLURM stops (preemption, requeue, time limit) neither fails nor finishes: rerun, it resumes."""
+    """A user error fails this job in one line (the sweep goes on); one SLURM stops neither fails nor finishes."""
     watch_for_sigterm()
     try:
         with holding(Path(cfg.output_dir), "hydra.sweep.dir"):

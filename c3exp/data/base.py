@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 import annotated_types as at
@@ -11,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from c3exp.data.device import Augmentation, DeviceBatches, RandomCropFlip, RandomErase
-from c3exp.data.mixing import MixingCollate, batch_mixing
+from c3exp.data.device import DeviceBatches, RandomCropFlip, RandomErase
+from c3exp.data.mixing import batch_mixing, mixing_collate
 from c3exp.errors import check
 from c3exp.schema import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
 
@@ -44,7 +46,7 @@ class ImageArrays:
 class ArrayDataset(Dataset):
     """Indexes an ImageArrays split (`repeats` times over) and applies a tensor transform to each image."""
 
-    def __init__(self, arrays: ImageArrays, transform: v2.Transform | None = None, repeats: int = 1):
+    def __init__(self, arrays: ImageArrays, transform: Callable[[torch.Tensor], torch.Tensor], repeats: int = 1):
         self.arrays, self.transform, self.repeats = arrays, transform, repeats
 
     def __len__(self) -> int:
@@ -52,24 +54,7 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         index %= len(self.arrays)
-        image = self.arrays.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.arrays.labels[index])
-
-
-class TransformedImages(Dataset):
-    """`dataset`'s samples with `transform` applied after the dataset's own: random erasing for every subclass."""
-
-    def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]):
-        self.dataset, self.transform = dataset, transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[index]
-        return self.transform(image), label
+        return self.transform(self.arrays.images[index]), int(self.arrays.labels[index])
 
 
 def build_transforms(mean: Sequence[float], std: Sequence[float], train: bool, crop_padding: int = 4,
@@ -102,9 +87,9 @@ class BatchedDataModule(L.LightningDataModule):
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
         return per_process_batch_size(batch_size, self.trainer.world_size if self.trainer is not None else 1)
 
-    def _loader(self, split: str, dataset: Dataset | None = None) -> Any:
+    def _loader(self, split: str) -> Any:
         return DataLoader(
-            self.dataset(split) if dataset is None else dataset, batch_size=self.per_process_batch_size(split),
+            self.dataset(split), batch_size=self.per_process_batch_size(split),
             shuffle=split == "train", num_workers=self.num_workers, collate_fn=self.collate_fn(split),
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
@@ -118,6 +103,32 @@ class BatchedDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> Any:
         return self._loader("test")
+
+
+ROLES = ("train", "val", "test")
+ROLES_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+class SplitsDataModule(BatchedDataModule):
+    """Splits opened once by role (VOC, COCO); `seed`: kept for the config, augmentation draws from the global RNG."""
+
+    def __init__(self, name: str, root: str, seed: int = 0, **loading: Any) -> None:
+        super().__init__(**loading)
+        self.name, self.root, self.seed = name, Path(root).expanduser(), seed
+        self.datasets: dict[str, Dataset] = {}
+
+    def open_split(self, role: str) -> Dataset:
+        """The checked, transformed samples of the split that plays `role`."""
+        raise NotImplementedError
+
+    def dataset(self, role: str) -> Dataset:
+        if role not in self.datasets:
+            self.datasets[role] = self.open_split(role)
+        return self.datasets[role]
+
+    def setup(self, stage: str | None = None) -> None:
+        for role in ROLES_OF_STAGE.get(stage, ROLES):
+            self.dataset(role)
 
 
 class ImageDataModule(BatchedDataModule):
@@ -176,44 +187,39 @@ class ImageDataModule(BatchedDataModule):
     def transform(self, train: bool) -> v2.Transform:
         return build_transforms(self.mean, self.std, train and self.augment, self.crop_padding, self.hflip)
 
+    def sample_transform(self, train: bool) -> v2.Transform:
+        """`transform`, then random erasing of each normalised training image where random_erasing > 0."""
+        transform = self.transform(train)
+        return v2.Compose([transform, RandomErase(self.random_erasing)]) if train and self.random_erasing else transform
+
     def dataset(self, split: str) -> Dataset:
         self.setup()
         train = split == "train"
-        return ArrayDataset(self.splits[split], self.transform(train=train), repeats=self.train_repeats if train else 1)
+        return ArrayDataset(self.splits[split], self.sample_transform(train), repeats=self.train_repeats if train else 1)
 
     def batch_mixing(self) -> v2.Transform | None:
         """The MixUp/CutMix of whole training batches (None: off), built once num_classes is known (after setup)."""
         return batch_mixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
 
-    def collate_fn(self, split: str) -> MixingCollate | None:
+    def collate_fn(self, split: str) -> Callable[[list[Any]], Any] | None:
         mix = self.batch_mixing() if split == "train" else None
-        return MixingCollate(mix) if mix is not None else None
+        return partial(mixing_collate, mix) if mix is not None else None
 
-    def _loader(self, split: str, dataset: Dataset | None = None) -> DataLoader | DeviceBatches:
-        if self.on_device:
-            return self.device_batches(split)
-        if split == "train" and self.random_erasing > 0:
-            return super()._loader(split, TransformedImages(self.dataset(split), RandomErase(self.random_erasing)))
-        return super()._loader(split)
-
-    def train_augmentation(self) -> Augmentation | None:
-        """data.on_device's training augmentation: crop/flip where data.augment, erasing where random_erasing > 0."""
-        if not (self.augment or self.random_erasing > 0):
-            return None
-        padding, hflip = (self.crop_padding, self.hflip) if self.augment else (0, False)
-        return Augmentation(padding, hflip, self.random_erasing)
+    def _loader(self, split: str) -> DataLoader | DeviceBatches:
+        return self.device_batches(split) if self.on_device else super()._loader(split)
 
     def device_batches(self, split: str) -> DeviceBatches:
-        """`split` copied once to the training device, batched (and for training augmented) there."""
+        """`split` copied once to the training device, batched there; training: crop/flip where data.augment, erasing."""
         self.setup()
         trainer, train = self.trainer, split == "train"
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if split not in self._device_splits:
             self._device_splits[split] = self.splits[split].to(device)
-        arrays = self._device_splits[split]
+        arrays, crop_flip = self._device_splits[split], train and self.augment
         return DeviceBatches(
             arrays.images, arrays.labels, self.per_process_batch_size(split), self.mean, self.std,
-            augmentation=self.train_augmentation() if train else None, shuffle=train,
+            padding=self.crop_padding if crop_flip else 0, hflip=crop_flip and self.hflip,
+            erasing=self.random_erasing if train else 0.0, shuffle=train,
             repeats=self.train_repeats if train else 1, seed=self.seed,
             epoch=lambda: trainer.current_epoch if trainer is not None else 0,
             rank=trainer.global_rank if trainer is not None else 0,

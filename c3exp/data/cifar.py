@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,22 +12,17 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from c3exp.data.base import ImageArrays, ImageDataModule
-from c3exp.errors import DataNotFoundError, check
+from c3exp.errors import DataNotFoundError
 
-_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
+_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+          "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
 _TORCHVISION_CLASS = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
 _PIXELS = 3 * 32 * 32  # one image per row of a batch's "data" array
 _LABELS = ("labels", "fine_labels")  # CIFAR-10's and CIFAR-100's label key, as torchvision reads them
 
 # What a CIFAR pickle may name: numpy's array reconstruction (numpy 1 and 2) and pickle 2's bytes codec; no more.
-_ARRAY_GLOBALS = {
-    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-      for name in ("_reconstruct", "scalar")),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-}
+_ARRAY_GLOBALS = {*((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                    for name in ("_reconstruct", "scalar")), ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -38,33 +34,24 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it names {module}.{name}, which no CIFAR file holds")
 
 
-def load_pickle(path: str | Path) -> object:
-    with open(path, "rb") as f:
-        return _ArrayUnpickler(f, encoding="latin1").load()
-
-
-def _entry_problem(entry: object, keys: list[tuple[str, ...]]) -> str | None:
-    """Why an unpickled object is not a CIFAR file: a dict with one of each tuple of `keys`, rows of 3072 bytes."""
-    if not isinstance(entry, dict):
-        return f"is not a python-version CIFAR file: it holds a {type(entry).__name__}, not a dict"
-    for choices in keys:
-        if not any(key in entry for key in choices):
-            return f"is not a python-version CIFAR file: it has no {' or '.join(map(repr, choices))} entry"
-    data = entry.get("data")
-    if ("data",) in keys and (getattr(data, "ndim", None) != 2 or data.shape[1] != _PIXELS):
-        return f"is not a python-version CIFAR file: its 'data' is not an array of rows of {_PIXELS} bytes"
-    return None
-
-
 def _read(path: Path, keys: list[tuple[str, ...]]) -> tuple[dict, str | None]:
-    """The file's dict, or why it cannot be read (truncated, corrupt, not CIFAR)."""
+    """The file's dict (with one of each tuple of `keys`, 'data' rows of 3072 bytes), or why it cannot be read."""
     try:
-        entry = load_pickle(path)
+        with open(path, "rb") as file:
+            entry = _ArrayUnpickler(file, encoding="latin1").load()
     except Exception as err:  # damaged pickles raise many types: EOFError, UnpicklingError, ValueError, ...
         detail = " ".join(str(err).split())  # one line, whatever the unpickler said
         return {}, f"is truncated or corrupt: unpickling fails with {type(err).__name__}: {detail}"
-    problem = _entry_problem(entry, keys)
-    return ({}, problem) if problem else (entry, None)
+    if not isinstance(entry, dict):
+        return {}, f"is not a python-version CIFAR file: it holds a {type(entry).__name__}, not a dict"
+    absent, data = [choices for choices in keys if not any(key in entry for key in choices)], entry.get("data")
+    if absent:
+        problem = f"it has no {' or '.join(map(repr, absent[0]))} entry"
+    elif ("data",) in keys and (getattr(data, "ndim", None) != 2 or data.shape[1] != _PIXELS):
+        problem = f"its 'data' is not an array of rows of {_PIXELS} bytes"
+    else:
+        return entry, None
+    return {}, f"is not a python-version CIFAR file: {problem}"
 
 
 def missing_data_message(name: str, root: Path, reason: str) -> str:
@@ -79,37 +66,12 @@ def missing_data_message(name: str, root: Path, reason: str) -> str:
     )
 
 
-def _download_note(download_error: Exception | None) -> str:
-    return f" (data.download=true could not fetch a fresh copy: {download_error})" if download_error else ""
-
-
-def unreadable_message(name: str, folder: Path, problems: dict[str, str],
-                       download_error: Exception | None = None) -> str:
-    first, problem = next(iter(problems.items()))
-    others = f" (also unreadable: {', '.join(list(problems)[1:])})" if len(problems) > 1 else ""
-    return (
-        f"{name}: {folder / first} {problem}{others}{_download_note(download_error)}. Expected the python-version "
-        f"files as extracted from {_TORCHVISION_CLASS[name].filename}: replace the damaged files with a fresh copy, "
-        f"or delete {folder} and run once with data.download=true."
-    )
-
-
-def checksum_message(name: str, folder: Path, failing: list[str], download_error: Exception | None = None) -> str:
-    archive = _TORCHVISION_CLASS[name].filename
-    return (
-        f"{name}: the files in {folder} fail torchvision's md5 checksum ({', '.join(failing)}), so they are not "
-        f"the official {archive} files{_download_note(download_error)}. For the official dataset, replace them with "
-        f"a fresh copy (or delete {folder} and run once with data.download=true) or point data.root at a directory "
-        f"holding one; for a deliberately modified copy in the same format, set data.verify_checksums=false."
-    )
-
-
 class CIFARDataModule(ImageDataModule):
     """CIFAR-10 or CIFAR-100 (chosen by `name`), held in memory as uint8 arrays."""
 
-    def __init__(self, root: str = "data", download: bool = True, verify_checksums: bool = True, **kwargs):
-        check(kwargs.get("name") in _TORCHVISION_CLASS, "data.name", kwargs.get("name"), sorted(_TORCHVISION_CLASS))
-        super().__init__(**kwargs)
+    def __init__(self, name: Literal["cifar10", "cifar100"], root: str = "data", download: bool = True,
+                 verify_checksums: bool = True, **kwargs):
+        super().__init__(name=name, **kwargs)
         self.root, self.download, self.verify_checksums = Path(root).expanduser(), download, verify_checksums
         self.mean, self.std = _STATS[self.name]
         self.source = _TORCHVISION_CLASS[self.name]
@@ -150,10 +112,19 @@ class CIFARDataModule(ImageDataModule):
         keys = {name: [("data",), _LABELS] for name in batches} | {meta["filename"]: [(meta["key"],)]}
         read = {name: _read(self.folder / name, entry_keys) for name, entry_keys in keys.items()}
         problems = {name: problem for name, (_, problem) in read.items() if problem}
+        note = f" (data.download=true could not fetch a fresh copy: {download_error})" if download_error else ""
         if problems:
-            return {}, unreadable_message(self.name, self.folder, problems, download_error)
+            (first, problem), *others = problems.items()
+            also = f" (also unreadable: {', '.join(name for name, _ in others)})" if others else ""
+            return {}, (f"{self.name}: {self.folder / first} {problem}{also}{note}. Expected the python-version files "
+                        f"as extracted from {self.source.filename}: replace the damaged files with a fresh copy, or "
+                        f"delete {self.folder} and run once with data.download=true.")
         failing = [name for name, md5 in self.md5.items() if self.verify_checksums and not check_integrity(
             str(self.folder / name), md5)]
         if failing:
-            return {}, checksum_message(self.name, self.folder, failing, download_error)
+            return {}, (f"{self.name}: the files in {self.folder} fail torchvision's md5 checksum ({', '.join(failing)}"
+                        f"), so they are not the official {self.source.filename} files{note}. For the official "
+                        f"dataset, replace them with a fresh copy (or delete {self.folder} and run once with "
+                        f"data.download=true) or point data.root at a directory holding one; for a deliberately "
+                        f"modified copy in the same format, set data.verify_checksums=false.")
         return {name: entry for name, (entry, _) in read.items()}, None

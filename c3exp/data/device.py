@@ -1,5 +1,5 @@
 """A whole in-memory dataset batched and augmented on its device (a GPU), without DataLoader workers. Both paths
-draw through `draw_crop_flip` and `draw_erasing` and change the same pixels for the same draws."""
+draw through `draw_crop_flip` and `draw_erasing` and apply the same batched kernels: the same pixels for the same draws."""
 from __future__ import annotations
 
 import math
@@ -15,40 +15,21 @@ from c3exp.training.callbacks import epoch_seed
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-@dataclass(frozen=True)
-class CropFlipDraws:
-    """The random variables of pad-and-crop plus flip for N images: offsets (N, 2) in [0, 2*pad], flips (N,)."""
-
-    offsets: torch.Tensor
-    flips: torch.Tensor
-
-    def __getitem__(self, index: int) -> tuple[int, int, bool]:
-        top, left = self.offsets[index].tolist()
-        return top, left, bool(self.flips[index])
-
-
 def draw_crop_flip(count: int, padding: int, hflip: bool, generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None) -> CropFlipDraws:
-    """Uniform crop offsets in [0, 2*padding] (torchvision's RandomCrop) and p=0.5 flips (none if not hflip)."""
+                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 2) crop offsets uniform in [0, 2*padding] (torchvision's RandomCrop), (N,) p=0.5 flips (none if not hflip)."""
     offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=generator, device=device)
     flips = torch.rand(count, generator=generator, device=device) < 0.5
-    return CropFlipDraws(offsets, flips & hflip)
+    return offsets, flips & hflip
 
 
-def crop_flip_image(image: torch.Tensor, top: int, left: int, flip: bool, padding: int) -> torch.Tensor:
-    """One (C, H, W) image: zero-pad by `padding`, cut the H x W window at (top, left), mirror it if `flip`."""
-    height, width = image.shape[-2:]
-    window = F.pad(image, (padding,) * 4)[:, top : top + height, left : left + width]
-    return window.flip(-1) if flip else window
-
-
-def crop_flip_batch(images: torch.Tensor, draws: CropFlipDraws, padding: int) -> torch.Tensor:
-    """`crop_flip_image` for a whole (N, C, H, W) batch at once: one padded copy and one indexing gather."""
+def crop_flip_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+    """Zero-pad each (C, H, W) image, cut its H x W window at its offsets, mirror it where flipped: one gather."""
     count, _, height, width = images.shape
     padded = F.pad(images, (padding,) * 4)
-    rows = draws.offsets[:, :1] + torch.arange(height, device=images.device)  # (N, H)
-    cols = draws.offsets[:, 1:] + torch.arange(width, device=images.device)  # (N, W)
-    cols = torch.where(draws.flips[:, None], cols.flip(1), cols)
+    rows = offsets[:, :1] + torch.arange(height, device=images.device)  # (N, H)
+    cols = offsets[:, 1:] + torch.arange(width, device=images.device)  # (N, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
     sample = torch.arange(count, device=images.device)[:, None, None]
     # advanced indices on dims 0, 2, 3 around a slice: the result is (N, H, W, C)
     return padded[sample, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
@@ -68,28 +49,18 @@ class RandomCropFlip:
     hflip: bool
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        top, left, flip = draw_crop_flip(1, self.padding, self.hflip)[0]
-        return crop_flip_image(image, top, left, flip, self.padding)
+        return crop_flip_batch(image[None], *draw_crop_flip(1, self.padding, self.hflip), self.padding)[0]
 
 
 #: Random erasing's rectangle (torchvision's RandomErasing defaults): area fraction, aspect ratio, draws per image.
 ERASE_SCALE, ERASE_RATIO, ERASE_ATTEMPTS = (0.02, 0.33), (0.3, 3.3), 10
 
 
-@dataclass(frozen=True)
-class EraseDraws:
-    """The rectangles random erasing zeroes in N images: (N, 4) rows of (top, left, height, width); 0 x 0: none."""
-
-    boxes: torch.Tensor
-
-    def __getitem__(self, index: int) -> tuple[int, int, int, int]:
-        return tuple(self.boxes[index].tolist())
-
-
 def draw_erasing(count: int, height: int, width: int, p: float, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None) -> EraseDraws:
-    """torchvision's RandomErasing (probability `p`), all 10 tries drawn at once so both paths share one stream; sides
-    round half to even in float32 (torchvision: float64), so one within float32 error of .5 may differ."""
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """torchvision's RandomErasing (probability `p`) as (N, 4) rows of (top, left, height, width), 0 x 0: none; all 10
+    tries drawn at once so both paths share one stream; sides round half to even in float32 (torchvision: float64), so
+    one within float32 error of .5 may differ."""
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=generator, device=device)
@@ -103,17 +74,12 @@ def draw_erasing(count: int, height: int, width: int, p: float, generator: torch
     first = fits.int().argmax(1)  # the first fitting attempt (0 where none fits: masked below)
     sides = sides[torch.arange(count, device=sides.device), first] * (erase & fits.any(1))[:, None]
     corner = (rand(count, 2) * (torch.tensor([height, width], device=sides.device) - sides + 1)).long()
-    return EraseDraws(torch.cat([corner, sides], 1))
+    return torch.cat([corner, sides], 1)
 
 
-def erase_image(image: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
-    """One (C, H, W) image with its `height` x `width` rectangle at (top, left) set to 0 (torchvision's erase)."""
-    return TF.erase(image, top, left, height, width, torch.zeros((), dtype=image.dtype))
-
-
-def erase_batch(images: torch.Tensor, draws: EraseDraws) -> torch.Tensor:
-    """`erase_image` for a whole (N, C, H, W) batch at once: one mask of the rows and columns inside each box."""
-    top, left, height, width = draws.boxes.unbind(1)
+def erase_batch(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each image's drawn rectangle set to 0 (torchvision's erase): one mask of the rows and columns inside a box."""
+    top, left, height, width = boxes.unbind(1)
     rows = torch.arange(images.shape[-2], device=images.device)
     cols = torch.arange(images.shape[-1], device=images.device)
     inside_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])  # (N, H)
@@ -128,28 +94,22 @@ class RandomErase:
     p: float
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return erase_image(image, *draw_erasing(1, *image.shape[-2:], self.p)[0])
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """On-device training augmentation; 0 turns `padding` or `erasing` (a probability) off."""
-
-    padding: int
-    hflip: bool
-    erasing: float = 0.0
+        return erase_batch(image[None], draw_erasing(1, *image.shape[-2:], self.p))[0]
 
 
 @dataclass
 class DeviceBatches:
-    """One process's shard, drawn from epoch_seed(seed, epoch()): epoch e yields the same batches resumed or not."""
+    """One process's shard, drawn from epoch_seed(seed, epoch()): epoch e yields the same batches resumed or not.
+    Training augmentation: pad-and-crop by `padding`, `hflip`, then erasing with probability `erasing` (0: off)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     batch_size: int
     mean: Sequence[float]
     std: Sequence[float]
-    augmentation: Augmentation | None = None
+    padding: int = 0
+    hflip: bool = False
+    erasing: float = 0.0
     shuffle: bool = False
     repeats: int = 1
     seed: int = 0
@@ -179,13 +139,12 @@ class DeviceBatches:
             yield self.mix(images, labels) if self.mix is not None else (images, labels)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images, augmentation = self.images[index], self.augmentation
-        if augmentation is not None and (augmentation.padding > 0 or augmentation.hflip):
-            pad, hflip = augmentation.padding, augmentation.hflip
-            images = crop_flip_batch(images, draw_crop_flip(len(index), pad, hflip, generator, images.device), pad)
+        images = self.images[index]
+        if self.padding > 0 or self.hflip:
+            offsets, flips = draw_crop_flip(len(index), self.padding, self.hflip, generator, images.device)
+            images = crop_flip_batch(images, offsets, flips, self.padding)
         images = normalize_batch(images, self.mean, self.std)
-        if augmentation is not None and augmentation.erasing > 0:
+        if self.erasing > 0:
             height, width = images.shape[-2:]
-            draws = draw_erasing(len(index), height, width, augmentation.erasing, generator, images.device)
-            images = erase_batch(images, draws)
+            images = erase_batch(images, draw_erasing(len(index), height, width, self.erasing, generator, images.device))
         return images

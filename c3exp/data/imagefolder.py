@@ -20,30 +20,23 @@ _EXPECTED = (f"one sub-folder per class, each holding images ending in {_EXTENSI
              f"reads)")
 
 
-def _has_image(folder: Path) -> bool:
-    """Whether ImageFolder would find a sample in `folder` (it walks sub-folders and follows links too)."""
-    walk = os.walk(folder, followlinks=True)
-    return any(has_file_allowed_extension(name, IMG_EXTENSIONS) for _, _, names in walk for name in names)
-
-
 def open_image_folder(path: Path) -> datasets.ImageFolder:
     """torchvision's ImageFolder, with an empty split or class folder reported as one line instead of a traceback."""
     try:
-        return datasets.ImageFolder(str(path))
-    except FileNotFoundError:
-        classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
-        empty = [name for name in classes if not _has_image(path / name)]
-        if not classes:  # images straight in the split folder are the usual slip: ImageFolder looks one level down
-            loose = any(entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS)
-                        for entry in os.scandir(path))
-            hint = " (its images lie directly in it: move them into one sub-folder per class)" if loose else ""
-            raise DataNotFoundError(f"imagefolder: {path.resolve()} has no class sub-folders{hint}: expected "
-                                    f"{_EXPECTED}.") from None
-        if not empty:
-            raise
+        folder = datasets.ImageFolder(str(path), allow_empty=True)
+    except FileNotFoundError:  # no class folders: images straight in the split folder are the usual slip
+        loose = any(entry.is_file() and has_file_allowed_extension(entry.name, IMG_EXTENSIONS)
+                    for entry in os.scandir(path))
+        hint = " (its images lie directly in it: move them into one sub-folder per class)" if loose else ""
+        raise DataNotFoundError(f"imagefolder: {path.resolve()} has no class sub-folders{hint}: expected "
+                                f"{_EXPECTED}.") from None
+    found = set(folder.targets)
+    empty = [name for label, name in enumerate(folder.classes) if label not in found]
+    if empty:
         shown = ", ".join(map(repr, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         raise DataNotFoundError(f"imagefolder: {path.resolve()} has class folders without images ({shown}): expected "
-                                f"{_EXPECTED}; add images to them or remove them.") from None
+                                f"{_EXPECTED}; add images to them or remove them.")
+    return folder
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -88,4 +81,4 @@ class ImageFolderDataModule(ImageDataModule):
     def dataset(self, split: str) -> Dataset:
         self.setup()
         folder = self.folders[split]
-        return datasets.ImageFolder(folder.root, transform=self.transform(train=split == "train"))
+        return datasets.ImageFolder(folder.root, transform=self.sample_transform(split == "train"))

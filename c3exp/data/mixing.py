@@ -21,12 +21,6 @@ def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int | Non
     return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
 
-class MixingCollate:
-    """default_collate, then `mix` on the whole batch: a class, which workers started by spawn can unpickle."""
-
-    def __init__(self, mix: v2.Transform):
-        self.mix = mix
-
-    def __call__(self, samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = default_collate(samples)
-        return self.mix(images, labels)
+def mixing_collate(mix: v2.Transform, samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """default_collate, then `mix` on the whole batch; partial(mixing_collate, mix) pickles for spawned workers."""
+    return mix(*default_collate(samples))

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from c3exp.data.coco import COCODetectionDataModule
-from c3exp.data.detection import VOCDetectionDataModule
+from c3exp.data.detection import DetectionDataModule, VOCDetectionDataModule
 from c3exp.data.voc import VOCSegmentationDataModule
 from c3exp.errors import check
 from c3exp.schema import PositiveInt
@@ -81,9 +81,7 @@ class Rendered:
     boxes: tuple[tuple[int, int, int, int] | None, ...]
 
 
-def regular_polygon(
-    name: str, centre: tuple[float, float], radius: float, angle: float
-) -> tuple[tuple[float, float], ...]:
+def regular_polygon(name: str, centre: tuple[float, float], radius: float, angle: float) -> tuple[tuple[float, float], ...]:
     """The vertices of a circle (a 32-gon), square or equilateral triangle of the given size."""
     count, scale = _VERTICES[name]
     return tuple(
@@ -289,13 +287,13 @@ class WritesShapes:
     root: Path
     defaults: ClassVar[dict[str, Any]] = {}
     fixed: ClassVar[dict[str, Any]] = {}
-    keeps_size: ClassVar[bool] = True  # a detector's min_size and max_size default to the image size
 
     def __init__(self, train_images: PositiveInt = 300, val_images: PositiveInt = 100, image_size: PositiveInt = 64,
                  generator_seed: int = 0, **kwargs: Any):
         self.generator = {"splits": {"train": train_images, "val": val_images}, "image_size": image_size,
                           "seed": generator_seed}
-        sizes = {"min_size": image_size, "max_size": image_size} if self.keeps_size else {}
+        detects = isinstance(self, DetectionDataModule)  # a detector's min_size and max_size: the image size
+        sizes = {"min_size": image_size, "max_size": image_size} if detects else {}
         settings = {**self.defaults, **sizes, **kwargs, **self.fixed}
         for key in self.fixed:
             check(key not in kwargs, f"data.{key}", kwargs.get(key), f"no setting of data={settings['name']}, "
@@ -317,7 +315,6 @@ class ShapesDataModule(WritesShapes, VOCSegmentationDataModule):
     """The shapes scenes, read exactly as real VOC segmentation is."""
 
     defaults: ClassVar[dict[str, Any]] = {"name": "shapes", "num_classes": NUM_CLASSES}
-    keeps_size: ClassVar[bool] = False
 
 
 class ShapesDetectionDataModule(WritesShapes, VOCDetectionDataModule):

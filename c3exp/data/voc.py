@@ -1,10 +1,10 @@
 """VOC segmentation via torchvision, DeepLab's augmentation; evaluation pads batches to their largest image."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import annotated_types as at
 import numpy as np
@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from c3exp.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
-from c3exp.data.splits import SplitsDataModule
+from c3exp.data.base import ROLES, SplitsDataModule
 from c3exp.errors import DataNotFoundError, check
 from c3exp.schema import PositiveFloat, PositiveInt
 
@@ -24,8 +24,7 @@ VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-TORCHVISION_LISTS = ("train", "trainval", "val")  # the image sets torchvision's VOCSegmentation accepts
-KNOWN_LISTS = (*TORCHVISION_LISTS, "train_aug")
+KNOWN_LISTS = ("train", "trainval", "val", "train_aug")  # torchvision's VOCSegmentation reads all but SBD's train_aug
 Year = Literal["2007", "2008", "2009", "2010", "2011", "2012"]  # torchvision's VOC years
 Sample = tuple[torch.Tensor, torch.Tensor]
 
@@ -50,18 +49,6 @@ def voc_folder(root: Path | str, year: str) -> Path:
 DOWNLOAD_SIZES = {"2007": ", two archives, trainval and test, 0.9 GB in all", "2012": ", 2 GB"}
 
 
-def missing_voc_message(name: str, folder: Path, reason: str, year: str = "2012", task: str = "segmentation") -> str:
-    example, offline = ("voc2012", "shapes") if task == "segmentation" else ("voc2007", "shapes_detection")
-    return (
-        f"{name} not found: looked for {folder.resolve()} ({reason}). Either let torchvision download VOC {year} once "
-        f"on a machine with internet access (data.download=true{DOWNLOAD_SIZES.get(year, '')}), or copy the extracted "
-        f"'VOCdevkit' folder to a local directory and point data.root at the directory that contains it, e.g. "
-        f"`python -m c3exp task={task} data={example} data.root=/datasets` (the default is data.root=data, relative "
-        f"to where you run, or $C3EXP_DATA). For an offline run without any download, use data={offline}, which "
-        f"writes its own scenes in the VOC layout."
-    )
-
-
 def check_listed(listing: Path | str, paths: Iterable[str], root: Path) -> None:
     """Every file a VOC list names exists: else one line naming the list, the id and the missing file."""
     for path in paths:
@@ -70,13 +57,39 @@ def check_listed(listing: Path | str, paths: Iterable[str], root: Path) -> None:
                                     f"the files under data.root={root}")
 
 
-def download_voc(dataset: type[datasets.VisionDataset], root: Path, year: str, split: str,
-                 missing: Callable[[str], DataNotFoundError]) -> None:
-    """torchvision's download of the VOC archive holding `split`; a failure is the `missing` paragraph."""
-    try:
-        dataset(str(root), year, split, download=True)
-    except (OSError, RuntimeError) as err:  # URLError, DNS, checksum failures
-        raise missing(f"the download failed: {err}") from None
+class VOCLayout(SplitsDataModule):
+    """What VOC segmentation and detection share: VOC<year> under data.root, the lists, the download, the advice."""
+
+    task: ClassVar[str] = "segmentation"
+    reader: ClassVar[type[datasets.VisionDataset]] = datasets.VOCSegmentation
+    lists: ClassVar[str] = "Segmentation"  # the folder of ImageSets that holds the task's lists
+
+    def use_voc(self, year: str, download: bool, splits: Sequence[str]) -> None:
+        self.year, self.download, self.splits = str(year), download, dict(zip(ROLES, splits))
+        self.folder = voc_folder(self.root, self.year)
+
+    def missing(self, reason: str) -> DataNotFoundError:
+        example, offline = ("voc2012", "shapes") if self.task == "segmentation" else ("voc2007", "shapes_detection")
+        return DataNotFoundError(
+            f"{self.name} not found: looked for {self.folder.resolve()} ({reason}). Either let torchvision download "
+            f"VOC {self.year} once on a machine with internet access (data.download=true"
+            f"{DOWNLOAD_SIZES.get(self.year, '')}), or copy the extracted 'VOCdevkit' folder to a local directory and "
+            f"point data.root at the directory that contains it, e.g. `python -m c3exp task={self.task} "
+            f"data={example} data.root=/datasets` (the default is data.root=data, relative to where you run, or "
+            f"$C3EXP_DATA). For an offline run without any download, use data={offline}, which writes its own scenes "
+            f"in the VOC layout.")
+
+    def list_file(self, split: str) -> Path:
+        return self.folder / "ImageSets" / self.lists / f"{split}.txt"
+
+    def prepare_data(self) -> None:
+        """Download (data.download=true) the archives of missing lists once, on one process (2007's test: its own)."""
+        for split in dict.fromkeys(self.splits.values()) if self.download else ():
+            if split != "train_aug" and not self.list_file(split).is_file():  # SBD's list: not torchvision's
+                try:
+                    self.reader(str(self.root), self.year, split, download=True)
+                except (OSError, RuntimeError) as err:  # URLError, DNS, checksum failures
+                    raise self.missing(f"the download failed: {err}") from None
 
 
 class RandomScale:
@@ -97,14 +110,10 @@ class RandomScale:
 
 def pad_collate(batch: Sequence[Sample], ignore_index: int = 255) -> Sample:
     """Stack samples of different sizes: pad each to the batch's largest H and W (images 0, masks ignore_index)."""
-    height = max(image.shape[-2] for image, _ in batch)
-    width = max(image.shape[-1] for image, _ in batch)
-    images = torch.zeros(len(batch), batch[0][0].shape[0], height, width, dtype=batch[0][0].dtype)
-    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
-    for i, (image, mask) in enumerate(batch):
-        images[i, :, : image.shape[-2], : image.shape[-1]] = image
-        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
-    return images, masks
+    height, width = (max(image.shape[dim] for image, _ in batch) for dim in (-2, -1))
+    padded = [[torch.nn.functional.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]), value=value)
+               for x, value in ((image, 0), (mask, ignore_index))] for image, mask in batch]
+    return torch.stack([image for image, _ in padded]), torch.stack([mask for _, mask in padded])
 
 
 class CheckedSegmentation(Dataset):
@@ -137,7 +146,7 @@ class CheckedSegmentation(Dataset):
         return self.transform(image, tv_tensors.Mask(labels))
 
 
-class VOCSegmentationDataModule(SplitsDataModule):
+class VOCSegmentationDataModule(VOCLayout):
     """VOC segmentation under `root`/VOCdevkit/VOC<year>; `train_split: train_aug` is SBD's list."""
 
     def __init__(
@@ -147,7 +156,8 @@ class VOCSegmentationDataModule(SplitsDataModule):
         num_classes: Annotated[int, at.Interval(ge=1, le=255)] = 21,
         train_split: str = "train", val_split: str = "val", test_split: str = "val",
         crop_size: PositiveInt = 321,
-        scale_range: Annotated[tuple[PositiveFloat, PositiveFloat], "[low, high], low <= high"] = (0.5, 2.0),
+        scale_range: Annotated[tuple[PositiveFloat, PositiveFloat], at.Predicate(lambda r: r[0] <= r[1]),
+                               "[low, high], low <= high"] = (0.5, 2.0),
         hflip: bool = True, augment: bool = True, pad_to_crop: bool = True,
         ignore_index: int = 255,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
@@ -156,36 +166,25 @@ class VOCSegmentationDataModule(SplitsDataModule):
         **settings: Any,
     ):
         super().__init__(**settings)
-        year, scale_range = str(year), tuple(float(s) for s in scale_range)
         check(num_classes <= ignore_index <= 255, "data.ignore_index", ignore_index,
               f"a label no class uses that fits 8-bit masks: {num_classes}..255 (VOC's void is 255)")
-        check(scale_range[0] <= scale_range[1], "data.scale_range", list(scale_range),
-              "[low, high] with 0 < low <= high")
-        self.year, self.download, self.folder = year, download, voc_folder(self.root, year)
+        self.use_voc(year, download, (train_split, val_split, test_split))
         self.num_classes, self.ignore_index, self.check_masks = num_classes, ignore_index, check_masks
-        self.splits = {"train": train_split, "val": val_split, "test": test_split}
-        self.crop_size, self.scale_range, self.hflip, self.augment = crop_size, scale_range, hflip, augment
+        self.crop_size, self.scale_range = crop_size, tuple(float(s) for s in scale_range)
+        self.hflip, self.augment = hflip, augment
         self.pad_to_crop, self.mean, self.std = pad_to_crop, tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.class_names = (list(VOC_CLASSES) if num_classes == len(VOC_CLASSES)
                             else [f"class{i}" for i in range(num_classes)])
 
-    def missing(self, reason: str) -> DataNotFoundError:
-        return DataNotFoundError(missing_voc_message(self.name, self.folder, reason))
-
-    def prepare_data(self) -> None:
-        """Download (data.download=true) once, on one process; torchvision re-extracts 2 GB if asked again."""
-        if self.download and not self.folder.is_dir():
-            download_voc(datasets.VOCSegmentation, self.root, self.year, "train", self.missing)
-
     def open_split(self, role: str) -> CheckedSegmentation:
         """torchvision's dataset for the list data.<role>_split, every file it names checked, its samples on use."""
-        split, lists_folder = self.splits[role], self.folder / "ImageSets" / "Segmentation"
-        lists = sorted(p.stem for p in lists_folder.glob("*.txt"))
+        split, listing = self.splits[role], self.list_file(self.splits[role])
+        lists = sorted(p.stem for p in listing.parent.glob("*.txt"))
         if not self.folder.is_dir() or not lists:
             raise self.missing("no such folder" if not self.folder.is_dir() else
                                "it has no ImageSets/Segmentation/*.txt lists")
         check(split in KNOWN_LISTS and split in lists, f"data.{role}_split", split,
-              f"a list VOC readers know ({', '.join(KNOWN_LISTS)}) that exists in {lists_folder}; found: "
+              f"a list VOC readers know ({', '.join(KNOWN_LISTS)}) that exists in {listing.parent}; found: "
               f"{', '.join(lists)}")
         try:
             voc = (SBDAugmentedVOC(str(self.root), self.year) if split == "train_aug"
@@ -193,7 +192,7 @@ class VOCSegmentationDataModule(SplitsDataModule):
         except FileNotFoundError as err:  # train_aug also opens torchvision's train.txt
             raise DataNotFoundError(f"{err.filename} does not exist (needed for data.{role}_split={split!r} "
                                     f"under data.root={self.root})") from None
-        check_listed(lists_folder / f"{split}.txt", (*voc.images, *voc.masks), self.root)
+        check_listed(listing, (*voc.images, *voc.masks), self.root)
         return CheckedSegmentation(voc, self.transform(role == "train"), self.num_classes, self.ignore_index,
                                    self.check_masks)
 

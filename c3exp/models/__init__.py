@@ -2,13 +2,11 @@
 `num_classes`, `attn` (a plain dict or None) and optionally `input_size`, and returning a `ResNet`."""
 from __future__ import annotations
 
-import copy as copy_module
-import inspect
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from c3exp.attention import block_of, sized_by_map
@@ -21,7 +19,7 @@ from c3exp.models.placement import INPUT_SIZE_KEYS, PLACEMENTS, AttentionPlan, c
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
 from c3exp.models.torchvision_net import torchvision_net
 from c3exp.models.torchvision_resnet import torchvision_resnet
-from c3exp.schema import check_settings
+from c3exp.schema import check_settings, parameters
 from c3exp.utils.complexity import data_input_shape
 
 __all__ = [
@@ -43,11 +41,15 @@ def build_model(cfg: DictConfig) -> nn.Module:
     attn = OmegaConf.to_container(cfg.attn, resolve=True) if cfg.get("attn") is not None else None
     classes = cfg.data.num_classes
     check(is_int(classes) and classes >= 1, "data.num_classes", classes, NUM_CLASSES_HINT)  # imagefolder: null until counted
-    supplied = {"num_classes": classes, "attn": attn, **_input_size(builder, cfg.data)}
+    supplied = {"num_classes": classes, "attn": attn}
+    if "input_size" in parameters(builder) and any(cfg.data.get(key) for key in INPUT_SIZE_KEYS):
+        supplied["input_size"] = data_input_shape(cfg.data)[-1]  # the data's training input side
     if attn is not None and sized_by_map(block_of(attn)):
-        # On the meta device an oversized block's A^2/r weights are never allocated, and no random numbers are drawn.
+        # On the meta device an oversized block's A^2/r weights are never allocated, and no random numbers are drawn;
+        # measured only: no pretrained weights.
+        probe_cfg = {**model_cfg, "weights": None} if model_cfg.get("weights") is not None else model_cfg
         with torch.device("meta"):
-            probe = instantiate(_without_weights(model_cfg), _partial_=True, _convert_="all")(**supplied)
+            probe = instantiate(probe_cfg, _partial_=True, _convert_="all")(**supplied)
         check_blocks_fit_maps(probe, cfg.data, (attn.get("options") or {}).get("spatial_sizes"))
     # partial: the attn dict goes to the builder as data (its `_target_` is the block's, built per insertion point)
     net = instantiate(model_cfg, _partial_=True, _convert_="all")(**supplied)
@@ -55,36 +57,20 @@ def build_model(cfg: DictConfig) -> nn.Module:
     return net
 
 
-def _input_size(builder: Any, data: Any) -> dict[str, int]:
-    """{"input_size": the data's training input side} for builders that take it, when the data sets one."""
-    takes_it = "input_size" in inspect.signature(builder).parameters
-    known = any(data.get(key) for key in INPUT_SIZE_KEYS)
-    return {"input_size": data_input_shape(data)[-1]} if takes_it and known else {}
-
-
-def _without_weights(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """model_cfg with model.weights null, for a network that only gets measured."""
-    return {**model_cfg, "weights": None} if model_cfg.get("weights") is not None else model_cfg
-
-
 def without_pretrained(cfg: DictConfig) -> DictConfig:
     """cfg with model.weights null, for a checkpoint to replace the weights: an offline machine can resume or eval."""
     if OmegaConf.select(cfg, "model.weights") is None:
         return cfg
-    copy = copy_module.deepcopy(cfg)
-    with open_dict(copy):
-        copy.model.weights = None
-    return copy
+    return OmegaConf.merge(cfg, {"model": {"weights": None}})  # a copy: cfg keeps its weights
 
 
 def _checked_builder(model_cfg: dict[str, Any]) -> Any:
     """The model group's builder, checked to take num_classes, attn and the group's other keys."""
-
     target = model_cfg.get("_target_")
     check(target is not None, "model._target_", target, BUILDER_HINT)
     builder = imported(target, "model._target_")
-    parameters = inspect.signature(builder).parameters if callable(builder) else {}
-    check("num_classes" in parameters and "attn" in parameters, "model._target_", target, BUILDER_HINT)
+    takes = callable(builder) and {"num_classes", "attn"} <= parameters(builder).keys()
+    check(takes, "model._target_", target, BUILDER_HINT)
     settings = {key: value for key, value in model_cfg.items() if key != "_target_"}
     check_settings(settings, builder, "model.", supplied=SUPPLIED)
     return builder

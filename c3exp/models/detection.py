@@ -38,7 +38,9 @@ class StagePyramid(BackboneWithFPN):
     def train(self, mode: bool = True) -> StagePyramid:
         """Train mode, but BN frozen by freeze_batch_norm keeps normalising with its pretrained statistics."""
         super().train(mode)
-        keep_frozen_in_eval(self)
+        for module in self.modules():
+            if getattr(module, "frozen", False):
+                module.eval()
         return self
 
     def strides(self) -> list[int]:
@@ -109,16 +111,8 @@ def freeze_stages(backbone: ResNet, trainable_stages: int | None) -> None:
 
 def freeze_batch_norm(net: nn.Module) -> None:
     """Freeze BN outside attention in place: replacing it (FrozenBatchNorm2d) would drop the attention hooks."""
-
-
     keep = attention_modules(net)
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d) and module not in keep:
             module.requires_grad_(False).eval()
             module.frozen = True  # StagePyramid.train keeps it in eval mode
-
-
-def keep_frozen_in_eval(net: nn.Module) -> None:
-    for module in net.modules():
-        if getattr(module, "frozen", False):
-            module.eval()

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from c3exp.attention import block_factory, block_of, create_attn
-from c3exp.attention.c3 import is_spatial_size
 from c3exp.errors import ConfigError, check, is_int
+from c3exp.schema import SpatialSize, conforms
 from c3exp.utils.complexity import data_input_shape, meta_call, meta_input
 from c3exp.utils.modes import evaluating
 
@@ -76,7 +76,7 @@ def placement_plan(attn: Mapping[str, Any] | None, default_spatial_sizes: Sequen
     stages = _stage_indices(attn.get("stages"), num_stages, placement == "stage_input")
     counts = sorted({num_stages, num_stages + (stages is not None and num_stages in stages)})  # S + 1: one more
     default = tuple(default_spatial_sizes or ())
-    valid = isinstance(sizes, (list, tuple)) and len(sizes) in counts and all(map(is_spatial_size, sizes))
+    valid = conforms(sizes, list[SpatialSize]) and len(sizes) in counts
     shown = f" (default {[list(s) for s in default]})" if default else ""
     allowed = f"null or a list of {' or '.join(map(str, counts))} [H, W] pairs, one per stage{shown}"
     check(sizes is None or valid, "attn.options.spatial_sizes", sizes, allowed)
@@ -191,7 +191,7 @@ def attention_at(model: nn.Module, attn: Mapping[str, Any] | None, maps: Feature
         allowed = f"the path of a module that runs once and returns a feature map, such as {examples}"
         check(path in valid, "attn.at", path, allowed)
     sizes = (attn.get("options") or {}).get("spatial_sizes")
-    per_path = isinstance(sizes, (list, tuple)) and len(sizes) == len(paths) and all(map(is_spatial_size, sizes))
+    per_path = conforms(sizes, list[SpatialSize]) and len(sizes) == len(paths)
     allowed = f"null (each block sized by its map) or one [H, W] per path of attn.at ({len(paths)})"
     check(sizes is None or per_path, "attn.options.spatial_sizes", sizes, allowed)
     plan = placement_plan(attn, None, num_stages=0)

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchvision.models.segmentation.fcn import FCNHead
 
 from c3exp.models.base import ResNet
-from c3exp.models.heads import create_aux_head, create_head
+from c3exp.models.heads import create_head
 
 
 class SegmentationNet(nn.Module):
@@ -39,19 +39,12 @@ class SegmentationNet(nn.Module):
         return result
 
 
-def segmentation_net(
-    backbone: ResNet,
-    num_classes: int,
-    head: str | Mapping[str, Any] = "deeplabv2",
-    aux_loss: bool = False,
-    head_options: Mapping[str, Any] | None = None,
-) -> SegmentationNet:
+def segmentation_net(backbone: ResNet, num_classes: int, head: str | Mapping[str, Any] = "deeplabv2",
+                     aux_loss: bool = False, head_options: Mapping[str, Any] | None = None) -> SegmentationNet:
     """`head` on the backbone's last stage and, with `aux_loss`, an FCN head on the one before."""
-
-    head = OmegaConf.to_container(head, resolve=True) if isinstance(head, DictConfig) else head
     channels = backbone.stage_channels
     main = create_head(head, channels[-1], num_classes, **dict(head_options or {}))
-    aux = create_aux_head(channels[-2], num_classes) if aux_loss else None
+    aux = FCNHead(channels[-2], num_classes) if aux_loss else None  # as torchvision's DeepLabV3 puts on layer3
     return SegmentationNet(backbone, main, aux)
 
 

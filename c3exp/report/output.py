@@ -13,13 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from c3exp.analysis.plots import ACCURACY_LABEL, Band, accuracy_curves
+from c3exp.analysis.plots import Band, accuracy_curves
 from c3exp.errors import check
 from c3exp.report.markdown import report_markdown
 from c3exp.report.runs import DEFAULT_TASK, Run
-from c3exp.report.selection import plural, select_runs, shown_setting
-from c3exp.report.specs import paper_value
-from c3exp.report.tables import Table, best_cells, build_tables
+from c3exp.report.tables import Table, best_cells, build_tables, paper_value, plural, select_runs, shown_setting
 from c3exp.results import RESULTS_FILE
 from c3exp.utils.atomic import write_text
 
@@ -63,42 +61,38 @@ def curve_plots(table: Table, out: Path, taken: set[Path]) -> list[Path]:
         candidates = chain([path], (path.with_stem(f"{path.stem}-{number}") for number in count(2)))
         path = next(candidate for candidate in candidates if candidate not in taken)
         taken.add(path)
-        ylabel = f"{metric} (%)"  # accuracy_curves names its own metric (top-1) itself
-        named = {} if ylabel == ACCURACY_LABEL else {"ylabel": ylabel}
-        paths.append(accuracy_curves(bands, f"{model} on {data}: {metric}", path, **named))
+        paths.append(accuracy_curves(bands, f"{model} on {data}: {metric}", path, ylabel=f"{metric} (%)"))
     return paths
 
 
-def csv_rows(table: Table) -> list[dict[str, Any]]:
-    """One line per cell; best_in_row: the best of its row within its recipe."""
+def csv_rows(table: Table) -> list[tuple[dict[str, Any], ...]]:
+    """A line per cell in sections (identity, figures, counts, paper's, sources); best_in_row: within its recipe."""
     out = []
     for row in table.rows.values():
         best = best_cells(row)
         for key, cell in row.items():
             varied, columns = dict(cell.varied), table.spec.columns
-            out.append({
-                "model": cell.model, "data": cell.data, "attn": cell.attn, "recipe": cell.recipe,
-                **{name: shown_setting(varied[name]) if name in varied else None for name in table.varied_keys},
-                **{name: value for column in columns for name, value in zip(column.csv_names, column.values(cell))},
-                "seeds": cell.seeds, "best_in_row": key in best,
-                **{f"paper_{column.name}": paper_value(cell.paper, column) for column in columns if column.paper_field},
-                "runs": ";".join(run.source for run in cell.runs),
-            })
+            out.append((
+                {"model": cell.model, "data": cell.data, "attn": cell.attn, "recipe": cell.recipe,
+                 **{name: shown_setting(varied[name]) if name in varied else None for name in table.varied_keys}},
+                {name: value for column in columns for name, value in zip(column.csv_names, column.values(cell))},
+                {"seeds": cell.seeds, "best_in_row": key in best},
+                {f"paper_{column.name}": paper_value(cell.paper, column) for column in columns if column.paper_field},
+                {"runs": ";".join(run.source for run in cell.runs)},
+            ))
     return out
 
 
 def write_csv(path: Path, tables: Sequence[Table]) -> Path:
     """Every table's columns once, section by section, a task column where several tasks share the file."""
-    same_kind = zip(*(table.spec.csv_sections(table.varied_keys) for table in tables))  # (all identities), ...
-    columns = [name for sections in same_kind for name in dict.fromkeys(chain.from_iterable(sections))]
-    columns = ["task", *columns] if len(tables) > 1 else columns
+    rows = [({"task": table.task} if len(tables) > 1 else {}, *sections) for table in tables
+            for sections in csv_rows(table)]
+    columns = [name for sections in zip(*rows) for name in dict.fromkeys(chain.from_iterable(sections))]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
-    for table in tables:
-        for row in csv_rows(table):
-            row = {"task": table.task, **row} if "task" in columns else row
-            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    for sections in rows:
+        writer.writerow({key: "" if value is None else value for part in sections for key, value in part.items()})
     return write_text(path, text.getvalue())  # written whole: a symlink planted at `path` is replaced, not followed
 
 

@@ -1,11 +1,13 @@
-"""The Run record a report is made of, read from results.json files and the configs saved beside them."""
+"""The Run record a report is made of, read from results.json files (and the configs beside them) or from W&B."""
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import yaml
 
 from c3exp.config import KEY_CHOICES
-from c3exp.errors import check, is_number
+from c3exp.errors import ConfigError, check, is_number
 from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config
 from c3exp.utils.mappings import flatten
 
@@ -37,6 +39,8 @@ NON_RESULT_KEYS = (
 )
 # Settings that mark a debug run (conf/debug/*); not limit_*_batches: it also makes legitimate small runs.
 DEBUG_KEYS = ("trainer.fast_dev_run", "trainer.overfit_batches")
+WANDB_TEST_KEY = re.compile(r"(?:final/test_|test/)(\w+)")  # a test number in a W&B summary
+PROJECT_PATH = re.compile(r"[\w.-]+/[\w.-]+")  # ENTITY/PROJECT
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,6 @@ def is_finite(value: Any) -> bool:
 
 def is_name(value: Any) -> bool:
     return isinstance(value, str) and value != ""
-
-
-def is_rows(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(row, Mapping) for row in value)
 
 
 def shown(value: Any, limit: int = 40) -> str:
@@ -140,7 +140,8 @@ def usable(build: Callable[[], Run | None], name: str) -> Run | None:
 
 def validation_curve(results: Mapping[str, Any], primary: PrimaryMetric) -> tuple[tuple[int, float], ...]:
     """(epoch, primary validation metric) of each history row that has it: epochs without validation have none."""
-    history = typed(results, "history", is_rows, "a list of objects") or []
+    history = typed(results, "history", lambda rows: isinstance(rows, list)
+                    and all(isinstance(row, Mapping) for row in rows), "a list of objects") or []
     points = [(row, typed(row, primary.name, is_finite, "a number", label=f"history[{index}].{primary.name}"))
               for index, row in enumerate(history)]
     return tuple((whole(row, "epoch", required=True, label=f"history[{index}].epoch"), float(value))
@@ -225,3 +226,52 @@ def collect_runs(root: str | Path) -> list[Run]:
                                             path.stat().st_mtime, experiment_of(path.parent)), str(path))
             for path in sorted(root.rglob(RESULTS_FILE)))
     return [run for run in runs if run is not None]
+
+
+def first_value(mapping: Mapping[str, Any], *keys: str) -> Any:
+    """The value of the first key that has one (W&B runs log costs under final/ or model/)."""
+    return next((value for key in keys if (value := config_value(mapping, key)) is not None), None)
+
+
+def run_from_wandb(run: Any) -> Run | None:
+    """A run whose summary has its primary metric's test value, else None (after a line on stderr if unusable)."""
+    source = str(getattr(run, "url", None) or getattr(run, "path", "wandb"))
+    return usable(lambda: finished_run(run, source), source)
+
+
+def finished_run(run: Any, source: str) -> Run | None:
+    """None for an unfinished run, UnusableRun for one whose config or summary is damaged."""
+    config, summary = dict(run.config), dict(run.summary)
+    declared = {key: value for key in ("name", "mode")
+                if (value := config_value(config, f"task.primary_metric.{key}"))}
+    primary = primary_metric(declared)
+    # results.json's test_<name> keys: every final/test_<name> or test/<name> (final/ first)
+    names = {match[1] for key in summary if (match := WANDB_TEST_KEY.fullmatch(str(key)))} | {primary.metric}
+    tested = {f"test_{name}": value for name in sorted(names)
+              if (value := first_value(summary, f"final/test_{name}", f"test/{name}")) is not None}
+    choices = {name: config_value(config, key) for name, key in KEY_CHOICES.items()}
+    if f"test_{primary.metric}" not in tested or choices["model"] is None:
+        return None
+    rows = run.history(keys=["epoch", primary.name], pandas=False)
+    results = {**choices, "primary_metric": {"name": primary.name, "mode": primary.mode},
+               "params": first_value(summary, "final/params", "model/params"),
+               "macs": first_value(summary, "final/macs", "model/macs"),
+               "epochs": first_value(summary, "final/epochs"),  # results.json's epochs, as train.py logs it
+               **tested, "history": [row for row in rows if row.get("epoch") is not None]}
+    try:  # POSIX seconds of W&B's ISO created_at
+        finished = datetime.fromisoformat(str(run.created_at)).timestamp()
+    except (AttributeError, ValueError):
+        finished = None
+    return run_from_results(results, source, config, finished)
+
+
+def collect_wandb_runs(project: str) -> list[Run]:
+    """The finished runs of W&B `ENTITY/PROJECT` (runs without a test accuracy are skipped)."""
+    check(PROJECT_PATH.fullmatch(project or "") is not None, "wandb", project, "ENTITY/PROJECT")
+    try:
+        import wandb  # only a report of a W&B project needs the package
+
+        found = [run_from_wandb(run) for run in wandb.Api().runs(project)]
+    except Exception as error:  # no key, no network, no such project: one line, not a traceback
+        raise ConfigError("wandb", project, f"a W&B project you can read ({type(error).__name__}: {error})") from None
+    return [run for run in found if run is not None]

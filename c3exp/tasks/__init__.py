@@ -1,5 +1,4 @@
-"""Tasks as plug-ins: one TaskModule subclass per task, named by `_target_` in conf/task/<name>.yaml (or a YAML of
-one's own on Hydra's searchpath); every command builds through `build_network` and `build_task`."""
+"""Tasks as plug-ins: a TaskModule subclass named by `_target_` in conf/task/ (or one's own config on Hydra's searchpath)."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,15 +16,7 @@ from c3exp.tasks.detection import DetectionModule
 from c3exp.tasks.segmentation import SegmentationModule
 
 __all__ = ["ClassificationModule", "DetectionModule", "PrimaryMetric", "SegmentationModule", "TaskModule", "build_network",
-           "build_task", "task_class"]
-
-
-def task_class(cfg: DictConfig) -> type[TaskModule]:
-    """The TaskModule subclass cfg.task's `_target_` names (c3exp's, or one's own on the Python path)."""
-    cls = imported(cfg.task.get("_target_"), "task._target_")
-    check(isinstance(cls, type) and issubclass(cls, TaskModule), "task._target_", cfg.task.get("_target_"),
-          "a subclass of c3exp.tasks.TaskModule")
-    return cls
+           "build_task"]
 
 
 def build_network(cfg: DictConfig) -> nn.Module:
@@ -41,8 +32,10 @@ def build_network(cfg: DictConfig) -> nn.Module:
 
 
 def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[str, Any] | None = None) -> TaskModule:
-    """Instantiate cfg.task around `net`; `run_config` is what checkpoints carry (default: the whole resolved config,
-    which needs a run's output_dir; the benchmark, outside any run, passes less)."""
+    """cfg.task around `net`; `run_config` is what checkpoints carry (default: the resolved config, which needs a run's)."""
+    target = cfg.task.get("_target_")
+    cls = imported(target, "task._target_")
+    check(isinstance(cls, type) and issubclass(cls, TaskModule), "task._target_", target, "a subclass of c3exp.tasks.TaskModule")
     scheduler = cfg.optim.get("scheduler")
     options: dict[str, Any] = {
         "net": build_network(cfg) if net is None else net,

@@ -1,5 +1,4 @@
-"""What every task shares: optimisation, the per-epoch history that makes resumes exact, and the metrics and
-primary metric that checkpoints, results and reports read."""
+"""What every task shares: optimisation, metrics, and the per-epoch history that makes resumes and results exact."""
 from __future__ import annotations
 
 import inspect
@@ -28,14 +27,15 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 class TaskModule(L.LightningModule):
-    """Trains `net`, keeping one history row per epoch in the checkpoint so a resumed run reports the curves of an
-    uninterrupted one (Lightning's Timer and monitors time whole stages and write only to loggers)."""
+    """Trains `net`; one history row per epoch in the checkpoint (Lightning's Timer and monitors write only to loggers)."""
 
     #: Each metric's name after the stage prefix and whether higher ("max") or lower ("min") is better.
     metric_modes: ClassVar[dict[str, str]] = {}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric()
     #: The task options (`label_smoothing`, `tta_flip`) this task reads; the others must stay off.
     reads_options: ClassVar[frozenset[str]] = frozenset()
+    #: Terms of the loss whose epoch means model_step keeps in `losses` beside the loss, logged as `<stage>/<term>`.
+    loss_terms: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -60,33 +60,30 @@ class TaskModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
         self.warmup_epochs = checked_warmup(warmup_epochs, scheduler)
-        self.label_smoothing, self.tta_flip = self._read_options(label_smoothing=label_smoothing, tta_flip=tta_flip)
+        for key, value in (("label_smoothing", label_smoothing), ("tta_flip", tta_flip)):
+            check(not value or key in self.reads_options, f"task.{key}", value,
+                  f"{0 if key == 'label_smoothing' else 'false'}: {type(self).__name__} does not read it")
+        self.label_smoothing, self.tta_flip = float(label_smoothing), tta_flip
         self.run_config = run_config or {}
         self.primary_metric = PrimaryMetric.of(primary_metric) if primary_metric else self.default_primary
         check(self.primary_metric.metric in self.metric_modes, "task.primary_metric.name", self.primary_metric.name,
               [f"val/{metric}" for metric in self.metric_modes])
         # keyed "<stage>_split": a plain "train" key would clash with nn.Module.train
         self.metrics = nn.ModuleDict({f"{stage}_split": self.make_metrics(f"{stage}/") for stage in STAGES})
-        self.losses = nn.ModuleDict({f"{stage}_split": MeanMetric() for stage in STAGES})
+        means = ("loss", *self.loss_terms)
+        self.losses = nn.ModuleDict({f"{stage}_split": nn.ModuleDict({name: MeanMetric() for name in means})
+                                     for stage in STAGES})
         self.history: list[dict[str, float]] = []
         self.wall_seconds_before = 0.0  # wall-clock time of the earlier processes of a resumed run
         self.process_started = time.time()
         self._epoch_started, self._epoch_seconds, self._epoch_images = 0.0, 0.0, 0
         self._compiled = False
 
-    def _read_options(self, label_smoothing: float, tta_flip: bool) -> tuple[float, bool]:
-        """label_smoothing (F.cross_entropy's) and tta_flip (evaluate each image and its mirror image), checked."""
-        for key, value in (("label_smoothing", label_smoothing), ("tta_flip", tta_flip)):
-            check(not value or key in self.reads_options, f"task.{key}", value,
-                  f"{0 if key == 'label_smoothing' else 'false'}: {type(self).__name__} does not read it")
-        return float(label_smoothing), tta_flip
-
     @property
     def train_seconds(self) -> float:
         """The run's training time, validation left out: its epochs' times."""
         return sum(row.get("train/epoch_time", 0.0) for row in self.history)
 
-    # -- what a task provides -----------------------------------------------------------------
     def make_metrics(self, prefix: str) -> MetricCollection:
         """The metrics of one stage, named `<prefix><metric>` for every metric of `metric_modes`."""
         raise NotImplementedError
@@ -99,7 +96,6 @@ class TaskModule(L.LightningModule):
         """Targets of this task's kind for a batch of `images` (on the CPU): the benchmark's synthetic batches."""
         raise NotImplementedError
 
-    # -- steps -----------------------------------------------------------------------------------
     def configure_model(self) -> None:
         """task.compile=true: torch.compile the network in place, so parameter names and checkpoints stay the same."""
         if self.compile_net and not self._compiled:
@@ -114,8 +110,10 @@ class TaskModule(L.LightningModule):
         if stage == "train":
             self._epoch_images += images
         if loss is not None:
-            self.losses[f"{stage}_split"].update(loss.detach(), weight=images)
-            self.log(f"{stage}/loss", self.losses[f"{stage}_split"], on_step=False, on_epoch=True, prog_bar=True)
+            self.losses[f"{stage}_split"]["loss"].update(loss.detach(), weight=images)
+        for name, mean in self.losses[f"{stage}_split"].items():
+            if mean.update_count:
+                self.log(f"{stage}/{name}", mean, on_step=False, on_epoch=True, prog_bar=name == "loss")
         if predictions is not None:
             self.metrics[f"{stage}_split"].update(predictions, targets)
         return loss
@@ -129,18 +127,11 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
-    def epoch_summary(self, stage: str) -> dict[str, float]:
-        """This epoch's running loss (where the task has one for `stage`) and metrics, before they are reset."""
-        losses = self.losses[f"{stage}_split"]
-        summary = {f"{stage}/loss": float(losses.compute())} if losses.update_count else {}
-        return summary | {key: float(value) for key, value in self.split_metrics(stage).items()}
-
     def split_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         """The metrics of `stage` over the epoch's batches so far (computed once, then cached by torchmetrics)."""
         metrics = self.metrics[f"{stage}_split"]
         return metrics.compute() if any(metric.update_count for metric in metrics.values()) else {}
 
-    # -- epoch bookkeeping -----------------------------------------------------------------
     def on_train_start(self) -> None:
         """A schedule of a fixed length in steps (OneCycleLR's, a resumed run's included) must cover the run."""
         needed = int(self.trainer.estimated_stepping_batches)
@@ -164,35 +155,32 @@ class TaskModule(L.LightningModule):
         return self.trainer.optimizers[0].param_groups[0]["lr"]
 
     def _epoch_row(self, stages: tuple[str, ...]) -> dict[str, float]:
-        """Log the epoch's throughput; its history row: epoch, lr, the metrics of `stages` and the throughput."""
+        """Log the epoch's throughput; its history row: epoch, lr, the losses and metrics of `stages`, the throughput."""
         images = self._epoch_images * self.trainer.world_size
         throughput = dict(zip(THROUGHPUT, (self._epoch_seconds, images / max(self._epoch_seconds, 1e-9))))
         self.log_dict(throughput, on_step=False, on_epoch=True)
         row = {"epoch": self.current_epoch, "lr": self._lr()}
         for stage in stages:
-            row.update(self.epoch_summary(stage))
+            means = self.losses[f"{stage}_split"]
+            row.update({f"{stage}/{name}": float(mean.compute()) for name, mean in means.items() if mean.update_count})
+            row.update({key: float(value) for key, value in self.split_metrics(stage).items()})
         return row | throughput
 
     def _has_row(self) -> bool:
         return bool(self.history) and self.history[-1]["epoch"] == self.current_epoch
 
-    def on_validation_epoch_start(self) -> None:
-        self.metrics["val_split"].reset()
-
-    def on_test_epoch_start(self) -> None:
-        self.metrics["test_split"].reset()
-
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.split_metrics("test"), prog_bar=True)
+        self.metrics["test_split"].reset()
 
     def on_validation_epoch_end(self) -> None:
         """Log the val metrics (over the whole split: mAP needs every image); this epoch's row, before the checkpoints."""
         self.log_dict(self.split_metrics("val"), prog_bar=True)
-        if self.trainer.state.fn != TrainerFn.FITTING or self.trainer.sanity_checking:
-            return
-        if self._has_row():  # validated twice in one epoch (val_check_interval < 1): keep the latest
-            self.history.pop()
-        self.history.append(self._epoch_row(("train", "val")))
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            if self._has_row():  # validated twice in one epoch (val_check_interval < 1): keep the latest
+                self.history.pop()
+            self.history.append(self._epoch_row(("train", "val")))
+        self.metrics["val_split"].reset()
 
     def on_train_epoch_end(self) -> None:
         """The row of an epoch without validation; Lightning calls this before the checkpoints' on_train_epoch_end."""
@@ -217,7 +205,6 @@ class TaskModule(L.LightningModule):
             self.history = list(state.get("history", []))
             self.wall_seconds_before = float(state.get("wall_seconds", 0.0))
 
-    # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
         schedulers = []
@@ -226,8 +213,7 @@ class TaskModule(L.LightningModule):
             schedulers.append({"scheduler": scheduler, "interval": self.scheduler_interval})
         if self.warmup_epochs:
             schedulers.append({"scheduler": self._warmup(optimizer), "interval": "step"})
-            return [optimizer], schedulers
-        return {"optimizer": optimizer, "lr_scheduler": schedulers[0]} if schedulers else optimizer
+        return [optimizer], schedulers
 
     def _warmup(self, optimizer: torch.optim.Optimizer) -> LinearLR:
         """Step s (0-based) of the first W = warmup_epochs x steps per epoch scales the schedule's lr by (s + 1) / W;
@@ -244,10 +230,9 @@ class TaskModule(L.LightningModule):
 
 
 def checked_warmup(epochs: float, scheduler: SchedulerFactory | None) -> float:
-    """optim.warmup_epochs: a number >= 0, and 0 with OneCycleLR, whose own warm-up (pct_start) sets every step's lr."""
+    """optim.warmup_epochs: 0 with OneCycleLR, whose own warm-up (pct_start) sets every step's lr."""
     schedule = getattr(scheduler, "func", scheduler)  # the class behind Hydra's partial
-    one_cycle = isinstance(schedule, type) and issubclass(schedule, OneCycleLR)
-    check(not (epochs and one_cycle), "optim.warmup_epochs", epochs,
+    check(not (epochs and isinstance(schedule, type) and issubclass(schedule, OneCycleLR)), "optim.warmup_epochs", epochs,
           "0 with OneCycleLR (optim=onecycle), which warms up by itself over optim.scheduler.pct_start of the run")
     return float(epochs)
 

@@ -1,5 +1,4 @@
-"""Image classification: cross-entropy, top-1/top-5 accuracy (the paper's Table 1). Soft labels (MixUp, CutMix) give
-the cross-entropy with those probabilities, and train accuracy counts the most probable label as the true one."""
+"""Image classification (the paper's Table 1): cross-entropy, also with soft labels (MixUp, CutMix), top-1/top-5 accuracy."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -13,8 +12,7 @@ from c3exp.tasks.base import PrimaryMetric, TaskModule
 
 
 class ClassificationModule(TaskModule):
-    """`val/acc1` decides the best checkpoint; `tta_flip`: validation and test score the mean of the logits of each
-    image and its mirror image (never in training)."""
+    """`val/acc1` decides; `tta_flip`: evaluation scores the mean logits of each image and its mirror image."""
 
     metric_modes: ClassVar[dict[str, str]] = {"acc1": "max", "acc5": "max"}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/acc1", "max")
@@ -22,13 +20,8 @@ class ClassificationModule(TaskModule):
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         top5 = min(5, self.num_classes)
-        return MetricCollection(
-            {
-                "acc1": MulticlassAccuracy(self.num_classes, top_k=1, average="micro"),
-                "acc5": MulticlassAccuracy(self.num_classes, top_k=top5, average="micro"),
-            },
-            prefix=prefix,
-        )
+        return MetricCollection({"acc1": MulticlassAccuracy(self.num_classes, top_k=1, average="micro"),
+                                 "acc5": MulticlassAccuracy(self.num_classes, top_k=top5, average="micro")}, prefix=prefix)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)

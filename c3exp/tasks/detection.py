@@ -1,6 +1,4 @@
-"""Object detection: torchvision's Faster R-CNN with an FPN over a c3exp backbone, the paper's Table 3 (right).
-Evaluation is COCO's protocol (101-point, not VOC 2007's 11); VOC's "difficult" and COCO's crowd objects are crowd
-regions: neither misses nor, for a detection inside one (COCO's rule, not VOC's IoU), false positives."""
+"""Object detection (the paper's Table 3, right), judged by COCO's protocol; VOC's "difficult" objects count as crowds."""
 from __future__ import annotations
 
 import logging
@@ -9,8 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 from torchmetrics.detection import MeanAveragePrecision
 
 from c3exp.tasks.base import PrimaryMetric, TaskModule
@@ -22,8 +19,7 @@ LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_bo
 
 
 class DetectionAP(MeanAveragePrecision):
-    """torchmetrics' COCO box AP as scalars: the `summary` keys, and `<per_class>_<class>` (`class<label>` without
-    `class_names`); classes without ground truth in the split (AP -1) get no key."""
+    """COCO box AP as loggable scalars: `summary` keys and `<per_class>_<class>` where the split has the class."""
 
     def __init__(self, class_names: Sequence[str] | None = None, per_class: str = "ap",
                  summary: Sequence[str] = ("map", "map_50", "map_75"), **kwargs: Any):
@@ -56,10 +52,7 @@ class DetectionModule(TaskModule):
 
     metric_modes: ClassVar[dict[str, str]] = {"map": "max", "map_50": "max", "map_75": "max"}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/map_50", "max")
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.loss_terms = nn.ModuleDict({name: MeanMetric() for name in LOSS_TERMS})  # their epoch means, as train/<term>
+    loss_terms: ClassVar[tuple[str, ...]] = LOSS_TERMS
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         # the detector predicts boxes only in eval mode: training epochs have their losses, not mAP
@@ -75,42 +68,21 @@ class DetectionModule(TaskModule):
     def model_step(self, batch: tuple[Images, Targets]) -> tuple[torch.Tensor | None, Any, Any, int]:
         images, targets = batch
         if self.net.training:
-            losses = self.net(list(images), [_training_target(t) for t in targets])
+            # every box (crowd and difficult ones too, as torchvision's references) and label
+            losses = self.net(list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
             for name, value in losses.items():
-                self.loss_terms[name].update(value.detach(), weight=len(images))
+                self.losses["train_split"][name].update(value.detach(), weight=len(images))
             return sum(losses.values()), None, None, len(images)
         detections = self.net(list(images))
         return None, detections, [{key: t[key] for key in EVALUATED_KEYS if key in t} for t in targets], len(images)
 
-    def training_step(self, batch: tuple[Images, Targets], batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
-        for name, mean in self.loss_terms.items():
-            self.log(f"train/{name}", mean, on_step=False, on_epoch=True)
-        return loss
-
-    def epoch_summary(self, stage: str) -> dict[str, float]:
-        """The base summary, and in training the epoch means of the detector's four losses."""
-        summary = super().epoch_summary(stage)
-        if stage == "train":
-            summary.update({f"train/{name}": float(mean.compute()) for name, mean in self.loss_terms.items()
-                            if mean.update_count})
-        return summary
-
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
         """1-4 boxes per image, 1/8 to 1/2 of its side, of random classes (the benchmark's targets)."""
-        height, width = images.shape[-2:]
-        targets = []
+        side, targets = torch.tensor(images.shape[-2:][::-1]), []  # (width, height)
         for _ in range(len(images)):
             count = int(torch.randint(1, 5, (), generator=generator))
-            size = torch.rand(count, 2, generator=generator) * 3 / 8 + 1 / 8
-            wh = size * torch.tensor([width, height])
-            corner = torch.rand(count, 2, generator=generator) * (torch.tensor([width, height]) - wh)
-            boxes = torch.cat([corner, corner + wh], dim=1)
+            wh = (torch.rand(count, 2, generator=generator) * 3 / 8 + 1 / 8) * side
+            corner = torch.rand(count, 2, generator=generator) * (side - wh)
             labels = torch.randint(1, self.num_classes, (count,), generator=generator)
-            targets.append({"boxes": boxes, "labels": labels})
+            targets.append({"boxes": torch.cat([corner, corner + wh], dim=1), "labels": labels})
         return targets
-
-
-def _training_target(target: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """What FasterRCNN trains on: every box (crowd and difficult ones too, as torchvision's references) and label."""
-    return {"boxes": target["boxes"], "labels": target["labels"]}

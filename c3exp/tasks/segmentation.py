@@ -1,5 +1,4 @@
-"""Semantic segmentation: a DeepLab head on a (dilated) ResNet backbone, the paper's Table 3 (left). Metrics come
-from one confusion matrix over the whole split; `ignore_index` marks VOC's borders and padding."""
+"""Semantic segmentation (the paper's Table 3, left): metrics from one confusion matrix over the whole split."""
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -7,7 +6,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from c3exp.schema import NonNegativeFloat
 from c3exp.tasks.base import PrimaryMetric, TaskModule
@@ -22,14 +21,6 @@ class MeanClassAccuracy(MulticlassConfusionMatrix):
         return (matrix.diag()[labelled > 0] / labelled[labelled > 0]).mean()
 
 
-class PixelAccuracy(MulticlassConfusionMatrix):
-    """The share of all labelled pixels predicted right."""
-
-    def compute(self) -> torch.Tensor:
-        matrix = super().compute()
-        return matrix.diag().sum() / matrix.sum().clamp(min=1)
-
-
 class SegmentationModule(TaskModule):
     """Trains a `SegmentationNet` on (images, masks) batches; `val/miou` decides the best checkpoint."""
 
@@ -37,28 +28,18 @@ class SegmentationModule(TaskModule):
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/miou", "max")
     reads_options: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "tta_flip"})
 
-    def __init__(
-        self,
-        *args: Any,
-        aux_weight: NonNegativeFloat = 0.4,
-        ignore_index: int = 255,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, aux_weight: NonNegativeFloat = 0.4, ignore_index: int = 255, **kwargs: Any):
         self.ignore_index, self.aux_weight = ignore_index, float(aux_weight)  # make_metrics reads ignore_index
         super().__init__(*args, **kwargs)
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         classes, ignore = self.num_classes, self.ignore_index
         # Three views of one confusion matrix: MetricCollection's compute groups update it once per batch.
-        return MetricCollection(
-            {
-                # "macro": the mean over the classes present in the labels or the predictions of the split
-                "miou": MulticlassJaccardIndex(classes, average="macro", ignore_index=ignore),
-                "macc": MeanClassAccuracy(classes, ignore_index=ignore),
-                "pixel_acc": PixelAccuracy(classes, ignore_index=ignore),
-            },
-            prefix=prefix,
-        )
+        return MetricCollection({  # miou's "macro": the mean over the classes in the split's labels or predictions
+            "miou": MulticlassJaccardIndex(classes, average="macro", ignore_index=ignore),
+            "macc": MeanClassAccuracy(classes, ignore_index=ignore),
+            "pixel_acc": MulticlassAccuracy(classes, average="micro", ignore_index=ignore),  # of all labelled pixels
+        }, prefix=prefix)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.net(x)

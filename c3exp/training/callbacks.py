@@ -1,6 +1,7 @@
-"""Callbacks that make runs reproducible across interruptions, and the average of the weights a recipe may ask for."""
+"""Callbacks that make runs reproducible across interruptions, the weights' average a recipe may ask for, and pruning."""
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any
@@ -10,7 +11,8 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 
-from c3exp.errors import NonFiniteLossError, check, is_number
+from c3exp.errors import NonFiniteLossError
+from c3exp.training.tuning import current_trial
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -67,11 +69,6 @@ class StopOnNonFiniteLoss(L.Callback):
 class EMAWeights(EMAWeightAveraging):
     """Lightning's average of weights and BN statistics: evaluated and saved as state_dict, raw weights resumed too."""
 
-    def __init__(self, decay: float):
-        check(is_number(decay) and 0 < decay < 1, "optim.ema_decay", decay,
-              "a number between 0 and 1 (e.g. 0.999), or null for no average")
-        super().__init__(decay=float(decay))
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Move the module to the run's device first: an average made on the CPU would copy every weight every step."""
         if stage == "fit":
@@ -89,4 +86,35 @@ class EMAWeights(EMAWeightAveraging):
 def recipe_callbacks(optim: DictConfig | None) -> list[L.Callback]:
     """The callbacks the optim recipe asks for: the weights' moving average when optim.ema_decay is set."""
     decay = optim.get("ema_decay") if optim is not None else None
-    return [] if decay is None else [EMAWeights(decay)]
+    return [] if decay is None else [EMAWeights(decay=float(decay))]
+
+
+class ReportToTrial(L.Callback):
+    """Each epoch's primary metric to its Optuna trial at step = epoch (a resumed run's too); stop it when pruned."""
+
+    def __init__(self) -> None:
+        self.trial, self.active = None, False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rank 0 talks to the study; every DDP rank learns whether there is a trial, to stop with it."""
+        found = current_trial() if trainer.is_global_zero else None
+        self.trial = found[1] if found else None
+        self.active = bool(trainer.strategy.broadcast(self.trial is not None, src=0))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        pruned = self.report(pl_module) if self.trial is not None else False
+        if trainer.strategy.broadcast(pruned, src=0):  # every rank stops, or the others would wait for rank 0
+            import optuna
+
+            raise optuna.TrialPruned(f"pruned after epoch {trainer.current_epoch}")
+
+    def report(self, pl_module: L.LightningModule) -> bool:
+        """Report the epochs the trial lacks; whether the pruner stops it now."""
+        metric = pl_module.primary_metric.name
+        reported = self.trial.study.get_trials(deepcopy=False)[self.trial.number].intermediate_values
+        for row in pl_module.history:
+            if metric in row and int(row["epoch"]) not in reported and math.isfinite(row[metric]):
+                self.trial.report(row[metric], int(row["epoch"]))
+        return self.trial.should_prune()

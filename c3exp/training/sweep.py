@@ -52,21 +52,18 @@ def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
     """A GPU flocked for this process's life, or None: joblib's job numbers say nothing about which GPUs are busy."""
     global _claimed_gpu
     lock_dir = Path(lock_dir).resolve()
-    if _claimed_gpu is not None and _claimed_gpu[0] == lock_dir:
-        return _claimed_gpu[1]
-    if _claimed_gpu is not None:
+    if _claimed_gpu is not None and _claimed_gpu[0] != lock_dir:
         _claimed_gpu[2].close()  # a claim from another sweep: give it up
         _claimed_gpu = None
-    if locks.fcntl is None:  # not POSIX: GPUs go by job number
-        return None
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    for gpu in range(gpus):
-        lock_file = open_lock_file(lock_dir / f"gpu{gpu}.lock")
-        if try_flock(lock_file):
-            _claimed_gpu = (lock_dir, gpu, lock_file)
-            return gpu
-        lock_file.close()
-    return None
+    if _claimed_gpu is None and locks.fcntl is not None:  # not POSIX: GPUs go by job number
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        for gpu in range(gpus):
+            lock_file = open_lock_file(lock_dir / f"gpu{gpu}.lock")
+            if try_flock(lock_file):
+                _claimed_gpu = (lock_dir, gpu, lock_file)
+                break
+            lock_file.close()
+    return None if _claimed_gpu is None else _claimed_gpu[1]
 
 
 def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from c3exp.checkpoints import load_checkpoint, open_checkpoint, trusted
@@ -25,9 +27,9 @@ from c3exp.results import summarise_history, write_results
 from c3exp.saved_config import changed_settings, stored_config
 from c3exp.tasks import TaskModule, build_network, build_task
 from c3exp.training.callbacks import recipe_callbacks
-from c3exp.training.checkpoint_io import with_atomic_checkpoint_io
-from c3exp.training.csv_rows import carry_over_csv_rows
+from c3exp.training.loggers import carry_over_csv_rows
 from c3exp.training.sweep import assign_gpu_for_parallel_job, pin_ddp_children_to_this_job
+from c3exp.utils.atomic import remove_temps, write_with
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 from c3exp.utils.noise import silence_library_noise
@@ -36,11 +38,10 @@ from c3exp.utils.threads import use_the_cpus_slurm_gave
 log = logging.getLogger(__name__)
 
 
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a dict-of-`_target_` group (loggers, callbacks); null entries are off."""
-    if not group:
-        return []
-    return [instantiate_checked(node) for node in group.values() if node is not None and "_target_" in node]
+def instantiate_group(group: DictConfig | None, key: str | None = None) -> list[Any]:
+    """Every entry of a dict-of-`_target_` group, null entries off; with `key` each entry's settings are checked."""
+    entries = (group or {}).items()
+    return [instantiate_checked(node, key and f"{key}.{name}") for name, node in entries if node and "_target_" in node]
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -52,10 +53,30 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save beside the checkpoint, synced and renamed (a move from $TMPDIR may truncate it); URLs: Lightning's."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)  # Lightning's message for storage_options
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        remove_temps(Path(path).parent, "*.ckpt")
+        write_with(path, lambda file: torch.save(checkpoint, file))
+
+
+def with_atomic_checkpoint_io(plugins: Any) -> list[Any]:
+    """trainer.plugins (none, one or a list; configs instantiated) plus AtomicCheckpointIO unless they have one."""
+    plugins = instantiate(plugins) if OmegaConf.is_config(plugins) else plugins
+    listed = isinstance(plugins, Iterable) and not isinstance(plugins, str)
+    given = list(plugins) if listed else [] if plugins is None else [plugins]
+    return given if any(isinstance(plugin, CheckpointIO) for plugin in given) else [*given, AtomicCheckpointIO()]
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer of cfg.trainer plus the optim recipe's callbacks; settings Lightning rejects are one line."""
     loggers = instantiate_group(cfg.get("logger")) or False
-    callbacks = instantiate_group(cfg.get("callbacks")) + recipe_callbacks(cfg.get("optim"))
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks") + recipe_callbacks(cfg.get("optim"))
     try:
         plugins = with_atomic_checkpoint_io(cfg.trainer.get("plugins"))
         return instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, plugins=plugins)
@@ -68,66 +89,49 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         raise TrainerSettingError(f"Lightning rejects the trainer settings ({settings}): {' '.join(str(cause).split())}{hint}") from None
 
 
-def _loads(path: Path) -> bool:
-    """Whether the checkpoint opens: its zip directory and pickle read."""
-    try:
-        open_checkpoint(path, key="resume")
-        return True
-    except ConfigError:  # a checkpoint refused as unsafe is said, not skipped
-        raise
-    except Exception:  # a file cut short by a kill during saving
-        log.warning("skipping unreadable checkpoint %s", path)
-        return False
-
-
 def newest_good_checkpoint(folder: Path) -> Path | None:
-    """last.ckpt, or if a kill cut it short, the newest other checkpoint that loads."""
+    """last.ckpt, or if a kill cut it short, the newest other checkpoint that opens (its zip and pickle read)."""
     candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime), reverse=True)
-    return next((path for path in candidates if _loads(path)), None)
-
-
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """An explicit ckpt_path wins; `resume=auto` picks the run directory's newest good checkpoint."""
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # a file that is no checkpoint (cut short, another format) is one line
-        return str(cfg.ckpt_path)
-    if cfg.get("resume") == "auto":
-        found = newest_good_checkpoint(Path(cfg.output_dir) / "checkpoints")
-        log.info("resume=auto: %s", f"continuing from {found}" if found else "no checkpoint yet, starting fresh")
-        return str(found) if found else None
+    for path in candidates:
+        try:
+            open_checkpoint(path, key="resume")
+            return path
+        except ConfigError:  # a checkpoint refused as unsafe is said, not skipped
+            raise
+        except Exception:  # a file cut short by a kill during saving
+            log.warning("skipping unreadable checkpoint %s", path)
     return None
 
 
-def check_checkpoint_fits(cfg: DictConfig, module: TaskModule, checkpoint: dict[str, Any], path: str) -> None:
-    """Checked so a run directory reused with another model fails in one line, not deep in load_state_dict."""
+def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """The checkpoint to resume and its contents: ckpt_path wins; `resume=auto` takes the run's newest good one."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path), load_checkpoint(cfg.ckpt_path)  # a file that is no checkpoint is one line
+    found = newest_good_checkpoint(Path(cfg.output_dir) / "checkpoints") if cfg.get("resume") == "auto" else None
+    if cfg.get("resume") == "auto":
+        log.info("resume=auto: %s", f"continuing from {found}" if found else "no checkpoint yet, starting fresh")
+    return (str(found), open_checkpoint(found)) if found else (None, None)
+
+
+def check_resumable(cfg: DictConfig, module: TaskModule, checkpoint: dict[str, Any], path: str) -> None:
+    """Only speed, logging and epochs may change on resume, else results.json labels old weights with new settings;
+    a run directory reused with another network fails in one line, not deep in load_state_dict."""
+    key = "ckpt_path" if cfg.get("ckpt_path") else "resume"
+    afresh = "start afresh with resume=never or another hydra.run.dir"
+    changed = changed_settings(stored_config(checkpoint, path), OmegaConf.to_container(cfg, resolve=True))
+    check(not changed, key, path, f"a checkpoint trained with this command's settings, but these differ: "
+                                  f"{', '.join(changed)}; resume with the run's own settings, or {afresh}")
     theirs = {name: tuple(tensor.shape) for name, tensor in checkpoint.get("state_dict", {}).items()}
     ours = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
-    check(theirs == ours, _resume_key(cfg), path, f"a checkpoint of this run's network; {START_AFRESH}")
-
-
-START_AFRESH = "start afresh with resume=never or another hydra.run.dir"
-
-
-def _resume_key(cfg: DictConfig) -> str:
-    return "ckpt_path" if cfg.get("ckpt_path") else "resume"
-
-
-def check_same_settings(cfg: DictConfig, checkpoint: dict[str, Any], path: str) -> None:
-    """A resumed run must keep the settings that change the result, else results.json would label the old run's weights
-    with new ones (a seed counted twice, an lr never used); speed, logging and more epochs may change."""
-    changed = changed_settings(stored_config(checkpoint, path), OmegaConf.to_container(cfg, resolve=True))
-    check(not changed, _resume_key(cfg), path,
-          f"a checkpoint trained with this command's settings, but these differ: {', '.join(changed)}; "
-          f"resume with the run's own settings, or {START_AFRESH}")
+    check(theirs == ours, key, path, f"a checkpoint of this run's network; {afresh}")
 
 
 def _checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
     """The best (monitored) and the latest checkpoint written by the run's ModelCheckpoint callbacks."""
     paths: dict[str, str | None] = {"best": None, "last": None}
     for callback in trainer.checkpoint_callbacks:
-        kind = "best" if callback.monitor else "last"
-        paths[kind] = callback.best_model_path if callback.monitor else callback.last_model_path or callback.best_model_path
-        paths[kind] = paths[kind] or None
+        found = callback.best_model_path if callback.monitor else callback.last_model_path or callback.best_model_path
+        paths["best" if callback.monitor else "last"] = found or None
     return paths
 
 
@@ -141,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     use_the_cpus_slurm_gave()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    ckpt_path = resume_checkpoint(cfg)
+    ckpt_path, checkpoint = resume_checkpoint(cfg)
     net = build_network(without_pretrained(cfg) if ckpt_path else cfg)  # a checkpoint's weights replace pretrained ones
     complexity = model_complexity(net, cfg.data)
     module = build_task(cfg, net)
@@ -150,10 +154,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     per_process_batch_size(cfg.data.batch_size, trainer.world_size)  # here, not once in every DDP process it starts
     log.info("%s: %s params, %s MACs per image", cfg.run_name, f"{complexity['params']:,}", f"{complexity['macs']:,}")
-    checkpoint = open_checkpoint(ckpt_path) if ckpt_path else None
     if checkpoint is not None:
-        check_same_settings(cfg, checkpoint, ckpt_path)
-        check_checkpoint_fits(cfg, module, checkpoint, ckpt_path)
+        check_resumable(cfg, module, checkpoint, ckpt_path)
     try:
         start_loggers(cfg, trainer, complexity, ckpt_path, checkpoint)
         results = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
@@ -177,7 +179,7 @@ def start_loggers(
     """Log the config, and the model's size once: a resumed run's CSV keeps its earlier rows instead."""
     for logger in trainer.loggers:
         if checkpoint is not None and isinstance(logger, CSVLogger) and trainer.is_global_zero:
-            history = checkpoint["c3exp"].get("history", [])  # walked and checked once, by check_same_settings
+            history = checkpoint["c3exp"].get("history", [])  # walked and checked once, by check_resumable
             carry_over_csv_rows(logger, ckpt_path, int(checkpoint.get("global_step", 0)), history)  # before the writer starts
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if checkpoint is None:

@@ -48,16 +48,6 @@ def open_storage(spec: str) -> Any:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(spec))
 
 
-def load_study(storage: str, study_name: str, direction: str | None = None, **kwargs: Any) -> optuna.Study:
-    """The study, created on first use when `direction` is given."""
-    import optuna
-
-    if direction is None:
-        return optuna.load_study(study_name=study_name, storage=open_storage(storage), **kwargs)
-    return optuna.create_study(study_name=study_name, storage=open_storage(storage), direction=direction,
-                               load_if_exists=True, **kwargs)
-
-
 def distribution(override: Override) -> Any:
     """Optuna's distribution for Hydra's interval(a, b) (tags: log, int), range(a, b[, step]), choice(...) or a,b,c."""
     import optuna.distributions as dist
@@ -119,7 +109,10 @@ class OptunaSweeper(Sweeper):
 
     def open_study(self, other_workers: int) -> optuna.Study:
         """The study, created or continued; the sampler's seed moves on with trials and workers (no repeated points)."""
-        study = load_study(self.storage, self.study_name, self.direction, pruner=self.pruner)
+        import optuna
+
+        study = optuna.create_study(storage=open_storage(self.storage), study_name=self.study_name,
+                                    direction=self.direction, pruner=self.pruner, load_if_exists=True)
         seed = getattr(self.sampler, "keywords", {}).get("seed")
         offset = {"seed": seed + len(study.trials) + 1000 * other_workers} if seed is not None else {}
         study.sampler = self.sampler(**offset)
@@ -202,7 +195,6 @@ def report_best(study: optuna.Study, fixed: Sequence[str], sweep_dir: Path) -> N
                "run_dir": str(sweep_dir / best.user_attrs.get("subdir", "")),
                "command": best_command(best.params, fixed), "trials": counts}
     write_json(sweep_dir / BEST_FILE, summary)
-    log.info("best trial %d: %s; train it: %s", best.number, best.value, summary["command"])
     print(f"best trial {best.number} ({best.value:.6g}): {summary['command']}", flush=True)
 
 

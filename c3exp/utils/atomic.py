@@ -38,14 +38,12 @@ def remove_temps(folder: Path, pattern: str) -> list[Path]:
     return leftovers
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    with atomic_write(path, "w", encoding="utf-8") as file:
-        file.write(text)
-    return Path(path)
-
-
-def write_with(path: str | Path, save: Callable[[IO], Any], mode: str = "wb") -> Path:
+def write_with(path: str | Path, save: Callable[[IO], Any], mode: str = "wb", **open_kwargs: Any) -> Path:
     """Atomic `save(file)`, for writers that take a file object (torch.save, savefig with `format=`)."""
-    with atomic_write(path, mode) as file:
+    with atomic_write(path, mode, **open_kwargs) as file:
         save(file)
     return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_with(path, lambda file: file.write(text), "w", encoding="utf-8")

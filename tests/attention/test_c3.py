@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 import c3exp
 from c3exp.attention import C3Block, create_attn
-from c3exp.attention.c3 import channel_groups, resize_nearest
+from c3exp.attention.c3 import channel_groups
 from c3exp.errors import ConfigError
 from c3exp.utils.complexity import count_macs, count_params
 from tests.conftest import assert_gradients_match_reference, build, n_params, permutation_error, randomize
@@ -296,16 +296,6 @@ def test_c3_compiles_without_graph_breaks(resize: str, options: dict):
 
 # ----------------------------------------------------------------------------------------------
 # Resizing: any map size against the block's size is the naive nearest resize, both ways; or tiles.
-
-
-@pytest.mark.parametrize(
-    "shape,size",
-    [((32, 32), (16, 16)), ((24, 24), (8, 8)), ((28, 28), (4, 4)), ((8, 8), (16, 16)), ((4, 4), (12, 12)),
-     ((7, 7), (28, 28)), ((8, 4), (4, 8)), ((10, 10), (4, 4)), ((6, 6), (4, 4)), ((16, 32), (4, 4))],
-)
-def test_resize_nearest_equals_interpolate(shape, size):
-    x = torch.randn(2, 3, *shape)
-    torch.testing.assert_close(resize_nearest(x, size), F.interpolate(x, size=size, mode="nearest"), rtol=0, atol=0)
 
 
 def naive_c3(block: C3Block, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from c3exp.attention import create_attn
-from c3exp.attention.ge import GatherExcite, ge_params
+from c3exp.attention.ge import GatherExcite
 from c3exp.errors import ConfigError
 from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
 
@@ -160,8 +160,8 @@ def test_ge_keeps_any_shape(variant: str):
 @pytest.mark.parametrize("extent", [2, 4, 8])
 def test_ge_params(channels: int, extent: int):
     learned = n_params(GatherExcite(channels, extent=extent, learned=True))
-    assert learned == ge_params(channels, extent, learned=True) == 11 * channels * round(math.log2(extent))
-    assert n_params(GatherExcite(channels, extent=extent)) == ge_params(channels, extent) == 0
+    assert learned == 11 * channels * round(math.log2(extent))  # GE-θ: log2(e) depthwise 3x3 convs + BN
+    assert n_params(GatherExcite(channels, extent=extent)) == 0  # GE-θ⁻
     assert n_params(GatherExcite(channels)) == 0
 
 

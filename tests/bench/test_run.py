@@ -1,5 +1,5 @@
-"""`python -m c3exp.bench` end to end (c3exp/bench/run.py): raw step times, the machine, ratios, the matmul peak,
-loop mode, a file per run."""
+"""`python -m c3exp.bench` end to end (c3exp/bench/run.py): raw step times, the machine, ratios (paired by round),
+the matmul peak, loop mode, a new file per run."""
 from __future__ import annotations
 
 import datetime
@@ -10,7 +10,7 @@ import statistics
 import pytest
 import torch
 
-from c3exp.bench.run import bench, cpu_model
+from c3exp.bench.run import bench, cpu_model, new_report_path, paired_ratios, ratios, summarise
 
 
 TINY = ["bench.batch_size=2", "bench.steps=2", "bench.warmup=1", "bench.threads=1"]
@@ -77,3 +77,22 @@ def test_two_bench_runs_write_two_files(tmp_path, monkeypatch, capsys):
     assert all(report in written for report in reports)
     wrote = [line.removeprefix("wrote ") for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
     assert sorted(tmp_path / path for path in wrote) == files  # each run prints where it wrote
+
+
+def test_paired_ratio_cancels_a_slow_phase_that_hits_whole_rounds():
+    # C3 costs 10% in every round; rounds 2 and 3 ran while the machine was twice as slow for the
+    # second configuration only in round 2, and for both in round 3.
+    reference, candidate = [1.0, 1.0, 2.0], [1.1, 2.2, 2.2]
+    paired = paired_ratios(candidate, reference)
+    assert paired["ratio_paired"] == pytest.approx(1.1)
+    assert ratios(summarise(candidate, 1), summarise(reference, 1))["ratio_median"] == pytest.approx(2.2)
+    assert paired["ratio_paired_q1"] == pytest.approx(1.1) and paired["ratio_paired_q3"] == pytest.approx(1.65)
+    assert paired_ratios([2.0], [1.0]) == {"ratio_paired": 2.0, "ratio_paired_q1": 2.0, "ratio_paired_q3": 2.0}  # one round
+
+
+def test_report_names_are_never_reused_within_one_second(tmp_path):
+    started = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    stem = f"20260102-030405-p{os.getpid()}"
+    names = [new_report_path(started, tmp_path / "bench").name for _ in range(3)]
+    assert names == [f"{stem}.json", f"{stem}-2.json", f"{stem}-3.json"]
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == sorted(names)  # claimed at once

@@ -13,7 +13,6 @@ import torch
 from omegaconf import OmegaConf
 
 import c3exp.cli.eval as eval_cli
-from c3exp.checkpoints import load_checkpoint
 from c3exp.config import group_choices
 from c3exp.cli.eval import evaluate, main as eval_main, network_settings
 from c3exp.tasks import build_task
@@ -99,8 +98,7 @@ def test_data_choice_tests_on_that_dataset(ckpt, cifar10_root):
                  "data.num_workers=0", "data.batch_size=8"]
     metrics = evaluate(ckpt, overrides)
     # the checkpoint's network by hand on the test batches of the CIFAR files written here (not on the digits)
-    checkpoint = load_checkpoint(ckpt)
-    cfg = eval_cli.config_from_checkpoint(checkpoint, overrides, ckpt)
+    checkpoint, cfg = eval_cli.load_run(ckpt, overrides)
     module = build_task(cfg)
     eval_cli.load_weights(module, checkpoint["state_dict"], ckpt)
     datamodule = build_datamodule(cfg)
@@ -116,7 +114,7 @@ def test_data_choice_tests_on_that_dataset(ckpt, cifar10_root):
 
 
 def test_trainer_choice_replaces_the_trainer_config(ckpt):
-    cfg = eval_cli.config_from_checkpoint(load_checkpoint(ckpt), ["trainer=cpu"], ckpt)
+    cfg = eval_cli.load_run(ckpt, ["trainer=cpu"])[1]
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.limit_test_batches is None
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from c3exp.cli.report import main as report
 from c3exp.report.runs import collect_runs
-from c3exp.report.tables import Cell
+from c3exp.report.tables import TABLE_SPECS, Cell
 from c3exp.results import RESULTS_FILE
 from c3exp.training.train import train
 from tests.conftest import TINY_DIGITS, error_line, rows_by_attn as read_csv, run_config
@@ -91,9 +91,9 @@ def test_one_seed_has_no_std(sweep, tmp_path):
 
 def test_cifar100_cells_carry_the_papers_values(sweep):
     run = dataclasses.replace(collect_runs(sweep)[0], data="cifar100")
-    cell = Cell(run.model, run.data, run.attn, (run,))
+    cell = Cell(run.model, run.data, run.attn, (run,), TABLE_SPECS["classification"])
     assert cell.paper == {"none": (0.28, 41.7, 67.73), "c3": (0.35, 46.0, 69.34)}[run.attn]
-    assert Cell(run.model, "digits", run.attn, (run,)).paper is None
+    assert Cell(run.model, "digits", run.attn, (run,), TABLE_SPECS["classification"]).paper is None
 
 
 # -- W&B: the same runs, as the W&B API would return them ---------------------------------------------

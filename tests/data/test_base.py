@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 import c3exp
 from c3exp.config import check_command_line, group_choices
 from c3exp.data import ArrayDataset, ImageDataModule, SyntheticDataModule, build_transforms
-from c3exp.data.device import Augmentation, DeviceBatches
+from c3exp.data.device import DeviceBatches
 from c3exp.errors import ConfigError
 from c3exp.schema import check_settings
 from c3exp.training.callbacks import EpochSeed
@@ -74,11 +74,12 @@ def test_off_the_loader_batches_are_the_plain_recipes_bit_for_bit():
 
 def test_off_the_device_batches_are_the_plain_recipes_bit_for_bit():
     datamodule = synthetic(on_device=True, seed=3)
-    assert datamodule.train_augmentation() == Augmentation(4, True, 0.0)
-    got = list(datamodule.train_dataloader())
+    loader = datamodule.train_dataloader()
+    assert (loader.padding, loader.hflip, loader.erasing) == (4, True, 0.0)
+    got = list(loader)
     train = datamodule.splits["train"]
     expected = list(DeviceBatches(train.images, train.labels, BATCH, datamodule.mean, datamodule.std,
-                                  augmentation=Augmentation(4, True), shuffle=True, seed=3))
+                                  padding=4, hflip=True, shuffle=True, seed=3))
     for (images, labels), (expected_images, expected_labels) in zip(got, expected, strict=True):
         assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels) and labels.ndim == 1
 
@@ -100,12 +101,14 @@ def test_mixed_training_labels_are_probabilities_and_evaluation_batches_are_unto
 @pytest.mark.parametrize("on_device", [False, True])
 def test_erasing_alone_keeps_integer_labels_and_works_without_crop_and_flip(on_device):
     datamodule = synthetic(on_device=on_device, augment=False, random_erasing=1.0)
-    assert datamodule.train_augmentation() == Augmentation(0, False, 1.0)
+    device = datamodule.device_batches("train")
+    assert (device.padding, device.hflip, device.erasing) == (0, False, 1.0)
     images, labels = next(iter(datamodule.train_dataloader()))
     assert labels.dtype == torch.long and labels.ndim == 1
     # synthetic pixels normalise to (k/255 - 0.5) / 0.25, never 0: zeros are erased pixels, in (nearly) every image
     assert (images == 0).flatten(1).any(1).float().mean() > 0.9
-    assert synthetic(augment=False).train_augmentation() is None
+    plain = synthetic(augment=False).device_batches("train")
+    assert (plain.padding, plain.hflip, plain.erasing) == (0, False, 0.0)
 
 
 class Fit:

@@ -9,18 +9,13 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms import v2
 
 from c3exp.data import ArrayDataset, DigitsDataModule, build_transforms
-from c3exp.data.base import TransformedImages
 from c3exp.data.device import (
-    CropFlipDraws,
     DeviceBatches,
-    EraseDraws,
     RandomErase,
     crop_flip_batch,
-    crop_flip_image,
     draw_crop_flip,
     draw_erasing,
     erase_batch,
-    erase_image,
     normalize_batch,
 )
 from c3exp.training.train import train
@@ -36,20 +31,26 @@ def digits() -> DigitsDataModule:
     return datamodule
 
 
+def torchvision_crop_flip(image: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
+    """The reference: torchvision's pad by 4, crop at (top, left) and horizontal flip of one image."""
+    expected = TF.crop(TF.pad(image, [4]), top, left, *image.shape[-2:])
+    return TF.horizontal_flip(expected) if flip else expected
+
+
 def test_batched_crop_flip_cuts_the_same_pixels_as_per_image(digits):
     images = digits.splits["train"].images[:64]
-    draws = draw_crop_flip(64, 4, True, torch.Generator().manual_seed(0))
-    assert draws.flips.any() and not draws.flips.all()
-    per_image = torch.stack([crop_flip_image(image, *draws[i], 4) for i, image in enumerate(images)])
-    assert torch.equal(crop_flip_batch(images, draws, 4), per_image)
+    offsets, flips = draw_crop_flip(64, 4, True, torch.Generator().manual_seed(0))
+    assert flips.any() and not flips.all()
+    per_image = torch.stack([torchvision_crop_flip(image, *offsets[i].tolist(), bool(flips[i]))
+                             for i, image in enumerate(images)])
+    assert torch.equal(crop_flip_batch(images, offsets, flips, 4), per_image)
 
 
 def test_crop_flip_is_torchvisions_pad_crop_flip(digits):
     image = digits.splits["train"].images[0]
     for top, left, flip in [(0, 0, False), (8, 3, True), (4, 4, False), (2, 8, True)]:
-        expected = TF.crop(TF.pad(image, [4]), top, left, 32, 32)
-        expected = TF.horizontal_flip(expected) if flip else expected
-        assert torch.equal(crop_flip_image(image, top, left, flip, 4), expected)
+        offsets, flips = torch.tensor([[top, left]]), torch.tensor([flip])
+        assert torch.equal(crop_flip_batch(image[None], offsets, flips, 4)[0], torchvision_crop_flip(image, top, left, flip))
 
 
 def test_dataloader_path_and_device_path_agree_for_the_same_draws(digits):
@@ -60,36 +61,34 @@ def test_dataloader_path_and_device_path_agree_for_the_same_draws(digits):
     torch.manual_seed(3)
     loader_images = torch.stack([dataset[i][0] for i in range(32)])
     torch.manual_seed(3)
-    draws = [draw_crop_flip(1, 4, True) for _ in range(32)]
-    replayed = CropFlipDraws(torch.cat([d.offsets for d in draws]), torch.cat([d.flips for d in draws]))
-    device_images = normalize_batch(crop_flip_batch(arrays.images[:32], replayed, 4), MEAN, STD)
+    offsets, flips = map(torch.cat, zip(*[draw_crop_flip(1, 4, True) for _ in range(32)]))
+    device_images = normalize_batch(crop_flip_batch(arrays.images[:32], offsets, flips, 4), MEAN, STD)
     assert torch.equal(device_images, loader_images)
 
 
 def test_draws_cover_every_offset_and_flip_half_the_images():
-    draws = draw_crop_flip(4000, 4, True, torch.Generator().manual_seed(1))
-    assert set(draws.offsets.unique().tolist()) == set(range(9))
-    assert 0.45 < draws.flips.float().mean().item() < 0.55
-    assert not draw_crop_flip(100, 4, False, torch.Generator().manual_seed(1)).flips.any()
+    offsets, flips = draw_crop_flip(4000, 4, True, torch.Generator().manual_seed(1))
+    assert set(offsets.unique().tolist()) == set(range(9))
+    assert 0.45 < flips.float().mean().item() < 0.55
+    assert not draw_crop_flip(100, 4, False, torch.Generator().manual_seed(1))[1].any()
 
 
 def test_erasing_zeroes_exactly_the_drawn_rectangle():
     images = torch.ones(2, 2, 5, 8)
-    draws = EraseDraws(torch.tensor([[1, 2, 3, 4], [0, 0, 0, 0]]))  # image 0: rows 1-3, columns 2-5; image 1: none
+    draws = torch.tensor([[1, 2, 3, 4], [0, 0, 0, 0]])  # image 0: rows 1-3, columns 2-5; image 1: none
     expected = images.clone()
     expected[0, :, 1:4, 2:6] = 0
     assert torch.equal(erase_batch(images, draws), expected)
-    assert torch.equal(erase_image(images[0], *draws[0]), expected[0]) and torch.equal(erase_image(images[1], *draws[1]), images[1])
 
 
 def test_drawn_rectangles_are_one_box_inside_the_image_with_nothing_outside_touched():
     images = torch.randn(256, 3, 32, 32).abs() + 1  # no pixel is 0 before erasing
     draws = draw_erasing(256, 32, 32, 0.5, torch.Generator().manual_seed(0))
     erased = erase_batch(images, draws)
-    top, left, height, width = draws.boxes.T
+    top, left, height, width = draws.T
     assert ((top + height <= 32) & (left + width <= 32) & (height < 32) & (width < 32)).all()
     assert 0.4 < (height > 0).float().mean() < 0.6
-    for image, box, original in zip(erased, draws.boxes.tolist(), images):
+    for image, box, original in zip(erased, draws.tolist(), images):
         t, l, h, w = box
         zero = image == 0
         assert zero[:, t : t + h, l : l + w].all() and zero.sum() == 3 * h * w  # zeros exactly in the box
@@ -100,15 +99,15 @@ def test_drawn_rectangles_are_one_box_inside_the_image_with_nothing_outside_touc
 def test_batched_erasing_zeroes_the_same_pixels_as_torchvisions_erase_per_image():
     images = torch.randn(64, 3, 32, 32)
     draws = draw_erasing(64, 32, 32, 0.5, torch.Generator().manual_seed(2))
-    assert (draws.boxes[:, 2] > 0).any() and (draws.boxes[:, 2] == 0).any()
-    per_image = torch.stack([erase_image(image, *draws[i]) for i, image in enumerate(images)])
+    assert (draws[:, 2] > 0).any() and (draws[:, 2] == 0).any()
+    per_image = torch.stack([TF.erase(image, *draws[i].tolist(), torch.zeros(())) for i, image in enumerate(images)])
     assert torch.equal(erase_batch(images, draws), per_image)
 
 
 def test_erasing_probability_zero_changes_nothing():
     images = torch.randn(64, 3, 32, 32)
     draws = draw_erasing(64, 32, 32, 0.0, torch.Generator().manual_seed(0))
-    assert not draws.boxes[:, 2:].any() and torch.equal(erase_batch(images, draws), images)
+    assert not draws[:, 2:].any() and torch.equal(erase_batch(images, draws), images)
     assert torch.equal(RandomErase(0.0)(images[0]), images[0])
 
 
@@ -117,11 +116,11 @@ def test_erasing_rectangles_follow_torchvisions_distribution():
     torch.manual_seed(0)
     erasing, image = v2.RandomErasing(p=1.0), torch.zeros(3, 20, 20)
     reference = torch.tensor([[params["h"], params["w"]] for params in (erasing.make_params([image]) for _ in range(4000))])
-    boxes = draw_erasing(4000, 20, 20, 1.0, torch.Generator().manual_seed(1)).boxes
+    boxes = draw_erasing(4000, 20, 20, 1.0, torch.Generator().manual_seed(1))
     for stat in (lambda s: s.mean(0), lambda s: s.std(0), lambda s: s.prod(1).mean(), lambda s: (s[:, 0] > s[:, 1]).double().mean()):
         assert torch.allclose(stat(boxes[:, 2:].double()), stat(reference.double()), rtol=0.05)
     assert boxes[:, :2].min() == 0 and (boxes[:, :2] + boxes[:, 2:]).max() == 20  # every position is reachable
-    small = draw_erasing(4000, 4, 4, 1.0, torch.Generator().manual_seed(1)).boxes  # where many draws do not fit
+    small = draw_erasing(4000, 4, 4, 1.0, torch.Generator().manual_seed(1))  # where many draws do not fit
     assert (small[:, 2:] < 4).all() and (small[:, 2:] == 3).any()  # sides strictly inside the image, as torchvision's
 
 
@@ -129,15 +128,15 @@ def test_dataloader_path_and_device_path_erase_the_same_pixels_for_the_same_draw
     """The DataLoader path erases each normalised image after its crop/flip, drawing from the global RNG;
     replaying those draws through the batched path gives the same tensors, bit for bit."""
     arrays = digits.splits["train"]
-    dataset = TransformedImages(ArrayDataset(arrays, build_transforms(MEAN, STD, train=True)), RandomErase(0.5))
+    dataset = ArrayDataset(arrays, v2.Compose([build_transforms(MEAN, STD, train=True), RandomErase(0.5)]))
     torch.manual_seed(3)
     loader_images = torch.stack([dataset[i][0] for i in range(32)])
     torch.manual_seed(3)
     crops, erasures = zip(*[(draw_crop_flip(1, 4, True), draw_erasing(1, 32, 32, 0.5)) for _ in range(32)])
-    crops = CropFlipDraws(torch.cat([d.offsets for d in crops]), torch.cat([d.flips for d in crops]))
-    erasures = EraseDraws(torch.cat([d.boxes for d in erasures]))
-    assert 0 < (erasures.boxes[:, 2] > 0).sum() < 32
-    device_images = erase_batch(normalize_batch(crop_flip_batch(arrays.images[:32], crops, 4), MEAN, STD), erasures)
+    offsets, flips = map(torch.cat, zip(*crops))
+    erasures = torch.cat(erasures)
+    assert 0 < (erasures[:, 2] > 0).sum() < 32
+    device_images = erase_batch(normalize_batch(crop_flip_batch(arrays.images[:32], offsets, flips, 4), MEAN, STD), erasures)
     assert torch.equal(device_images, loader_images)
 
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import pickle
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from c3exp.data.mixing import MixingCollate, batch_mixing
+from c3exp.data.mixing import batch_mixing, mixing_collate
 from c3exp.errors import ConfigError
 
 CLASSES = 8
@@ -81,7 +82,7 @@ def test_the_collate_mixes_the_default_collated_batch_and_survives_pickling():
     """DataLoader workers started by spawn unpickle their collate_fn."""
     images, labels = constant_batch()
     samples = [(image, int(label)) for image, label in zip(images, labels)]
-    collate = pickle.loads(pickle.dumps(MixingCollate(batch_mixing(0.4, 0.0, CLASSES))))
+    collate = pickle.loads(pickle.dumps(partial(mixing_collate, batch_mixing(0.4, 0.0, CLASSES))))
     torch.manual_seed(1)
     mixed, probabilities = collate(samples)
     torch.manual_seed(1)

@@ -1,14 +1,16 @@
-"""A run as the report reads it (c3exp/report/runs.py): its validation curve, and the experiment it came from."""
+"""A run as the report reads it (c3exp/report/runs.py): its validation curve, the experiment it came from, and a
+run read from W&B."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from c3exp.report.runs import collect_runs, run_from_results
+from c3exp.report.runs import collect_runs, run_from_results, run_from_wandb
 from tests.report.conftest import write_hydra_run
 
 
@@ -37,6 +39,20 @@ def test_a_recipe_chosen_apart_from_the_experiment_joins_its_name(tmp_path):
     write_hydra_run(tmp_path / "paper", ["recipe=paper", "attn=c3"], 0.7)
     assert {Path(run.source).name: run.experiment for run in collect_runs(tmp_path)} == {
         "strong": "strong_cifar100", "quick": "quickstart recipe=strong", "bare": "recipe=strong", "paper": None}
+
+
+def test_a_wandb_segmentation_run():
+    config = {"task": {"name": "segmentation", "primary_metric": {"name": "val/miou", "mode": "max"}},
+              "model": {"name": "resnet101"}, "attn": {"name": "c3"}, "data": {"name": "voc2012"}, "seed": 0}
+    summary = {"final/test_miou": 0.75, "test/miou": 0.5, "test/macc": 0.86, "final/test_loss": 0.3,
+               "model/params": 42_500_000}
+    rows = [{"epoch": 0, "val/miou": None}, {"epoch": 0, "val/miou": 0.7}]
+    run = run_from_wandb(SimpleNamespace(config=config, summary=summary, history=lambda keys, pandas: rows, url="u"))
+    assert (run.task, run.primary.name) == ("segmentation", "val/miou")
+    assert run.test_metrics == {"miou": 0.75, "macc": 0.86}  # final/ before test/; the loss is not a metric
+    assert run.curve == ((0, 0.7),)
+    unfinished = SimpleNamespace(config=config, summary={"final/test_acc1": 0.9}, history=None, url="u")
+    assert run_from_wandb(unfinished) is None  # no test value of its primary metric
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from c3exp.cli.report import main as report
 from c3exp.report.output import NAME_LIMIT, safe_name
-from c3exp.report.wandb_runs import run_from_wandb
+from c3exp.report.runs import run_from_wandb
 from tests.conftest import rows_by_attn as read_csv
 
 REPORT_FILE = re.compile(r"report\.(md|csv)|curves_[^/]+\.png")  # all a report may add to its folder

@@ -1,4 +1,4 @@
-"""Which runs a report pools (c3exp/report/selection.py), over a real outputs/ folder: debug runs and re-runs of a
+"""Which runs a report pools (c3exp/report/tables.py), over a real outputs/ folder: debug runs and re-runs of a
 seed do not count, and only seeds are pooled, never runs of other settings."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 import c3exp.report.output
 from c3exp.analysis.plots import Band
 from c3exp.cli.report import main as report
-from c3exp.report.wandb_runs import run_from_wandb
+from c3exp.report.runs import run_from_wandb
 from tests.conftest import error_line, rows_by_attn as read_csv
 from tests.report.conftest import rows_by_cell, write_hydra_run
 
@@ -93,7 +93,7 @@ def test_include_debug_reports_them_one_run_per_seed(walkthrough, tmp_path):
 def test_curve_n_is_the_number_of_seeds(walkthrough, tmp_path, monkeypatch):
     drawn: dict[str, Band] = {}
 
-    def record(bands, title, path):
+    def record(bands, title, path, ylabel):
         drawn.update(bands)
         Path(path).write_bytes(b"a PNG")
         return Path(path)

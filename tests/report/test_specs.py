@@ -1,5 +1,5 @@
-"""A report's table per task (c3exp/report/specs.py) over runs of several tasks: a section per task, each with its
-own columns, the paper's figures, and curves of its primary metric.
+"""A report's table per task (TABLE_SPECS, c3exp/report/tables.py) over runs of several tasks: a section per task,
+each with its own columns, the paper's figures, and curves of its primary metric.
 
 No training: results.json files are written by hand, in the format c3exp.training.train writes them.
 """
@@ -202,7 +202,7 @@ def test_curves_of_the_primary_metric_per_segmentation_row(mixed, tmp_path, monk
     bands, title, options = drawn["curves_segmentation_resnet101_voc2012.png"]
     assert title == "resnet101 on voc2012: validation mean IoU"
     assert options == {"ylabel": "validation mean IoU (%)"}
-    assert drawn["curves_resnet20_digits.png"][2] == {}  # the plot's own label: validation top-1 accuracy
+    assert drawn["curves_resnet20_digits.png"][2] == {"ylabel": "validation top-1 accuracy (%)"}
     assert list(bands["c3"].x) == [1, 2]  # epoch 0 had no validation
     assert bands["c3"].mean[-1] == pytest.approx(72.333333, abs=1e-5) and bands["c3"].runs == 3
     assert "](curves_segmentation_resnet101_voc2012.png)" in written["markdown"].read_text()

@@ -202,7 +202,7 @@ def test_one_sgd_step_of_the_paper_recipe_with_and_without_nesterov(nesterov, fa
     net = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.constant_(net.weight, 2.0)
     module = build_task(cfg, net=net, run_config={})
-    optimizer = module.configure_optimizers()["optimizer"]
+    (optimizer,), _ = module.configure_optimizers()
     assert optimizer.defaults["nesterov"] is nesterov
     net(torch.ones(1, 1)).sum().backward()  # gradient 1
     optimizer.step()

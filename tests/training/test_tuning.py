@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from c3exp.errors import ConfigError
-from c3exp.training.tuning import best_command, load_study, search_space, trial_overrides
+from c3exp.training.tuning import best_command, open_storage, search_space, trial_overrides
 from tests.conftest import SMALL_DIGITS
 
 SEARCH = ["hparams_search=optuna", *SMALL_DIGITS, "trainer=cpu", "data.val_split=180", "hydra.sweeper.study_name=digits"]
@@ -64,7 +64,7 @@ def finished(process: subprocess.Popen, timeout: float = 600) -> str:
 
 
 def trials(sweep: Path) -> list[optuna.trial.FrozenTrial]:
-    return load_study(str(sweep / "optuna.journal"), "digits").get_trials()
+    return optuna.load_study(study_name="digits", storage=open_storage(str(sweep / "optuna.journal"))).get_trials()
 
 
 def wait_for(condition, timeout: float = 300) -> None:

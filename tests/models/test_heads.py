@@ -1,4 +1,4 @@
-"""DeepLab heads (c3exp/models/heads/deeplab.py): the paper's ASPP, its initialisation, the head registry."""
+"""DeepLab heads (c3exp/models/heads.py): the paper's ASPP, its initialisation, the head registry."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Segmentation heads on a backbone's last map: DeepLabv2's ASPP, torchvision's DeepLabv3 and FCN heads."""
+"""Segmentation heads on a backbone's last map: DeepLabv2's ASPP and torchvision's DeepLabv3 head."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +9,6 @@ import annotated_types as at
 import torch
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-from torchvision.models.segmentation.fcn import FCNHead
 
 from c3exp.errors import check, imported
 from c3exp.schema import PositiveInt, check_settings
@@ -47,8 +46,3 @@ def create_head(head: str | Mapping[str, Any], in_channels: int, num_classes: in
         factory, prefix = HEADS[head], f"{HEAD_OPTIONS_KEY}."
     check_settings(options, factory, prefix, supplied=("in_channels", "num_classes"))
     return factory(in_channels, num_classes, **options)
-
-
-def create_aux_head(in_channels: int, num_classes: int) -> nn.Module:
-    """torchvision's FCN head, which its DeepLabV3 puts on layer3 for the auxiliary loss."""
-    return FCNHead(in_channels, num_classes)

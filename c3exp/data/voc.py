@@ -111,9 +111,12 @@ class RandomScale:
 def pad_collate(batch: Sequence[Sample], ignore_index: int = 255) -> Sample:
     """Stack samples of different sizes: pad each to the batch's largest H and W (images 0, masks ignore_index)."""
     height, width = (max(image.shape[dim] for image, _ in batch) for dim in (-2, -1))
-    padded = [[torch.nn.functional.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]), value=value)
-               for x, value in ((image, 0), (mask, ignore_index))] for image, mask in batch]
-    return torch.stack([image for image, _ in padded]), torch.stack([mask for _, mask in padded])
+
+    def pad(x: torch.Tensor, value: int) -> torch.Tensor:  # on the bottom and right: the pixels keep their places
+        return torch.nn.functional.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]), value=value)
+
+    images = torch.stack([pad(image, 0) for image, _ in batch])
+    return images, torch.stack([pad(mask, ignore_index) for _, mask in batch])
 
 
 class CheckedSegmentation(Dataset):

@@ -267,7 +267,6 @@ def check_run_dir(cfg: DictConfig) -> None:
                                   f"over the filesystem's limit of {NAME_MAX}")
 
 
-MAX_SEED = 2**32 - 1
 #: A zero limit would fail (or report nothing) only after the whole training.
 Batches = Annotated[float, at.Gt(0)]
 
@@ -276,7 +275,7 @@ Batches = Annotated[float, at.Gt(0)]
 class RunSettings:
     """The top-level keys c3exp reads."""
 
-    seed: Annotated[int, at.Interval(ge=0, le=MAX_SEED), "numpy's seeds"]
+    seed: Annotated[int, at.Interval(ge=0, le=2**32 - 1), "numpy's seeds"]
     resume: Literal["auto", "never"] | None
     test_ckpt: Literal["last", "best"]
     keep_freed_memory: bool = False
@@ -328,8 +327,7 @@ def validate_config(cfg: DictConfig) -> None:
     check_task_fits_data(cfg)
 
 
-#: The data module base class whose batches each task reads: a data config fits a task when its `_target_` derives
-#: from it (imported only once every other value has passed, so bad values are answered without torch).
+#: task -> the base class of the data modules whose batches it reads (imported last: bad values answered without torch).
 TASK_DATA = {"classification": "c3exp.data.base.ImageDataModule", "segmentation": "c3exp.data.voc.VOCSegmentationDataModule",
              "detection": "c3exp.data.detection.DetectionDataModule"}
 
@@ -369,11 +367,11 @@ def key_choices(cfg: DictConfig) -> dict[str, object]:
     return {name: OmegaConf.select(cfg, key) for name, key in KEY_CHOICES.items()}
 
 
-def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs):
+def instantiate_checked(node: DictConfig, key: str | None = None, base: type | None = None, **kwargs):
     """hydra.utils.instantiate of the node resolved once, checked first where `key` names it; a user error surfaces as itself."""
     settings = OmegaConf.to_container(node, resolve=True)
     if key is not None:
-        check_node(settings, key, supplied=kwargs)
+        check_node(settings, key, supplied=kwargs, base=base)
     try:
         return instantiate(settings, **kwargs)
     except InstantiationException as error:
@@ -382,10 +380,13 @@ def instantiate_checked(node: DictConfig, key: str | None = None, **kwargs):
         raise
 
 
-def check_node(node: DictConfig | dict, key: str, supplied: Iterable[str] = ()) -> None:
+def check_node(node: DictConfig | dict, key: str, supplied: Iterable[str] = (), base: type | None = None) -> None:
     """A `_target_` node's settings against its target's signature, named `key.<setting>`; `supplied` keys are the code's."""
     settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     target = imported(settings.get("_target_"), f"{key}._target_")
+    if base is not None:  # a plug-in of one's own (a task) derives from the class c3exp calls
+        check(isinstance(target, type) and issubclass(target, base), f"{key}._target_", settings["_target_"],
+              f"a subclass of {base.__module__}.{base.__qualname__}")
     supplied = list(supplied)
     plain = {name: value for name, value in settings.items() if not name.startswith("_") and name not in supplied}
     check_settings(plain, target, f"{key}.", supplied=supplied)

@@ -15,7 +15,6 @@ from c3exp.schema import check_settings
 from c3exp.utils.atomic import write_text
 
 RESULTS_FILE = "results.json"
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra saves in every CLI run directory
 
 
 @dataclass(frozen=True)
@@ -84,10 +83,10 @@ def read_results(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def hydra_config(run_dir: Path) -> dict[str, Any]:
-    """The run's composed config as Hydra saved it ({} when absent or unreadable)."""
+def hydra_config(run_dir: Path, name: str = "config") -> dict[str, Any]:
+    """A CLI run's .hydra/<name>.yaml ({} when absent or unreadable): config (the composed config), hydra (Hydra's)."""
     try:
-        loaded = yaml.safe_load((run_dir / HYDRA_CONFIG).read_text())
+        loaded = yaml.safe_load((run_dir / ".hydra" / f"{name}.yaml").read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}

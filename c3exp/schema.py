@@ -1,6 +1,5 @@
-"""The config's schema is the constructors' own signatures: a parameter's type hint (with annotated_types bounds,
-Literal choices and a note in `Annotated`) checks the value a config gives it, and a key no parameter takes is an
-unknown setting. Each value is checked once, where its node is built, before any data is read or network run."""
+"""The config's schema is the constructors' signatures: a parameter's hint (annotated_types bounds, Literal choices, a
+note in `Annotated`) checks a config's value where its node is built, before data is read; other keys are unknown."""
 from __future__ import annotations
 
 import functools
@@ -14,11 +13,20 @@ from typing import Annotated, Any, Literal, Union
 
 import annotated_types as at
 
-from c3exp.errors import ConfigError
+from c3exp.errors import ConfigError, is_int, is_number
 
 Hint = Any
 BOUNDS = ((at.Ge, "ge", ">=", lambda v, b: v >= b), (at.Gt, "gt", ">", lambda v, b: v > b),
           (at.Le, "le", "<=", lambda v, b: v <= b), (at.Lt, "lt", "<", lambda v, b: v < b))
+#: The hints of YAML's scalars: their words in error messages, and whether a config value fits them.
+SCALARS: dict[Hint, tuple[str, Callable[[Any], bool]]] = {
+    type(None): ("null", lambda value: value is None),
+    bool: ("true or false", lambda value: isinstance(value, bool)),
+    int: ("an integer", is_int),
+    float: ("a number", lambda value: is_number(value) and math.isfinite(value)),
+    str: ("a string", lambda value: isinstance(value, str)),
+    Path: ("a path", lambda value: isinstance(value, (str, Path))),
+}
 #: Libraries whose `**kwargs` go elsewhere than to the base class (torchvision's FasterRCNN: to its transform).
 NOT_FORWARDING = ("torch", "torchvision", "lightning")
 
@@ -74,10 +82,6 @@ def _parts(hint: Hint) -> tuple[Hint, list[Any]]:
     return hint, []
 
 
-def _is_union(hint: Hint) -> bool:
-    return typing.get_origin(hint) in (Union, types.UnionType)
-
-
 def conforms(value: Any, hint: Hint) -> bool:
     """Whether a config value (YAML's: None, bool, int, float, str, list, dict) fits `hint`."""
     base, rules = _parts(hint)
@@ -98,22 +102,12 @@ def _base_conforms(value: Any, hint: Hint) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or isinstance(hint, typing.TypeVar):
         return True
-    if _is_union(hint):
+    if origin in (Union, types.UnionType):
         return any(conforms(value, member) for member in args)
-    if hint is None or hint is type(None):
-        return value is None
     if origin is Literal:
         return any(value == choice and type(value) is type(choice) for choice in args)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is str:
-        return isinstance(value, str)
-    if hint is Path:
-        return isinstance(value, (str, Path))
+    if hint in SCALARS:
+        return SCALARS[hint][1](value)
     if origin is tuple and args and args[-1] is not Ellipsis:
         return _is_list(value) and len(value) == len(args) and all(map(conforms, value, args))
     if origin in (list, tuple, Sequence):
@@ -145,15 +139,13 @@ def describe(hint: Hint) -> str:
 
 def _describe_base(hint: Hint) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if _is_union(hint):
+    if origin in (Union, types.UnionType):
         members = sorted(args, key=lambda member: member is not type(None))  # null first
         return " or ".join(describe(member) for member in members)
     if origin is Literal:
         return f"one of {', '.join(str(choice) for choice in args)}" if len(args) > 1 else str(args[0])
-    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             Path: "a path"}
-    if hint in names:
-        return names[hint]
+    if hint in SCALARS:
+        return SCALARS[hint][0]
     if origin is tuple and args and args[-1] is not Ellipsis:
         return f"[{', '.join(describe(arg) for arg in args)}]"
     if args and origin in (list, tuple, Sequence):

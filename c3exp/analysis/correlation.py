@@ -1,5 +1,4 @@
-"""Channel correlation at each stage's output (Fig. 4: C3 should decorrelate them), np.corrcoef over B*H*W responses,
-and its record during training on fixed val images (ChannelCorrelation: correlation.json, corr_epoch*.npz/png)."""
+"""Channel correlation at each stage's output (Fig. 4: C3 should decorrelate them), and its record during training."""
 from __future__ import annotations
 
 import itertools
@@ -173,8 +172,7 @@ def log_image_to_wandb(trainer: L.Trainer, png: Path) -> None:
 
 
 def load_correlation_history(run_dir: str | Path, fallback: str) -> CorrelationHistory:
-    """What ChannelCorrelation recorded in `run_dir` (a run directory or its analysis folder), labelled with the
-    network its results.json names, else `fallback`."""
+    """ChannelCorrelation's record in a run directory or its analysis folder, labelled as results.json or `fallback`."""
     run_dir = Path(run_dir)
     info = read_results(run_dir / RESULTS_FILE) if (run_dir / RESULTS_FILE).is_file() else None
     label = f"{info['model']} + {info['attn']}" if info else fallback

@@ -3,7 +3,6 @@ registry (`_target_`), so a YAML on Hydra's searchpath adds a block of one's own
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ from c3exp.attention.protocol import AttentionBlock, Size
 from c3exp.attention.se import SqueezeExcite
 from c3exp.errors import check, imported
 from c3exp.paths import config_dir
-from c3exp.schema import check_settings
+from c3exp.schema import check_settings, parameters
 
 # The paper's three blocks by name here; every block by the path its attn config's `_target_` gives.
 __all__ = ["ATTENTION_NAMES", "AttentionBlock", "CBAM", "C3Block", "SqueezeExcite", "block_factory", "block_of",
@@ -52,7 +51,7 @@ def block_factory(block: str | None) -> AttentionBlock | None:
     if block is None:
         return None
     factory = imported(block, "attn._target_")
-    takes_channels = callable(factory) and "channels" in inspect.signature(factory).parameters
+    takes_channels = callable(factory) and "channels" in parameters(factory)
     check(takes_channels, "attn._target_", block, "a block class taking `channels` (c3exp/attention/protocol.py)")
     return factory
 
@@ -60,7 +59,7 @@ def block_factory(block: str | None) -> AttentionBlock | None:
 def sized_by_map(block: str | None) -> bool:
     """Whether the block's signature takes a `spatial_size`: its weights depend on the map size (C3)."""
     factory = block_factory(block)
-    return factory is not None and "spatial_size" in inspect.signature(factory).parameters
+    return factory is not None and "spatial_size" in parameters(factory)
 
 
 def create_attn(block: str | None, channels: int, spatial_size: Size | None = None, **options: Any) -> nn.Module | None:
@@ -69,7 +68,7 @@ def create_attn(block: str | None, channels: int, spatial_size: Size | None = No
     if factory is None:
         return None
     check_settings(options, factory, "attn.options.", supplied=("channels", "spatial_size"))
-    if "spatial_size" in inspect.signature(factory).parameters:
+    if "spatial_size" in parameters(factory):
         check(spatial_size is not None, "attn.options.spatial_sizes", None, f"a [H, W] per stage for {block}")
         options["spatial_size"] = spatial_size
     module = factory(channels=channels, **options)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from c3exp.attention.common import bottleneck_mlp
-from c3exp.errors import ConfigError, check
-from c3exp.schema import PositiveInt, SpatialSize, conforms
+from c3exp.errors import ConfigError
+from c3exp.schema import PositiveInt, SpatialSize
 
 
 def channel_groups(channels: int, max_group_channels: int) -> int:
@@ -34,37 +34,27 @@ def _blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
     return x.view(batch, channels, height // fh, fh, width // fw, fw)
 
 
-def _first_of_blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
-    """x[:, :, ::fh, ::fw] copied rows first, then columns: two vectorised copies beat one strided in both axes."""
-    rows = _blocks(x, fh, fw)[:, :, :, 0]  # (B, C, h, w, fw)
-    return (rows.contiguous() if fh > 1 else rows)[..., 0].contiguous()
-
-
-def _add_to_first_of_blocks(grad: torch.Tensor, small: torch.Tensor, fh: int, fw: int) -> None:
-    """grad[:, :, ::fh, ::fw] += small in place, as whole-row adds of `small` spread over fw columns."""
-    if fw == 1:
-        spread = small[..., None]
-    else:
-        spread = small.new_zeros(*small.shape, fw)
-        spread[..., 0] = small
-    _blocks(grad, fh, fw)[:, :, :, 0] += spread
-
-
 class _Subsample(torch.autograd.Function):
     """x -> (x[:, :, ::fh, ::fw], x) in one node, so the gradient is formed once (slicing builds zero maps per axis)."""
 
     @staticmethod
-    def forward(x: torch.Tensor, fh: int, fw: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _first_of_blocks(x, fh, fw), x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.factors = inputs[1:]
+    def forward(ctx, x: torch.Tensor, fh: int, fw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.factors = fh, fw
+        # copied rows first, then columns: two vectorised copies beat one strided in both axes
+        rows = _blocks(x, fh, fw)[:, :, :, 0]  # (B, C, h, w, fw)
+        return (rows.contiguous() if fh > 1 else rows)[..., 0].contiguous(), x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad_small: torch.Tensor, grad_identity: torch.Tensor):
-        # In place: only _UpsampleAdd's backward holds this fresh gradient of the block's ReLU.
-        _add_to_first_of_blocks(grad_identity, grad_small, *ctx.factors)
+        # grad_identity[:, :, ::fh, ::fw] += grad_small in place (only _UpsampleAdd's backward holds this fresh
+        # gradient of the block's ReLU), as whole-row adds of grad_small spread over fw columns
+        fh, fw = ctx.factors
+        if fw == 1:
+            spread = grad_small[..., None]
+        else:
+            spread = grad_small.new_zeros(*grad_small.shape, fw)
+            spread[..., 0] = grad_small
+        _blocks(grad_identity, fh, fw)[:, :, :, 0] += spread
         return grad_identity, None, None
 
 
@@ -72,7 +62,8 @@ class _UpsampleAdd(torch.autograd.Function):
     """x + `small` nearest-upsampled by (fh, fw), never materialised; backward adds strided views (faster on CPUs)."""
 
     @staticmethod
-    def forward(x: torch.Tensor, small: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, small: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+        ctx.factors = fh, fw
         batch, channels, height, width = small.shape
         if not x.is_contiguous():  # channels_last: the broadcast's inner runs are the channels
             return (_blocks(x, fh, fw) + small.reshape(batch, channels, height, 1, width, 1)).reshape(x.shape)
@@ -82,10 +73,6 @@ class _UpsampleAdd(torch.autograd.Function):
             columns[..., offset] = small.reshape(batch, channels, height, 1, width)
         rows = x.view(batch, channels, height, fh, width * fw)
         return (rows + columns.view(batch, channels, height, 1, width * fw)).view(x.shape)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.factors = inputs[2:]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -111,8 +98,7 @@ def from_tiles(tiles: torch.Tensor, shape: torch.Size, tile: tuple[int, int]) ->
     """Inverse of `to_tiles`: put every tile back in its place in a (B, C, H, W) map."""
     batch, channels, height, width = shape
     tile_h, tile_w = tile
-    rows, cols = height // tile_h, width // tile_w
-    grid = tiles.reshape(batch, rows, cols, channels, tile_h, tile_w).permute(0, 3, 1, 4, 2, 5)
+    grid = tiles.reshape(batch, height // tile_h, width // tile_w, channels, tile_h, tile_w).permute(0, 3, 1, 4, 2, 5)
     return grid.reshape(batch, channels, height, width)
 
 
@@ -137,8 +123,6 @@ class C3Block(nn.Module):
         stack: Annotated[PositiveInt, "C3 blocks, each with its own weights, in sequence at one location"] = 1,
     ):
         super().__init__()
-        valid = conforms(spatial_size, SpatialSize)
-        check(valid, "attn.options.spatial_sizes", spatial_size, "[H, W] with positive integers")
         positions = spatial_size[0] * spatial_size[1]
         self.spatial_size = (int(spatial_size[0]), int(spatial_size[1]))
         self.resize = resize

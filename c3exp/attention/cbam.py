@@ -14,8 +14,7 @@ class ChannelGate(nn.Module):
     def __init__(self, channels: int, reduction: int):
         super().__init__()
         check_divides(reduction, channels, "channels")
-        hidden = channels // reduction
-        self.mlp = bottleneck_mlp(channels, hidden)
+        self.mlp = bottleneck_mlp(channels, channels // reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.mlp(x.mean(dim=(2, 3))) + self.mlp(x.amax(dim=(2, 3)))

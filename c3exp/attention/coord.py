@@ -12,8 +12,7 @@ from c3exp.schema import PositiveInt
 
 
 class CoordAttention(nn.Module):
-    """M = max(8, C // reduction) (32 in the paper); biases and BN affine as the official code:
-    3 * C * M + 3 * M + 2 * C parameters."""
+    """Biases and BN affine as the official code: 3 * C * M + 3 * M + 2 * C parameters, M the hidden width."""
 
     is_attention = True
 

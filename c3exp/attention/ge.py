@@ -14,10 +14,6 @@ from c3exp.errors import check
 from c3exp.schema import NonNegativeInt
 
 
-def is_power_of_two(value: int) -> bool:
-    return value >= 1 and value & (value - 1) == 0
-
-
 class GatherExcite(nn.Module):
     """learned=false: GE-θ⁻ (no parameters); learned=true: GE-θ, log2(e) depthwise stride-2 convs + BN."""
 
@@ -29,16 +25,14 @@ class GatherExcite(nn.Module):
         self.learned = learned
         self.gather = None
         if learned:
-            check(extent >= 2 and is_power_of_two(extent), "attn.options.extent", extent,
+            check(extent >= 2 and extent & (extent - 1) == 0, "attn.options.extent", extent,
                   "a power of two >= 2 (the paper's 2, 4, 8) when attn.options.learned=true: the learned global "
                   "gather is a depthwise conv as large as each block's map, which this block is not given")
             layers: list[nn.Module] = []
-            for index in range(int(math.log2(extent))):
-                if index:
-                    layers.append(nn.ReLU())
+            for _ in range(int(math.log2(extent))):
                 depthwise = nn.Conv2d(channels, channels, 3, stride=2, padding=1, groups=channels, bias=False)
-                layers += [depthwise, nn.BatchNorm2d(channels)]
-            self.gather = nn.Sequential(*layers)
+                layers += [depthwise, nn.BatchNorm2d(channels), nn.ReLU()]
+            self.gather = nn.Sequential(*layers[:-1])  # no ReLU after the last BN
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gather is not None:

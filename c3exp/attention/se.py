@@ -16,8 +16,7 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: PositiveInt = 8):
         super().__init__()
         check_divides(reduction, channels, "channels")
-        hidden = channels // reduction
-        self.fc = bottleneck_mlp(channels, hidden, bias=False)
+        self.fc = bottleneck_mlp(channels, channels // reduction, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.fc(x.mean(dim=(2, 3))))

@@ -1,5 +1,4 @@
-"""A bench run's configurations: overrides expanded, each composed from conf/bench.yaml (the training config plus
-bench.*, so that training configs never carry bench settings) and its bench.* checked."""
+"""A bench run's configurations: overrides expanded, each composed from conf/bench.yaml, its bench.* checked."""
 from __future__ import annotations
 
 import itertools
@@ -64,7 +63,6 @@ class BenchSettings:
         return torch.amp.GradScaler(self.device, enabled=self.precision == "16-mixed")
 
 
-# Settings shared by every configuration of one run (the rest may differ between configurations).
 PROCESS_KEYS = ("mode", "device", "threads", "keep_freed_memory", "peak", "warmup", "steps", "rounds", "seed", "path")
 
 

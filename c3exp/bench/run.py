@@ -22,8 +22,7 @@ from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 
 REPORT_DIR = Path("outputs") / "bench"  # where a run's JSON goes unless bench.path names a file
-# A training step costs about 3 forward passes (the backward pass about 2), 2 FLOPs per multiply-accumulate.
-TRAIN_FLOPS_PER_MAC = 3 * 2
+TRAIN_FLOPS_PER_MAC = 3 * 2  # a training step: about 3 forward passes (backward: 2), 2 FLOPs per multiply-add
 
 
 def summarise(times: Sequence[float], batch_size: int) -> dict[str, float]:
@@ -44,12 +43,6 @@ def paired_ratios(times: Sequence[float], reference: Sequence[float]) -> dict[st
     per_round = [t / r for t, r in zip(times, reference)]
     q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive") if len(per_round) > 1 else per_round * 3
     return {"ratio_paired": median, "ratio_paired_q1": q1, "ratio_paired_q3": q3}
-
-
-def block_medians(times: Sequence[float], rounds: int) -> list[float]:
-    """The median step of each of `rounds` equal blocks of loop mode's times (one block per round)."""
-    size = len(times) // rounds
-    return [statistics.median(times[i * size : (i + 1) * size]) for i in range(rounds)]
 
 
 def achieved(row: dict[str, Any], peak: dict[str, Any] | None) -> dict[str, float]:
@@ -152,13 +145,15 @@ def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
 
 def loop_row(config: BenchConfig) -> dict[str, Any]:
     """Both loops' summaries and the ratios Lightning / bare (paired by round: one block each)."""
-    times = compare_loops(config)
+    times, steps = compare_loops(config), config.settings.steps
     summaries = {name: summarise(values, config.settings.batch_size) for name, values in times.items()}
+    medians = {name: [statistics.median(values[i : i + steps]) for i in range(0, len(values), steps)]
+               for name, values in times.items()}  # of each round's block
     return {
         **describe(config),
         **{name: {**summaries[name], "step_times_s": times[name]} for name in times},
         **ratios(summaries["lightning"], summaries["bare"]),
-        **paired_ratios(*(block_medians(times[name], config.settings.rounds) for name in ("lightning", "bare"))),
+        **paired_ratios(medians["lightning"], medians["bare"]),
     }
 
 

@@ -1,5 +1,4 @@
-"""What the bench times and how: full training steps as training builds them, on a synthetic batch, timed with the
-device's queued work and interleaved so that load changes hit every configuration; loop mode's two loops."""
+"""What the bench times: full training steps as training builds them, on a synthetic batch; loop mode's two loops."""
 from __future__ import annotations
 
 import functools

@@ -83,24 +83,20 @@ class Boxes(Pair):
 
 def load_network(ckpt_path: str, task: str, role: str, overrides: Sequence[str] = (),
                  data_root: str | None = None) -> tuple[nn.Module, DictConfig]:
-    """The checkpoint's trained network (eval mode) and run config; its data read from `data_root` where it has one.
-    Another task's checkpoint is a one-line error naming `role`, not a traceback deep inside."""
-    from c3exp.cli.eval import load_run, load_weights
-    from c3exp.models import without_pretrained
+    """The trained network (eval mode) and config, data from `data_root`; another task's: one line naming `role`."""
+    from c3exp.cli.eval import load_trained
     from c3exp.tasks import build_network
 
-    checkpoint, cfg = load_run(ckpt_path, overrides)
+    net, cfg = load_trained(ckpt_path, overrides, build_network, prefix="net.")
     found = OmegaConf.select(cfg, "task.name")
     check(found == task, role, ckpt_path, f"a {task} checkpoint (task={task}), not task={found}")
     if data_root and "root" in cfg.data:
         cfg.data.root = data_root
-    net = build_network(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones: no download
-    load_weights(net, checkpoint["state_dict"], ckpt_path, prefix="net.")
     return net.eval(), cfg
 
 
-def load_pair(options: Pair, task: str) -> tuple[tuple[nn.Module, nn.Module], tuple[DictConfig, DictConfig], Any, list]:
-    """Both networks and configs (of `task`, trained on the same data, read from data_root), data and first samples."""
+def load_pair(options: Pair, task: str) -> tuple[dict[str, tuple[nn.Module, str]], Any, list]:
+    """{baseline|C3: (network, "model + attn")} of `task` trained on the same data, that data and its first samples."""
     from c3exp.analysis.correlation import first_samples
 
     (baseline, cfg), (c3, c3_cfg) = (load_network(path, task, role, data_root=options.data_root)
@@ -108,7 +104,9 @@ def load_pair(options: Pair, task: str) -> tuple[tuple[nn.Module, nn.Module], tu
     check(cfg.data.name == c3_cfg.data.name, "c3", options.c3,
           f"a checkpoint trained on the baseline's data ({cfg.data.name}), not {c3_cfg.data.name}")
     datamodule, loader = split_loader(cfg, options.split, options.images)
-    return (baseline, c3), (cfg, c3_cfg), datamodule, first_samples(loader, options.images)
+    nets = {role: (net, f"{net_cfg.model.name} + {net_cfg.attn.name}")
+            for role, net, net_cfg in (("baseline", baseline, cfg), ("C3", c3, c3_cfg))}
+    return nets, datamodule, first_samples(loader, options.images)
 
 
 def split_loader(cfg: DictConfig, split: str, images: int | None = None) -> tuple[ImageDataModule, Any]:
@@ -187,13 +185,12 @@ def run_cam(args: list[str]) -> Path:
     from c3exp.analysis.plots import cam_comparison
 
     options, _ = parse(Cam, args)
-    (baseline, c3), (cfg, c3_cfg), datamodule, samples = load_pair(options, "classification")
+    nets, datamodule, samples = load_pair(options, "classification")
     images, labels = (torch.stack(column).cpu() for column in zip(*samples))
     with torch.no_grad():
-        channels = min(net.forward_features(images[:1]).shape[1] for net in (baseline, c3))
+        channels = min(net.forward_features(images[:1]).shape[1] for net, _ in nets.values())
     check(options.topk <= channels, "topk", options.topk, f"at most the {channels} channels of the last stage")
-    panels = {f"baseline ({cfg.model.name} + {cfg.attn.name})": top_channel_maps(baseline, images, options.topk),
-              f"C3 ({c3_cfg.model.name} + {c3_cfg.attn.name})": top_channel_maps(c3, images, options.topk)}
+    panels = {f"{role} ({name})": top_channel_maps(net, images, options.topk) for role, (net, name) in nets.items()}
     maps = list(panels.values())
     captions = [f"label {int(label)}\npredicted {int(maps[0].predictions[i])} | {int(maps[1].predictions[i])}"
                 for i, label in enumerate(labels)]
@@ -212,12 +209,12 @@ def run_boxes(args: list[str]) -> Path:
     from c3exp.analysis.plots import box_comparison
 
     options, _ = parse(Boxes, args)
-    (baseline, c3), (cfg, c3_cfg), datamodule, samples = load_pair(options, "detection")
+    nets, datamodule, samples = load_pair(options, "detection")
     images = [image.cpu() for image, _ in samples]
     columns = {"ground truth": [{key: target[key].numpy() for key in ("boxes", "labels")} for _, target in samples]}
-    for role, net, net_cfg in (("baseline", baseline, cfg), ("C3", c3, c3_cfg)):
+    for role, (net, name) in nets.items():
         with torch.no_grad():  # the detections scoring at least `score`
-            columns[f"{role}: {net_cfg.model.name} + {net_cfg.attn.name}"] = [
+            columns[f"{role}: {name}"] = [
                 {key: found[key][found["scores"] >= options.score].numpy() for key in ("boxes", "labels", "scores")}
                 for found in net(list(images))]
     class_names = getattr(datamodule, "class_names", None) or ()  # without names: "class 3" (box_comparison)

@@ -13,7 +13,7 @@ example: c3exp eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt dat
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,9 +65,9 @@ def set_key(cfg: DictConfig, key: str, value: str) -> None:
 
 
 def load_run(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], DictConfig]:
-    """The checkpoint and its run's config, rebuilt from c3exp's own groups (a checkpoint is data), then the group
-    choices and key=values of `overrides`."""
+    """The checkpoint and its run's config rebuilt from c3exp's groups (a checkpoint is data), with `overrides`."""
     from c3exp.checkpoints import load_checkpoint
+    from c3exp.training.train import build_datamodule
 
     checkpoint = load_checkpoint(path)
     for item in overrides:
@@ -79,6 +79,8 @@ def load_run(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[str,
     OmegaConf.set_struct(cfg, True)
     for key, value in sorted(pairs, key=lambda pair: pair[0] not in GROUPS):  # group choices first, as Hydra does
         (swap_group if key in GROUPS else set_key)(cfg, key, value)
+    if cfg.data.get("num_classes") is None:  # imagefolder: the classes it counts must be the checkpoint's
+        build_datamodule(cfg)
     check_same_network(saved, cfg)
     note_data_root(checkpoint, cfg, overrides)
     return checkpoint, cfg
@@ -107,21 +109,26 @@ def check_same_network(saved: DictConfig, cfg: DictConfig) -> None:
     """The checkpoint's weights fit only the network it was trained as: name the first setting that differs."""
     before, after = network_settings(saved), network_settings(cfg)
     for key in sorted(before.keys() | after.keys()):
-        if key == "data.num_classes" and after[key] is None:  # imagefolder: counted from the class folders later
-            continue
         check(after.get(key) == before.get(key), key, after.get(key),
               f"the checkpoint's {before.get(key)!r}: model settings cannot be changed when evaluating a checkpoint")
 
 
-def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path, prefix: str = "") -> None:
-    """The stored weights (those under `prefix`) into the rebuilt network; a mismatch is the checkpoint's fault."""
+def load_trained(path: str | Path, overrides: Sequence[str], build: Callable[[DictConfig], torch.nn.Module],
+                 prefix: str = "") -> tuple[torch.nn.Module, DictConfig]:
+    """`build(cfg)` of the run's config with the stored weights under `prefix`; a mismatch is the checkpoint's fault."""
+    from c3exp.models import without_pretrained
+
+    checkpoint, cfg = load_run(path, overrides)
+    module = build(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones: no download
     try:
-        module.load_state_dict({key.removeprefix(prefix): value for key, value in state_dict.items()
+        module.load_state_dict({key.removeprefix(prefix): value for key, value in checkpoint["state_dict"].items()
                                 if key.startswith(prefix)})
     except RuntimeError as err:  # missing, unexpected or reshaped tensors
         detail = " ".join(str(err).split())[:200]
         raise ConfigError("ckpt_path", str(path),
                           f"a checkpoint whose weights fit the model of its config ({detail})") from None
+    warn_if_not_finite(checkpoint["state_dict"], path)
+    return module, cfg
 
 
 def warn_if_not_finite(state_dict: dict[str, Any], path: str | Path) -> None:
@@ -166,20 +173,14 @@ def evaluate(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, 
     """Rebuild the run's model and data from the checkpoint and test the stored weights."""
     import lightning as L
 
-    from c3exp.models import without_pretrained
     from c3exp.tasks import build_task
     from c3exp.training.train import build_datamodule
     from c3exp.utils.noise import silence_library_noise
 
     silence_library_noise()
-    checkpoint, cfg = load_run(ckpt_path, overrides)
-    saved = cfg.copy()
+    module, cfg = load_trained(ckpt_path, overrides, build_task)
     accelerator = choose_accelerator(cfg, overrides)
     datamodule = build_datamodule(cfg)
-    check_same_network(saved, cfg)  # imagefolder's counted classes
-    module = build_task(without_pretrained(cfg))  # the checkpoint's weights replace pretrained ones
-    load_weights(module, checkpoint["state_dict"], ckpt_path)
-    warn_if_not_finite(checkpoint["state_dict"], ckpt_path)
     # Not build_trainer: re-testing one checkpoint uses none of the run's DDP, loggers or checkpoints.
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=cfg.trainer.get("precision", "32-true"),
                         limit_test_batches=cfg.trainer.get("limit_test_batches"),  # the run's own test set

@@ -25,8 +25,7 @@ def option(help: str, default: Any = MISSING, metavar: str = "") -> Any:
 
 
 def parse(options: type[T], args: Sequence[str], overrides: bool = False, positional: Sequence[str] = ()) -> tuple[T, list[str]]:
-    """The options in `args` (bare words fill `positional` in order); with `overrides`, the arguments that are
-    no option come back as config overrides, else each is one error line."""
+    """`args` as options (bare words fill `positional`); other arguments are overrides if `overrides`, else errors."""
     fields, hints = {field.name: field for field in dataclasses.fields(options)}, parameters(options)
     values, rest, bare = {}, [], list(positional)
     for arg in args:
@@ -66,8 +65,7 @@ def metavar(options: type, field: dataclasses.Field) -> str:
 
 
 def help_text(command: str, doc: str, options: type | None = None) -> str:
-    """The usage line naming the required options, the command's description (`doc`), then a line per option:
-    `key=VALUES  help (default)`, a bool's default as typed (true, false)."""
+    """Usage naming the required options, `doc`, then per option `key=VALUES  help (default)` (bools as typed)."""
     fields = dataclasses.fields(options) if options else ()
     required = "".join(f" {field.name}={metavar(options, field)}" for field in fields if field.default is MISSING)
     lines = [f"usage: c3exp {command}{required} [key=value ...]", "", inspect.cleandoc(doc)]

@@ -1,6 +1,4 @@
-"""Train, validate and test one run (or a sweep with -m), writing results.json in its run folder.
-
-Only Hydra and OmegaConf load here: help, `--cfg` and bad values are answered before torch and Lightning (seconds)."""
+"""Train and test one run (or a sweep with -m); only Hydra loads here, so bad values are answered before torch."""
 from __future__ import annotations
 
 import logging
@@ -66,8 +64,7 @@ def remove_if_unused(run_dir: Path) -> None:
 
 @contextmanager
 def stop_signals_noted() -> Iterator[list[int]]:
-    """Record SIGTERM and SIGINT (on rank 0) while still stopping on them: Lightning exits 0 on SIGTERM and 1 on
-    Ctrl-C, so a killed run would look finished or failed. Outside fit and test SIGTERM raises SystemExit here."""
+    """Note SIGTERM and SIGINT on rank 0 and still stop (SystemExit): Lightning's exit 0 or 1 would hide a kill."""
     received: list[int] = []
     if is_secondary_rank() or threading.current_thread() is not threading.main_thread():
         yield received  # signal handlers belong to the main thread of rank 0
@@ -93,24 +90,15 @@ def stop_signals_noted() -> Iterator[list[int]]:
 
 def report_stop(run_dir: Path, signum: int) -> None:
     """Exit 128 + signal number (143 for SIGTERM, 130 for Ctrl-C) saying how far the run got and how to resume it."""
-    last = last_saved_epoch(run_dir / "checkpoints")
-    done = "before the end of epoch 0" if last is None else f"after epoch {last}"
+    from c3exp.training.train import newest_good_checkpoint
+
+    found = newest_good_checkpoint(run_dir / "checkpoints")  # where resume=auto continues: the epoch it ends (0-based)
+    done = "before the end of epoch 0" if found is None else f"after epoch {found[1]['epoch']}"
     line = (f"stopped by {signal.Signals(signum).name} {done}: resume with: "
-            f"{resume_command(run_dir, drop_ckpt_path=last is not None)}")
+            f"{resume_command(run_dir, drop_ckpt_path=found is not None)}")
     log.warning(line)  # into train.log
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(128 + signum) from None
-
-
-def last_saved_epoch(folder: Path) -> int | None:
-    """The (0-based) epoch the newest good checkpoint ends, where resume=auto continues; None without one."""
-    if not any(folder.glob("*.ckpt")):
-        return None
-    from c3exp.checkpoints import open_checkpoint
-    from c3exp.training.train import newest_good_checkpoint
-
-    found = newest_good_checkpoint(folder)
-    return int(open_checkpoint(found, key="resume")["epoch"]) if found else None
 
 
 def resume_command(run_dir: Path, drop_ckpt_path: bool) -> str:
@@ -130,7 +118,8 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
         raise job_failed(err) from err
     except Exception as err:
         if sigterm_received():
-            raise Stopped() from err
+            message = "stopped by SIGTERM before it finished: a requeued job resumes from its last checkpoint"
+            raise Stopped(message) from err
         message = cannot_write(err)  # a full disk or read-only folder fails this job in one line, like a bad value
         if message is not None:
             log.error("error: %s", message)

@@ -161,7 +161,6 @@ class ImageDataModule(BatchedDataModule):
         check(not on_device or type(self).load_arrays is not ImageDataModule.load_arrays, "data.on_device",
               on_device, f"false for data={name}: only datasets held in memory as arrays can live on the device")
         self.on_device, self.seed, self.train_repeats, self.pin_memory = on_device, seed, train_repeats, pin_memory
-        self._device_splits: dict[str, ImageArrays] = {}
         self.name, self.num_classes, self.image_size, self.channels = name, num_classes, image_size, channels
         self.val_split, self.split_seed = val_split, split_seed
         self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
@@ -213,9 +212,8 @@ class ImageDataModule(BatchedDataModule):
         self.setup()
         trainer, train = self.trainer, split == "train"
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        if split not in self._device_splits:
-            self._device_splits[split] = self.splits[split].to(device)
-        arrays, crop_flip = self._device_splits[split], train and self.augment
+        self.splits[split] = self.splits[split].to(device)  # copied once: on its device, .to() returns the same tensors
+        arrays, crop_flip = self.splits[split], train and self.augment
         return DeviceBatches(
             arrays.images, arrays.labels, self.per_process_batch_size(split), self.mean, self.std,
             padding=self.crop_padding if crop_flip else 0, hflip=crop_flip and self.hflip,

@@ -1,5 +1,4 @@
-"""COCO detection from instances JSON, in CocoDetection's image order: category ids -> labels 1..K by id;
-unannotated images: negatives."""
+"""COCO instances JSON in CocoDetection's image order; category ids -> labels 1..K by id; unannotated: negatives."""
 from __future__ import annotations
 
 import json
@@ -7,24 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from c3exp.data.detection import DetectionDataModule, DetectionSamples, Record, box_fault, report_dropped
+from c3exp.data.detection import DetectionDataModule, DetectionSamples, Record, box_fault
 from c3exp.errors import DataNotFoundError, check, is_int, is_number
 
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
 ROUNDING_SLACK = 1.0  # COCO boxes may exceed their image by this much from rounding: clipped, not an error
-
-
-def missing_coco_message(name: str, path: Path, reason: str) -> str:
-    return (
-        f"{name} not found: looked for {path.resolve()} ({reason}). torchvision cannot download COCO: get the 2017 "
-        f"images (train2017.zip, val2017.zip) and annotations (annotations_trainval2017.zip) from "
-        f"https://cocodataset.org/#download and extract them into one directory, laid out as train2017/*.jpg, "
-        f"val2017/*.jpg and annotations/instances_train2017.json, annotations/instances_val2017.json; then point "
-        f"data.root at that directory, e.g. `python -m c3exp task=detection data=coco2017 data.root=/datasets/coco` "
-        f"(the default is data.root=data, relative to where you run, or $C3EXP_DATA; data.train_images, "
-        f"data.train_annotations and the val_ and test_ ones are relative to it). For an offline run without any "
-        f"download, use data=shapes_coco, which writes its own scenes with COCO JSON annotations."
-    )
 
 
 def load_instances(path: Path) -> dict:
@@ -81,12 +67,22 @@ class COCODetectionDataModule(DetectionDataModule):
         """data.<role>_images and data.<role>_annotations, every image and annotation checked."""
         images, annotations = (self.root / part for part in self.files[role])
         if not annotations.is_file():
-            reason = f"no such file: data.{role}_annotations={self.files[role][1]}"
-            raise DataNotFoundError(missing_coco_message(self.name, annotations, reason))
+            raise self.missing(annotations, f"no such file: data.{role}_annotations={self.files[role][1]}")
         if not images.is_dir():
-            reason = f"no such folder: data.{role}_images={self.files[role][0]}"
-            raise DataNotFoundError(missing_coco_message(self.name, images, reason))
-        return DetectionSamples(self.records(annotations, images), self.transform(role == "train"))
+            raise self.missing(images, f"no such folder: data.{role}_images={self.files[role][0]}")
+        return DetectionSamples(self.records(annotations, images), self.transform(role == "train"), str(annotations))
+
+    def missing(self, path: Path, reason: str) -> DataNotFoundError:
+        return DataNotFoundError(
+            f"{self.name} not found: looked for {path.resolve()} ({reason}). torchvision cannot download COCO: get the "
+            f"2017 images (train2017.zip, val2017.zip) and annotations (annotations_trainval2017.zip) from "
+            f"https://cocodataset.org/#download and extract them into one directory, laid out as train2017/*.jpg, "
+            f"val2017/*.jpg and annotations/instances_train2017.json, annotations/instances_val2017.json; then point "
+            f"data.root at that directory, e.g. `python -m c3exp task=detection data=coco2017 "
+            f"data.root=/datasets/coco` (the default is data.root=data, relative to where you run, or $C3EXP_DATA; "
+            f"data.train_images, data.train_annotations and the val_ and test_ ones are relative to it). For an "
+            f"offline run without any download, use data=shapes_coco, which writes its own scenes with COCO JSON "
+            f"annotations.")
 
     def records(self, path: Path, folder: Path) -> list[Record]:
         """The file's images in id order with their kept boxes, every entry checked in one pass over each list."""
@@ -97,7 +93,6 @@ class COCODetectionDataModule(DetectionDataModule):
         records = self.image_records(dataset["images"], path, folder)
         for annotation in dataset["annotations"]:
             self.add_annotation(annotation, label_of, records, path)
-        report_dropped(sum(record.dropped for record in records.values()), str(path))
         return [records[number] for number in sorted(records)]  # CocoDetection's order
 
     def use_categories(self, categories: dict[int, str], path: Path) -> None:

@@ -61,12 +61,6 @@ def box_fault(box: Box, width: float, height: float, slack: float = 0.0) -> tupl
     return clipped, None
 
 
-def report_dropped(count: int, where: str) -> None:
-    if count:
-        log.warning(f"data.invalid_boxes=drop: dropped {count} box{'es' if count > 1 else ''} outside their image "
-                    f"or without area in {where}")
-
-
 @dataclass
 class Record:
     """One image of a split, checked up front: its file, the size `annotation` states (None: unstated), its objects."""
@@ -80,10 +74,14 @@ class Record:
 
 
 class DetectionSamples(Dataset):
-    """A split's checked records: each image read as torchvision's VOC and COCO readers do, then transformed."""
+    """A split's checked records (one warning counts the boxes dropped from `source`), read as torchvision's do."""
 
-    def __init__(self, records: Sequence[Record], transform: v2.Transform):
+    def __init__(self, records: Sequence[Record], transform: v2.Transform, source: str):
         self.records, self.transform = list(records), transform
+        dropped = sum(record.dropped for record in self.records)
+        if dropped:
+            log.warning(f"data.invalid_boxes=drop: dropped {dropped} box{'es' if dropped > 1 else ''} outside their "
+                        f"image or without area in {source}")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -178,8 +176,7 @@ class VOCDetectionDataModule(VOCLayout, DetectionDataModule):
         voc = datasets.VOCDetection(str(self.root), self.year, split)
         check_listed(listing, (*voc.images, *voc.annotations), self.root)
         records = [self.record(index, *files) for index, files in enumerate(zip(voc.images, voc.annotations))]
-        report_dropped(sum(record.dropped for record in records), str(listing))
-        return DetectionSamples(records, self.transform(role == "train"))
+        return DetectionSamples(records, self.transform(role == "train"), str(listing))
 
     def record(self, index: int, image: str, path: str) -> Record:
         """One annotation parsed and checked, its boxes 0-based XYXY."""

@@ -58,9 +58,8 @@ ERASE_SCALE, ERASE_RATIO, ERASE_ATTEMPTS = (0.02, 0.33), (0.3, 3.3), 10
 
 def draw_erasing(count: int, height: int, width: int, p: float, generator: torch.Generator | None = None,
                  device: torch.device | str | None = None) -> torch.Tensor:
-    """torchvision's RandomErasing (probability `p`) as (N, 4) rows of (top, left, height, width), 0 x 0: none; all 10
-    tries drawn at once so both paths share one stream; sides round half to even in float32 (torchvision: float64), so
-    one within float32 error of .5 may differ."""
+    """torchvision's RandomErasing (probability `p`) as (N, 4) rows (top, left, height, width), 0 x 0: none; all 10
+    tries drawn at once, one stream for both paths; sides round in float32 (torchvision: float64): ~.5 may differ."""
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=generator, device=device)

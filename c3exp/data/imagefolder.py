@@ -80,5 +80,4 @@ class ImageFolderDataModule(ImageDataModule):
 
     def dataset(self, split: str) -> Dataset:
         self.setup()
-        folder = self.folders[split]
-        return datasets.ImageFolder(folder.root, transform=self.sample_transform(split == "train"))
+        return datasets.ImageFolder(self.folders[split].root, transform=self.sample_transform(split == "train"))

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c3exp.errors import check, is_int
 from c3exp.models.base import ResNet, classifier_head, init_weights
 from c3exp.models.placement import FeatureMaps, attention_at, placement_plan
 from c3exp.schema import PositiveInt
 
 Shortcut = Literal["projection", "zero_pad"]
+Depth = Annotated[int, at.Ge(8), at.Predicate(lambda d: (d - 2) % 6 == 0), "6k+2: 20, 32, 44, 56, 110, 1202, ..."]
+WideDepth = Annotated[int, at.Ge(10), at.Predicate(lambda d: (d - 4) % 6 == 0), "6k+4: 10, 16, 22, 28, 40, ..."]
 STEM_CHANNELS = 16
 STAGES = ((16, 1), (32, 2), (64, 2))  # channels (times the width), stride
 CIFAR_SPATIAL_SIZES = ((16, 16), (16, 16), (8, 8))  # C3's official blocks before each stage (A = 256, 256, 64)
@@ -63,11 +65,9 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-def cifar_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: int = 20, width: PositiveInt = 1,
+def cifar_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: Depth = 20, width: PositiveInt = 1,
                  shortcut: Shortcut = "projection", input_size: int | None = None) -> ResNet:
     """ResNet-`depth` (6k + 2) for 32x32 inputs, widths 16/32/64 x width; the stem keeps 16 channels, as WRNs do."""
-    valid = is_int(depth) and depth >= 8 and (depth - 2) % 6 == 0
-    check(valid, "model.depth", depth, "6k+2 (20, 32, 44, 56, 110, 1202, ...)")
     plan = placement_plan(attn, CIFAR_SPATIAL_SIZES)
     stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
     stages, in_channels = [], STEM_CHANNELS
@@ -88,9 +88,7 @@ def cifar_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth:
     return model
 
 
-def wide_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: int = 22, width: PositiveInt = 10,
+def wide_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: WideDepth = 22, width: PositiveInt = 10,
                 shortcut: Shortcut = "projection", input_size: int | None = None) -> ResNet:
     """The paper's Wide-ResNet: cifar_resnet(depth - 2), as WRN naming counts the two projection shortcuts as layers."""
-    valid = is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0
-    check(valid, "model.depth", depth, "6k+4 (10, 16, 22, 28, 40, ...)")
     return cifar_resnet(num_classes, attn, depth - 2, width, shortcut, input_size)

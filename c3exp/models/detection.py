@@ -96,17 +96,15 @@ def faster_rcnn(
 
 def freeze_stages(backbone: ResNet, trainable_stages: int | None) -> None:
     """Freeze the stem and all but the last `trainable_stages` stages (the stem counts as the first); null: none."""
-    parts = [backbone.stem, *backbone.stages]
     if trainable_stages is None:
         return
+    parts = [backbone.stem, *backbone.stages]
     check(trainable_stages <= len(parts), "task.net.trainable_stages", trainable_stages,
           f"null (all) or 0..{len(parts)}: how many of the last stages train, the stem counting as one more")
-    keep = attention_modules(backbone)
     for part in parts[: len(parts) - trainable_stages]:
-        for module in part.modules():
-            if module not in keep:
-                for parameter in module.parameters(recurse=False):
-                    parameter.requires_grad_(False)
+        part.requires_grad_(False)
+    for module in attention_modules(backbone):
+        module.requires_grad_(True)
 
 
 def freeze_batch_norm(net: nn.Module) -> None:

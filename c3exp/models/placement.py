@@ -1,14 +1,14 @@
 """Where attention modules go in a network, read from the `attn` config group."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from c3exp.attention import block_factory, block_of, create_attn
+from c3exp.attention import Size, block_factory, block_of, create_attn
 from c3exp.errors import ConfigError, check, is_int
 from c3exp.schema import SpatialSize, conforms
 from c3exp.utils.complexity import data_input_shape, meta_call, meta_input
@@ -19,7 +19,6 @@ ATTN_KEYS = ("_target_", "name", "placement", "stages", "options", "at")  # at: 
 INPUT_SIZE_KEYS = ("crop_size", "min_size", "image_size")  # where data_input_shape reads the input size, in its order
 MAX_BLOCK_SIDE = 16  # A <= 256 positions, the official CIFAR blocks' size: about 34K parameters per C3 block (r 8)
 
-Size = tuple[int, int]
 Shape = tuple[int, int, int]  # a feature map's channels, height, width
 
 
@@ -144,7 +143,7 @@ class FeatureMaps:
 
     @classmethod
     def measure(cls, net: nn.Module, input_size: int, channels: int = 3,
-                stand_ins: Iterable[nn.Module] = ()) -> FeatureMaps:
+                stand_ins: Collection[nn.Module] = ()) -> FeatureMaps:
         """One eval forward, `stand_ins` (blocks that may not fit their maps) replaced by identities."""
         inputs: dict[nn.Module, Shape] = {}
         outputs: dict[nn.Module, Shape] = {}
@@ -161,7 +160,6 @@ class FeatureMaps:
 
         names = dict(net.named_modules())
         hooks = [module.register_forward_hook(after) for module in names.values()]
-        stand_ins = list(stand_ins)
         for block in stand_ins:
             block.forward = nn.Identity().forward  # an instance attribute: __call__ finds it before the class's
         try:
@@ -199,10 +197,8 @@ def attention_at(model: nn.Module, attn: Mapping[str, Any] | None, maps: Feature
     for index, path in enumerate(paths):
         module = maps.names[path]
         size = tuple(sizes[index]) if sizes is not None else block_size(maps.outputs[module])
-        block = create_attn(plan.block, maps.outputs[module][0], size, **plan.options)
-        if block is not None:
-            blocks[module] = block
+        blocks[module] = create_attn(plan.block, maps.outputs[module][0], size, **plan.options)  # None: attn none
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if child in blocks:
+            if blocks.get(child) is not None:
                 setattr(parent, name, nn.Sequential(child, blocks[child]))

@@ -44,7 +44,14 @@ def load_torchvision_weights(net: nn.Module, weights: str | os.PathLike, arch: s
 
 def read_weights(weights: str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
     if weights == IMAGENET:
-        return download_imagenet_weights(arch)
+        entry = models.get_model_weights(arch).DEFAULT
+        try:
+            return entry.get_state_dict(progress=False)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError; a corrupt download a RuntimeError
+            raise DataNotFoundError(
+                f"model.weights={IMAGENET}: downloading {entry.url} failed ({_one_line(error)}); "
+                f"pass model.weights=/path/to/{arch}.pth (a torchvision state dict)"
+            ) from None
     path = Path(weights).expanduser()
     check(path.is_file(), "model.weights", weights, f"{IMAGENET} or an existing file (no file at {path.resolve()})")
     try:
@@ -55,17 +62,6 @@ def read_weights(weights: str | os.PathLike, arch: str) -> dict[str, torch.Tenso
     valid = isinstance(state_dict, Mapping) and all(isinstance(t, torch.Tensor) for t in state_dict.values())
     check(valid, "model.weights", weights, "a torchvision state dict (a dict of tensors, or one under 'state_dict')")
     return dict(state_dict)
-
-
-def download_imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
-    entry = models.get_model_weights(arch).DEFAULT
-    try:
-        return entry.get_state_dict(progress=False)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; a corrupt download a RuntimeError
-        raise DataNotFoundError(
-            f"model.weights={IMAGENET}: downloading {entry.url} failed ({_one_line(error)}); "
-            f"pass model.weights=/path/to/{arch}.pth (a torchvision state dict)"
-        ) from None
 
 
 def _shape(tensor: torch.Tensor) -> str:

@@ -9,23 +9,21 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock
 
-from c3exp.errors import check
 from c3exp.models.base import ResNet
 from c3exp.models.torchvision_net import Layout, pretrained_and_measured, with_attention
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
-         "wide_resnet50_2", "wide_resnet101_2")
+Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+               "wide_resnet50_2", "wide_resnet101_2"]
 # Output stride -> torchvision's replace_stride_with_dilation for layer2, layer3, layer4 (DeepLab: 16 or 8).
 OUTPUT_STRIDES = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
 # torchvision's builders refuse dilation in BasicBlock; these archs are rebuilt from their block counts.
 BASIC_BLOCKS_PER_STAGE = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
 
-def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, arch: str = "resnet18",
+def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, arch: Arch = "resnet18",
                        output_stride: Literal[32, 16, 8] = 32, weights: str | None = None,
                        input_size: int | None = None) -> ResNet:
     """torchvision's <arch> as stem / stages / head; block attention follows each block's last BN."""
-    check(arch in ARCHS, "model.arch", arch, ARCHS)
     replace = list(OUTPUT_STRIDES[output_stride])
     if any(replace) and arch in BASIC_BLOCKS_PER_STAGE:
         blocks = BASIC_BLOCKS_PER_STAGE[arch]

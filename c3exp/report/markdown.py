@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from c3exp.report.tables import (BUDGET_KEYS, NO_EXPERIMENT, Cell, Table, TableSpec, best_cells, block_label,
-                                 paper_value, plural, shown_setting)
+                                 paper_value, plural, settings_of, shown_setting)
 
 WIDE_TABLE_ATTNS = 4  # more blocks than this, or several recipes: a row per block instead of columns per block
 
@@ -70,8 +70,8 @@ def budget_notes(table: Table) -> list[str]:
     notes = []
     for (model, data), row in table.rows.items():
         recipes: dict[str | None, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for cell in row.values():
-            recipes[cell.recipe][cell.budget].append(table.cell_name(cell))
+        for cell in row.values():  # its runs share every setting but the seed: the first one's budget is theirs
+            recipes[cell.recipe][settings_of(cell.runs[0], BUDGET_KEYS)].append(table.cell_name(cell))
         for budgets in recipes.values():
             differ = [index for index in range(len(BUDGET_KEYS)) if len({budget[index] for budget in budgets}) > 1]
             texts = [", ".join(f"{budget[index][0]}={shown_setting(budget[index][1])}" for index in differ)

@@ -67,14 +67,15 @@ def curve_plots(table: Table, out: Path, taken: set[Path]) -> list[Path]:
 
 def csv_rows(table: Table) -> list[tuple[dict[str, Any], ...]]:
     """A line per cell in sections (identity, figures, counts, paper's, sources); best_in_row: within its recipe."""
-    out = []
+    out, columns = [], table.spec.columns
+    varied_keys = sorted({key for cell in table.cells for key, _ in cell.varied})  # the keys any block varies
     for row in table.rows.values():
         best = best_cells(row)
         for key, cell in row.items():
-            varied, columns = dict(cell.varied), table.spec.columns
+            varied = dict(cell.varied)
             out.append((
                 {"model": cell.model, "data": cell.data, "attn": cell.attn, "recipe": cell.recipe,
-                 **{name: shown_setting(varied[name]) if name in varied else None for name in table.varied_keys}},
+                 **{name: shown_setting(varied[name]) if name in varied else None for name in varied_keys}},
                 {name: value for column in columns for name, value in zip(column.csv_names, column.values(cell))},
                 {"seeds": cell.seeds, "best_in_row": key in best},
                 {f"paper_{column.name}": paper_value(cell.paper, column) for column in columns if column.paper_field},

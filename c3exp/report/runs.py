@@ -12,8 +12,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import ConfigError, check, is_number
 from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config
@@ -21,7 +19,6 @@ from c3exp.utils.mappings import flatten
 
 DEFAULT_TASK = "classification"  # results.json files from before tasks are classification runs
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")  # the recipe of a run without a saved config
-HYDRA_SETTINGS = Path(".hydra") / "hydra.yaml"  # Hydra's own config of a CLI run: its group choices
 NOT_METRICS = ("loss", "ckpt")  # test_<name> keys of results.json that are not metrics in 0..1 (test_ckpt: a setting)
 # Config keys that cannot change a run's numbers ('*': any part; a key covers those below): seeds pool across them.
 SEED_KEYS = ("seed", "data.seed", "callbacks.epoch_seed.seed")  # the seed, and where the config copies it
@@ -206,11 +203,7 @@ def load_results(path: Path) -> dict[str, Any]:
 
 def experiment_of(run_dir: Path) -> str | None:
     """A CLI run's experiment (Hydra's runtime.choices), with 'recipe=X' for another recipe chosen apart; else None."""
-    try:
-        saved = yaml.safe_load((run_dir / HYDRA_SETTINGS).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    choices = config_value(saved, "hydra.runtime.choices") if isinstance(saved, Mapping) else None
+    choices = config_value(hydra_config(run_dir, "hydra"), "hydra.runtime.choices")
     choices = choices if isinstance(choices, Mapping) else {}
     experiment, recipe = (value if is_name(value := choices.get(key)) else None for key in ("experiment", "recipe"))
     if recipe in (None, "paper") or (experiment or "").startswith(f"{recipe}_"):
@@ -242,8 +235,7 @@ def run_from_wandb(run: Any) -> Run | None:
 def finished_run(run: Any, source: str) -> Run | None:
     """None for an unfinished run, UnusableRun for one whose config or summary is damaged."""
     config, summary = dict(run.config), dict(run.summary)
-    declared = {key: value for key in ("name", "mode")
-                if (value := config_value(config, f"task.primary_metric.{key}"))}
+    declared = {key: value for key in ("name", "mode") if (value := config_value(config, f"task.primary_metric.{key}"))}
     primary = primary_metric(declared)
     # results.json's test_<name> keys: every final/test_<name> or test/<name> (final/ first)
     names = {match[1] for key in summary if (match := WANDB_TEST_KEY.fullmatch(str(key)))} | {primary.metric}

@@ -1,5 +1,4 @@
-"""Which runs a report pools, in which cells (model, data, attention, recipe, varied settings) of which row
-(model, data), and per task its table's columns, bold cell and paper figures: recipes never pool."""
+"""Which runs a report pools in which cell of which row (recipes never pool); per task its columns and bold cell."""
 from __future__ import annotations
 
 import json
@@ -232,11 +231,6 @@ class Cell:
     def block(self) -> Block:
         return self.attn, self.varied
 
-    @property
-    def budget(self) -> Settings:
-        """Its runs' values of BUDGET_KEYS, which they share as they do every setting but the seed."""
-        return settings_of(self.runs[0], BUDGET_KEYS)
-
 
 Rows = dict[tuple[str, str], dict[CellKey, Cell]]
 
@@ -260,10 +254,6 @@ class Table:
     @property
     def blocks(self) -> list[Block]:
         return list(dict.fromkeys(cell.block for cell in sorted(self.cells, key=block_key)))
-
-    @property
-    def varied_keys(self) -> tuple[str, ...]:
-        return tuple(sorted({key for cell in self.cells for key, _ in cell.varied}))
 
     def cell_name(self, cell: Cell) -> str:
         """A cell's name in a legend: its label, after its recipe's where the table has several."""

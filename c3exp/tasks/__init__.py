@@ -8,7 +8,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from c3exp.config import instantiate_checked
-from c3exp.errors import check, imported
 from c3exp.results import PrimaryMetric
 from c3exp.tasks.base import TaskModule
 from c3exp.tasks.classification import ClassificationModule
@@ -33,9 +32,6 @@ def build_network(cfg: DictConfig) -> nn.Module:
 
 def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[str, Any] | None = None) -> TaskModule:
     """cfg.task around `net`; `run_config` is what checkpoints carry (default: the resolved config, which needs a run's)."""
-    target = cfg.task.get("_target_")
-    cls = imported(target, "task._target_")
-    check(isinstance(cls, type) and issubclass(cls, TaskModule), "task._target_", target, "a subclass of c3exp.tasks.TaskModule")
     scheduler = cfg.optim.get("scheduler")
     options: dict[str, Any] = {
         "net": build_network(cfg) if net is None else net,
@@ -47,4 +43,4 @@ def build_task(cfg: DictConfig, net: nn.Module | None = None, run_config: dict[s
         "run_config": OmegaConf.to_container(cfg, resolve=True) if run_config is None else run_config,
     }
     # not recursive: run_config holds every group's `_target_`, which are settings here, not objects to build
-    return instantiate_checked(cfg.task, "task", **options, _convert_="all", _recursive_=False)
+    return instantiate_checked(cfg.task, "task", TaskModule, **options, _convert_="all", _recursive_=False)

@@ -59,7 +59,11 @@ class TaskModule(L.LightningModule):
         self.num_classes = num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
-        self.warmup_epochs = checked_warmup(warmup_epochs, scheduler)
+        schedule = getattr(scheduler, "func", scheduler)  # the class behind Hydra's partial
+        check(not (warmup_epochs and isinstance(schedule, type) and issubclass(schedule, OneCycleLR)),
+              "optim.warmup_epochs", warmup_epochs,
+              "0 with OneCycleLR (optim=onecycle), which warms up by itself over optim.scheduler.pct_start of the run")
+        self.warmup_epochs = float(warmup_epochs)
         for key, value in (("label_smoothing", label_smoothing), ("tta_flip", tta_flip)):
             check(not value or key in self.reads_options, f"task.{key}", value,
                   f"{0 if key == 'label_smoothing' else 'false'}: {type(self).__name__} does not read it")
@@ -209,7 +213,11 @@ class TaskModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         schedulers = []
         if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer=optimizer, **self._run_length(self.scheduler_factory))
+            length = {}  # OneCycleLR's total_steps, where not given: Lightning's count of the run's optimiser steps
+            steps = inspect.signature(self.scheduler_factory).parameters.get("total_steps")
+            if steps is not None and steps.default is None:
+                length["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            scheduler = self.scheduler_factory(optimizer=optimizer, **length)
             schedulers.append({"scheduler": scheduler, "interval": self.scheduler_interval})
         if self.warmup_epochs:
             schedulers.append({"scheduler": self._warmup(optimizer), "interval": "step"})
@@ -221,20 +229,6 @@ class TaskModule(L.LightningModule):
         steps_per_epoch = self.trainer.estimated_stepping_batches / self.trainer.max_epochs
         steps = max(1, round(self.warmup_epochs * steps_per_epoch))
         return LinearLR(optimizer, start_factor=1 / steps, end_factor=1.0, total_iters=steps - 1)
-
-    def _run_length(self, factory: SchedulerFactory) -> dict[str, int]:
-        """{"total_steps": Lightning's count of the run's optimiser steps} for OneCycleLR when not given."""
-        given = getattr(factory, "keywords", {})
-        takes = "total_steps" in inspect.signature(factory).parameters
-        return {"total_steps": int(self.trainer.estimated_stepping_batches)} if takes and "total_steps" not in given else {}
-
-
-def checked_warmup(epochs: float, scheduler: SchedulerFactory | None) -> float:
-    """optim.warmup_epochs: 0 with OneCycleLR, whose own warm-up (pct_start) sets every step's lr."""
-    schedule = getattr(scheduler, "func", scheduler)  # the class behind Hydra's partial
-    check(not (epochs and isinstance(schedule, type) and issubclass(schedule, OneCycleLR)), "optim.warmup_epochs", epochs,
-          "0 with OneCycleLR (optim=onecycle), which warms up by itself over optim.scheduler.pct_start of the run")
-    return float(epochs)
 
 
 def epoch_line(row: Mapping[str, float], epochs: int) -> str:

@@ -1,5 +1,4 @@
-"""The loggers: metrics.csv replaced whole at each save (a kill leaves it whole) and carried over on resume; W&B set
-up so that sweeps aggregate, offline works, and resumed runs continue."""
+"""metrics.csv replaced whole at each save and carried over on resume; W&B grouped per sweep, offline or resumed."""
 from __future__ import annotations
 
 import csv
@@ -33,8 +32,7 @@ Row = dict[str, Any]
 
 
 def resolve_mode(mode: str) -> str:
-    """`auto`: an exported WANDB_MODE (the mode passed would override it), online with credentials (an API key in the
-    environment or in ~/.netrc, what `wandb login` writes), else offline."""
+    """`auto`: an exported WANDB_MODE (which a passed mode overrides), online with credentials, else offline."""
     check(mode in MODES, "logger.wandb.mode", mode, MODES)
     if mode != "auto":
         return mode
@@ -143,9 +141,8 @@ def carry_over_csv_rows(logger: CSVLogger, checkpoint: str | Path, global_step: 
     with warnings.catch_warnings():  # "Previous log files ... will be deleted": the rows they hold are kept here
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
         writer = logger.experiment
-    if rows:
-        writer.metrics.extend(rows)
-        writer.save()
+    writer.metrics.extend(rows)
+    writer.save()
     return len(rows)
 
 

@@ -88,9 +88,6 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
 class Stopped(SystemExit):
     """SLURM stopped this job; a SystemExit passes `except Exception`: no status is written, and the rerun resumes."""
 
-    def __init__(self) -> None:
-        super().__init__("stopped by SIGTERM before it finished: a requeued job resumes from its last checkpoint")
-
 
 def watch_for_sigterm() -> None:
     """Remember a SIGTERM, passed on: SLURM's also kills W&B's service, and that lost connection is no real failure."""

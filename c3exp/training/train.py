@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -33,7 +34,6 @@ from c3exp.utils.atomic import remove_temps, write_with
 from c3exp.utils.complexity import model_complexity
 from c3exp.utils.memory import keep_freed_memory
 from c3exp.utils.noise import silence_library_noise
-from c3exp.utils.threads import use_the_cpus_slurm_gave
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ def instantiate_group(group: DictConfig | None, key: str | None = None) -> list[
     """Every entry of a dict-of-`_target_` group, null entries off; with `key` each entry's settings are checked."""
     entries = (group or {}).items()
     return [instantiate_checked(node, key and f"{key}.{name}") for name, node in entries if node and "_target_" in node]
+
+
+def use_the_cpus_slurm_gave() -> int | None:
+    """As many threads as SLURM's --cpus-per-task (torch takes the node's cores); the count set, or None."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if not cpus.isdigit() or int(cpus) < 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    torch.set_num_threads(int(cpus))
+    return int(cpus)
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -89,13 +98,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         raise TrainerSettingError(f"Lightning rejects the trainer settings ({settings}): {' '.join(str(cause).split())}{hint}") from None
 
 
-def newest_good_checkpoint(folder: Path) -> Path | None:
-    """last.ckpt, or if a kill cut it short, the newest other checkpoint that opens (its zip and pickle read)."""
+def newest_good_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """last.ckpt and its contents, or if a kill cut it short, the newest other checkpoint that opens (zip, pickle)."""
     candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime), reverse=True)
     for path in candidates:
         try:
-            open_checkpoint(path, key="resume")
-            return path
+            return path, open_checkpoint(path, key="resume")
         except ConfigError:  # a checkpoint refused as unsafe is said, not skipped
             raise
         except Exception:  # a file cut short by a kill during saving
@@ -107,15 +115,15 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | Non
     """The checkpoint to resume and its contents: ckpt_path wins; `resume=auto` takes the run's newest good one."""
     if cfg.get("ckpt_path"):
         return str(cfg.ckpt_path), load_checkpoint(cfg.ckpt_path)  # a file that is no checkpoint is one line
-    found = newest_good_checkpoint(Path(cfg.output_dir) / "checkpoints") if cfg.get("resume") == "auto" else None
-    if cfg.get("resume") == "auto":
-        log.info("resume=auto: %s", f"continuing from {found}" if found else "no checkpoint yet, starting fresh")
-    return (str(found), open_checkpoint(found)) if found else (None, None)
+    if cfg.get("resume") != "auto":
+        return None, None
+    found = newest_good_checkpoint(Path(cfg.output_dir) / "checkpoints")
+    log.info("resume=auto: %s", f"continuing from {found[0]}" if found else "no checkpoint yet, starting fresh")
+    return (str(found[0]), found[1]) if found else (None, None)
 
 
 def check_resumable(cfg: DictConfig, module: TaskModule, checkpoint: dict[str, Any], path: str) -> None:
-    """Only speed, logging and epochs may change on resume, else results.json labels old weights with new settings;
-    a run directory reused with another network fails in one line, not deep in load_state_dict."""
+    """Only speed, logging and epochs may change (else results.json mislabels old weights); a new network: one line."""
     key = "ckpt_path" if cfg.get("ckpt_path") else "resume"
     afresh = "start afresh with resume=never or another hydra.run.dir"
     changed = changed_settings(stored_config(checkpoint, path), OmegaConf.to_container(cfg, resolve=True))

@@ -30,12 +30,10 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
         raise
 
 
-def remove_temps(folder: Path, pattern: str) -> list[Path]:
-    """Remove (and return) the temporary files killed saves left; only where no save is under way."""
-    leftovers = sorted(folder.glob(f"{TEMP_PREFIX}{pattern}.*"))
-    for leftover in leftovers:
+def remove_temps(folder: Path, pattern: str) -> None:
+    """Remove the temporary files killed saves left; only where no save is under way."""
+    for leftover in folder.glob(f"{TEMP_PREFIX}{pattern}.*"):
         leftover.unlink(missing_ok=True)
-    return leftovers
 
 
 def write_with(path: str | Path, save: Callable[[IO], Any], mode: str = "wb", **open_kwargs: Any) -> Path:

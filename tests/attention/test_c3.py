@@ -536,6 +536,7 @@ def test_bf16_autocast_network_close_to_float32_with_float32_affinity():
 
 
 def test_bf16_autocast_training_step_gradients_close_to_float32():
+    torch.manual_seed(0)  # about 1 random draw in 9 rounds past the 10% tolerance in bf16: one fixed draw, every run
     block = C3Block(16, (4, 4), reduction=4).train()
     x = torch.randn(4, 16, 8, 8)
     grads = []

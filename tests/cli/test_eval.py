@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 import c3exp.cli.eval as eval_cli
 from c3exp.config import group_choices
@@ -98,9 +99,7 @@ def test_data_choice_tests_on_that_dataset(ckpt, cifar10_root):
                  "data.num_workers=0", "data.batch_size=8"]
     metrics = evaluate(ckpt, overrides)
     # the checkpoint's network by hand on the test batches of the CIFAR files written here (not on the digits)
-    checkpoint, cfg = eval_cli.load_run(ckpt, overrides)
-    module = build_task(cfg)
-    eval_cli.load_weights(module, checkpoint["state_dict"], ckpt)
+    module, cfg = eval_cli.load_trained(ckpt, overrides, build_task)
     datamodule = build_datamodule(cfg)
     datamodule.setup("test")
     hits, tested = torch.zeros(2), 0
@@ -173,6 +172,26 @@ def test_an_unknown_accelerator_is_one_line(ckpt, capsys):
 )
 def test_a_bad_override_or_a_change_of_the_network_is_one_line(ckpt, capsys, argument, message):
     assert message in eval_error(capsys, f"ckpt_path={ckpt}", argument)
+
+
+def image_folder(root: Path, classes: int) -> Path:
+    """`classes` class folders of one black 8x8 image each, in train/ and val/."""
+    for split, label in itertools.product(("train", "val"), range(classes)):
+        (root / split / f"c{label}").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / split / f"c{label}" / "0.png")
+    return root
+
+
+def test_an_image_folder_of_the_checkpoints_classes_is_counted_then_tested(ckpt, tmp_path):
+    """Ten identical images, one per class, score alike: one is right, five have their label in the top 5."""
+    metrics = evaluate(ckpt, ["data=imagefolder", f"data.root={image_folder(tmp_path, 10)}", "data.image_size=32",
+                              "data.num_workers=0"])
+    assert (metrics["test/acc1"], metrics["test/acc5"]) == pytest.approx((0.1, 0.5))
+
+
+def test_an_image_folder_of_other_classes_is_one_line(ckpt, tmp_path, capsys):
+    line = eval_error(capsys, f"ckpt_path={ckpt}", "data=imagefolder", f"data.root={image_folder(tmp_path, 3)}")
+    assert "data.num_classes=3 is not valid: expected the checkpoint's 10: model settings cannot be changed" in line
 
 
 def test_a_checkpoint_is_tested_with_flip_tta_when_asked(ckpt):

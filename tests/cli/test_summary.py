@@ -47,7 +47,7 @@ def test_summary_cli_reports_user_errors_in_one_line():
         [sys.executable, "-m", "c3exp.summary", "model.depth=21"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: model.depth=21 is not valid: expected 6k+2 (20, 32, 44, 56, 110, 1202, ...)"
+    assert result.stderr.strip() == "error: model.depth=21 is not valid: expected an integer >= 8 (6k+2: 20, 32, 44, 56, 110, 1202, ...)"
 
 
 def test_unknown_table_is_one_line(capsys):

@@ -24,7 +24,7 @@ FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar
 @pytest.mark.parametrize(
     "override,expected",
     [
-        ("model.depth=21", "model.depth=21 is not valid: expected 6k+2"),
+        ("model.depth=21", "model.depth=21 is not valid: expected an integer >= 8 (6k+2: "),
         ("optim.optimizer.lr=-0.1", "optim.optimizer.lr=-0.1 is not valid: expected a number > 0"),
         ("data=imagenet21k", f"data='imagenet21k' is not valid: expected one of {', '.join(group_choices('data'))}"),
         ("data.batch_size=0", "data.batch_size=0 is not valid: expected an integer >= 1"),

@@ -93,6 +93,13 @@ def test_a_primary_metric_the_task_does_not_log_is_one_line():
         build_task(cfg)
 
 
+def test_a_task_target_that_is_no_task_module_is_one_line():
+    cfg = run_config(TINY_DIGITS + ["task._target_=torch.nn.Identity"], Path("/tmp/unused"))
+    with pytest.raises(ConfigError, match=r"^task._target_='torch.nn.Identity' is not valid: expected a subclass of "
+                                          r"c3exp.tasks.base.TaskModule$"):
+        build_task(cfg)
+
+
 def test_build_model_gives_the_task_network():
     cfg = c3exp.compose(["data=digits", "model=resnet20", "attn=c3"])
     module = build_task(cfg, run_config={})

@@ -161,7 +161,7 @@ def test_a_job_with_a_bad_value_fails_alone(slurm, tmp_path):
     assert summary[0]["status"] == "completed" and summary[1]["status"] == "failed"
     assert summary[1]["error"].startswith("ConfigError: model.depth=21 is not valid")
     assert [p.parent.name.split("_")[0] for p in sweep.glob("*/results.json")] == ["0"]
-    assert "error: job 1: model.depth=21 is not valid: expected 6k+2" in output
+    assert "error: job 1: model.depth=21 is not valid: expected an integer >= 8 (6k+2: " in output
     assert "Traceback" not in output
 
 

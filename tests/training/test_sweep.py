@@ -71,7 +71,7 @@ def test_a_failing_sweep_job_is_reported_and_the_others_finish(tmp_path):
     assert len(list(sweep.glob("*/results.json"))) == 1
     # the sweep ends on the first failure's one line, not a traceback
     assert "Traceback" not in done.stderr
-    assert "error: job 1: model.depth=21 is not valid: expected 6k+2" in done.stderr
+    assert "error: job 1: model.depth=21 is not valid: expected an integer >= 8 (6k+2: " in done.stderr
     assert f"(every job's status: {sweep}/sweep_summary.json)" in done.stderr
 
 

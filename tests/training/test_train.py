@@ -29,7 +29,8 @@ import c3exp
 from c3exp.errors import run_reporting_user_errors
 from c3exp.errors import ConfigError
 from c3exp.cli.eval import evaluate
-from c3exp.training.train import AtomicCheckpointIO, build_trainer, newest_good_checkpoint, train, with_atomic_checkpoint_io
+from c3exp.training.train import (AtomicCheckpointIO, build_trainer, newest_good_checkpoint, train, use_the_cpus_slurm_gave,
+                                  with_atomic_checkpoint_io)
 from c3exp.utils.atomic import TEMP_PREFIX
 from c3exp.utils.complexity import count_macs, count_params
 from tests.conftest import SHORT_RUN as SHORT, SMALL_DIGITS as SMALL, TINY_DIGITS, c3exp_cli, run_config, without_timing
@@ -145,9 +146,9 @@ def test_resume_auto_skips_a_checkpoint_cut_short(two_epochs, tmp_path):
     (folder / good.name).write_bytes(good.read_bytes())
     data = Path(two_epochs["checkpoints"]["last"]).read_bytes()
     (folder / "last.ckpt").write_bytes(data[: len(data) // 2])
-    assert newest_good_checkpoint(folder) == folder / good.name
+    assert newest_good_checkpoint(folder)[0] == folder / good.name
     (folder / "last.ckpt").write_bytes(data)
-    assert newest_good_checkpoint(folder) == folder / "last.ckpt"
+    assert newest_good_checkpoint(folder)[0] == folder / "last.ckpt"
 
 
 @pytest.mark.slow
@@ -455,3 +456,28 @@ def test_a_run_on_a_full_disk_fails_keeping_its_checkpoints_whole(small_disk, on
         train(run_config(args + ["trainer.max_epochs=3"], run_dir))
     assert any(entry.name == "save_checkpoint" for entry in failure.traceback)
     assert {path.name: path.read_bytes() for path in small_disk.iterdir()} == before
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_slurm_job_uses_as_many_threads_as_its_cpus(monkeypatch, threads):
+    """A SLURM job's threads: the CPUs it was given, not every core of the node."""
+    torch.set_num_threads(2)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert use_the_cpus_slurm_gave() == 1 and torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("env", [{}, {"SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "2"}, {"SLURM_CPUS_PER_TASK": ""}])
+def test_outside_slurm_or_with_omp_num_threads_the_count_stays(monkeypatch, threads, env):
+    torch.set_num_threads(2)
+    for key in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert use_the_cpus_slurm_gave() is None and torch.get_num_threads() == 2

@@ -42,6 +42,13 @@ def check_settings(settings: Mapping[str, Any], target: Callable[..., Any], pref
         hint = params[key]
         if not conforms(value, hint):
             raise ConfigError(f"{prefix}{key}", value, describe(hint))
+    # the target's own parameters without a default (its bases' may be passed by the target itself)
+    own = inspect.signature(_constructors(target)[0]).parameters.values()
+    missing = [p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+               and p.name not in (*settings, *supplied, "self")]
+    if missing:
+        name = f"{target.__module__}.{target.__qualname__}"
+        raise ConfigError(f"{prefix}{missing[0]}", "???", f"a value: {name} has no default for it, its config sets it")
 
 
 @functools.cache

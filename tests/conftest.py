@@ -18,7 +18,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torch import nn
 
@@ -227,12 +227,6 @@ def c3_network() -> torch.nn.Module:
 
 
 # -- data ----------------------------------------------------------------------------------------------------
-def data_config(name: str) -> dict:
-    """conf/data/<name>.yaml as the data module receives it (interpolations resolved)."""
-    node = OmegaConf.load(config_dir() / "data" / f"{name}.yaml")
-    return OmegaConf.to_container(OmegaConf.merge({"seed": 0}, {"data": node}), resolve=True)["data"]
-
-
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory) -> Path:
     """An empty folder the shapes data modules write their scenes into on first use (tests/data/test_voc.py

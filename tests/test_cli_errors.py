@@ -14,6 +14,7 @@ from PIL import Image
 from c3exp.errors import run_reporting_user_errors
 from c3exp.errors import ConfigError
 from tests.conftest import c3exp_cli, error_line
+from tests.data import data_module
 
 
 def raise_wrapped(error: OSError) -> None:
@@ -74,12 +75,10 @@ def test_a_disk_that_fills_up_while_training_is_one_line_also_in_train_log(tiny_
 
 
 def test_an_image_folder_with_one_class_is_one_line(tmp_path):
-    from c3exp.data import ImageFolderDataModule
-
     for split in ("train", "val"):
         (tmp_path / split / "cat").mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / split / "cat" / "0.png")
     with pytest.raises(ConfigError) as error:
-        ImageFolderDataModule(root=str(tmp_path), name="imagefolder", num_classes=None).setup()
+        data_module("imagefolder", root=str(tmp_path)).setup()
     assert (error.value.key, error.value.value) == ("data.root", str(tmp_path))
     assert error.value.allowed == "a folder whose train/ has 2 or more class sub-folders: it has one, 'cat'"

@@ -61,6 +61,17 @@ def test_an_unknown_or_supplied_key_names_the_settings_there_are():
                                     f"{__name__}.{block.__qualname__}: reduction, gate")
 
 
+def test_a_setting_without_a_default_that_the_config_lacks_is_one_line():
+    """Defaults live in the YAML: a key deleted on the command line (`~model.width`) leaves the builder without one."""
+    def builder(num_classes: int, *, depth: PositiveInt, width: PositiveInt = 1) -> None: ...
+
+    check_settings({"depth": 20}, builder, "model.", supplied=["num_classes"])  # width has its default
+    with pytest.raises(ConfigError) as error:
+        check_settings({"width": 2}, builder, "model.", supplied=["num_classes"])
+    assert str(error.value) == (f"model.depth='???' is not valid: expected a value: {__name__}.{builder.__qualname__} "
+                                "has no default for it, its config sets it")
+
+
 def test_a_class_forwarding_kwargs_has_its_bases_settings_and_the_subclass_hint_wins():
     class Base:
         def __init__(self, batch_size: PositiveInt = 8, seed: int = 0): ...

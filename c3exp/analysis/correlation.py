@@ -127,8 +127,7 @@ def first_samples(loader: Any, count: int) -> list[tuple[Any, Any]]:
 class ChannelCorrelation(L.Callback):
     """Logs analysis/corr_stage{i} (stage i = model.stages[i-1]) through the module; files only from global rank 0."""
 
-    def __init__(self, out_dir: str, every_n_epochs: PositiveInt = 1, num_images: Annotated[int, at.Ge(2)] = 128,
-                 heatmaps: bool = True):
+    def __init__(self, out_dir: str, every_n_epochs: PositiveInt, num_images: Annotated[int, at.Ge(2)], heatmaps: bool):
         self.out_dir = Path(out_dir)
         self.every_n_epochs, self.num_images, self.heatmaps = every_n_epochs, num_images, heatmaps
         self._images: torch.Tensor | None = None

@@ -72,8 +72,7 @@ class BatchedDataModule(L.LightningDataModule):
 
     pin_memory = True
 
-    def __init__(self, batch_size: PositiveInt = 128, eval_batch_size: PositiveInt | None = None,
-                 num_workers: NonNegativeInt = 2):
+    def __init__(self, batch_size: PositiveInt, eval_batch_size: PositiveInt | None, num_workers: NonNegativeInt):
         super().__init__()
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size or batch_size, num_workers
 
@@ -112,7 +111,7 @@ ROLES_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test"
 class SplitsDataModule(BatchedDataModule):
     """Splits opened once by role (VOC, COCO); `seed`: kept for the config, augmentation draws from the global RNG."""
 
-    def __init__(self, name: str, root: str, seed: int = 0, **loading: Any) -> None:
+    def __init__(self, name: str, root: str, seed: int, **loading: Any) -> None:
         super().__init__(**loading)
         self.name, self.root, self.seed = name, Path(root).expanduser(), seed
         self.datasets: dict[str, Dataset] = {}
@@ -141,20 +140,20 @@ class ImageDataModule(BatchedDataModule):
         self,
         name: str,
         num_classes: Annotated[int, at.Ge(2)] | None,  # null: imagefolder counts its class folders
-        image_size: PositiveInt = 32,
-        channels: PositiveInt = 3,
-        val_split: Annotated[NonNegativeInt, "0: validate on the test split"] = 0,
+        image_size: PositiveInt,
+        channels: PositiveInt,
+        val_split: Annotated[NonNegativeInt, "0: validate on the test split"],
+        augment: bool,
+        crop_padding: NonNegativeInt,
+        hflip: bool,
+        train_repeats: PositiveInt,
+        on_device: bool,
+        seed: int,
+        mixup_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"],
+        cutmix_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"],
+        random_erasing: Annotated[Probability, "0: off"],
         split_seed: int = 0,
-        augment: bool = True,
-        crop_padding: NonNegativeInt = 4,
-        hflip: bool = True,
         pin_memory: bool = True,
-        train_repeats: PositiveInt = 1,
-        on_device: bool = False,
-        seed: int = 0,
-        mixup_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"] = 0.0,
-        cutmix_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"] = 0.0,
-        random_erasing: Annotated[Probability, "0: off"] = 0.0,
         **loading: Any,
     ):
         super().__init__(**loading)

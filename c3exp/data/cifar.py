@@ -69,8 +69,8 @@ def missing_data_message(name: str, root: Path, reason: str) -> str:
 class CIFARDataModule(ImageDataModule):
     """CIFAR-10 or CIFAR-100 (chosen by `name`), held in memory as uint8 arrays."""
 
-    def __init__(self, name: Literal["cifar10", "cifar100"], root: str = "data", download: bool = True,
-                 verify_checksums: bool = True, **kwargs):
+    def __init__(self, name: Literal["cifar10", "cifar100"], root: str, download: bool, verify_checksums: bool,
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self.root, self.download, self.verify_checksums = Path(root).expanduser(), download, verify_checksums
         self.mean, self.std = _STATS[self.name]

@@ -49,12 +49,12 @@ class COCODetectionDataModule(DetectionDataModule):
 
     def __init__(
         self,
-        train_images: str = "train2017",
-        train_annotations: str = "annotations/instances_train2017.json",
-        val_images: str = "val2017",
-        val_annotations: str = "annotations/instances_val2017.json",
-        test_images: str | None = None,
-        test_annotations: str | None = None,
+        train_images: str,
+        train_annotations: str,
+        val_images: str,
+        val_annotations: str,
+        test_images: str | None,
+        test_annotations: str | None,
         **settings: Any,
     ):
         super().__init__(**settings)

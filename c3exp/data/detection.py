@@ -18,13 +18,12 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
 from c3exp.data.base import SplitsDataModule
-from c3exp.data.voc import VOC_CLASSES, VOCLayout, Year, check_listed
+from c3exp.data.voc import VOCLayout, Year, check_listed
 from c3exp.errors import DataNotFoundError, check
 from c3exp.schema import PositiveInt
 
 log = logging.getLogger(__name__)
 
-VOC_DETECTION_CLASSES = VOC_CLASSES[1:]  # the 20 object classes, without the background
 Target = dict[str, Any]
 Sample = tuple[torch.Tensor, Target]
 Box = tuple[float, float, float, float]
@@ -105,10 +104,10 @@ class DetectionDataModule(SplitsDataModule):
         num_classes: Annotated[int, at.Ge(2), "the background and at least one object class"],
         min_size: PositiveInt | Annotated[list[PositiveInt], at.MinLen(1)],
         max_size: Annotated[PositiveInt, "the longer side's cap"],
-        hflip: bool = True,
+        hflip: bool,
         invalid_boxes: Annotated[Literal["error", "drop"], "error: such a box stops the run, naming its file; "
-                                 "drop: skipped, one warning line counts them"] = "error",
-        headline_metric: Literal["map", "map_50", "map_75"] = "map_50",
+                                 "drop: skipped, one warning line counts them"],
+        headline_metric: Literal["map", "map_50", "map_75"],
         **settings: Any,
     ):
         super().__init__(**settings)
@@ -144,12 +143,12 @@ class VOCDetectionDataModule(VOCLayout, DetectionDataModule):
 
     def __init__(
         self,
-        year: Year = "2007",
-        download: bool = False,
+        year: Year,
+        download: bool,
         class_names: Annotated[Sequence[str], at.Predicate(lambda names: all(names) and len(set(names)) == len(names)),
-                               "distinct non-empty names, the objects' <name>s in the XML"] = VOC_DETECTION_CLASSES,
-        train_split: str = "trainval", val_split: str = "test", test_split: str = "test",
-        use_difficult: bool = True,
+                               "distinct non-empty names, the objects' <name>s in the XML"],
+        train_split: str, val_split: str, test_split: str,
+        use_difficult: bool,
         **settings: Any,
     ):
         super().__init__(**settings)

@@ -19,15 +19,13 @@ def load_digits_32(image_size: int = 32) -> ImageArrays:
 
 
 class DigitsDataModule(ImageDataModule):
-    """A fixed, seeded split of the digits; flips are off by default (a mirrored 2 is not a 2)."""
+    """A fixed, seeded split of the digits (`test_fraction` of them the test split)."""
 
     # Pixel statistics of the 1,438 non-test images after upsampling to 32x32 (load_digits_32 / 255).
     mean = (0.306, 0.306, 0.306)
     std = (0.324, 0.324, 0.324)
 
-    def __init__(self, test_fraction: float = 0.2, **kwargs):
-        kwargs.setdefault("hflip", False)
-        kwargs.setdefault("crop_padding", 2)
+    def __init__(self, test_fraction: float, **kwargs):
         super().__init__(**kwargs)
         self.test_fraction = test_fraction
         self._all: ImageArrays | None = None

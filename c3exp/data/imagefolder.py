@@ -44,7 +44,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, root: str, train_dir: str = "train", val_dir: str = "val", test_dir: str | None = None,
+    def __init__(self, root: str, train_dir: str, val_dir: str, test_dir: str | None = None,
                  **kwargs: Any):
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()

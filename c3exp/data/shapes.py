@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from c3exp.data.coco import COCODetectionDataModule
-from c3exp.data.detection import DetectionDataModule, VOCDetectionDataModule
+from c3exp.data.detection import VOCDetectionDataModule
 from c3exp.data.voc import VOCSegmentationDataModule
 from c3exp.errors import check
 from c3exp.schema import PositiveInt
@@ -273,15 +273,13 @@ class WritesShapes:
     """Mixed in before a real data module: writes the scenes on first use; `fixed`: settings the files decide."""
 
     root: Path
-    defaults: ClassVar[dict[str, Any]] = {}
-    fixed: ClassVar[dict[str, Any]] = {}
+    fixed: ClassVar[dict[str, Any]] = {"year": "2012", "download": False}  # VOC 2012's layout, never downloaded
 
-    def __init__(self, train_images: PositiveInt = 300, val_images: PositiveInt = 100, image_size: PositiveInt = 64,
-                 generator_seed: int = 0, **kwargs: Any):
+    def __init__(self, train_images: PositiveInt, val_images: PositiveInt, image_size: PositiveInt,
+                 generator_seed: int, **kwargs: Any):
         self.generator = {"splits": {"train": train_images, "val": val_images}, "image_size": image_size,
                           "seed": generator_seed}
-        sizes = {"min_size": image_size, "max_size": image_size} if isinstance(self, DetectionDataModule) else {}
-        settings = {**self.defaults, **sizes, **kwargs, **self.fixed}
+        settings = {**kwargs, **self.fixed}
         for key in self.fixed:
             check(key not in kwargs, f"data.{key}", kwargs.get(key), f"no setting of data={settings['name']}, "
                   f"whose files are the generator's")
@@ -301,21 +299,16 @@ class WritesShapes:
 class ShapesDataModule(WritesShapes, VOCSegmentationDataModule):
     """The shapes scenes, read exactly as real VOC segmentation is."""
 
-    defaults: ClassVar[dict[str, Any]] = {"name": "shapes", "num_classes": NUM_CLASSES}
-
 
 class ShapesDetectionDataModule(WritesShapes, VOCDetectionDataModule):
     """The shapes scenes' detection XML (VOC 2012 layout, ImageSets/Main lists), read as real VOC detection is."""
 
-    defaults: ClassVar[dict[str, Any]] = {
-        "name": "shapes_detection", "year": "2012", "class_names": CLASSES, "num_classes": NUM_CLASSES,
-        "train_split": "train", "val_split": "val", "test_split": "val"}
+    fixed: ClassVar[dict[str, Any]] = {**WritesShapes.fixed, "class_names": CLASSES}
 
 
 class ShapesCOCODataModule(WritesShapes, COCODetectionDataModule):
     """The shapes scenes' COCO JSON (annotations/instances_<split>.json over VOC's JPEGImages), read as COCO is."""
 
-    defaults: ClassVar[dict[str, Any]] = {"name": "shapes_coco", "num_classes": NUM_CLASSES}
     fixed: ClassVar[dict[str, Any]] = {
         "train_images": str(VOC_FOLDER / "JPEGImages"), "train_annotations": "annotations/instances_train.json",
         "val_images": str(VOC_FOLDER / "JPEGImages"), "val_annotations": "annotations/instances_val.json",

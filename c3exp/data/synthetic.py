@@ -7,7 +7,7 @@ from c3exp.data.base import ImageArrays, ImageDataModule
 
 
 class SyntheticDataModule(ImageDataModule):
-    def __init__(self, num_train: int = 50_000, num_test: int = 10_000, **kwargs):
+    def __init__(self, num_train: int, num_test: int, **kwargs):
         super().__init__(**kwargs)
         self.num_train, self.num_test = num_train, num_test
 

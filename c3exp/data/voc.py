@@ -15,7 +15,6 @@ from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from c3exp.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from c3exp.data.base import ROLES, SplitsDataModule
 from c3exp.errors import DataNotFoundError, check
 from c3exp.schema import PositiveFloat, PositiveInt
@@ -154,18 +153,18 @@ class VOCSegmentationDataModule(VOCLayout):
 
     def __init__(
         self,
-        year: Year = "2012",
-        download: bool = False,
-        num_classes: Annotated[int, at.Interval(ge=1, le=255)] = 21,
-        train_split: str = "train", val_split: str = "val", test_split: str = "val",
-        crop_size: PositiveInt = 321,
+        year: Year,
+        download: bool,
+        num_classes: Annotated[int, at.Interval(ge=1, le=255)],
+        train_split: str, val_split: str, test_split: str,
+        crop_size: PositiveInt,
         scale_range: Annotated[tuple[PositiveFloat, PositiveFloat], at.Predicate(lambda r: r[0] <= r[1]),
-                               "[low, high], low <= high"] = (0.5, 2.0),
-        hflip: bool = True, augment: bool = True, pad_to_crop: bool = True,
-        ignore_index: int = 255,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = IMAGENET_STD,
-        check_masks: bool = True,
+                               "[low, high], low <= high"],
+        hflip: bool, augment: bool, pad_to_crop: bool,
+        ignore_index: int,
+        mean: tuple[float, float, float],
+        std: tuple[PositiveFloat, PositiveFloat, PositiveFloat],
+        check_masks: bool,
         **settings: Any,
     ):
         super().__init__(**settings)

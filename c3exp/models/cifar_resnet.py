@@ -65,8 +65,8 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-def cifar_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: Depth = 20, width: PositiveInt = 1,
-                 shortcut: Shortcut = "projection", input_size: int | None = None) -> ResNet:
+def cifar_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, *, depth: Depth, width: PositiveInt,
+                 shortcut: Shortcut, input_size: int | None = None) -> ResNet:
     """ResNet-`depth` (6k + 2) for 32x32 inputs, widths 16/32/64 x width; the stem keeps 16 channels, as WRNs do."""
     plan = placement_plan(attn, CIFAR_SPATIAL_SIZES)
     stem = nn.Sequential(conv3x3(3, STEM_CHANNELS), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True))
@@ -88,7 +88,7 @@ def cifar_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth:
     return model
 
 
-def wide_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, depth: WideDepth = 22, width: PositiveInt = 10,
-                shortcut: Shortcut = "projection", input_size: int | None = None) -> ResNet:
+def wide_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, *, depth: WideDepth, width: PositiveInt,
+                shortcut: Shortcut, input_size: int | None = None) -> ResNet:
     """The paper's Wide-ResNet: cifar_resnet(depth - 2), as WRN naming counts the two projection shortcuts as layers."""
-    return cifar_resnet(num_classes, attn, depth - 2, width, shortcut, input_size)
+    return cifar_resnet(num_classes, attn, depth=depth - 2, width=width, shortcut=shortcut, input_size=input_size)

@@ -39,8 +39,8 @@ class SegmentationNet(nn.Module):
         return result
 
 
-def segmentation_net(backbone: ResNet, num_classes: int, head: str | Mapping[str, Any] = "deeplabv2",
-                     aux_loss: bool = False, head_options: Mapping[str, Any] | None = None) -> SegmentationNet:
+def segmentation_net(backbone: ResNet, num_classes: int, head: str | Mapping[str, Any], aux_loss: bool,
+                     head_options: Mapping[str, Any] | None) -> SegmentationNet:
     """`head` on the backbone's last stage and, with `aux_loss`, an FCN head on the one before."""
     channels = backbone.stage_channels
     main = create_head(head, channels[-1], num_classes, **dict(head_options or {}))

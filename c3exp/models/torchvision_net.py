@@ -57,8 +57,8 @@ ARCHS: dict[str, Callable[[Any], Layout]] = {
 }
 
 
-def torchvision_net(num_classes: int, attn: Mapping[str, Any] | None = None, arch: str = "mobilenet_v2",
-                    weights: str | None = None, input_size: int | None = None) -> ResNet:
+def torchvision_net(num_classes: int, attn: Mapping[str, Any] | None = None, *, arch: str, weights: str | None,
+                    input_size: int | None = None) -> ResNet:
     """torchvision's <arch>; VGG below 224 px without weights: a pooled linear head, not 120M on a repeated 1x1 map."""
     check(arch in ARCHS, "model.arch", arch, ARCHS)
     net = models.get_model(arch, num_classes=num_classes)

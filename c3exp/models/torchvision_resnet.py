@@ -20,9 +20,8 @@ OUTPUT_STRIDES = {32: (False, False, False), 16: (False, False, True), 8: (False
 BASIC_BLOCKS_PER_STAGE = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
 
-def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, arch: Arch = "resnet18",
-                       output_stride: Literal[32, 16, 8] = 32, weights: str | None = None,
-                       input_size: int | None = None) -> ResNet:
+def torchvision_resnet(num_classes: int, attn: Mapping[str, Any] | None = None, *, arch: Arch,
+                       output_stride: Literal[32, 16, 8], weights: str | None, input_size: int | None = None) -> ResNet:
     """torchvision's <arch> as stem / stages / head; block attention follows each block's last BN."""
     replace = list(OUTPUT_STRIDES[output_stride])
     if any(replace) and arch in BASIC_BLOCKS_PER_STAGE:

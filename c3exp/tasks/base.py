@@ -42,14 +42,15 @@ class TaskModule(L.LightningModule):
         net: nn.Module,
         num_classes: int,
         optimizer: OptimizerFactory,
+        *,
+        label_smoothing: Annotated[float, at.Interval(ge=0, lt=1), "0: none"],
+        tta_flip: bool,
+        primary_metric: PrimaryMetric | Mapping[str, Any] | None,  # null: the task's own (default_primary)
+        name: str,  # the task config's name, which results and reports read from the config; the module needs none
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         run_config: dict[str, Any] | None = None,
-        primary_metric: PrimaryMetric | Mapping[str, Any] | None = None,
-        name: str | None = None,
         warmup_epochs: float = 0,
-        label_smoothing: Annotated[float, at.Interval(ge=0, lt=1), "0: none"] = 0.0,
-        tta_flip: bool = False,
         channels_last: bool = False,
         compile: bool = False,
     ):

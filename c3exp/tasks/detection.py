@@ -54,6 +54,10 @@ class DetectionModule(TaskModule):
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/map_50", "max")
     loss_terms: ClassVar[tuple[str, ...]] = LOSS_TERMS
 
+    def __init__(self, *args: Any, label_smoothing: float = 0.0, tta_flip: bool = False, **kwargs: Any):
+        """The recipe options off, no keys of conf/task/detection.yaml: the detector has no such loss or flip averaging."""
+        super().__init__(*args, label_smoothing=label_smoothing, tta_flip=tta_flip, **kwargs)
+
     def make_metrics(self, prefix: str) -> MetricCollection:
         # the detector predicts boxes only in eval mode: training epochs have their losses, not mAP
         return MetricCollection({} if prefix == "train/" else detection_metrics(), prefix=prefix)

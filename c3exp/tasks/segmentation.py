@@ -28,7 +28,7 @@ class SegmentationModule(TaskModule):
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/miou", "max")
     reads_options: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "tta_flip"})
 
-    def __init__(self, *args: Any, aux_weight: NonNegativeFloat = 0.4, ignore_index: int = 255, **kwargs: Any):
+    def __init__(self, *args: Any, aux_weight: NonNegativeFloat, ignore_index: int, **kwargs: Any):
         self.ignore_index, self.aux_weight = ignore_index, float(aux_weight)  # make_metrics reads ignore_index
         super().__init__(*args, **kwargs)
 

@@ -96,9 +96,8 @@ def persistent_run_id(save_dir: Path, resume: str | None = "auto") -> str:
     return path.read_text().strip()
 
 
-def wandb_logger(project: str, save_dir: str, name: str, config_key: str, group: str | None = None,
-                 tags: list[str] | None = None, mode: str = "auto", resume: str | None = "auto",
-                 server_timeout: float = 10.0, **kwargs: Any) -> WandbLogger:
+def wandb_logger(project: str, save_dir: str, name: str, config_key: str, group: str | None, tags: list[str] | None,
+                 mode: str, resume: str | None, server_timeout: float, **kwargs: Any) -> WandbLogger:
     """Lightning's WandbLogger (given `kwargs`), one group per sweep and config (all seeds together); see reachable_mode."""
     sweep = f"{Path(HydraConfig.get().sweep.dir).name}/" if in_multirun() else ""
     return WandbLogger(project=project, name=name, group=group or sweep + config_key, tags=list(tags or []),

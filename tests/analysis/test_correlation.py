@@ -10,11 +10,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from c3exp.analysis import stage_correlations, stage_outputs
+from c3exp.analysis import ChannelCorrelation, stage_correlations, stage_outputs
 from c3exp.analysis.correlation import (CorrelationAccumulator, channel_correlation, log_image_to_wandb,
                                         mean_abs_off_diagonal)
 from c3exp.errors import ConfigError
+from c3exp.paths import config_dir
+from c3exp.saved_config import rebuild_config
 from c3exp.training.train import instantiate_group
 from tests.conftest import run_config
 
@@ -116,3 +120,15 @@ def test_callback_rejects_bad_settings(tmp_path):
     cfg = run_config(["callbacks=analysis", "callbacks.channel_correlation.every_n_epochs=0"], tmp_path)
     with pytest.raises(ConfigError, match=r"callbacks\.channel_correlation\.every_n_epochs=0 is not valid"):
         instantiate_group(cfg.callbacks, "callbacks")
+
+
+def test_an_older_checkpoint_gets_the_settings_its_config_lacks_from_analysis_yaml():
+    """The signature has no defaults: a checkpoint stored before a key existed rebuilds with the YAML's value now."""
+    stored = {"choices": {"callbacks": "analysis"},
+              "config": {"callbacks": {"channel_correlation": {"out_dir": "old"}}}}
+    recorder = instantiate(rebuild_config({"c3exp": stored}, "old.ckpt").callbacks.channel_correlation)
+    yaml = OmegaConf.load(config_dir() / "callbacks" / "analysis.yaml").channel_correlation
+    assert isinstance(recorder, ChannelCorrelation)
+    assert recorder.out_dir == Path("old.ckpt").resolve().parents[1] / "analysis"  # never the checkpoint's
+    assert (recorder.every_n_epochs, recorder.num_images, recorder.heatmaps) == (
+        yaml.every_n_epochs, yaml.num_images, yaml.heatmaps)

@@ -33,6 +33,7 @@ FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar
         ("attn=c3,sparse", f"attn='sparse' is not valid: expected one of {', '.join(group_choices('attn'))}"),
         ("keep_freed_memory=sometimes", "keep_freed_memory='sometimes' is not valid: expected true or false"),
         ("data=imagefolder", "data.root='???' is not valid: expected a value: data.root has no default"),
+        ("~model.width", "model.width='???' is not valid: expected a value: c3exp.models.cifar_resnet.cifar_resnet has no"),
         ("trainer.precision=17", "Lightning rejects the trainer settings (trainer.accelerator=cpu, trainer.devices=1, "
                                  "trainer.precision=17): Precision 17 is invalid"),
         ("trainer.devices=0", "Lightning rejects the trainer settings (trainer.accelerator=cpu, trainer.devices=0,"),

@@ -2,21 +2,23 @@
 erasing) in both data paths, off by default, checked up front, and exact under the per-epoch reseeding."""
 from __future__ import annotations
 
-import inspect
 from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.utils import get_class
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 import c3exp
-from c3exp.config import check_command_line, group_choices
+from c3exp.config import check_command_line, group_choices, instantiate_checked
 from c3exp.data import ArrayDataset, ImageDataModule, SyntheticDataModule, build_transforms
 from c3exp.data.device import DeviceBatches
 from c3exp.errors import ConfigError
+from c3exp.saved_config import rebuild_config
 from c3exp.schema import check_settings
 from c3exp.training.callbacks import EpochSeed
+from tests.data import data_module
 
 RECIPE_KEYS = ("mixup_alpha", "cutmix_alpha", "random_erasing")
 CLASSES, BATCH = 10, 16
@@ -24,8 +26,8 @@ CLASSES, BATCH = 10, 16
 
 def synthetic(**kwargs) -> SyntheticDataModule:
     """96 training and 32 test images of 10 classes: 6 training batches of 16."""
-    settings = dict(name="synthetic", num_classes=CLASSES, num_train=96, num_test=32, num_workers=0, batch_size=BATCH)
-    return SyntheticDataModule(**{**settings, **kwargs})
+    return data_module("synthetic", **{"num_classes": CLASSES, "num_train": 96, "num_test": 32, "batch_size": BATCH,
+                                       **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -45,18 +47,28 @@ def test_bad_recipe_values_are_one_line(key, value, allowed):
     assert error.value.key == f"data.{key}" and allowed in error.value.allowed and "\n" not in str(error.value)
 
 
-def test_the_recipe_keys_are_in_every_image_data_config_with_the_constructors_defaults():
-    """Listed in the YAML so that `data.mixup_alpha=0.2` is a known key; the constructor's default serves
-    configs saved before the keys existed (eval, resume). Both say off."""
-    defaults = inspect.signature(ImageDataModule).parameters
+def test_the_recipe_keys_are_in_every_image_data_config_and_off():
+    """Listed in every image data config (through conf/data/base/image.yaml) so that `data.mixup_alpha=0.2` is a
+    known key; the YAML is their only default and says off."""
     image_data = []
     for choice in group_choices("data"):
         data = c3exp.compose([f"data={choice}"]).data
         if issubclass(get_class(data._target_), ImageDataModule):
             image_data.append(choice)
-            assert {key: data[key] for key in RECIPE_KEYS} == {key: defaults[key].default for key in RECIPE_KEYS} == dict.fromkeys(RECIPE_KEYS, 0.0)
+            assert {key: data[key] for key in RECIPE_KEYS} == dict.fromkeys(RECIPE_KEYS, 0.0)
     assert sorted(image_data) == ["cifar10", "cifar100", "digits", "imagefolder", "imagenet", "synthetic"]
     check_command_line(["data=cifar10", "data.mixup_alpha=0.2", "data.cutmix_alpha=1.0", "data.random_erasing=0.25"])
+
+
+def test_a_stored_data_config_without_the_recipe_keys_gets_the_yamls_values():
+    """Checkpoints saved before the keys existed rebuild (saved_config) with conf/data/base/image.yaml's values."""
+    old = OmegaConf.to_container(c3exp.compose(["data=digits"]).data, resolve=True)
+    for key in (*RECIPE_KEYS, "eval_batch_size"):
+        del old[key]
+    cfg = rebuild_config({"c3exp": {"config": {"data": old}, "choices": {"data": "digits"}}}, "old.ckpt")
+    datamodule = instantiate_checked(cfg.data, "data")
+    assert (datamodule.mixup_alpha, datamodule.cutmix_alpha, datamodule.random_erasing) == (0.0, 0.0, 0.0)
+    assert datamodule.eval_batch_size == datamodule.batch_size == 32 and datamodule.batch_mixing() is None
 
 
 def test_off_the_loader_batches_are_the_plain_recipes_bit_for_bit():
@@ -157,13 +169,12 @@ def test_an_epochs_batches_do_not_depend_on_earlier_epochs(monkeypatch, option, 
 def test_image_folders_get_the_options_after_their_own_transforms(tmp_path):
     """ImageFolderDataModule has its own transforms and dataset: erasing and mixing still reach its training batches,
     and mixing one-hots with the class count found in the folder (num_classes: null)."""
-    from c3exp.data import ImageFolderDataModule
     from tests.data.test_imagefolder import write_image_folder
 
     root = write_image_folder(tmp_path, classes=3)
-    settings = dict(root=str(root), name="imagefolder", num_classes=None, image_size=32, batch_size=6, num_workers=0)
+    settings = dict(root=str(root), image_size=32, batch_size=6, num_workers=0)
     torch.manual_seed(0)
-    images, labels = next(iter(ImageFolderDataModule(**settings, random_erasing=1.0).train_dataloader()))
+    images, labels = next(iter(data_module("imagefolder", **settings, random_erasing=1.0).train_dataloader()))
     assert (images == 0).flatten(1).any(1).all() and labels.dtype == torch.long  # ImageNet statistics never give 0
-    _, mixed = next(iter(ImageFolderDataModule(**settings, mixup_alpha=0.4).train_dataloader()))
+    _, mixed = next(iter(data_module("imagefolder", **settings, mixup_alpha=0.4).train_dataloader()))
     assert mixed.shape == (6, 3) and torch.allclose(mixed.sum(1), torch.ones(6))

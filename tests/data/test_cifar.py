@@ -12,11 +12,12 @@ from torchvision import datasets
 from c3exp.data import CIFARDataModule
 from c3exp.errors import DataNotFoundError
 from tests.conftest import cli_error_line, write_cifar
+from tests.data import data_module
 
 
 def cifar(root: Path, name: str = "cifar10", **kwargs) -> CIFARDataModule:
     kwargs = {"batch_size": 8, "num_workers": 0, "download": False, "verify_checksums": False, **kwargs}
-    return CIFARDataModule(root=str(root), name=name, num_classes=10 if name == "cifar10" else 100, **kwargs)
+    return data_module(name, root=str(root), **kwargs)
 
 
 @pytest.mark.parametrize("variant", ["cifar10", "cifar100"])

@@ -11,9 +11,8 @@ import torch
 
 from c3exp.data.coco import COCODetectionDataModule
 from c3exp.errors import ConfigError, DataNotFoundError
-from tests.conftest import HEIGHT, SMALL, WIDTH, data_config, error_of, picture
-
-COCO2017 = {key: data_config("coco2017")[key] for key in ("name", "num_classes", "min_size", "max_size")}
+from tests.conftest import HEIGHT, SMALL, WIDTH, error_of, picture
+from tests.data import data_module
 
 
 CATEGORIES = [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}]  # out of order, not contiguous: labels by id
@@ -34,7 +33,7 @@ def write_coco(root: Path, annotations: list[dict], images: list[dict] | None = 
 def coco(root: Path, **kwargs) -> COCODetectionDataModule:
     files = {f"{role}_{kind}": path for role in ("train", "val")
              for kind, path in (("images", "images"), ("annotations", "annotations.json"))}
-    return COCODetectionDataModule(root=str(root), **files, **{"num_classes": 3, **SMALL, **kwargs})
+    return data_module("coco2017", root=str(root), **files, **{"num_classes": 3, "invalid_boxes": "error", **SMALL, **kwargs})
 
 
 def annotation(number: int, image: int, category: int, bbox: list[float], crowd: int = 0) -> dict:
@@ -106,7 +105,7 @@ def test_bad_coco_boxes_can_be_dropped_with_one_warning(tmp_path, caplog):
 
 
 def test_missing_coco_is_a_paragraph_naming_data_root_and_where_to_get_it(tmp_path):
-    message = str(pytest.raises(DataNotFoundError, COCODetectionDataModule(root=str(tmp_path), **COCO2017).setup, "fit").value)
+    message = str(pytest.raises(DataNotFoundError, data_module("coco2017", root=str(tmp_path)).setup, "fit").value)
     assert str((tmp_path / "annotations" / "instances_train2017.json").resolve()) in message
     assert "data.root" in message and "cocodataset.org" in message and "train2017/*.jpg" in message
     assert "data=shapes_coco" in message

@@ -13,9 +13,8 @@ from PIL import Image
 from c3exp.data.detection import VOCDetectionDataModule, detection_collate
 from c3exp.errors import ConfigError, DataNotFoundError
 from c3exp.schema import check_settings
-from tests.conftest import HEIGHT, SMALL, WIDTH, data_config, error_of, picture
-
-VOC2007 = {key: data_config("voc2007")[key] for key in ("name", "num_classes", "min_size", "max_size")}
+from tests.conftest import HEIGHT, SMALL, WIDTH, error_of, picture
+from tests.data import data_module
 
 
 # -- writing files in VOC's format ----------------------------------------------------------------------------
@@ -54,7 +53,7 @@ def write_voc(root: Path, samples: dict[str, tuple[Image.Image, str]], split: st
 def voc(root: Path, **kwargs) -> VOCDetectionDataModule:
     settings = {"class_names": ["cat", "dog"], "num_classes": 3, "val_split": "trainval", "test_split": "trainval",
                 **SMALL, **kwargs}
-    return VOCDetectionDataModule(root=str(root), **settings)
+    return data_module("voc2007", root=str(root), **settings)
 
 
 # -- hand-written VOC ------------------------------------------------------------------------------------
@@ -119,7 +118,7 @@ def test_difficult_objects_are_crowd_or_dropped_and_an_empty_image_is_a_negative
 
 
 def test_voc_class_names_and_num_classes(tmp_path):
-    data = VOCDetectionDataModule(root=str(tmp_path), **VOC2007)
+    data = data_module("voc2007", root=str(tmp_path))
     assert data.num_classes == 21 and data.class_names[0] == "background" and data.class_names[1] == "aeroplane"
     assert len(data.class_names) == 21 and data.splits == {"train": "trainval", "val": "test", "test": "test"}
     message = error_of(lambda: voc(tmp_path, num_classes=21), ConfigError)
@@ -172,9 +171,9 @@ def test_bad_voc_files_are_one_line_naming_the_file_and_value(tmp_path):
 
 
 def test_missing_voc_is_a_paragraph_naming_data_root(tmp_path):
-    message = str(pytest.raises(DataNotFoundError, VOCDetectionDataModule(root=str(tmp_path), **VOC2007).setup, "fit").value)
+    message = str(pytest.raises(DataNotFoundError, data_module("voc2007", root=str(tmp_path)).setup, "fit").value)
     assert str((tmp_path / "VOCdevkit" / "VOC2007").resolve()) in message and "no such folder" in message
     assert "data.root" in message and "data.download=true" in message and "data=shapes_detection" in message
     write_voc(tmp_path, {"a": (picture(), voc_xml([]))})  # trainval only: the test set is its own archive
-    message = str(pytest.raises(DataNotFoundError, VOCDetectionDataModule(root=str(tmp_path), **VOC2007).setup, "test").value)
+    message = str(pytest.raises(DataNotFoundError, data_module("voc2007", root=str(tmp_path)).setup, "test").value)
     assert "no ImageSets/Main/test.txt" in message and "VOCtest_06-Nov-2007.tar" in message and "data.root" in message

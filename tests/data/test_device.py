@@ -20,13 +20,14 @@ from c3exp.data.device import (
 )
 from c3exp.training.train import train
 from tests.conftest import TINY_DIGITS, run_config, without_timing
+from tests.data import data_module
 
 MEAN, STD = DigitsDataModule.mean, DigitsDataModule.std
 
 
 @pytest.fixture(scope="module")
 def digits() -> DigitsDataModule:
-    datamodule = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
+    datamodule = data_module("digits", batch_size=128, train_repeats=1)
     datamodule.setup()
     return datamodule
 
@@ -164,8 +165,7 @@ def test_processes_take_disjoint_shards_and_repeats_multiply_an_epoch():
 
 
 def test_on_device_datamodule_batches_like_the_loader(digits):
-    on_device = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180, on_device=True,
-                                 batch_size=16, train_repeats=2)
+    on_device = data_module("digits", on_device=True, batch_size=16, train_repeats=2)
     images, labels = next(iter(on_device.val_dataloader()))
     loader_images, loader_labels = next(iter(digits.val_dataloader()))
     assert torch.equal(labels, loader_labels[:16]) and torch.equal(images, loader_images[:16])

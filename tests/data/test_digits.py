@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from c3exp.data import DigitsDataModule
+from tests.data import data_module
 
 
 def test_digits_are_real_images_with_a_fixed_split():
-    first = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
-    second = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
+    first = data_module("digits", batch_size=128, train_repeats=1)
+    second = data_module("digits", batch_size=128, train_repeats=1)
     first.setup()
     second.setup()
     sizes = {split: len(arrays) for split, arrays in first.splits.items()}
@@ -28,7 +28,7 @@ def test_digits_are_real_images_with_a_fixed_split():
 
 def test_digits_normalisation_constants_are_the_data_statistics():
     """Normalised digits have zero mean and unit spread over the images training may see."""
-    data = DigitsDataModule(name="digits", num_classes=10, num_workers=0, val_split=180)
+    data = data_module("digits", batch_size=128, train_repeats=1)
     everything, train_index, _ = data._partition()
     pixels = everything.subset(train_index).images.float() / 255
     assert data.mean == pytest.approx((pixels.mean().item(),) * 3, abs=5e-4)

@@ -10,6 +10,7 @@ import pytest
 import c3exp
 from c3exp.errors import ConfigError, DataNotFoundError
 from tests.conftest import cli_error_line
+from tests.data import data_module
 
 
 def write_image_folder(root: Path, classes: int = 2, per_class: int = 4, size: int = 40) -> Path:
@@ -40,17 +41,13 @@ def test_imagefolder_counts_classes_and_trains_a_torchvision_resnet(tmp_path):
 
 
 def test_imagefolder_missing_root_names_the_setting(tmp_path):
-    from c3exp.data import ImageFolderDataModule
-
     with pytest.raises(DataNotFoundError, match="data.root"):
-        ImageFolderDataModule(root=str(tmp_path / "none"), name="imagefolder", num_classes=None).setup()
+        data_module("imagefolder", root=str(tmp_path / "none")).setup()
 
 
 def test_on_device_is_refused_for_image_folders(tmp_path):
-    from c3exp.data import ImageFolderDataModule
-
     with pytest.raises(ConfigError, match="data.on_device"):
-        ImageFolderDataModule(root=str(tmp_path), name="imagefolder", num_classes=2, on_device=True)
+        data_module("imagefolder", root=str(tmp_path), num_classes=2, on_device=True)
 
 
 def write_images(folder: Path, count: int = 1) -> None:

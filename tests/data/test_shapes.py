@@ -24,7 +24,6 @@ from c3exp.data.shapes import (
     VOC_FOLDER,
     Scene,
     Shape,
-    ShapesCOCODataModule,
     ShapesDataModule,
     ShapesDetectionDataModule,
     ensure_shapes_dataset,
@@ -36,7 +35,8 @@ from c3exp.data.shapes import (
 )
 from c3exp.errors import ConfigError
 from c3exp.schema import check_settings
-from tests.conftest import data_config, error_of
+from tests.conftest import error_of
+from tests.data import data_config, data_module
 
 
 SPLITS = {"train": 6, "val": 3}
@@ -207,8 +207,8 @@ def test_data_written_with_other_settings_is_not_reused(tmp_path):
 
 
 def test_shapes_data_module_writes_on_first_use_and_reads_it_as_voc(tmp_path):
-    data = ShapesDataModule(root=str(tmp_path / "shapes"), train_images=6, val_images=3, image_size=32,
-                            crop_size=32, batch_size=4, num_workers=0)
+    data = data_module("shapes", root=str(tmp_path / "shapes"), train_images=6, val_images=3, image_size=32,
+                       crop_size=32, batch_size=4, num_workers=0)
     assert data.num_classes == NUM_CLASSES and data.class_names == ["background", *CLASSES]
     data.prepare_data()
     data.setup("fit")
@@ -221,8 +221,8 @@ def test_shapes_data_module_writes_on_first_use_and_reads_it_as_voc(tmp_path):
 
 def test_the_shapes_config_trains_from_nothing(tmp_path):
     settings = data_config("shapes")
-    assert settings.pop("_target_") == "c3exp.data.shapes.ShapesDataModule"
-    data = ShapesDataModule(**{**settings, "root": str(tmp_path), "train_images": 16, "val_images": 4})
+    assert settings._target_ == "c3exp.data.shapes.ShapesDataModule"
+    data = data_module("shapes", root=str(tmp_path), train_images=16, val_images=4)
     data.prepare_data()
     data.setup("fit")
     images, masks = next(iter(data.train_dataloader()))
@@ -236,8 +236,8 @@ SHAPES = {"train_images": 6, "val_images": 4, "image_size": 48, "batch_size": 4,
 
 
 def test_shapes_voc_xml_and_coco_json_give_the_same_samples(tmp_path):
-    from_xml = ShapesDetectionDataModule(root=str(tmp_path), **SHAPES)
-    from_json = ShapesCOCODataModule(root=str(tmp_path), **SHAPES)  # one generation serves both layouts
+    from_xml = data_module("shapes_detection", root=str(tmp_path), **SHAPES)
+    from_json = data_module("shapes_coco", root=str(tmp_path), **SHAPES)  # one generation serves both layouts
     from_xml.setup(), from_json.setup()
     assert from_xml.class_names == from_json.class_names == ["background", *CLASSES]
     assert from_xml.name == "shapes_detection" and from_json.name == "shapes_coco"
@@ -259,8 +259,8 @@ def test_shapes_voc_xml_and_coco_json_give_the_same_samples(tmp_path):
 
 
 def test_a_batch_has_the_documented_structure(tmp_path):
-    for module in (ShapesDetectionDataModule, ShapesCOCODataModule):
-        data = module(root=str(tmp_path), **SHAPES)
+    for choice in ("shapes_detection", "shapes_coco"):
+        data = data_module(choice, root=str(tmp_path), **SHAPES)
         data.setup("fit")
         images, targets = next(iter(data.train_dataloader()))
         assert isinstance(images, list) and isinstance(targets, list) and len(images) == len(targets) == 4
@@ -279,7 +279,7 @@ def test_a_batch_has_the_documented_structure(tmp_path):
 def test_shapes_settings_are_checked(tmp_path):
     message = error_of(lambda: check_settings({"train_images": 0}, ShapesDetectionDataModule, "data."), ConfigError)
     assert "data.train_images=0" in message
-    message = error_of(lambda: ShapesCOCODataModule(root=str(tmp_path), num_classes=5), ConfigError)
+    message = error_of(lambda: data_module("shapes_coco", root=str(tmp_path), num_classes=5), ConfigError)
     assert "data.num_classes=5" in message and "circle, square, triangle" in message
-    message = error_of(lambda: ShapesCOCODataModule(root=str(tmp_path), val_annotations="x.json"), ConfigError)
+    message = error_of(lambda: data_module("shapes_coco", root=str(tmp_path), val_annotations="x.json"), ConfigError)
     assert "data.val_annotations='x.json'" in message

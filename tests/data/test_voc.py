@@ -15,12 +15,12 @@ from c3exp.data.shapes import VOC_FOLDER, Scene, Shape, regular_polygon, render,
 from c3exp.data.voc import VOC_CLASSES, VOCSegmentationDataModule
 from c3exp.errors import ConfigError, DataNotFoundError
 from c3exp.schema import check_settings
-from tests.conftest import data_config
+from tests.data import data_config, data_module
 
 
 def voc(root: Path, **kwargs) -> VOCSegmentationDataModule:
     settings = {"name": "shapes", "num_classes": 4, "crop_size": 32, "batch_size": 4, "num_workers": 0, **kwargs}
-    return VOCSegmentationDataModule(root=str(root), **settings)
+    return data_module("voc2012", root=str(root), **settings)
 
 
 @pytest.fixture
@@ -261,8 +261,7 @@ def test_train_aug_reads_its_list_and_the_sbd_masks(shapes_root):
 
 
 def test_the_voc2012_config_builds_the_data_module(tmp_path):
-    settings = data_config("voc2012")
-    assert settings.pop("_target_") == "c3exp.data.VOCSegmentationDataModule"
-    data = VOCSegmentationDataModule(**{**settings, "root": str(tmp_path)})
+    assert data_config("voc2012")._target_ == "c3exp.data.VOCSegmentationDataModule"
+    data = data_module("voc2012", root=str(tmp_path))
     assert data.num_classes == 21 and data.crop_size == 321 and data.batch_size == 10
     assert data.class_names == list(VOC_CLASSES)

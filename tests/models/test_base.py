@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from c3exp.models import cifar_resnet
+from tests.conftest import build
 
 
 def test_stage_channels_is_read_only():
     with pytest.raises(AttributeError):
-        cifar_resnet(10).stage_channels = (1, 2, 3)
+        build("model=resnet20").stage_channels = (1, 2, 3)

@@ -10,6 +10,7 @@ import c3exp
 from c3exp.attention import ATTENTION_NAMES, sized_by_map
 from c3exp.errors import ConfigError
 from c3exp.models import PLACEMENTS, build_model, cifar_resnet
+from c3exp.saved_config import rebuild_config
 from tests.conftest import build, hydra_compose as compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,7 +92,7 @@ def test_build_model_is_deterministic_under_a_seed():
 def test_checking_the_c3_blocks_leaves_the_seeded_network_as_the_builder_makes_it():
     attn = {"name": "c3", "placement": "stage_input", "options": {}}
     torch.manual_seed(5)
-    direct = cifar_resnet(100, attn)
+    direct = cifar_resnet(100, attn, depth=20, width=1, shortcut="projection")  # conf/model/resnet20.yaml's
     torch.manual_seed(5)
     built = build("attn=c3")  # the blocks are measured on a meta-device copy first: no random numbers drawn
     for (name, a), b in zip(direct.state_dict().items(), built.state_dict().values()):
@@ -152,3 +153,12 @@ def test_a_builder_must_return_the_container_every_task_builds_on():
     with pytest.raises(ConfigError, match=r"^model._target_='tests.models.test_build_model.not_a_stage_network' is not valid: "
                                           r"expected a builder taking num_classes and attn that returns a c3exp.models.ResNet"):
         build_model(cfg)
+
+
+def test_an_older_checkpoint_without_the_shared_keys_rebuilds_with_the_base_configs_values():
+    """Stored before model.width and model.shortcut were keys: conf/model/base/cifar_resnet.yaml's values, the same net."""
+    stored = {"model": {"_target_": "c3exp.models.cifar_resnet", "name": "resnet20", "depth": 20}}
+    cfg = rebuild_config({"c3exp": {"config": stored}}, "old.ckpt")
+    assert (cfg.model.width, cfg.model.shortcut) == (1, "projection")
+    shapes = lambda net: [(name, p.shape) for name, p in net.named_parameters()]  # noqa: E731
+    assert shapes(build_model(cfg)) == shapes(build("model=resnet20"))

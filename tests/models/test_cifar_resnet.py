@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 )
 @pytest.mark.parametrize("attn", BACKBONE_ATTENTION)
 def test_cifar_stage_channels(builder, depth: int, width: int, channels: tuple[int, ...], attn: str):
-    model = builder(10, BACKBONE_ATTENTION[attn], depth=depth, width=width)
+    model = builder(10, BACKBONE_ATTENTION[attn], depth=depth, width=width, shortcut="projection")
     assert model.stage_channels == channels
     assert output_channels(model, 32) == channels
 

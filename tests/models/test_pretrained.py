@@ -3,6 +3,7 @@ in, other classifiers left as built; files that do not fit are one line."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 C3_STAGE_INPUT = BACKBONE_ATTENTION["c3"]
 SE_EVERY_BLOCK = {"name": "se", "placement": "every_block"}
+resnet18 = partial(torchvision_resnet, arch="resnet18", output_stride=32)  # conf/model/resnet18.yaml's, weights aside
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +36,10 @@ def test_pretrained_file_fills_every_torchvision_tensor_and_leaves_attention_alo
                                                                                    num_classes: int):
     path, weights = resnet18_weights
     torch.manual_seed(0)
-    fresh = torchvision_resnet(num_classes, attn, "resnet18").state_dict()
+    fresh = resnet18(num_classes, attn, weights=None).state_dict()
     torch.manual_seed(0)
     with caplog.at_level(logging.INFO, logger="c3exp.models.pretrained"):
-        loaded = torchvision_resnet(num_classes, attn, "resnet18", weights=str(path)).state_dict()
+        loaded = resnet18(num_classes, attn, weights=str(path)).state_dict()
     skip_fc = num_classes != 1000
     stage_input = attn is C3_STAGE_INPUT  # the stage's first module: its blocks one index on
     from_file = {torchvision_key_in_ours(k, stage_input): v for k, v in weights.items()
@@ -56,14 +58,14 @@ def test_pretrained_file_may_hold_a_state_dict_entry(resnet18_weights, tmp_path:
     path, weights = resnet18_weights
     wrapped = tmp_path / "checkpoint.pth"
     torch.save({"state_dict": weights, "epoch": 3}, wrapped)
-    model = torchvision_resnet(1000, arch="resnet18", weights=str(wrapped))
+    model = resnet18(1000, weights=str(wrapped))
     torch.testing.assert_close(model.stem[0].weight, weights["conv1.weight"], rtol=0, atol=0)
 
 
 def test_pretrained_weights_of_another_arch_are_one_line(resnet18_weights):
     path, _ = resnet18_weights
     with pytest.raises(ConfigError) as error:
-        torchvision_resnet(10, arch="resnet50", weights=str(path))
+        torchvision_resnet(10, arch="resnet50", output_stride=32, weights=str(path))
     message = str(error.value)
     assert error.value.key == "model.weights" and "resnet50" in message and "other shapes" in message
     assert "\n" not in message
@@ -71,7 +73,7 @@ def test_pretrained_weights_of_another_arch_are_one_line(resnet18_weights):
 
 def test_pretrained_weights_path_must_exist(tmp_path: Path):
     with pytest.raises(ConfigError) as error:
-        torchvision_resnet(10, weights=str(tmp_path / "missing.pth"))
+        resnet18(10, weights=str(tmp_path / "missing.pth"))
     assert error.value.key == "model.weights" and "\n" not in str(error.value)
 
 
@@ -79,7 +81,7 @@ def test_pretrained_weights_file_must_be_a_state_dict(tmp_path: Path):
     junk = tmp_path / "junk.pth"
     junk.write_text("not a torch file")
     with pytest.raises(ConfigError) as error:
-        torchvision_resnet(10, weights=str(junk))
+        resnet18(10, weights=str(junk))
     assert error.value.key == "model.weights" and "\n" not in str(error.value)
 
 
@@ -88,6 +90,6 @@ def test_imagenet_weights_offline_is_one_line():
     if (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).exists():
         pytest.skip("torch hub's cache already holds the weights: nothing to download")
     with pytest.raises(DataNotFoundError) as error:
-        torchvision_resnet(10, arch="resnet18", weights="imagenet")
+        resnet18(10, weights="imagenet")
     message = str(error.value)
     assert "model.weights=/path/to/resnet18.pth" in message and url in message and "\n" not in message

@@ -3,6 +3,7 @@ size whatever the backbone, the classifier dropped, every parameter trained."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -19,13 +20,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CLASSES = 5
+resnet18 = partial(torchvision_resnet, arch="resnet18", weights=None)  # conf/model/resnet18.yaml's
 
 
 # backbone -> (builder, input size, last stage map size)
 BACKBONES = {
-    "resnet20": (lambda attn=None: cifar_resnet(10, attn), 32, 8),
-    "resnet18-os8": (lambda attn=None: torchvision_resnet(10, attn, "resnet18", output_stride=8), 65, math.ceil(65 / 8)),
-    "resnet18-os16": (lambda attn=None: torchvision_resnet(10, attn, "resnet18", output_stride=16), 65, math.ceil(65 / 16)),
+    "resnet20": (lambda attn=None: cifar_resnet(10, attn, depth=20, width=1, shortcut="projection"), 32, 8),
+    "resnet18-os8": (lambda attn=None: resnet18(10, attn, output_stride=8), 65, math.ceil(65 / 8)),
+    "resnet18-os16": (lambda attn=None: resnet18(10, attn, output_stride=16), 65, math.ceil(65 / 16)),
 }
 
 
@@ -34,7 +36,7 @@ BACKBONES = {
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_segmentation_output_shapes(backbone: str, head: str, aux_loss: bool):
     build, size, last = BACKBONES[backbone]
-    net = segmentation_net(build(), CLASSES, head=head, aux_loss=aux_loss).eval()
+    net = segmentation_net(build(), CLASSES, head=head, aux_loss=aux_loss, head_options=None).eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         out = net(x)
@@ -50,7 +52,7 @@ def test_segmentation_output_shapes(backbone: str, head: str, aux_loss: bool):
 
 
 def test_the_classifier_is_dropped_and_the_backbone_shared():
-    backbone = torchvision_resnet(10, arch="resnet18", output_stride=8)
+    backbone = resnet18(10, output_stride=8)
     net = SegmentationNet(backbone, DeepLabV2Head(512, CLASSES))
     assert not any(module is backbone.head for module in net.modules())
     assert not any(isinstance(module, nn.Linear) for module in net.modules())
@@ -60,7 +62,7 @@ def test_the_classifier_is_dropped_and_the_backbone_shared():
 
 def test_unknown_head_is_one_line():
     with pytest.raises(ConfigError) as error:
-        segmentation_net(cifar_resnet(10), CLASSES, head="pspnet")
+        segmentation_net(BACKBONES["resnet20"][0](), CLASSES, head="pspnet", aux_loss=False, head_options=None)
     assert error.value.key == "task.net.head" and "\n" not in str(error.value)
 
 
@@ -76,7 +78,7 @@ def test_segmentation_trains_with_attention(backbone: str, attn: str):
     """Every parameter (attention, both heads) gets a finite gradient: nothing unused for DDP."""
     build, size, _ = BACKBONES[backbone]
     torch.manual_seed(0)
-    net = segmentation_net(build(ATTENTION[attn]), CLASSES, head="deeplabv3", aux_loss=True)
+    net = segmentation_net(build(ATTENTION[attn]), CLASSES, head="deeplabv3", aux_loss=True, head_options=None)
     out = net(torch.randn(2, 3, size, size))
     target = torch.randint(0, CLASSES, (2, size, size))
     (F.cross_entropy(out["out"], target) + 0.5 * F.cross_entropy(out["aux"], target)).backward()

@@ -110,7 +110,7 @@ def test_placements_put_one_block_at_each_point_for_its_channels(model: str):
 
 
 def test_mobilenet_attention_sits_after_the_last_bn_of_each_inverted_residual_before_the_add():
-    net = torchvision_net(10, {"name": "se"}, "mobilenet_v2", input_size=32).eval()
+    net = torchvision_net(10, {"name": "se"}, arch="mobilenet_v2", weights=None, input_size=32).eval()
     assert [len(stage) for stage in net.stages] == [1, 2, 3, 7, 5]  # the last stage ends with the 1280-channel conv
     assert net.stage_channels == (16, 24, 32, 96, 1280)
     block = net.stages[2][1]  # 32 -> 32 channels, stride 1: has the residual add
@@ -127,7 +127,7 @@ def test_mobilenet_attention_sits_after_the_last_bn_of_each_inverted_residual_be
 
 
 def test_vgg_attention_ends_each_conv_stage_before_its_pool():
-    net = torchvision_net(10, {"name": "se"}, "vgg16_bn", input_size=32)
+    net = torchvision_net(10, {"name": "se"}, arch="vgg16_bn", weights=None, input_size=32)
     assert isinstance(net.stem[0], nn.Conv2d) and net.stage_channels == (64, 128, 256, 512, 512)
     for stage in net.stages:
         assert isinstance(stage[-1], nn.MaxPool2d) and stage[-2].is_attention and isinstance(stage[-3], nn.ReLU)
@@ -140,18 +140,18 @@ VGG16_BN_AT_32_PX = 14_714_688 + 8_448 + 5_130  # 14,728,266 against 134.3M with
 
 
 def test_vgg_gets_a_classifier_sized_for_small_inputs_unless_imagenet_weights_fill_it(tmp_path):
-    net = torchvision_net(10, None, "vgg16_bn", input_size=32)
+    net = torchvision_net(10, None, arch="vgg16_bn", weights=None, input_size=32)
     assert count_params(net) == VGG16_BN_AT_32_PX
     assert [type(m) for m in net.head] == [nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear]
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with torch.device("meta"):
-        imagenet = torchvision_net(10, None, "vgg16_bn", input_size=224)
+        imagenet = torchvision_net(10, None, arch="vgg16_bn", weights=None, input_size=224)
         theirs = torchvision.models.vgg16_bn(num_classes=10)
     assert count_params(imagenet) == count_params(theirs)
     path = tmp_path / "vgg13_bn.pth"
     with torch.device("meta"):  # shapes only: a 0.5 GB file otherwise
         torch.save(torchvision.models.vgg13_bn().state_dict(), path)
-        pretrained = torchvision_net(10, None, "vgg13_bn", weights=str(path), input_size=32)
+        pretrained = torchvision_net(10, None, arch="vgg13_bn", weights=str(path), input_size=32)
     assert pretrained.head[2].weight.shape == (4096, 512 * 7 * 7)  # the 224-px classifier, its fc6 and fc7 loaded
 
 
@@ -279,7 +279,7 @@ def test_pretrained_weights_load_around_attention_at_paths_and_blocks(tmp_path, 
     torch.save(weights, path)
     attn = {"name": "se", "placement": "every_block", "at": ["features.18"]}
     with caplog.at_level(logging.INFO, logger="c3exp.models.pretrained"):
-        net = torchvision_net(10, attn, "mobilenet_v2", weights=str(path))
+        net = torchvision_net(10, attn, arch="mobilenet_v2", weights=str(path))
     ours = net.state_dict()
     assert ours["stages.4.4.0.0.weight"].equal(weights["features.18.0.weight"])  # features.18 -> stages.4.4.0
     assert ours["stages.3.6.conv.3.weight"].equal(weights["features.13.conv.3.weight"])
@@ -292,7 +292,8 @@ def test_pretrained_weights_load_into_the_new_resnet_archs(tmp_path):
     weights = torchvision.models.resnext50_32x4d(num_classes=10).state_dict()
     path = tmp_path / "resnext50_32x4d.pth"
     torch.save(weights, path)
-    net = torchvision_resnet(10, {"name": "se", "at": ["layer3.1.bn3"]}, "resnext50_32x4d", weights=str(path))
+    net = torchvision_resnet(10, {"name": "se", "at": ["layer3.1.bn3"]}, arch="resnext50_32x4d", output_stride=32,
+                             weights=str(path))
     assert net.state_dict()["stages.2.1.bn3.0.running_var"].equal(weights["layer3.1.bn3.running_var"])
     assert net.state_dict()["head.2.weight"].equal(weights["fc.weight"])
 

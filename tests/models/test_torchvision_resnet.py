@@ -22,6 +22,11 @@ from tests.conftest import BACKBONE_ATTENTION, build, hydra_compose as compose, 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def resnet(arch: str, attn: dict | None = None, output_stride: int = 32, **options) -> ResNet:
+    """torchvision_resnet for 10 classes, conf/model/<arch>.yaml's settings unless told."""
+    return torchvision_resnet(10, attn, arch=arch, output_stride=output_stride, weights=None, **options)
+
+
 TORCHVISION_CHANNELS = {
     "resnet18": (64, 128, 256, 512),
     "resnet34": (64, 128, 256, 512),
@@ -33,7 +38,7 @@ TORCHVISION_CHANNELS = {
 @pytest.mark.parametrize("attn", BACKBONE_ATTENTION)
 @pytest.mark.parametrize("arch", TORCHVISION_CHANNELS)
 def test_torchvision_stage_channels(arch: str, attn: str):
-    model = torchvision_resnet(10, BACKBONE_ATTENTION[attn], arch)
+    model = resnet(arch, BACKBONE_ATTENTION[attn])
     assert model.stage_channels == TORCHVISION_CHANNELS[arch]
     assert output_channels(model, 32) == TORCHVISION_CHANNELS[arch]
 
@@ -45,7 +50,7 @@ def test_torchvision_stage_channels(arch: str, attn: str):
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_output_stride_sets_the_map_sizes(arch: str, output_stride: int):
-    model = torchvision_resnet(10, arch=arch, output_stride=output_stride).eval()
+    model = resnet(arch, output_stride=output_stride).eval()
     with torch.no_grad():
         sizes = [out.shape[-2:] for out in model.stage_outputs(torch.randn(1, 3, 65, 65))]
     strides = [min(stride, output_stride) for stride in (4, 8, 16, 32)]
@@ -75,7 +80,7 @@ DILATIONS = {
 @pytest.mark.parametrize("arch,output_stride", DILATIONS)
 def test_dilations_follow_torchvision(arch: str, output_stride: int):
     """resnet50's are torchvision's own; resnet18's BasicBlocks (which torchvision refuses to dilate) follow them."""
-    assert block_dilations(torchvision_resnet(10, arch=arch, output_stride=output_stride)) == DILATIONS[arch, output_stride]
+    assert block_dilations(resnet(arch, output_stride=output_stride)) == DILATIONS[arch, output_stride]
 
 
 def test_basic_block_counts_are_torchvision_s():
@@ -87,7 +92,7 @@ def test_basic_block_counts_are_torchvision_s():
 @pytest.mark.parametrize("output_stride", [32, 8])
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_parameter_names_are_unchanged(arch: str, output_stride: int):
-    ours = torchvision_resnet(10, arch=arch, output_stride=output_stride).state_dict()
+    ours = resnet(arch, output_stride=output_stride).state_dict()
     theirs = getattr(torchvision.models, arch)(num_classes=10).state_dict()
     assert list(ours) == [torchvision_key_in_ours(key) for key in theirs]
     assert {k: v.shape for k, v in ours.items()} == {torchvision_key_in_ours(k): v.shape for k, v in theirs.items()}
@@ -143,7 +148,7 @@ SE_EVERY_BLOCK = {"name": "se", "placement": "every_block"}
 
 def test_block_attention_keeps_every_torchvision_name():
     with torch.device("meta"):  # names only
-        ours = list(torchvision_resnet(10, SE_EVERY_BLOCK, "resnet50").state_dict())
+        ours = list(resnet("resnet50", SE_EVERY_BLOCK).state_dict())
         theirs = list(torchvision.models.resnet50(num_classes=10).state_dict())
     attention = [key for key in ours if ".attention." in key]
     assert [key for key in ours if key not in attention] == [torchvision_key_in_ours(key) for key in theirs]
@@ -152,7 +157,7 @@ def test_block_attention_keeps_every_torchvision_name():
 
 
 def test_block_attention_runs_on_the_last_bn_s_output_before_the_add():
-    net = torchvision_resnet(10, {"name": "se", "placement": "first_block"}, "resnet50", input_size=32).eval()
+    net = resnet("resnet50", {"name": "se", "placement": "first_block"}, input_size=32).eval()
     block = net.stages[2][0]
     assert isinstance(block.bn3, nn.BatchNorm2d) and block.attention.is_attention  # the BN left in place
     assert not hasattr(net.stages[2][1], "attention")
@@ -169,7 +174,7 @@ def test_block_attention_runs_on_the_last_bn_s_output_before_the_add():
 
 def test_block_attention_runs_in_deep_copies_pickles_and_compiled_networks():
     torch.manual_seed(0)
-    net = torchvision_resnet(10, SE_EVERY_BLOCK, "resnet18", input_size=32).eval()
+    net = resnet("resnet18", SE_EVERY_BLOCK, input_size=32).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = net(x)

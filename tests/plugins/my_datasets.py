@@ -9,7 +9,7 @@ from c3exp.data.base import ImageArrays, ImageDataModule
 class Bars(ImageDataModule):
     """`images` white bars on black, each at a random row (label 0) or column (label 1); made on the spot."""
 
-    def __init__(self, images: int = 64, **kwargs):
+    def __init__(self, images: int, **kwargs):
         super().__init__(**kwargs)
         self.images = images
 

@@ -18,6 +18,13 @@ from c3exp.training.train import train
 from tests.conftest import run_config, without_timing
 
 
+def segmenter(net: torch.nn.Module, classes: int = 3, **options) -> SegmentationModule:
+    """A SegmentationModule with conf/task/segmentation.yaml's settings, `options` in their place."""
+    task = c3exp.compose(["task=segmentation"]).task
+    settings = {key: task[key] for key in ("aux_weight", "ignore_index", "label_smoothing", "tta_flip", "primary_metric", "name")}
+    return SegmentationModule(net, num_classes=classes, optimizer=torch.optim.SGD, **{**settings, **options})
+
+
 def tiny(root: Path) -> list[str]:
     """The shapes experiment shrunk: 24 + 12 scenes of 32 px, 3 training batches an epoch."""
     return [
@@ -72,7 +79,7 @@ def test_metrics_equal_the_confusion_matrix_by_hand():
     logits = torch.randn(3, classes, 9, 7, generator=generator)
     target = torch.randint(0, classes - 1, (3, 9, 7), generator=generator)  # class 3 never labelled
     target[:, 0] = ignore
-    module = SegmentationModule(torch.nn.Identity(), num_classes=classes, optimizer=torch.optim.SGD, ignore_index=ignore)
+    module = segmenter(torch.nn.Identity(), classes, ignore_index=ignore)
     metrics = module.make_metrics("val/")
     metrics.update(logits, target)
     got = {key: float(value) for key, value in metrics.compute().items()}
@@ -94,7 +101,7 @@ def test_the_loss_skips_ignored_pixels_and_adds_the_weighted_aux_loss():
     logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     masks = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(2))
     masks[0, 0] = 255
-    module = SegmentationModule(TwoHeads(), num_classes=3, optimizer=torch.optim.SGD, aux_weight=0.5)
+    module = segmenter(TwoHeads(), aux_weight=0.5)
     loss = module.model_step((logits, masks))[0]
     keep = masks != 255
     log_p, log_q = logits.log_softmax(1), logits.flip(1).log_softmax(1)
@@ -132,7 +139,7 @@ def test_label_smoothing_spreads_its_share_over_the_classes_of_the_labelled_pixe
     logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     masks = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(2))
     masks[0, 0] = 255
-    module = SegmentationModule(OneHead(), num_classes=3, optimizer=torch.optim.SGD, label_smoothing=0.3)
+    module = segmenter(OneHead(), label_smoothing=0.3)
     loss = module.model_step((logits, masks))[0]
     log_p = logits.log_softmax(1).permute(0, 2, 3, 1)[masks != 255]  # (labelled pixels, classes)
     labels = masks[masks != 255]
@@ -151,7 +158,7 @@ class RampNet(torch.nn.Module):
 def test_tta_flip_averages_the_maps_of_the_image_and_the_flipped_back_maps_of_its_mirror_image():
     """Flipped back, the mirror image's maps weigh column j by 3 - j: the mean is x * 1.5 and x + 1.5."""
     x = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(3))
-    module = SegmentationModule(RampNet(), num_classes=3, optimizer=torch.optim.SGD, tta_flip=True).eval()
+    module = segmenter(RampNet(), tta_flip=True).eval()
     outputs = module(x)
     torch.testing.assert_close(outputs["out"], x * 1.5)
     torch.testing.assert_close(outputs["aux"], x + 1.5)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from c3exp.errors import ConfigError, DataNotFoundError, OverrideError, check, imported
 from c3exp.paths import config_dir
-from c3exp.schema import NonNegativeFloat, PositiveFloat, PositiveInt, check_settings, parameters
+from c3exp.schema import NonNegativeFloat, PositiveFloat, PositiveInt, check_complete, check_settings, parameters
 from c3exp.utils.mappings import flatten
 
 #: Config groups a user picks on the command line, e.g. `attn=c3`.
@@ -390,3 +390,4 @@ def check_node(node: DictConfig | dict, key: str, supplied: Iterable[str] = (), 
     supplied = list(supplied)
     plain = {name: value for name, value in settings.items() if not name.startswith("_") and name not in supplied}
     check_settings(plain, target, f"{key}.", supplied=supplied)
+    check_complete(plain, target, f"{key}.", supplied=supplied)

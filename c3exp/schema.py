@@ -42,7 +42,11 @@ def check_settings(settings: Mapping[str, Any], target: Callable[..., Any], pref
         hint = params[key]
         if not conforms(value, hint):
             raise ConfigError(f"{prefix}{key}", value, describe(hint))
-    # the target's own parameters without a default (its bases' may be passed by the target itself)
+
+
+def check_complete(settings: Mapping[str, Any], target: Callable[..., Any], prefix: str, supplied: Collection[str] = ()) -> None:
+    """Every parameter of `target` without a default has a value: the YAML holds the defaults (`~key` deletes one).
+    Only the target's own: a base's may be passed by the target itself."""
     own = inspect.signature(_constructors(target)[0]).parameters.values()
     missing = [p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
                and p.name not in (*settings, *supplied, "self")]

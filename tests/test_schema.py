@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from c3exp.config import check_node, compose, group_choices
 from c3exp.errors import ConfigError, imported
-from c3exp.schema import OddPositiveInt, PositiveInt, Probability, check_settings, conforms, describe, parameters
+from c3exp.schema import (OddPositiveInt, PositiveInt, Probability, check_complete, check_settings, conforms, describe,
+                          parameters)
 
 # hint, values it takes, values it refuses, its words in an error line
 HINTS = [
@@ -65,9 +66,9 @@ def test_a_setting_without_a_default_that_the_config_lacks_is_one_line():
     """Defaults live in the YAML: a key deleted on the command line (`~model.width`) leaves the builder without one."""
     def builder(num_classes: int, *, depth: PositiveInt, width: PositiveInt = 1) -> None: ...
 
-    check_settings({"depth": 20}, builder, "model.", supplied=["num_classes"])  # width has its default
+    check_complete({"depth": 20}, builder, "model.", supplied=["num_classes"])  # width has its default
     with pytest.raises(ConfigError) as error:
-        check_settings({"width": 2}, builder, "model.", supplied=["num_classes"])
+        check_complete({"width": 2}, builder, "model.", supplied=["num_classes"])
     assert str(error.value) == (f"model.depth='???' is not valid: expected a value: {__name__}.{builder.__qualname__} "
                                 "has no default for it, its config sets it")
 

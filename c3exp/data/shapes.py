@@ -2,7 +2,6 @@
 exactly the code paths real VOC and COCO take. Colours are independent of the class."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -30,7 +29,6 @@ from c3exp.results import write_json
 CLASSES = ("circle", "square", "triangle")
 NUM_CLASSES = len(CLASSES) + 1  # with the background, label 0
 VOID = 255  # VOC's "void" label: object borders and unlabelled pixels, ignored by the loss
-DEFAULT_SPLITS = {"train": 300, "val": 100}
 VOC_FOLDER = Path("VOCdevkit", "VOC2012")
 METADATA = "shapes.json"  # the generator arguments, beside VOCdevkit
 SCRATCH_PREFIX = ".shapes-"  # .shapes-<host>-<pid>-<random>: a writer's private folder inside the root
@@ -199,10 +197,10 @@ def coco_annotations(image_number: int, rendered: Rendered, scene: Scene, first_
     } for number, (label, (left, top, right, bottom)) in enumerate(visible)]
 
 
-def write_shapes_dataset(root: Path | str, splits: Mapping[str, int] | None = None, image_size: int = 64, seed: int = 0,
+def write_shapes_dataset(root: Path | str, splits: Mapping[str, int], image_size: int, seed: int,
                          max_objects: int = 4) -> Path:
     """Write each split's scenes under `root`, byte-identical for the same arguments; return `root`."""
-    splits, root = dict(DEFAULT_SPLITS if splits is None else splits), Path(root)
+    splits, root = dict(splits), Path(root)
     voc = root / VOC_FOLDER
     folders = {name: voc / name for name in ("JPEGImages", "SegmentationClass", "Annotations")}
     lists = [voc / "ImageSets" / "Segmentation", voc / "ImageSets" / "Main"]
@@ -313,21 +311,3 @@ class ShapesCOCODataModule(WritesShapes, COCODetectionDataModule):
         "train_images": str(VOC_FOLDER / "JPEGImages"), "train_annotations": "annotations/instances_train.json",
         "val_images": str(VOC_FOLDER / "JPEGImages"), "val_annotations": "annotations/instances_val.json",
         "test_images": None, "test_annotations": None}
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="Write the shapes segmentation dataset in PASCAL VOC's layout.")
-    parser.add_argument("--root", type=Path, required=True, help="where VOCdevkit/ and annotations/ go (data.root)")
-    parser.add_argument("--train", type=int, default=DEFAULT_SPLITS["train"], help="training images")
-    parser.add_argument("--val", type=int, default=DEFAULT_SPLITS["val"], help="validation images")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    root = write_shapes_dataset(args.root, {"train": args.train, "val": args.val}, args.size, args.seed)
-    print(f"wrote {args.train} + {args.val} scenes to {(root / VOC_FOLDER).resolve()} "
-          f"(train with: python -m c3exp task=segmentation data=shapes data.root={root})")
-    return root
-
-
-if __name__ == "__main__":
-    main()

@@ -19,7 +19,7 @@ from c3exp.models.placement import INPUT_SIZE_KEYS, PLACEMENTS, AttentionPlan, c
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
 from c3exp.models.torchvision_net import torchvision_net
 from c3exp.models.torchvision_resnet import torchvision_resnet
-from c3exp.schema import check_settings, parameters
+from c3exp.schema import check_complete, check_settings, parameters
 from c3exp.utils.complexity import data_input_shape
 
 __all__ = [
@@ -73,4 +73,5 @@ def _checked_builder(model_cfg: dict[str, Any]) -> Any:
     check(takes, "model._target_", target, BUILDER_HINT)
     settings = {key: value for key, value in model_cfg.items() if key != "_target_"}
     check_settings(settings, builder, "model.", supplied=SUPPLIED)
+    check_complete(settings, builder, "model.", supplied=SUPPLIED)
     return builder

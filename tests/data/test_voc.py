@@ -25,7 +25,7 @@ def voc(root: Path, **kwargs) -> VOCSegmentationDataModule:
 
 @pytest.fixture
 def shapes_root(tmp_path: Path) -> Path:
-    return write_shapes_dataset(tmp_path, {"train": 8, "val": 5}, image_size=48)
+    return write_shapes_dataset(tmp_path, {"train": 8, "val": 5}, image_size=48, seed=0)
 
 
 def folder(root: Path) -> Path:

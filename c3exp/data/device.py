@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from c3exp.training.callbacks import epoch_seed
-
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed for every (run seed, epoch) pair: device batches' and EpochSeed's reseeding."""
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**31 - 1)
 
 
 def draw_crop_flip(count: int, padding: int, hflip: bool, generator: torch.Generator | None = None,

@@ -11,13 +11,9 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 
+from c3exp.data.device import epoch_seed
 from c3exp.errors import NonFiniteLossError
 from c3exp.training.tuning import current_trial
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct, reproducible seed for every (run seed, epoch) pair."""
-    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**31 - 1)
 
 
 class EpochSeed(L.Callback):

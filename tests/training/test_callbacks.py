@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import c3exp
 from c3exp.config import check_command_line
+from c3exp.data.device import epoch_seed
 from c3exp.errors import NonFiniteLossError
 from c3exp.tasks import ClassificationModule
 from c3exp.training.train import train
-from c3exp.training.callbacks import EMAWeights, EpochSeed, epoch_seed, recipe_callbacks
+from c3exp.training.callbacks import EMAWeights, EpochSeed, recipe_callbacks
 from tests.conftest import TINY_DIGITS, run_config
 
 

@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -97,6 +98,13 @@ def error_line(command, capsys) -> str:
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     return err
+
+
+def assert_names_bad_setting(line: str, key: str, value: Any) -> None:
+    """c3exp's one line for a bad setting names `key` and `value` (its form: tests/test_cli_errors.py; the words of
+    what a type hint allows: tests/test_schema.py); a test adds what its own rule must say, not the whole wording."""
+    line = line.strip()
+    assert "\n" not in line and f"{key}={value!r} is not valid: expected " in line, line
 
 
 def c3exp_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

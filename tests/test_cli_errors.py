@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from c3exp.errors import run_reporting_user_errors
-from c3exp.errors import ConfigError
+from c3exp.errors import ConfigError, run_reporting_user_errors
 from tests.conftest import c3exp_cli, error_line
 from tests.data import data_module
 
@@ -82,3 +81,11 @@ def test_an_image_folder_with_one_class_is_one_line(tmp_path):
         data_module("imagefolder", root=str(tmp_path)).setup()
     assert (error.value.key, error.value.value) == ("data.root", str(tmp_path))
     assert error.value.allowed == "a folder whose train/ has 2 or more class sub-folders: it has one, 'cat'"
+
+
+@pytest.mark.parametrize("allowed,words", [("an integer >= 1", "an integer >= 1"), ((16, 32), "one of 16, 32")])
+def test_a_bad_setting_is_one_line_naming_the_key_the_value_and_what_is_allowed(allowed, words):
+    """The form every bad setting takes; other tests check only that a line names its key and value."""
+    error = ConfigError("data.batch_size", 0, allowed)
+    assert str(error) == f"data.batch_size=0 is not valid: expected {words}"
+    assert (error.key, error.value, error.allowed) == ("data.batch_size", 0, words)

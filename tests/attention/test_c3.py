@@ -16,7 +16,8 @@ from c3exp.attention import C3Block, create_attn
 from c3exp.attention.c3 import channel_groups
 from c3exp.errors import ConfigError
 from c3exp.utils.complexity import count_macs, count_params
-from tests.conftest import assert_gradients_match_reference, build, n_params, permutation_error, randomize
+from tests.conftest import (assert_gradients_match_reference, assert_names_bad_setting, build, n_params,
+                            permutation_error, randomize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -430,28 +431,26 @@ def test_c3_ablations_from_the_config():
 
 
 @pytest.mark.parametrize(
-    "options,key,allowed",
+    "options,key",
     [
-        (dict(stack=0), "attn.options.stack", "an integer >= 1"),
-        (dict(stack=1.5), "attn.options.stack", "an integer >= 1"),
-        (dict(stack=True), "attn.options.stack", "an integer >= 1"),
-        (dict(stack="2"), "attn.options.stack", "an integer >= 1"),
-        (dict(message_passing="yes"), "attn.options.message_passing", "true or false"),
-        (dict(message_passing=1), "attn.options.message_passing", "true or false"),
-        (dict(encoder_decoder=None), "attn.options.encoder_decoder", "true or false"),
-        (dict(reduction=0), "attn.options.reduction", "an integer >= 1"),
-        (dict(reduction=-8), "attn.options.reduction", "an integer >= 1"),
-        (dict(reduction=2.5), "attn.options.reduction", "an integer >= 1"),
-        (dict(reduction=True), "attn.options.reduction", "an integer >= 1"),
+        (dict(stack=0), "attn.options.stack"),
+        (dict(stack=1.5), "attn.options.stack"),
+        (dict(stack=True), "attn.options.stack"),
+        (dict(stack="2"), "attn.options.stack"),
+        (dict(message_passing="yes"), "attn.options.message_passing"),
+        (dict(message_passing=1), "attn.options.message_passing"),
+        (dict(encoder_decoder=None), "attn.options.encoder_decoder"),
+        (dict(reduction=0), "attn.options.reduction"),
+        (dict(reduction=-8), "attn.options.reduction"),
+        (dict(reduction=2.5), "attn.options.reduction"),
+        (dict(reduction=True), "attn.options.reduction"),
     ],
 )
-def test_c3_bad_options_are_one_line_errors(options: dict, key: str, allowed: str):
+def test_c3_bad_options_are_one_line_errors(options: dict, key: str):
     with pytest.raises(ConfigError) as error:
         create_attn("c3", 16, (8, 8), **options)
     (value,) = options.values()
-    message = str(error.value)
-    assert error.value.key == key and message.startswith(f"{key}={value!r} is not valid: expected ")
-    assert allowed in message and "\n" not in message
+    assert_names_bad_setting(str(error.value), key, value)
 
 
 def test_c3_bad_stack_from_the_config_names_its_key():

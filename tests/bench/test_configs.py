@@ -9,6 +9,7 @@ from c3exp.bench.configs import expand_overrides
 from c3exp.cli.bench import main
 from c3exp.config import compose
 from c3exp.errors import OverrideError
+from tests.conftest import assert_names_bad_setting
 
 
 def test_comma_separated_overrides_define_the_configurations():
@@ -35,24 +36,41 @@ def test_training_configs_carry_no_bench_settings():
     assert training_part == compose(["model=resnet110", "attn=c3"])  # the bench times the training config itself
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["bench.device=tpu"], "bench.device='tpu' is not valid"),
-        (["bench.precision=8-mixed"], "bench.precision='8-mixed' is not valid"),
-        (["bench.precision=16-mixed"], "bench.precision='16-mixed' is not valid: expected 32 or bf16-mixed on a CPU"),
-        (["bench.steps=1"], "bench.steps=1 is not valid"),
-        (["bench.peak=maybe"], "bench.peak='maybe' is not valid: expected true or false"),
-        (["attn=none,sk"], "attn='sk' is not valid"),
-        (["bench.threads=1,2"], "bench.threads=[1, 2] is not valid: expected one value for all configurations"),
-        (["bench.nope=1"], "bench.nope is not a config key or group (bench.nope=1): did you mean bench.peak"),
-        (["bench=foo"], "bench is not a config key or group (bench=foo): did you mean bench."),
-        (["model.nope=1", "bench.steps=3"], "model.nope is not a config key or group (model.nope=1): did you mean model.name"),
-        (["bench.path="], "bench.path='' is not valid"),
-    ],
-)
-def test_bad_bench_settings_are_one_line_errors(args, message, capsys):
+def bench_error(args: list[str], capsys) -> str:
+    """The bench's one `error:` line for `args`, after checking it exits with status 2."""
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args,key,value,specific",
+    [
+        (["bench.device=tpu"], "bench.device", "tpu", ""),
+        (["bench.precision=8-mixed"], "bench.precision", "8-mixed", ""),
+        (["bench.precision=16-mixed"], "bench.precision", "16-mixed", "32 or bf16-mixed on a CPU"),
+        (["bench.steps=1"], "bench.steps", 1, ""),
+        (["bench.peak=maybe"], "bench.peak", "maybe", ""),
+        (["attn=none,sk"], "attn", "sk", ""),
+        (["bench.threads=1,2"], "bench.threads", [1, 2], "one value for all configurations"),
+        (["bench.path="], "bench.path", "", ""),
+    ],
+)
+def test_bad_bench_settings_are_one_line_errors(args, key, value, specific, capsys):
+    err = bench_error(args, capsys)
+    assert_names_bad_setting(err, key, value)
+    assert specific in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["bench.nope=1"], "bench.nope is not a config key or group (bench.nope=1): did you mean bench.peak"),
+        (["bench=foo"], "bench is not a config key or group (bench=foo): did you mean bench."),
+        (["model.nope=1", "bench.steps=3"], "model.nope is not a config key or group (model.nope=1): did you mean model.name"),
+    ],
+)
+def test_unknown_bench_keys_are_one_line_errors(args, message, capsys):
+    assert message in bench_error(args, capsys)

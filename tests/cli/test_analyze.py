@@ -14,7 +14,7 @@ from PIL import Image
 
 from c3exp.cli.analyze import main as analyze
 from c3exp.training.train import train
-from tests.conftest import ANALYSIS_RUN, TINY_DIGITS, error_line, run_config
+from tests.conftest import ANALYSIS_RUN, TINY_DIGITS, assert_names_bad_setting, error_line, run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,23 +52,26 @@ def test_correlation_compare_and_cam_commands_draw_their_figures(trained_runs, t
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "key", "value", "specific"),
     [
-        (["cam", "baseline=a.ckpt", "c3=b.ckpt", "topk=0"], "topk=0 is not valid: expected an integer >= 1"),
-        (["cam", "baseline=a.ckpt", "c3=b.ckpt", "--topk", "3"], "argument='--topk' is not valid: expected one of the"),
-        (["correlation", "ckpt_path=missing.ckpt"], "ckpt_path='missing.ckpt' is not valid"),
-        (["correlation", "data.root=/x"], "ckpt_path=None is not valid: expected the checkpoint: ckpt_path=PATH"),
-        (["correlation-compare", "baseline=.", "c3=."], "run_dir='.' is not valid"),
-        (["colour"], "analysis='colour' is not valid: expected one of correlation, correlation-compare, cam, boxes"),
+        (["cam", "baseline=a.ckpt", "c3=b.ckpt", "topk=0"], "topk", 0, None),
+        (["cam", "baseline=a.ckpt", "c3=b.ckpt", "--topk", "3"], "argument", "--topk", "one of the options"),
+        (["correlation", "ckpt_path=missing.ckpt"], "ckpt_path", "missing.ckpt", None),
+        (["correlation", "data.root=/x"], "ckpt_path", None, "ckpt_path=PATH"),
+        (["correlation-compare", "baseline=.", "c3=."], "run_dir", ".", None),
+        (["colour"], "analysis", "colour", "correlation, correlation-compare, cam, boxes"),
     ],
 )
-def test_bad_input_is_one_error_line_and_status_2(argv, message, capsys):
-    assert message in error_line(lambda: analyze(argv), capsys)
+def test_bad_input_is_one_error_line_and_status_2(argv, key, value, specific, capsys):
+    line = error_line(lambda: analyze(argv), capsys)
+    assert_names_bad_setting(line, key, value)
+    assert specific is None or specific in line
 
 
 def test_cam_topk_beyond_the_channels_is_a_user_error(trained_runs, capsys):
     err = error_line(lambda: analyze(["cam", *pair(trained_runs), "topk=65", "images=1"]), capsys)
-    assert "topk=65 is not valid: expected at most the 64 channels" in err
+    assert_names_bad_setting(err, "topk", 65)
+    assert "at most the 64 channels" in err
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
@@ -76,16 +79,17 @@ def test_cam_images_beyond_the_split_is_a_user_error(trained_runs, split, capsys
     """More images than the split holds used to build a figure of the whole split: 11 minutes, 2.9 GB."""
     err = error_line(lambda: analyze(["cam", *pair(trained_runs), "images=100000", f"split={split}"]), capsys)
     available = {"test": 359, "val": 180}[split]
-    assert f"images=100000 is not valid: expected 1..{available} (the {split} images of digits)" in err
+    assert_names_bad_setting(err, "images", 100000)
+    assert f"1..{available} (the {split} images of digits)" in err
 
 
 @pytest.mark.slow
 def test_module_entry_point_reports_errors_in_one_line():
     done = subprocess.run([sys.executable, "-m", "c3exp.analyze", "cam", "baseline=x.ckpt", "c3=y.ckpt"],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        "error: ckpt_path='x.ckpt' is not valid: expected an existing checkpoint file"
-    ]
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    assert_names_bad_setting(done.stderr, "ckpt_path", "x.ckpt")
+    assert "an existing checkpoint file" in done.stderr
 
 
 def test_correlation_command_reads_a_checkpoint_trained_with_data_on_device(tmp_path, capsys):
@@ -161,32 +165,37 @@ def classification_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "key", "value", "specific"),
     [
-        (["images=9"], "images=9 is not valid: expected 1..8 (the test images of shapes_detection)"),
-        (["score=1.5"], "score=1.5 is not valid: expected a number from 0 to 1"),
-        (["score=-0.1"], "score=-0.1 is not valid"),
-        (["score=high"], "score='high' is not valid: expected a number"),
-        (["images=0"], "images=0 is not valid: expected an integer >= 1"),
+        (["images=9"], "images", 9, "1..8 (the test images of shapes_detection)"),
+        (["score=1.5"], "score", 1.5, None),
+        (["score=-0.1"], "score", -0.1, None),
+        (["score=high"], "score", "high", None),
+        (["images=0"], "images", 0, None),
     ],
 )
-def test_bad_options_are_one_error_line(checkpoints, extra, message, capsys):
+def test_bad_options_are_one_error_line(checkpoints, extra, key, value, specific, capsys):
     err = error_line(lambda: analyze(["boxes", *pair(checkpoints), *extra, f"data_root={checkpoints['root']}"]), capsys)
-    assert message in err
+    assert_names_bad_setting(err, key, value)
+    assert specific is None or specific in err
 
 
 def test_a_classification_checkpoint_is_one_error_line(checkpoints, classification_checkpoint, capsys):
     err = error_line(lambda: analyze(["boxes", f"baseline={checkpoints['none']}", f"c3={classification_checkpoint}",
                                       f"data_root={checkpoints['root']}"]), capsys)
-    assert "error: c3=" in err and "expected a detection checkpoint (task=detection), not task=classification" in err
+    assert_names_bad_setting(err, "c3", classification_checkpoint)
+    assert "a detection checkpoint (task=detection), not task=classification" in err
     err = error_line(lambda: analyze(["boxes", f"baseline={classification_checkpoint}", f"c3={checkpoints['c3']}",
                                       f"data_root={checkpoints['root']}"]), capsys)
-    assert "error: baseline=" in err and "a detection checkpoint (task=detection)" in err
+    assert_names_bad_setting(err, "baseline", classification_checkpoint)
+    assert "a detection checkpoint (task=detection)" in err
 
 
 def test_cam_and_correlation_refuse_a_detection_checkpoint_in_one_line(checkpoints, capsys):
     err = error_line(lambda: analyze(["cam", *pair(checkpoints), f"data_root={checkpoints['root']}"]), capsys)
-    assert "expected a classification checkpoint (task=classification), not task=detection" in err
+    assert_names_bad_setting(err, "baseline", checkpoints["none"])
+    assert "a classification checkpoint (task=classification), not task=detection" in err
     err = error_line(lambda: analyze(["correlation", f"ckpt_path={checkpoints['c3']}", f"data.root={checkpoints['root']}"]),
                      capsys)
-    assert "expected a classification checkpoint (task=classification), not task=detection" in err
+    assert_names_bad_setting(err, "ckpt_path", checkpoints["c3"])
+    assert "a classification checkpoint (task=classification), not task=detection" in err

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from c3exp.cli.bench import main
 from c3exp.paths import config_dir
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_names_bad_setting
 
 MODES = ("steps", "loop")
 
@@ -20,7 +20,9 @@ def test_python_m_c3exp_bench_reports_a_bad_setting_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "c3exp.bench", "bench.mode=fast"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 2 and result.stderr == f"error: bench.mode='fast' is not valid: expected one of {', '.join(MODES)}\n"
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert_names_bad_setting(result.stderr, "bench.mode", "fast")
+    assert ", ".join(MODES) in result.stderr
     assert result.stdout == "" and not (tmp_path / "outputs").exists()
 
 

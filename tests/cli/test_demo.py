@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import assert_names_bad_setting
+
 
 def run_demo(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "c3exp.demo", *argv], cwd=cwd, capture_output=True, text=True,
@@ -28,7 +30,8 @@ def test_demo_ends_with_the_failed_runs_status_and_no_traceback(tmp_path):
     done = run_demo(["model=resnet21"], tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("error: ")][0].startswith("error: model=")
+    first_error = [line for line in done.stderr.splitlines() if line.startswith("error: ")][0]
+    assert_names_bad_setting(first_error, "model", "resnet21")
 
 
 def test_help_prints_the_usage_and_runs_nothing(capsys, tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from c3exp.config import group_choices
 from c3exp.cli.eval import evaluate, main as eval_main, network_settings
 from c3exp.tasks import build_task
 from c3exp.training.train import build_datamodule, train
-from tests.conftest import TINY_DIGITS, error_line, run_config
+from tests.conftest import TINY_DIGITS, assert_names_bad_setting, error_line, run_config
 
 
 TINY = TINY_DIGITS + [
@@ -83,7 +83,8 @@ def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys, content):
     path = tmp_path / "fake.ckpt"
     path.write_bytes(content)
     line = eval_error(capsys, f"ckpt_path={path}")
-    assert f"ckpt_path='{path}' is not valid: expected a c3exp/Lightning checkpoint" in line
+    assert_names_bad_setting(line, "ckpt_path", str(path))
+    assert "a c3exp/Lightning checkpoint" in line
 
 
 def test_a_torch_file_that_is_no_c3exp_checkpoint_is_one_line(tmp_path, capsys):
@@ -118,17 +119,19 @@ def test_trainer_choice_replaces_the_trainer_config(ckpt):
 
 
 @pytest.mark.parametrize(
-    "argument,message",
+    "argument,key,value,specific",
     [
-        ("data=cifar100", "data='cifar100' is not valid: expected a dataset with the checkpoint's 10 classes (cifar100 has 100)"),
-        ("data=nope", f"data='nope' is not valid: expected one of {', '.join(group_choices('data'))}"),
-        ("model=resnet32", "model='resnet32' is not valid: expected the checkpoint's own model (resnet20): model settings"),
-        ("attn=c3", "attn='c3' is not valid: expected the checkpoint's own attn (none): model settings"),
-        ("optim=cosine", "optim='cosine' is not valid: expected data=NAME or trainer=NAME"),
+        ("data=cifar100", "data", "cifar100", "the checkpoint's 10 classes (cifar100 has 100)"),
+        ("data=nope", "data", "nope", ", ".join(group_choices("data"))),
+        ("model=resnet32", "model", "resnet32", "the checkpoint's own model (resnet20)"),
+        ("attn=c3", "attn", "c3", "the checkpoint's own attn (none)"),
+        ("optim=cosine", "optim", "cosine", "data=NAME or trainer=NAME"),
     ],
 )
-def test_a_group_choice_evaluation_cannot_take_is_one_line(ckpt, capsys, argument, message):
-    assert message in eval_error(capsys, f"ckpt_path={ckpt}", argument)
+def test_a_group_choice_evaluation_cannot_take_is_one_line(ckpt, capsys, argument, key, value, specific):
+    line = eval_error(capsys, f"ckpt_path={ckpt}", argument)
+    assert_names_bad_setting(line, key, value)
+    assert specific in line
 
 
 # 3. accelerators
@@ -139,7 +142,8 @@ def test_asking_for_a_gpu_there_is_not_is_one_line(ckpt, capsys, monkeypatch, ar
     no_gpu(monkeypatch)
     key, _, value = argument.partition("=")
     line = eval_error(capsys, f"ckpt_path={ckpt}", argument)
-    assert f"{key}='{value}' is not valid: expected cpu or auto: there is no gpu device on this machine" in line
+    assert_names_bad_setting(line, key, value)
+    assert "cpu or auto: there is no gpu device on this machine" in line
 
 
 def test_a_gpu_run_is_tested_on_the_cpu_with_a_notice(ckpt, tmp_path, capsys, monkeypatch):
@@ -152,26 +156,29 @@ def test_a_gpu_run_is_tested_on_the_cpu_with_a_notice(ckpt, tmp_path, capsys, mo
 
 
 def test_an_unknown_accelerator_is_one_line(ckpt, capsys):
-    assert "trainer.accelerator='tpx' is not valid: expected one of auto, cpu, gpu" in eval_error(
-        capsys, f"ckpt_path={ckpt}", "trainer.accelerator=tpx")
+    line = eval_error(capsys, f"ckpt_path={ckpt}", "trainer.accelerator=tpx")
+    assert_names_bad_setting(line, "trainer.accelerator", "tpx")
+    assert "auto, cpu, gpu" in line
 
 
 # 4. the network is the checkpoint's
 
 
 @pytest.mark.parametrize(
-    "argument,message",
+    "argument,key,value,specific",
     [
-        ("data.batch_sise=4", "data.batch_sise='4' is not valid: expected a key of the checkpoint's config"),
-        ("nonsense=1", "nonsense='1' is not valid: expected a key of the checkpoint's config"),
-        ("data", "argument='data' is not valid: expected a key=value config override"),
-        ("model.depth=32", "model.depth=32 is not valid: expected the checkpoint's 20: model settings cannot be changed"),
-        ("attn.name=se", "attn.name='se' is not valid: expected the checkpoint's 'none': model settings"),
-        ("data.num_classes=5", "data.num_classes=5 is not valid: expected the checkpoint's 10: model settings"),
+        ("data.batch_sise=4", "data.batch_sise", "4", "a key of the checkpoint's config"),
+        ("nonsense=1", "nonsense", "1", "a key of the checkpoint's config"),
+        ("data", "argument", "data", "a key=value config override"),
+        ("model.depth=32", "model.depth", 32, "the checkpoint's 20"),
+        ("attn.name=se", "attn.name", "se", "the checkpoint's 'none'"),
+        ("data.num_classes=5", "data.num_classes", 5, "the checkpoint's 10"),
     ],
 )
-def test_a_bad_override_or_a_change_of_the_network_is_one_line(ckpt, capsys, argument, message):
-    assert message in eval_error(capsys, f"ckpt_path={ckpt}", argument)
+def test_a_bad_override_or_a_change_of_the_network_is_one_line(ckpt, capsys, argument, key, value, specific):
+    line = eval_error(capsys, f"ckpt_path={ckpt}", argument)
+    assert_names_bad_setting(line, key, value)
+    assert specific in line
 
 
 def image_folder(root: Path, classes: int) -> Path:
@@ -191,7 +198,8 @@ def test_an_image_folder_of_the_checkpoints_classes_is_counted_then_tested(ckpt,
 
 def test_an_image_folder_of_other_classes_is_one_line(ckpt, tmp_path, capsys):
     line = eval_error(capsys, f"ckpt_path={ckpt}", "data=imagefolder", f"data.root={image_folder(tmp_path, 3)}")
-    assert "data.num_classes=3 is not valid: expected the checkpoint's 10: model settings cannot be changed" in line
+    assert_names_bad_setting(line, "data.num_classes", 3)
+    assert "the checkpoint's 10" in line
 
 
 def test_a_checkpoint_is_tested_with_flip_tta_when_asked(ckpt):
@@ -209,7 +217,8 @@ def test_speed_options_are_not_network_settings():
 def test_weights_that_do_not_fit_are_one_line(ckpt, tmp_path, capsys):
     damaged = edited_copy(ckpt, tmp_path, lambda c: c["state_dict"].popitem())
     line = eval_error(capsys, f"ckpt_path={damaged}")
-    assert f"ckpt_path='{damaged}' is not valid: expected a checkpoint whose weights fit the model of its config" in line
+    assert_names_bad_setting(line, "ckpt_path", damaged)
+    assert "a checkpoint whose weights fit the model of its config" in line
 
 
 # 5. -h / --help

@@ -12,7 +12,7 @@ from c3exp.config import group_choices
 from c3exp.cli.summary import main
 from c3exp.paper import TABLE1
 from c3exp.utils.complexity import count_macs, count_params
-from tests.conftest import build, error_line
+from tests.conftest import assert_names_bad_setting, build, error_line
 
 
 @pytest.mark.parametrize(
@@ -46,12 +46,15 @@ def test_summary_cli_reports_user_errors_in_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "c3exp.summary", "model.depth=21"], capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: model.depth=21 is not valid: expected an integer >= 8 (6k+2: 20, 32, 44, 56, 110, 1202, ...)"
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
+    assert_names_bad_setting(result.stderr, "model.depth", 21)
+    assert "6k+2" in result.stderr
 
 
 def test_unknown_table_is_one_line(capsys):
-    assert error_line(lambda: main(["table=paper2"]), capsys) == "error: table='paper2' is not valid: expected null or one of paper, zoo\n"
+    line = error_line(lambda: main(["table=paper2"]), capsys)
+    assert_names_bad_setting(line, "table", "paper2")
+    assert "paper, zoo" in line
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

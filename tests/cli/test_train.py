@@ -15,31 +15,33 @@ import pytest
 import torch
 
 from c3exp.config import GROUPS, group_choices
-from tests.conftest import SMALL_DIGITS, run_main
+from tests.conftest import SMALL_DIGITS, assert_names_bad_setting, run_main
 
 
 FAST = ["data=digits", "trainer=cpu", "debug=fast", "trainer.enable_progress_bar=false"]
 
 
 @pytest.mark.parametrize(
-    "override,expected",
+    "override,key,value,specific",
     [
-        ("model.depth=21", "model.depth=21 is not valid: expected an integer >= 8 (6k+2: "),
-        ("optim.optimizer.lr=-0.1", "optim.optimizer.lr=-0.1 is not valid: expected a number > 0"),
-        ("data=imagenet21k", f"data='imagenet21k' is not valid: expected one of {', '.join(group_choices('data'))}"),
-        ("data.batch_size=0", "data.batch_size=0 is not valid: expected an integer >= 1"),
-        ("attn.placement=diagonal", "attn.placement='diagonal' is not valid"),
-        ("attn.options.spatial_sizes=[[16,16]]", "attn.options.spatial_sizes"),
-        ("attn=c3,sparse", f"attn='sparse' is not valid: expected one of {', '.join(group_choices('attn'))}"),
-        ("keep_freed_memory=sometimes", "keep_freed_memory='sometimes' is not valid: expected true or false"),
-        ("data=imagefolder", "data.root='???' is not valid: expected a value: data.root has no default"),
-        ("~model.width", "model.width='???' is not valid: expected a value: c3exp.models.cifar_resnet.cifar_resnet has no"),
-        ("trainer.precision=17", "Lightning rejects the trainer settings (trainer.accelerator=cpu, trainer.devices=1, "
-                                 "trainer.precision=17): Precision 17 is invalid"),
-        ("trainer.devices=0", "Lightning rejects the trainer settings (trainer.accelerator=cpu, trainer.devices=0,"),
+        ("model.depth=21", "model.depth", 21, "6k+2"),
+        ("optim.optimizer.lr=-0.1", "optim.optimizer.lr", -0.1, None),
+        ("data=imagenet21k", "data", "imagenet21k", ", ".join(group_choices("data"))),
+        ("data.batch_size=0", "data.batch_size", 0, None),
+        ("attn.placement=diagonal", "attn.placement", "diagonal", None),
+        ("attn.options.spatial_sizes=[[16,16]]", "attn.options.spatial_sizes", [[16, 16]], None),
+        ("attn=c3,sparse", "attn", "sparse", ", ".join(group_choices("attn"))),
+        ("keep_freed_memory=sometimes", "keep_freed_memory", "sometimes", None),
+        ("data=imagefolder", "data.root", "???", "data.root has no default"),
+        ("~model.width", "model.width", "???", "c3exp.models.cifar_resnet.cifar_resnet has no default"),
+        # Lightning's own words follow c3exp's part, which names the settings it was given
+        ("trainer.precision=17", None, None, "Lightning rejects the trainer settings (trainer.accelerator=cpu, "
+                                             "trainer.devices=1, trainer.precision=17): "),
+        ("trainer.devices=0", None, None, "Lightning rejects the trainer settings (trainer.accelerator=cpu, "
+                                          "trainer.devices=0,"),
     ],
 )
-def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, expected):
+def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, key, value, specific):
     run_dir = tmp_path / "run"
     args = FAST + ["attn=c3", override, f"hydra.run.dir={run_dir}"]
     if override.startswith("attn="):
@@ -47,7 +49,10 @@ def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, override, ex
     code, err = run_main(monkeypatch, capsys, args)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2
-    assert lines[-1].startswith("error: ") and expected in lines[-1], err
+    assert lines[-1].startswith("error: ") and err.count("error: ") == 1, err
+    if key is not None:
+        assert_names_bad_setting(lines[-1], key, value)
+    assert specific is None or specific in lines[-1], err
     assert "Traceback" not in err
     assert not run_dir.exists()  # no run directory left holding nothing but Hydra's files
 
@@ -117,8 +122,8 @@ def test_asking_for_a_gpu_without_one_is_one_line(monkeypatch, capsys, tmp_path)
 def test_a_sweep_plugin_that_is_not_installed_is_one_line_naming_the_install(monkeypatch, capsys, tmp_path, override, module, package):
     monkeypatch.setitem(sys.modules, module, None)  # what Python sees where the package is not installed
     code, err = run_main(monkeypatch, capsys, ["-m", override, "seed=0,1", f"hydra.sweep.dir={tmp_path}"])
-    assert code == 2
-    assert err == f"error: {override} needs {package}, which is not installed: pip install -e '.[cluster]' (or pip install {package})\n"
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {override} needs {package}") and "pip install -e '.[cluster]'" in err
 
 
 def test_a_truncated_checkpoint_to_train_from_is_one_line(monkeypatch, capsys, tmp_path):
@@ -126,8 +131,9 @@ def test_a_truncated_checkpoint_to_train_from_is_one_line(monkeypatch, capsys, t
     torch.save({"state_dict": {"weight": torch.zeros(4096)}}, ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:4000])  # a copy or a kill cut it short
     code, err = run_main(monkeypatch, capsys, [*FAST, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}"])
-    assert code == 2 and err.count("\n") == 1
-    assert err.startswith(f"error: ckpt_path='{ckpt}' is not valid: expected a c3exp/Lightning checkpoint (torch.load cannot read")
+    assert code == 2 and err.startswith("error: ")
+    assert_names_bad_setting(err, "ckpt_path", str(ckpt))
+    assert "a c3exp/Lightning checkpoint" in err
 
 
 @pytest.mark.slow
@@ -135,17 +141,18 @@ def test_more_ddp_processes_than_the_batch_divides_into_is_one_line_before_any_s
     done = subprocess.run([sys.executable, "-m", "c3exp", *FAST, "trainer=ddp_sim", "trainer.devices=3",
                            "data.batch_size=32", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    error = "error: data.batch_size=32 is not valid: expected a multiple of the 3 data-parallel processes"
-    assert done.stderr.strip().splitlines()[-1] == error and done.stderr.count("error:") == 1  # not once per process
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and done.stderr.count("error:") == 1  # not once per process
+    assert_names_bad_setting(last, "data.batch_size", 32)
+    assert "a multiple of the 3 data-parallel processes" in last
 
 
 def test_bad_input_from_a_real_shell(tmp_path):
     done = subprocess.run([sys.executable, "-m", "c3exp", "data=cifar1000", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip() == (
-        f"error: data='cifar1000' is not valid: expected one of {', '.join(group_choices('data'))}"
-    )
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    assert_names_bad_setting(done.stderr, "data", "cifar1000")
+    assert ", ".join(group_choices("data")) in done.stderr
 
 
 @pytest.mark.slow
@@ -163,7 +170,8 @@ def test_a_training_error_is_the_only_line_on_stderr(tmp_path):
         [sys.executable, "-m", "c3exp", "data=digits", "trainer=cpu", "attn=c3", "attn.options.reduction=0",
          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300,
     )
-    assert done.returncode == 2 and done.stderr.startswith("error: attn.options.reduction=0") and done.stderr.count("\n") == 1, done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr
+    assert_names_bad_setting(done.stderr, "attn.options.reduction", 0)
 
 
 @pytest.mark.slow
@@ -221,7 +229,9 @@ def test_a_failed_sweep_job_ends_the_sweep_with_its_one_line_and_status_2(tmp_pa
     done = subprocess.run([sys.executable, "-m", "c3exp", "-m", *FAST, "optim.optimizer.lr=-1,-2", f"hydra.sweep.dir={tmp_path}"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1].startswith("error: job 0: optim.optimizer.lr=-1 is not valid")
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: job 0: ")
+    assert_names_bad_setting(last, "optim.optimizer.lr", -1)
     assert "HYDRA_FULL_ERROR" not in done.stderr and "Traceback" not in done.stderr
 
 

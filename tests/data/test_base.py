@@ -18,6 +18,7 @@ from c3exp.errors import ConfigError
 from c3exp.saved_config import rebuild_config
 from c3exp.schema import check_settings
 from c3exp.training.callbacks import EpochSeed
+from tests.conftest import assert_names_bad_setting
 from tests.data import data_module
 
 RECIPE_KEYS = ("mixup_alpha", "cutmix_alpha", "random_erasing")
@@ -31,20 +32,20 @@ def synthetic(**kwargs) -> SyntheticDataModule:
 
 
 @pytest.mark.parametrize(
-    "key,value,allowed",
+    "key,value",
     [
-        ("mixup_alpha", -0.1, "a number >= 0"),
-        ("cutmix_alpha", float("nan"), "a number >= 0"),
-        ("cutmix_alpha", True, "a number >= 0"),
-        ("random_erasing", 1.5, "a number from 0 to 1"),
-        ("random_erasing", -0.25, "a number from 0 to 1"),
-        ("random_erasing", "0.5", "a number from 0 to 1"),
+        ("mixup_alpha", -0.1),
+        ("cutmix_alpha", float("nan")),
+        ("cutmix_alpha", True),
+        ("random_erasing", 1.5),
+        ("random_erasing", -0.25),
+        ("random_erasing", "0.5"),
     ],
 )
-def test_bad_recipe_values_are_one_line(key, value, allowed):
+def test_bad_recipe_values_are_one_line(key, value):
     with pytest.raises(ConfigError) as error:
         check_settings({key: value}, SyntheticDataModule, "data.")
-    assert error.value.key == f"data.{key}" and allowed in error.value.allowed and "\n" not in str(error.value)
+    assert_names_bad_setting(str(error.value), f"data.{key}", value)
 
 
 def test_the_recipe_keys_are_in_every_image_data_config_and_off():

@@ -29,7 +29,7 @@ from c3exp.paths import config_dir
 from c3exp.results import PrimaryMetric, primary_value
 from c3exp.tasks import ClassificationModule, TaskModule, build_task
 from c3exp.training.train import train
-from tests.conftest import SHORT_RUN, TINY_DIGITS, run_config
+from tests.conftest import SHORT_RUN, TINY_DIGITS, assert_names_bad_setting, run_config
 
 
 PARITY = [
@@ -88,15 +88,18 @@ def test_eval_rebuilds_a_plugged_in_task_from_its_checkpoint(parity_run):
 
 def test_a_primary_metric_the_task_does_not_log_is_one_line():
     cfg = run_config(TINY_DIGITS + ["task.primary_metric.name=val/miou"], Path("/tmp/unused"))
-    with pytest.raises(ConfigError, match=r"task.primary_metric.name='val/miou' is not valid: expected one of val/acc1, val/acc5"):
+    with pytest.raises(ConfigError) as error:
         build_task(cfg)
+    assert_names_bad_setting(str(error.value), "task.primary_metric.name", "val/miou")
+    assert "val/acc1, val/acc5" in error.value.allowed
 
 
 def test_a_task_target_that_is_no_task_module_is_one_line():
     cfg = run_config(TINY_DIGITS + ["task._target_=torch.nn.Identity"], Path("/tmp/unused"))
-    with pytest.raises(ConfigError, match=r"^task._target_='torch.nn.Identity' is not valid: expected a subclass of "
-                                          r"c3exp.tasks.base.TaskModule$"):
+    with pytest.raises(ConfigError) as error:
         build_task(cfg)
+    assert_names_bad_setting(str(error.value), "task._target_", "torch.nn.Identity")
+    assert "c3exp.tasks.base.TaskModule" in error.value.allowed
 
 
 def test_build_model_gives_the_task_network():
@@ -195,10 +198,13 @@ def test_warmup_is_read_from_the_optim_recipe_and_refused_with_onecycle(tmp_path
     assert shared.warmup_epochs == 0
     for recipe in group_choices("optim"):
         assert build_task(c3exp.compose(["data=digits", f"optim={recipe}"]), run_config={}).warmup_epochs == 0
-    with pytest.raises(ConfigError, match=r"optim.warmup_epochs=1 is not valid: expected 0 with OneCycleLR"):
+    with pytest.raises(ConfigError) as error:
         build_task(c3exp.compose(["data=digits", "optim=onecycle", "optim.warmup_epochs=1"]), run_config={})
-    with pytest.raises(ConfigError, match=r"optim.warmup_epochs=-1 is not valid"):
+    assert_names_bad_setting(str(error.value), "optim.warmup_epochs", 1)
+    assert "with OneCycleLR" in error.value.allowed
+    with pytest.raises(ConfigError) as error:
         validate_config(run_config(["data=digits", "optim.warmup_epochs=-1"], tmp_path))
+    assert_names_bad_setting(str(error.value), "optim.warmup_epochs", -1)
 
 
 @pytest.mark.parametrize("nesterov, factor", [(False, 1.0), (True, 1.9)])

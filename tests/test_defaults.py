@@ -13,6 +13,7 @@ from typing import Any
 from hydra.utils import get_object
 from omegaconf import OmegaConf
 
+from c3exp.config import compose, group_choices
 from c3exp.paths import config_dir
 from c3exp.saved_config import HYDRA_KEYS
 from c3exp.schema import _constructors
@@ -87,6 +88,17 @@ def violations(conf: Path, package: str = "c3exp") -> list[str]:
 def test_a_key_a_config_sets_has_no_default_in_c3exps_signature():
     found = violations(config_dir())
     assert not found, f"{len(found)} defaults written twice (drop them from the signature):\n" + "\n".join(found)
+
+
+def test_the_composed_group_nodes_keep_the_rule_too():
+    """Keys the primary config adds to a group's node (conf/config.yaml's task.channels_last) are in no group file."""
+    found = []
+    for group in ("task", "data", "model"):
+        for choice in group_choices(group):
+            node = OmegaConf.to_container(compose([f"{group}={choice}"])[group], resolve=False)
+            defaults = own_defaults(get_object(node["_target_"]), "c3exp")
+            found += [f"{group}={choice}: {group}.{key}" for key in sorted(node.keys() - HYDRA_KEYS) if key in defaults]
+    assert not found, "defaults written twice:\n" + "\n".join(found)
 
 
 FAKE_MODULE = '''

@@ -47,12 +47,12 @@ class TaskModule(L.LightningModule):
         tta_flip: bool,
         primary_metric: PrimaryMetric | Mapping[str, Any] | None,  # null: the task's own (default_primary)
         name: str,  # the task config's name, which results and reports read from the config; the module needs none
+        channels_last: bool,  # task.channels_last and task.compile: conf/config.yaml, for every task
+        compile: bool,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         run_config: dict[str, Any] | None = None,
         warmup_epochs: float = 0,
-        channels_last: bool = False,
-        compile: bool = False,
     ):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net

@@ -17,7 +17,7 @@ from tests.conftest import assert_names_bad_setting
 
 
 RECIPE = {"label_smoothing": 0.0, "tta_flip": False}  # the paper's: every task config's (test below)
-SETTINGS = {**RECIPE, "primary_metric": None, "name": "classification"}  # None: the task's own primary metric
+SETTINGS = {**RECIPE, "primary_metric": None, "name": "classification", "channels_last": False, "compile": False}
 
 
 def classifier(net: nn.Module | None = None, **options) -> ClassificationModule:

@@ -21,7 +21,7 @@ from tests.conftest import assert_names_bad_setting, run_config, without_timing
 def segmenter(net: torch.nn.Module, classes: int = 3, **options) -> SegmentationModule:
     """A SegmentationModule with conf/task/segmentation.yaml's settings, `options` in their place."""
     task = c3exp.compose(["task=segmentation"]).task
-    settings = {key: task[key] for key in ("aux_weight", "ignore_index", "label_smoothing", "tta_flip", "primary_metric", "name")}
+    settings = {key: value for key, value in task.items() if key not in ("_target_", "net")}  # net: built by the test
     return SegmentationModule(net, num_classes=classes, optimizer=torch.optim.SGD, **{**settings, **options})
 
 

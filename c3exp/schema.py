@@ -45,11 +45,14 @@ def check_settings(settings: Mapping[str, Any], target: Callable[..., Any], pref
 
 
 def check_complete(settings: Mapping[str, Any], target: Callable[..., Any], prefix: str, supplied: Collection[str] = ()) -> None:
-    """Every parameter of `target` without a default has a value: the YAML holds the defaults (`~key` deletes one).
-    Only the target's own: a base's may be passed by the target itself."""
-    own = inspect.signature(_constructors(target)[0]).parameters.values()
-    missing = [p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
-               and p.name not in (*settings, *supplied, "self")]
+    """Every parameter of `target` (its bases' that its `**kwargs` reach too) without a default has a value: the YAML
+    holds the defaults (`~key` deletes one). A class's `fixed` settings are those it passes its bases itself."""
+    has_default: dict[str, bool] = {}  # bases first: a subclass's own declaration (a default of its own) wins
+    for function in reversed(_constructors(target)):
+        has_default.update({p.name: p.default is not p.empty for p in inspect.signature(function).parameters.values()
+                            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+    given = (*settings, *supplied, *getattr(target, "fixed", ()), "self")
+    missing = [name for name, default in has_default.items() if not default and name not in given]
     if missing:
         name = f"{target.__module__}.{target.__qualname__}"
         raise ConfigError(f"{prefix}{missing[0]}", "???", f"a value: {name} has no default for it, its config sets it")

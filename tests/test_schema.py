@@ -73,6 +73,27 @@ def test_a_setting_without_a_default_that_the_config_lacks_is_one_line():
                                 "has no default for it, its config sets it")
 
 
+def test_a_base_setting_without_a_default_is_required_unless_the_class_fixes_it():
+    """`~data.batch_size` on a data module whose base takes batch_size: one line, not the constructor's TypeError."""
+    class Base:
+        def __init__(self, batch_size: PositiveInt, year: str): ...
+
+    class Data(Base):
+        fixed = {"year": "2012"}  # passed to Base by Data itself
+
+        def __init__(self, root: str, seed: int = 0, **kwargs): ...
+
+    class Detection(Data):  # declares Base's batch_size with a default of its own
+        def __init__(self, *args, batch_size: int = 2, **kwargs): ...
+
+    check_complete({"root": "x"}, Detection, "data.")
+
+    check_complete({"root": "x", "batch_size": 8}, Data, "data.")
+    with pytest.raises(ConfigError) as error:
+        check_complete({"root": "x"}, Data, "data.")
+    assert str(error.value).startswith("data.batch_size='???' is not valid: expected a value")
+
+
 def test_a_class_forwarding_kwargs_has_its_bases_settings_and_the_subclass_hint_wins():
     class Base:
         def __init__(self, batch_size: PositiveInt = 8, seed: int = 0): ...

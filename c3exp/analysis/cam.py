@@ -28,7 +28,7 @@ class ChannelMaps:
 
 
 @torch.no_grad()
-def top_channel_maps(model: nn.Module, images: torch.Tensor, k: int = 6) -> ChannelMaps:
+def top_channel_maps(model: nn.Module, images: torch.Tensor, k: int) -> ChannelMaps:
     """The k most activated last-stage channels of each image, in eval mode."""
     with evaluating(model):
         features = model.forward_features(images)

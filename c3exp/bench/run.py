@@ -146,15 +146,12 @@ def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
 def loop_row(config: BenchConfig) -> dict[str, Any]:
     """Both loops' summaries and the ratios Lightning / bare (paired by round: one block each)."""
     times, steps = compare_loops(config), config.settings.steps
-    summaries = {name: summarise(values, config.settings.batch_size) for name, values in times.items()}
+    loops = {name: {**summarise(values, config.settings.batch_size), "step_times_s": values}
+             for name, values in times.items()}
     medians = {name: [statistics.median(values[i : i + steps]) for i in range(0, len(values), steps)]
                for name, values in times.items()}  # of each round's block
-    return {
-        **describe(config),
-        **{name: {**summaries[name], "step_times_s": times[name]} for name in times},
-        **ratios(summaries["lightning"], summaries["bare"]),
-        **paired_ratios(medians["lightning"], medians["bare"]),
-    }
+    return {**describe(config), **loops, **ratios(loops["lightning"], loops["bare"]),
+            **paired_ratios(medians["lightning"], medians["bare"])}
 
 
 def bench(args: Sequence[str]) -> dict[str, Any]:

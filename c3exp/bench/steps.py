@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.utilities import move_data_to_device
 from omegaconf import OmegaConf
 
@@ -56,16 +55,12 @@ def build_module(config: BenchConfig, compile_here: bool = True) -> TaskModule:
     return module
 
 
-def make_optimizer(config: BenchConfig, module: TaskModule) -> torch.optim.Optimizer:
-    return instantiate(config.cfg.optim.optimizer)(params=module.net.parameters())
-
-
 def trainee_step(config: BenchConfig) -> Callable[[], torch.Tensor]:
     """One configuration's timed step, with everything it needs built before any timing starts."""
-    module = build_module(config)
-    settings = config.settings
-    return functools.partial(train_step, module, make_optimizer(config, module), seeded_batch(config, module),
-                             settings.autocast_dtype, settings.grad_scaler())
+    module, settings = build_module(config), config.settings
+    optimizer = module.optimizer_factory(params=module.parameters())  # as configure_optimizers builds it
+    return functools.partial(train_step, module, optimizer, seeded_batch(config, module), settings.autocast_dtype,
+                             settings.grad_scaler())
 
 
 def synchronize(device: str) -> None:
@@ -122,7 +117,8 @@ def lightning_block(config: BenchConfig, module: TaskModule, batch: Batch) -> li
 def bare_block(config: BenchConfig, module: TaskModule, batch: Batch) -> list[float]:
     """The same steps in a hand-written loop, with a fresh optimizer as every fit has: the starts of its batches."""
     settings = config.settings
-    optimizer, scaler, clock = make_optimizer(config, module), settings.grad_scaler(), StepClock(settings.device)
+    optimizer = module.optimizer_factory(params=module.parameters())
+    scaler, clock = settings.grad_scaler(), StepClock(settings.device)
     for _ in range(settings.warmup + settings.steps + 1):
         clock.on_train_batch_start()
         train_step(module, optimizer, batch, settings.autocast_dtype, scaler)

@@ -147,15 +147,14 @@ def accelerator_available(name: str) -> bool:
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
     kinds = ("cuda", "mps") if name == "gpu" else (name,)
-    return name == "auto" or any(kind in AcceleratorRegistry and AcceleratorRegistry[kind]["accelerator"].is_available()
-                                 for kind in kinds)
+    return name == "auto" or any(AcceleratorRegistry[kind]["accelerator"].is_available() for kind in kinds)
 
 
 def choose_accelerator(cfg: DictConfig, overrides: Sequence[str]) -> str:
     """The config's accelerator; the run's own GPU falls back to the CPU where there is none, a GPU asked for fails."""
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
-    known = ("auto", "cpu", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
+    known = tuple(dict.fromkeys(("auto", "cpu", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))))
     wanted = str(cfg.trainer.get("accelerator") or "auto")
     asked = [item for item in overrides if item.partition("=")[0] in ("trainer", "trainer.accelerator")]
     key, _, value = asked[-1].partition("=") if asked else ("trainer.accelerator", "", wanted)

@@ -54,28 +54,26 @@ def model_summary(cfg: DictConfig) -> str:
     return "\n".join([title, "", markdown_table(("part", "params", "MACs"), rows), "", f"params={params} macs={macs}"])
 
 
-def complexity(overrides: Sequence[str]) -> dict[str, int]:
-    """{params, macs} of the network these training overrides build (torch loads here, never for --help)."""
+def complexity(model: str, attn: str, data: str, overrides: Sequence[str]) -> dict[str, int]:
+    """{params, macs} of `model` with `attn` for `data` and training overrides (torch loads here, never for --help)."""
     from c3exp.models import build_model
     from c3exp.utils.complexity import model_complexity
 
-    cfg = compose(overrides)
+    cfg = compose([f"model={model}", f"attn={attn}", f"data={data}", *overrides])
     return model_complexity(build_model(cfg), cfg.data)
 
 
-def paper_table(overrides: Sequence[str] = ()) -> str:
+def paper_table(overrides: Sequence[str]) -> str:
     """Table 1 layout (models x attention), ours / paper (relative difference), params and MACs."""
     from c3exp.report.markdown import markdown_table
-
-    def counts(model: str, attn: str, c3: Sequence[str]) -> dict[str, int]:  # CIFAR-100: 100 classes, 32x32
-        return complexity([f"model={model}", f"attn={attn}", "data=cifar100", *(c3 if attn == "c3" else ()), *overrides])
 
     def text(found: dict[str, int], model: str, attn: str, key: str) -> str:
         (figure, *digits), paper = PAPER_COLUMNS[key], TABLE1.get((model, attn))
         return _compare(found[key] / 1e6, paper and getattr(paper, figure), *digits)
 
-    cells = {(model, attn): counts(model, attn, C3_PAPER) for model in PAPER_MODELS for attn in PAPER_ATTNS}
-    resized = {model: counts(model, "c3", C3_DEFAULT) for model in PAPER_MODELS}
+    cells = {(model, attn): complexity(model, attn, "cifar100", [*(C3_PAPER if attn == "c3" else ()), *overrides])
+             for model in PAPER_MODELS for attn in PAPER_ATTNS}  # CIFAR-100: 100 classes, 32x32
+    resized = {model: complexity(model, "c3", "cifar100", [*C3_DEFAULT, *overrides]) for model in PAPER_MODELS}
     headers = ("model", *PAPER_ATTNS.values())
     params_rows = [(label, *(text(cells[model, attn], model, attn, "params") for attn in PAPER_ATTNS))
                    for model, label in PAPER_MODELS.items()]
@@ -103,13 +101,13 @@ def paper_table(overrides: Sequence[str] = ()) -> str:
 ZOO_CIFAR_MODELS = ("resnet20", "resnet56", "resnet110")
 
 
-def zoo_table(overrides: Sequence[str] = ()) -> str:
+def zoo_table(overrides: Sequence[str]) -> str:
     """Parameters and MACs of every block on the CIFAR ResNets and ResNet-50, the papers' ResNet-50 figures beside."""
     from c3exp.attention import ATTENTION_NAMES
     from c3exp.report.markdown import markdown_table
 
     networks = [*((model, "cifar100") for model in ZOO_CIFAR_MODELS), (ZOO_MODEL, ZOO_DATA)]
-    counts = {(model, attn): complexity([f"model={model}", f"attn={attn}", f"data={data}", *overrides])
+    counts = {(model, attn): complexity(model, attn, data, overrides)
               for model, data in networks for attn in ATTENTION_NAMES}  # every block at its config's defaults
     params_rows, macs_rows = [], []
     for attn in ATTENTION_NAMES:

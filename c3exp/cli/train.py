@@ -24,7 +24,7 @@ from c3exp.errors import USER_ERRORS, cannot_write, run_reporting_user_errors
 from c3exp.paths import config_dir
 from c3exp.results import primary_value
 from c3exp.training.locks import LOCK_FILE, holding, is_secondary_rank, release_all
-from c3exp.training.sweep import JobFailed, Stopped, in_multirun, job_failed, sigterm_received, watch_for_sigterm
+from c3exp.training.sweep import JobFailed, Stopped, in_multirun, job_failed
 from c3exp.training.tuning import run_as_trial
 
 log = logging.getLogger(__name__)
@@ -94,37 +94,32 @@ def report_stop(run_dir: Path, signum: int) -> None:
 
     found = newest_good_checkpoint(run_dir / "checkpoints")  # where resume=auto continues: the epoch it ends (0-based)
     done = "before the end of epoch 0" if found is None else f"after epoch {found[1]['epoch']}"
-    line = (f"stopped by {signal.Signals(signum).name} {done}: resume with: "
-            f"{resume_command(run_dir, drop_ckpt_path=found is not None)}")
+    dropped = {"resume"} if found is None else {"resume", "ckpt_path"}  # a ckpt_path would win over that checkpoint
+    overrides = [arg for arg in HydraConfig.get().overrides.task if arg.split("=", 1)[0].lstrip("+~") not in dropped]
+    command = shlex.join(["python", "-m", "c3exp", *overrides, f"hydra.run.dir={run_dir}", "resume=auto"])
+    line = f"stopped by {signal.Signals(signum).name} {done}: resume with: {command}"
     log.warning(line)  # into train.log
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(128 + signum) from None
 
 
-def resume_command(run_dir: Path, drop_ckpt_path: bool) -> str:
-    """This run's command line continuing in `run_dir`, less a ckpt_path that would win over its own checkpoint."""
-    dropped = {"resume", "ckpt_path"} if drop_ckpt_path else {"resume"}
-    overrides = [arg for arg in HydraConfig.get().overrides.task if arg.split("=", 1)[0].lstrip("+~") not in dropped]
-    return shlex.join(["python", "-m", "c3exp", *overrides, f"hydra.run.dir={run_dir}", "resume=auto"])
-
-
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     """A user error fails this job in one line (the sweep goes on); one SLURM stops neither fails nor finishes."""
-    watch_for_sigterm()
-    try:
-        with holding(Path(cfg.output_dir), "hydra.sweep.dir"):
-            return run_as_trial(lambda: train(cfg))  # inside an Optuna trial: the study is told how it ended
-    except USER_ERRORS as err:
-        raise job_failed(err) from err
-    except Exception as err:
-        if sigterm_received():
-            message = "stopped by SIGTERM before it finished: a requeued job resumes from its last checkpoint"
-            raise Stopped(message) from err
-        message = cannot_write(err)  # a full disk or read-only folder fails this job in one line, like a bad value
-        if message is not None:
-            log.error("error: %s", message)
-            raise job_failed(OSError(message)) from err
-        raise
+    with stop_signals_noted() as received:
+        try:
+            with holding(Path(cfg.output_dir), "hydra.sweep.dir"):
+                return run_as_trial(lambda: train(cfg))  # inside an Optuna trial: the study is told how it ended
+        except USER_ERRORS as err:
+            raise job_failed(err) from err
+        except Exception as err:
+            if signal.SIGTERM in received:  # SLURM's also kills W&B's service: that lost connection is no failure
+                message = "stopped by SIGTERM before it finished: a requeued job resumes from its last checkpoint"
+                raise Stopped(message) from err
+            message = cannot_write(err)  # a full disk or read-only folder fails this job in one line, like a bad value
+            if message is not None:
+                log.error("error: %s", message)
+                raise job_failed(OSError(message)) from err
+            raise
 
 
 register_resolvers()

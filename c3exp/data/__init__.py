@@ -1,5 +1,5 @@
 """DataModules; the offline shapes data (c3exp.data.shapes) is not imported here: `python -m` runs it as a script."""
-from c3exp.data.base import ArrayDataset, ImageArrays, ImageDataModule, build_transforms
+from c3exp.data.base import ArrayDataset, ImageArrays, ImageDataModule
 from c3exp.data.cifar import CIFARDataModule
 from c3exp.data.coco import COCODetectionDataModule
 from c3exp.data.detection import DetectionDataModule, VOCDetectionDataModule, detection_collate
@@ -10,4 +10,4 @@ from c3exp.data.voc import VOCSegmentationDataModule
 
 __all__ = ["ArrayDataset", "CIFARDataModule", "COCODetectionDataModule", "DetectionDataModule", "DigitsDataModule",
            "ImageArrays", "ImageDataModule", "ImageFolderDataModule", "SyntheticDataModule", "VOCDetectionDataModule",
-           "VOCSegmentationDataModule", "build_transforms", "detection_collate"]
+           "VOCSegmentationDataModule", "detection_collate"]

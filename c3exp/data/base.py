@@ -57,20 +57,8 @@ class ArrayDataset(Dataset):
         return self.transform(self.arrays.images[index]), int(self.arrays.labels[index])
 
 
-def build_transforms(mean: Sequence[float], std: Sequence[float], train: bool, crop_padding: int = 4,
-                     hflip: bool = True) -> v2.Transform:
-    """The CIFAR recipe: pad-and-crop plus flip for training (drawn as data.on_device draws them), normalisation."""
-    steps: list[v2.Transform] = []
-    if train and (crop_padding > 0 or hflip):
-        steps.append(RandomCropFlip(crop_padding, hflip))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    return v2.Compose(steps)
-
-
 class BatchedDataModule(L.LightningDataModule):
     """What every data module shares: the global data.batch_size split over processes, a DataLoader per split."""
-
-    pin_memory = True
 
     def __init__(self, batch_size: PositiveInt, eval_batch_size: PositiveInt | None, num_workers: NonNegativeInt):
         super().__init__()
@@ -90,7 +78,7 @@ class BatchedDataModule(L.LightningDataModule):
         return DataLoader(
             self.dataset(split), batch_size=self.per_process_batch_size(split),
             shuffle=split == "train", num_workers=self.num_workers, collate_fn=self.collate_fn(split),
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            pin_memory=torch.cuda.is_available(),
             persistent_workers=False,  # workers seeded afresh from the per-epoch reseeded RNG: exact resume
         )
 
@@ -104,7 +92,6 @@ class BatchedDataModule(L.LightningDataModule):
         return self._loader("test")
 
 
-ROLES = ("train", "val", "test")
 ROLES_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
@@ -126,12 +113,12 @@ class SplitsDataModule(BatchedDataModule):
         return self.datasets[role]
 
     def setup(self, stage: str | None = None) -> None:
-        for role in ROLES_OF_STAGE.get(stage, ROLES):
+        for role in ROLES_OF_STAGE.get(stage, ("train", "val", "test")):
             self.dataset(role)
 
 
 class ImageDataModule(BatchedDataModule):
-    """Splits from `load_arrays`; `val_split` held out by `split_seed` (0: test validates, the CIFAR papers' way)."""
+    """Splits from `load_arrays`; `val_split` held out by a fixed seed (0: test validates, the CIFAR papers' way)."""
 
     mean: Sequence[float] = (0.5, 0.5, 0.5)
     std: Sequence[float] = (0.25, 0.25, 0.25)
@@ -152,17 +139,14 @@ class ImageDataModule(BatchedDataModule):
         mixup_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"],
         cutmix_alpha: Annotated[NonNegativeFloat, "the Beta distribution's alpha; 0: off"],
         random_erasing: Annotated[Probability, "0: off"],
-        split_seed: int = 0,
-        pin_memory: bool = True,
         **loading: Any,
     ):
         super().__init__(**loading)
         check(not on_device or type(self).load_arrays is not ImageDataModule.load_arrays, "data.on_device",
               on_device, f"false for data={name}: only datasets held in memory as arrays can live on the device")
-        self.on_device, self.seed, self.train_repeats, self.pin_memory = on_device, seed, train_repeats, pin_memory
+        self.on_device, self.seed, self.train_repeats = on_device, seed, train_repeats
         self.name, self.num_classes, self.image_size, self.channels = name, num_classes, image_size, channels
-        self.val_split, self.split_seed = val_split, split_seed
-        self.augment, self.crop_padding, self.hflip = augment, crop_padding, hflip
+        self.val_split, self.augment, self.crop_padding, self.hflip = val_split, augment, crop_padding, hflip
         self.mixup_alpha, self.cutmix_alpha, self.random_erasing = mixup_alpha, cutmix_alpha, random_erasing
         self.splits: dict[str, ImageArrays] | None = None
 
@@ -178,12 +162,16 @@ class ImageDataModule(BatchedDataModule):
             return {"train": train, "val": test, "test": test}
         check(self.val_split < len(train), "data.val_split", self.val_split,
               f"fewer than the {len(train)} training images")
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
         held_out, kept = order[: self.val_split], order[self.val_split:]
         return {"train": train.subset(kept), "val": train.subset(held_out), "test": test}
 
     def transform(self, train: bool) -> v2.Transform:
-        return build_transforms(self.mean, self.std, train and self.augment, self.crop_padding, self.hflip)
+        """The CIFAR recipe: pad-and-crop plus flip for training (drawn as data.on_device draws them), normalisation."""
+        crop_flip = train and self.augment and (self.crop_padding > 0 or self.hflip)
+        steps = [RandomCropFlip(self.crop_padding, self.hflip)] if crop_flip else []
+        normalize = v2.Normalize(list(self.mean), list(self.std))
+        return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), normalize])
 
     def sample_transform(self, train: bool) -> v2.Transform:
         """`transform`, then random erasing of each normalised training image where random_erasing > 0."""

@@ -54,18 +54,6 @@ def _read(path: Path, keys: list[tuple[str, ...]]) -> tuple[dict, str | None]:
     return {}, f"is not a python-version CIFAR file: {problem}"
 
 
-def missing_data_message(name: str, root: Path, reason: str) -> str:
-    folder = _TORCHVISION_CLASS[name].base_folder
-    return (
-        f"{name} not found: looked for {root.resolve() / folder} ({reason}). "
-        f"Either let c3exp download it once on a machine with internet access (data.download=true), "
-        f"or copy the python-version archive's extracted '{folder}' folder to a local directory and "
-        f"point data.root at the directory that contains it, e.g. `python -m c3exp data={name} "
-        f"data.root=/path/to/datasets` (the default is data.root=data, relative to where you run, "
-        f"or $C3EXP_DATA). For the offline demo without any download, use data=digits."
-    )
-
-
 class CIFARDataModule(ImageDataModule):
     """CIFAR-10 or CIFAR-100 (chosen by `name`), held in memory as uint8 arrays."""
 
@@ -79,6 +67,16 @@ class CIFARDataModule(ImageDataModule):
         meta = self.source.meta
         self.md5 = {**dict(self.source.train_list + self.source.test_list), meta["filename"]: meta["md5"]}
 
+    def missing(self, reason: str) -> str:
+        return (
+            f"{self.name} not found: looked for {self.folder} ({reason}). "
+            f"Either let c3exp download it once on a machine with internet access (data.download=true), "
+            f"or copy the python-version archive's extracted '{self.source.base_folder}' folder to a local directory "
+            f"and point data.root at the directory that contains it, e.g. `python -m c3exp data={self.name} "
+            f"data.root=/path/to/datasets` (the default is data.root=data, relative to where you run, "
+            f"or $C3EXP_DATA). For the offline demo without any download, use data=digits."
+        )
+
     def prepare_data(self) -> None:
         self.load_arrays(train=True)
         self.load_arrays(train=False)
@@ -91,7 +89,7 @@ class CIFARDataModule(ImageDataModule):
             try:
                 self.source(str(self.root), train=train, download=True)
             except (OSError, RuntimeError) as err:  # URLError, DNS, the archive's own checks
-                problem = self._read(batches, err)[1] or missing_data_message(self.name, self.root, str(err))
+                problem = self._read(batches, err)[1] or self.missing(str(err))
                 raise DataNotFoundError(problem) from None
             entries, problem = self._read(batches)
         if problem:
@@ -107,7 +105,7 @@ class CIFARDataModule(ImageDataModule):
         if missing:
             reason = f"the download failed: {download_error}" if download_error else (
                 f"it lacks {', '.join(missing)}" if self.folder.is_dir() else "no such folder")
-            return {}, missing_data_message(self.name, self.root, reason)
+            return {}, self.missing(reason)
         meta = self.source.meta
         keys = {name: [("data",), _LABELS] for name in batches} | {meta["filename"]: [(meta["key"],)]}
         read = {name: _read(self.folder / name, entry_keys) for name, entry_keys in keys.items()}

@@ -49,12 +49,9 @@ class COCODetectionDataModule(DetectionDataModule):
 
     def __init__(
         self,
-        train_images: str,
-        train_annotations: str,
-        val_images: str,
-        val_annotations: str,
-        test_images: str | None,
-        test_annotations: str | None,
+        train_images: str, train_annotations: str,
+        val_images: str, val_annotations: str,
+        test_images: str | None, test_annotations: str | None,
         **settings: Any,
     ):
         super().__init__(**settings)

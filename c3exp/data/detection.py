@@ -18,7 +18,7 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
 from c3exp.data.base import SplitsDataModule
-from c3exp.data.voc import VOCLayout, Year, check_listed
+from c3exp.data.voc import VOCLayout, check_listed
 from c3exp.errors import DataNotFoundError, check
 from c3exp.schema import PositiveInt
 
@@ -143,16 +143,12 @@ class VOCDetectionDataModule(VOCLayout, DetectionDataModule):
 
     def __init__(
         self,
-        year: Year,
-        download: bool,
         class_names: Annotated[Sequence[str], at.Predicate(lambda names: all(names) and len(set(names)) == len(names)),
                                "distinct non-empty names, the objects' <name>s in the XML"],
-        train_split: str, val_split: str, test_split: str,
         use_difficult: bool,
         **settings: Any,
     ):
         super().__init__(**settings)
-        self.use_voc(year, download, (train_split, val_split, test_split))
         names, num_classes, year = list(class_names), self.num_classes, self.year
         check(num_classes == len(names) + 1, "data.num_classes", num_classes,
               f"{len(names) + 1}: the background and the {len(names)} data.class_names")

@@ -28,14 +28,12 @@ class DigitsDataModule(ImageDataModule):
     def __init__(self, test_fraction: float, **kwargs):
         super().__init__(**kwargs)
         self.test_fraction = test_fraction
-        self._all: ImageArrays | None = None
 
     def _partition(self) -> tuple[ImageArrays, torch.Tensor, torch.Tensor]:
-        if self._all is None:
-            self._all = load_digits_32(self.image_size)
-        order = torch.randperm(len(self._all), generator=torch.Generator().manual_seed(self.split_seed + 1))
+        everything = load_digits_32(self.image_size)
+        order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(1))
         n_test = int(round(self.test_fraction * len(order)))
-        return self._all, order[n_test:], order[:n_test]
+        return everything, order[n_test:], order[:n_test]
 
     def load_arrays(self, train: bool) -> ImageArrays:
         everything, train_index, test_index = self._partition()

@@ -14,10 +14,8 @@ from torchvision.transforms import v2
 from c3exp.data.base import ImageDataModule
 from c3exp.errors import DataNotFoundError, check
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-_EXTENSIONS = ", ".join(IMG_EXTENSIONS)
-_EXPECTED = (f"one sub-folder per class, each holding images ending in {_EXTENSIONS} (what torchvision's ImageFolder "
-             f"reads)")
+_EXPECTED = (f"one sub-folder per class, each holding images ending in {', '.join(IMG_EXTENSIONS)} (what "
+             f"torchvision's ImageFolder reads)")
 
 
 def open_image_folder(path: Path) -> datasets.ImageFolder:
@@ -42,13 +40,12 @@ def open_image_folder(path: Path) -> datasets.ImageFolder:
 class ImageFolderDataModule(ImageDataModule):
     """Files decoded per sample by DataLoader workers; `num_classes: null` counts the folders of `<root>/train`."""
 
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's
 
-    def __init__(self, root: str, train_dir: str, val_dir: str, test_dir: str | None = None,
-                 **kwargs: Any):
+    def __init__(self, root: str, train_dir: str, val_dir: str, **kwargs: Any):
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
-        self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir or val_dir}
+        self.dirs = {"train": train_dir, "val": val_dir, "test": val_dir}  # tested on the validation folder
         self.folders: dict[str, datasets.ImageFolder] = {}
 
     def _folder(self, split: str) -> Path:

@@ -31,6 +31,7 @@ NUM_CLASSES = len(CLASSES) + 1  # with the background, label 0
 VOID = 255  # VOC's "void" label: object borders and unlabelled pixels, ignored by the loss
 VOC_FOLDER = Path("VOCdevkit", "VOC2012")
 METADATA = "shapes.json"  # the generator arguments, beside VOCdevkit
+MAX_OBJECTS = 4  # shapes in a scene at most
 SCRATCH_PREFIX = ".shapes-"  # .shapes-<host>-<pid>-<random>: a writer's private folder inside the root
 COCO_CATEGORIES = [{"id": label, "name": name, "supercategory": "shape"} for label, name in enumerate(CLASSES, start=1)]
 
@@ -121,12 +122,12 @@ def _distinct_colour(rng: np.random.Generator, avoid: Sequence[np.ndarray], dist
     return best
 
 
-def random_scene(rng: np.random.Generator, size: int, max_objects: int = 4) -> Scene:
-    """1..max_objects shapes of random class, size (12-40% of the side, >= 10 px), angle, place and colour."""
+def random_scene(rng: np.random.Generator, size: int) -> Scene:
+    """1..MAX_OBJECTS shapes of random class, size (12-40% of the side, >= 10 px), angle, place and colour."""
     texture = _texture(rng, size)
     colours = [texture.mean(axis=(0, 1))]
     shapes = []
-    for _ in range(rng.integers(1, max_objects + 1)):
+    for _ in range(rng.integers(1, MAX_OBJECTS + 1)):
         label = int(rng.integers(1, len(CLASSES) + 1))
         radius = max(10.0, rng.uniform(0.12, 0.40) * size) / 2
         centre = tuple(rng.uniform(radius / 2, size - radius / 2, size=2))
@@ -197,8 +198,7 @@ def coco_annotations(image_number: int, rendered: Rendered, scene: Scene, first_
     } for number, (label, (left, top, right, bottom)) in enumerate(visible)]
 
 
-def write_shapes_dataset(root: Path | str, splits: Mapping[str, int], image_size: int, seed: int,
-                         max_objects: int = 4) -> Path:
+def write_shapes_dataset(root: Path | str, splits: Mapping[str, int], image_size: int, seed: int) -> Path:
     """Write each split's scenes under `root`, byte-identical for the same arguments; return `root`."""
     splits, root = dict(splits), Path(root)
     voc = root / VOC_FOLDER
@@ -211,7 +211,7 @@ def write_shapes_dataset(root: Path | str, splits: Mapping[str, int], image_size
         ids, first_image, first_annotation = [f"{split}_{i:05d}" for i in range(count)], len(images), len(annotations)
         for index, image_id in enumerate(ids):
             rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])  # independent of the other splits
-            scene = random_scene(rng, image_size, max_objects)
+            scene = random_scene(rng, image_size)
             rendered = render(scene)
             rendered.image.save(folders["JPEGImages"] / f"{image_id}.jpg", quality=95)
             rendered.mask.save(folders["SegmentationClass"] / f"{image_id}.png")
@@ -225,29 +225,27 @@ def write_shapes_dataset(root: Path | str, splits: Mapping[str, int], image_size
         coco = {"images": images[first_image:], "annotations": annotations[first_annotation:],
                 "categories": COCO_CATEGORIES}
         write_json(root / "annotations" / f"instances_{split}.json", coco)
-    write_json(root / METADATA, _metadata(splits, image_size, seed, max_objects))
+    write_json(root / METADATA, _metadata(splits, image_size, seed))
     return root
 
 
-def _metadata(splits: Mapping[str, int], image_size: int, seed: int, max_objects: int) -> dict:
-    return {"splits": dict(splits), "image_size": image_size, "seed": seed, "max_objects": max_objects}
+def _metadata(splits: Mapping[str, int], image_size: int, seed: int) -> dict:
+    return {"splits": dict(splits), "image_size": image_size, "seed": seed, "max_objects": MAX_OBJECTS}
 
 
-def ensure_shapes_dataset(root: Path, splits: Mapping[str, int], image_size: int, seed: int,
-                          max_objects: int = 4) -> None:
+def ensure_shapes_dataset(root: Path, splits: Mapping[str, int], image_size: int, seed: int) -> None:
     """Write the dataset into `root` unless there; concurrent writers each rename a scratch folder in: first wins."""
-    wanted = _metadata(splits, image_size, seed, max_objects)
+    wanted = _metadata(splits, image_size, seed)
     if not (root / VOC_FOLDER / "ImageSets" / "Segmentation" / "train.txt").is_file():
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_scratch(root)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=root))
-        try:
-            write_shapes_dataset(scratch, splits, image_size, seed, max_objects)
+        prefix = f"{SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+        # removed after an error, Ctrl-C or a run's SIGTERM too (c3exp.run turns it into SystemExit)
+        with tempfile.TemporaryDirectory(prefix=prefix, dir=root, ignore_cleanup_errors=True) as scratch:
+            write_shapes_dataset(scratch, splits, image_size, seed)
             for name in (METADATA, "annotations", VOC_FOLDER.parts[0]):
                 with contextlib.suppress(OSError):  # another process got there first
-                    os.rename(scratch / name, root / name)
-        finally:  # an error, Ctrl-C or a run's SIGTERM (c3exp.run turns it into SystemExit)
-            shutil.rmtree(scratch, ignore_errors=True)
+                    os.rename(Path(scratch, name), root / name)
     metadata = root / METADATA
     found = json.loads(metadata.read_text()) if metadata.is_file() else wanted
     check(found == wanted, "data.root", str(root), f"a folder without shapes written with other settings "

@@ -13,7 +13,7 @@ class SyntheticDataModule(ImageDataModule):
 
     def load_arrays(self, train: bool) -> ImageArrays:
         count = self.num_train if train else self.num_test
-        generator = torch.Generator().manual_seed(self.split_seed * 2 + int(train))
+        generator = torch.Generator().manual_seed(int(train))
         shape = (count, self.channels, self.image_size, self.image_size)
         images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
         labels = torch.randint(0, self.num_classes, (count,), generator=generator)

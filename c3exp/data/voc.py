@@ -15,7 +15,7 @@ from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from c3exp.data.base import ROLES, SplitsDataModule
+from c3exp.data.base import SplitsDataModule
 from c3exp.errors import DataNotFoundError, check
 from c3exp.schema import PositiveFloat, PositiveInt
 
@@ -63,9 +63,11 @@ class VOCLayout(SplitsDataModule):
     reader: ClassVar[type[datasets.VisionDataset]] = datasets.VOCSegmentation
     lists: ClassVar[str] = "Segmentation"  # the folder of ImageSets that holds the task's lists
 
-    def use_voc(self, year: str, download: bool, splits: Sequence[str]) -> None:
-        self.year, self.download, self.splits = str(year), download, dict(zip(ROLES, splits))
-        self.folder = voc_folder(self.root, self.year)
+    def __init__(self, year: Year, download: bool, train_split: str, val_split: str, test_split: str, **settings: Any):
+        super().__init__(**settings)
+        self.year, self.download = year, download
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.folder = voc_folder(self.root, year)
 
     def missing(self, reason: str) -> DataNotFoundError:
         example, offline = ("voc2012", "shapes") if self.task == "segmentation" else ("voc2007", "shapes_detection")
@@ -153,10 +155,7 @@ class VOCSegmentationDataModule(VOCLayout):
 
     def __init__(
         self,
-        year: Year,
-        download: bool,
         num_classes: Annotated[int, at.Interval(ge=1, le=255)],
-        train_split: str, val_split: str, test_split: str,
         crop_size: PositiveInt,
         scale_range: Annotated[tuple[PositiveFloat, PositiveFloat], at.Predicate(lambda r: r[0] <= r[1]),
                                "[low, high], low <= high"],
@@ -170,7 +169,6 @@ class VOCSegmentationDataModule(VOCLayout):
         super().__init__(**settings)
         check(num_classes <= ignore_index <= 255, "data.ignore_index", ignore_index,
               f"a label no class uses that fits 8-bit masks: {num_classes}..255 (VOC's void is 255)")
-        self.use_voc(year, download, (train_split, val_split, test_split))
         self.num_classes, self.ignore_index, self.check_masks = num_classes, ignore_index, check_masks
         self.crop_size, self.scale_range = crop_size, tuple(float(s) for s in scale_range)
         self.hflip, self.augment = hflip, augment

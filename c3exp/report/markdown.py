@@ -5,8 +5,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from c3exp.report.tables import (BUDGET_KEYS, NO_EXPERIMENT, Cell, Table, TableSpec, best_cells, block_label,
-                                 paper_value, plural, settings_of, shown_setting)
+from c3exp.report.tables import (BUDGET_KEYS, NO_EXPERIMENT, Cell, Table, TableSpec, best_cells, block_label, plural,
+                                 settings_of, shown_setting)
 
 WIDE_TABLE_ATTNS = 4  # more blocks than this, or several recipes: a row per block instead of columns per block
 
@@ -28,7 +28,7 @@ def markdown_cells(cell: Cell | None, spec: TableSpec, best: bool) -> list[str]:
         return [""] * len(spec.headers)
     texts = []
     for column in spec.columns:
-        text, paper = column.text(cell), paper_value(cell.paper, column)
+        text, paper = column.text(cell), cell.paper_value(column)
         text = f"**{text}**" if best and column.digits is None and column.metric == spec.best.metric else text
         texts.append(text if paper is None else f"{text} (paper {paper:g})")
     return [*texts, str(cell.seeds)]

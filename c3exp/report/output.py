@@ -17,7 +17,7 @@ from c3exp.analysis.plots import Band, accuracy_curves
 from c3exp.errors import check
 from c3exp.report.markdown import report_markdown
 from c3exp.report.runs import DEFAULT_TASK, Run
-from c3exp.report.tables import Table, best_cells, build_tables, paper_value, plural, select_runs, shown_setting
+from c3exp.report.tables import Table, best_cells, build_tables, plural, select_runs, shown_setting
 from c3exp.results import RESULTS_FILE
 from c3exp.utils.atomic import write_text
 
@@ -76,9 +76,9 @@ def csv_rows(table: Table) -> list[tuple[dict[str, Any], ...]]:
             out.append((
                 {"model": cell.model, "data": cell.data, "attn": cell.attn, "recipe": cell.recipe,
                  **{name: shown_setting(varied[name]) if name in varied else None for name in varied_keys}},
-                {name: value for column in columns for name, value in zip(column.csv_names, column.values(cell))},
+                {name: value for column in columns for name, value in column.values(cell).items()},
                 {"seeds": cell.seeds, "best_in_row": key in best},
-                {f"paper_{column.name}": paper_value(cell.paper, column) for column in columns if column.paper_field},
+                {f"paper_{column.name}": cell.paper_value(column) for column in columns if column.paper_field},
                 {"runs": ";".join(run.source for run in cell.runs)},
             ))
     return out

@@ -92,22 +92,17 @@ class Column:
     paper_field: str | None = None  # the field of the paper's figures (a NamedTuple) that this column shows
     digits: int | None = None  # a cost's decimals; None: a test metric
 
-    @property
-    def csv_names(self) -> tuple[str, ...]:
-        return (self.name,) if self.digits is not None else (f"{self.name}_mean", f"{self.name}_std")
-
-    def values(self, cell: Cell) -> tuple[float | None, ...]:
-        """The figures of its csv_names: a cost's mean over the cell's runs, a metric's mean and sample std."""
-        return (cell.cost_m(self.metric),) if self.digits is not None else cell.mean_std(self.metric)
+    def values(self, cell: Cell) -> dict[str, float | None]:
+        """Its CSV columns: a cost's mean over the runs (name), a metric's mean and sample std (name_mean, name_std)."""
+        if self.digits is None:
+            return dict(zip((f"{self.name}_mean", f"{self.name}_std"), cell.mean_std(self.metric)))
+        known = [value for run in cell.runs if (value := getattr(run, self.metric)) is not None]
+        return {self.name: statistics.fmean(known) / 1e6 if known else None}
 
     def text(self, cell: Cell) -> str:
         """'0.270' (a cost), '85.31 ± 1.20' (mean ± sample std, %), '85.31 ± -' for one seed."""
         digits = 2 if self.digits is None else self.digits
-        return " ± ".join("-" if value is None else f"{value:.{digits}f}" for value in self.values(cell))
-
-
-def paper_value(paper: PaperFigures | None, column: Column) -> float | None:
-    return getattr(paper, column.paper_field) if paper is not None and column.paper_field else None
+        return " ± ".join("-" if value is None else f"{value:.{digits}f}" for value in self.values(cell).values())
 
 
 @dataclass(frozen=True)
@@ -182,7 +177,7 @@ def spec_for(task: str, runs: Sequence[Run]) -> TableSpec:
     """The task's own spec, else params, then every test metric its runs have, the primary first."""
     if task in TABLE_SPECS:
         return TABLE_SPECS[task]
-    primary = runs[0].primary if runs else PrimaryMetric()
+    primary = runs[0].primary  # a task's table has runs
     metrics = dict.fromkeys([primary.metric, *sorted({metric for run in runs for metric in run.test_metrics})])
     return TableSpec(
         heading=task.capitalize(),
@@ -214,14 +209,10 @@ class Cell:
         """Distinct seeds with the metric that decides the row: the sample size of mean and std."""
         return len({run.seed for run in self.runs if run.test_metrics.get(self.spec.best.metric) is not None})
 
-    def cost_m(self, attr: str) -> float | None:
-        known = [value for run in self.runs if (value := getattr(run, attr)) is not None]
-        return statistics.fmean(known) / 1e6 if known else None
-
-    @property
-    def paper(self) -> PaperFigures | None:
-        """The paper's figures stand only beside the paper's recipe."""
-        return self.spec.paper(self.model, self.data, self.attn) if is_paper_recipe(self.recipe) else None
+    def paper_value(self, column: Column) -> float | None:
+        """The paper's figure of a column: it stands only beside the paper's recipe."""
+        paper = self.spec.paper(self.model, self.data, self.attn) if is_paper_recipe(self.recipe) else None
+        return getattr(paper, column.paper_field) if paper is not None and column.paper_field else None
 
     @property
     def label(self) -> str:

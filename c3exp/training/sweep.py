@@ -6,9 +6,7 @@ import io
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,7 +29,6 @@ STATUS_FILE = "job_status.json"
 GPU_LOCK_DIR = ".gpu_locks"
 # (lock directory, GPU index, open lock file) of the GPU this process claimed: the lock lasts as long as the process
 _claimed_gpu: tuple[Path, int, IO[str]] | None = None
-_sigterm = threading.Event()
 
 
 def in_multirun() -> bool:
@@ -87,25 +84,6 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
 
 class Stopped(SystemExit):
     """SLURM stopped this job; a SystemExit passes `except Exception`: no status is written, and the rerun resumes."""
-
-
-def watch_for_sigterm() -> None:
-    """Remember a SIGTERM, passed on: SLURM's also kills W&B's service, and that lost connection is no real failure."""
-    previous = signal.getsignal(signal.SIGTERM)
-    main = threading.current_thread() is threading.main_thread()
-    if not main or not callable(previous) or getattr(previous, "c3exp_watch", False):
-        return
-
-    def note(signum: int, frame: Any) -> None:
-        _sigterm.set()
-        previous(signum, frame)
-
-    note.c3exp_watch = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, note)
-
-
-def sigterm_received() -> bool:
-    return _sigterm.is_set()
 
 
 class JobFailed(CompactHydraException):

@@ -101,8 +101,6 @@ class OptunaSweeper(Sweeper):
         check(bool(space), "hydra.sweeper.params", dict(self.params or {}), "at least one parameter to search")
         with worker_lock(self.sweep_dir) as (worker, others):
             study = self.open_study(others)
-            with exclusive(self.sweep_dir / WORKERS_DIR / ASK_LOCK):  # two workers starting together retry a trial once
-                retry_dead_trials(study, self.sweep_dir)
             while trials := self.ask(study, space, worker):
                 self.run(study, trials, fixed)
         report_best(study, fixed, self.sweep_dir)
@@ -121,11 +119,12 @@ class OptunaSweeper(Sweeper):
         return study
 
     def ask(self, study: optuna.Study, space: dict[str, Any], worker: str) -> list[optuna.Trial]:
-        """Up to n_jobs new trials while finished and running ones stay below n_trials (counted under a lock)."""
+        """Dead workers' trials asked again, then up to n_jobs new while finished and running stay below n_trials."""
         import optuna
 
         taken = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
         with exclusive(self.sweep_dir / WORKERS_DIR / ASK_LOCK):
+            retry_dead_trials(study, self.sweep_dir)
             count = len(study.get_trials(deepcopy=False, states=taken))
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - count))]
             for trial in trials:

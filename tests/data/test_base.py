@@ -9,11 +9,12 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 import c3exp
 from c3exp.config import check_command_line, group_choices, instantiate_checked
-from c3exp.data import ArrayDataset, ImageDataModule, SyntheticDataModule, build_transforms
-from c3exp.data.device import DeviceBatches
+from c3exp.data import ArrayDataset, ImageDataModule, SyntheticDataModule
+from c3exp.data.device import DeviceBatches, RandomCropFlip
 from c3exp.errors import ConfigError
 from c3exp.saved_config import rebuild_config
 from c3exp.schema import check_settings
@@ -73,12 +74,14 @@ def test_a_stored_data_config_without_the_recipe_keys_gets_the_yamls_values():
 
 
 def test_off_the_loader_batches_are_the_plain_recipes_bit_for_bit():
-    """Defaults add nothing: the same batches as ArrayDataset + build_transforms + default collate."""
+    """Defaults add nothing: the same batches as ArrayDataset + the CIFAR recipe + default collate."""
     datamodule = synthetic()
     torch.manual_seed(5)
     got = list(datamodule.train_dataloader())
     torch.manual_seed(5)
-    plain = ArrayDataset(datamodule.splits["train"], build_transforms(datamodule.mean, datamodule.std, train=True))
+    recipe = v2.Compose([RandomCropFlip(4, True), v2.ToDtype(torch.float32, scale=True),
+                         v2.Normalize(list(datamodule.mean), list(datamodule.std))])
+    plain = ArrayDataset(datamodule.splits["train"], recipe)
     expected = list(DataLoader(plain, batch_size=BATCH, shuffle=True))
     assert len(got) == len(expected) == 6
     for (images, labels), (expected_images, expected_labels) in zip(got, expected):

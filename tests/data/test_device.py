@@ -8,9 +8,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from torchvision.transforms import v2
 
-from c3exp.data import ArrayDataset, DigitsDataModule, build_transforms
+from c3exp.data import ArrayDataset, DigitsDataModule
 from c3exp.data.device import (
     DeviceBatches,
+    RandomCropFlip,
     RandomErase,
     crop_flip_batch,
     draw_crop_flip,
@@ -23,6 +24,9 @@ from tests.conftest import TINY_DIGITS, run_config, without_timing
 from tests.data import data_module
 
 MEAN, STD = DigitsDataModule.mean, DigitsDataModule.std
+#: The DataLoader path's training transform at data.crop_padding=4, data.hflip=true.
+RECIPE = v2.Compose([RandomCropFlip(4, True), v2.ToDtype(torch.float32, scale=True),
+                     v2.Normalize(list(MEAN), list(STD))])
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def test_dataloader_path_and_device_path_agree_for_the_same_draws(digits):
     """The DataLoader transform draws (top, left, flip) once per image from the global RNG; replaying
     those draws through the batched path gives the same normalised tensors, bit for bit."""
     arrays = digits.splits["train"]
-    dataset = ArrayDataset(arrays, build_transforms(MEAN, STD, train=True, crop_padding=4, hflip=True))
+    dataset = ArrayDataset(arrays, RECIPE)
     torch.manual_seed(3)
     loader_images = torch.stack([dataset[i][0] for i in range(32)])
     torch.manual_seed(3)
@@ -129,7 +133,7 @@ def test_dataloader_path_and_device_path_erase_the_same_pixels_for_the_same_draw
     """The DataLoader path erases each normalised image after its crop/flip, drawing from the global RNG;
     replaying those draws through the batched path gives the same tensors, bit for bit."""
     arrays = digits.splits["train"]
-    dataset = ArrayDataset(arrays, v2.Compose([build_transforms(MEAN, STD, train=True), RandomErase(0.5)]))
+    dataset = ArrayDataset(arrays, v2.Compose([RECIPE, RandomErase(0.5)]))
     torch.manual_seed(3)
     loader_images = torch.stack([dataset[i][0] for i in range(32)])
     torch.manual_seed(3)

@@ -86,20 +86,16 @@ def test_eval_rebuilds_a_plugged_in_task_from_its_checkpoint(parity_run):
     assert metrics["test/brier"] == pytest.approx(parity_run["test_brier"], abs=1e-6)
 
 
-def test_a_primary_metric_the_task_does_not_log_is_one_line():
-    cfg = run_config(TINY_DIGITS + ["task.primary_metric.name=val/miou"], Path("/tmp/unused"))
+@pytest.mark.parametrize("key, value, allowed", [
+    ("task.primary_metric.name", "val/miou", "val/acc1, val/acc5"),  # a metric the task does not log
+    ("task._target_", "torch.nn.Identity", "c3exp.tasks.base.TaskModule"),  # no task module
+])
+def test_a_task_setting_it_cannot_take_is_one_line(key, value, allowed):
+    cfg = run_config(TINY_DIGITS + [f"{key}={value}"], Path("/tmp/unused"))
     with pytest.raises(ConfigError) as error:
         build_task(cfg)
-    assert_names_bad_setting(str(error.value), "task.primary_metric.name", "val/miou")
-    assert "val/acc1, val/acc5" in error.value.allowed
-
-
-def test_a_task_target_that_is_no_task_module_is_one_line():
-    cfg = run_config(TINY_DIGITS + ["task._target_=torch.nn.Identity"], Path("/tmp/unused"))
-    with pytest.raises(ConfigError) as error:
-        build_task(cfg)
-    assert_names_bad_setting(str(error.value), "task._target_", "torch.nn.Identity")
-    assert "c3exp.tasks.base.TaskModule" in error.value.allowed
+    assert_names_bad_setting(str(error.value), key, value)
+    assert allowed in error.value.allowed
 
 
 def test_build_model_gives_the_task_network():

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from c3exp.config import GROUPS, compose, group_choices
 from c3exp.errors import ConfigError
-from c3exp.utils.mappings import flatten
+from c3exp.utils.mappings import config_value, flatten
 
 #: Most nodes (dict entries and list items, shared references counted each time they are reached).
 MAX_NODES = 200_000
@@ -74,17 +74,9 @@ def stored_config(checkpoint: Mapping[str, Any], path: str | Path) -> dict[str, 
     return dict(checked_section(checkpoint, path).get("config") or {})
 
 
-def _select(tree: Mapping[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(tree, Mapping):
-            return None
-        tree = tree.get(part)
-    return tree
-
-
 def stored_choices(section: Mapping[str, Any], config: Mapping[str, Any], path: str | Path) -> dict[str, str]:
     """The run's config-group choices: stored by the run, or (older checkpoints) each group's file named as its `name`."""
-    named = {group: _select(config, f"{group}.name") for group in ("task", "model", "attn", "data", "optim")}
+    named = {group: config_value(config, f"{group}.name") for group in ("task", "model", "attn", "data", "optim")}
     choices = {group: value for group, value in named.items() if isinstance(value, str) and value in group_choices(group)}
     saved = section.get("choices")
     for group, value in (saved if isinstance(saved, dict) else {}).items():
@@ -100,7 +92,7 @@ def stored_choices(section: Mapping[str, Any], config: Mapping[str, Any], path: 
 
 def _nested_choice(group: str, config: Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, str]:
     """An older checkpoint's choice in a nested group (optim/optimizer): the one building the stored `_target_`."""
-    target = _select(config, f"{group.replace('/', '.')}._target_")
+    target = config_value(config, f"{group.replace('/', '.')}._target_")
     base = [f"{key}={value}" for key, value in choices.items()]
     for choice in group_choices(group):
         node = OmegaConf.select(compose([*base, f"{group}={choice}"]), f"{group.replace('/', '.')}._target_")
@@ -147,7 +139,7 @@ def moved_keys(config: dict[str, Any]) -> None:
     """An older run's settings under their keys of today (in place)."""
     for old, new in MOVED_KEYS.items():
         *old_path, old_key = old.split(".")
-        parent, (*new_path, new_key), node = _select(config, ".".join(old_path)), new.split("."), config
+        parent, (*new_path, new_key), node = config_value(config, ".".join(old_path)), new.split("."), config
         if isinstance(parent, dict) and old_key in parent:
             value = parent.pop(old_key)
             for part in new_path:

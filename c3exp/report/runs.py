@@ -15,7 +15,7 @@ from typing import Any
 from c3exp.config import KEY_CHOICES
 from c3exp.errors import ConfigError, check, is_number
 from c3exp.results import RESULTS_FILE, PrimaryMetric, hydra_config
-from c3exp.utils.mappings import flatten
+from c3exp.utils.mappings import config_value, flatten
 
 DEFAULT_TASK = "classification"  # results.json files from before tasks are classification runs
 SETTING_KEYS = ("optim", "max_epochs", "batch_size", "lr", "placement")  # the recipe of a run without a saved config
@@ -150,19 +150,6 @@ def test_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     names = [key.removeprefix("test_") for key in results if key.startswith("test_")]
     values = {name: typed(results, f"test_{name}", is_finite, "a number") for name in names if name not in NOT_METRICS}
     return {name: float(value) for name, value in values.items() if value is not None}
-
-
-def config_value(config: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted key of a config, nested or flattened with '.' or '/' (W&B's); None if absent."""
-    for flat in (dotted, dotted.replace(".", "/")):
-        if flat in config:
-            return config[flat]
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def debug_marker(config: Mapping[str, Any]) -> str | None:

@@ -75,10 +75,6 @@ def write_json(path: Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
-    return write_json(Path(run_dir) / RESULTS_FILE, results)
-
-
 def read_results(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 

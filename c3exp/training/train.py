@@ -24,7 +24,7 @@ from c3exp.config import instantiate_checked, key_choices, validate_config
 from c3exp.data.base import per_process_batch_size
 from c3exp.errors import ConfigError, TrainerSettingError, check
 from c3exp.models import without_pretrained
-from c3exp.results import summarise_history, write_results
+from c3exp.results import RESULTS_FILE, summarise_history, write_json
 from c3exp.saved_config import changed_settings, stored_config
 from c3exp.tasks import TaskModule, build_network, build_task
 from c3exp.training.callbacks import recipe_callbacks
@@ -175,7 +175,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     finish_wandb_run(exit_code=0)
     if trainer.is_global_zero:
-        path = write_results(cfg.output_dir, results)
+        path = write_json(Path(cfg.output_dir) / RESULTS_FILE, results)
         tested = " ".join(f"{key}={value:.4f}" for key, value in results.items() if key.startswith("test_") and isinstance(value, float))
         log.info("%s -> %s", tested, path)
     return results

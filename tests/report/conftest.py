@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from c3exp.config import compose, key_choices
-from c3exp.results import PrimaryMetric, summarise_history, write_results
+from c3exp.results import RESULTS_FILE, PrimaryMetric, summarise_history, write_json
 
 
 @lru_cache(maxsize=None)
@@ -59,7 +59,7 @@ def write_hydra_run(run_dir: Path, overrides: Sequence[str], acc1: float, experi
     (run_dir / ".hydra").mkdir(parents=True)
     for name, text in saved_hydra_files(run_dir, overrides, experiment).items():
         (run_dir / ".hydra" / name).write_text(text)
-    path = write_results(run_dir, results_of(run_dir, overrides, acc1))
+    path = write_json(run_dir / RESULTS_FILE, results_of(run_dir, overrides, acc1))
     when = 1_700_000_000 - age
     os.utime(path, (when, when))
     return run_dir

@@ -6,7 +6,9 @@ tests/test_<module>.py a top-level module (tests/cli/: the commands, tests/cli/t
 """
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import itertools
 import os
 import pickle
@@ -19,7 +21,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch import nn
 
@@ -201,12 +203,30 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+@functools.cache
+def _attn_node(name: str) -> dict[str, Any]:
+    return OmegaConf.to_container(c3exp.compose([f"attn={name}"]).attn)
+
+
+def attn_config(name: str, **keys: Any) -> dict[str, Any]:
+    """conf/attn/<name>.yaml's node, `keys` replacing its own: an attn config with every option of the block."""
+    return {**copy.deepcopy(_attn_node(name)), **keys}
+
+
+def attention_block(name: str, channels: int, spatial_size: tuple[int, int] | None = None, **options: Any) -> nn.Module:
+    """Block `name` built as the config builds it (create_attn), with conf/attn/<name>.yaml's options but `options`."""
+    from c3exp.attention import create_attn
+
+    defaults = {key: value for key, value in attn_config(name)["options"].items() if key != "spatial_sizes"}
+    return create_attn(name, channels, spatial_size, **{**defaults, **options})
+
+
 # -- networks ------------------------------------------------------------------------------------------------
 # attention on the backbones: none, a block with weights of its own in every block, C3 at the stage inputs
 BACKBONE_ATTENTION = {
     "none": None,
-    "cbam": {"name": "cbam", "placement": "every_block"},  # has a 2 -> 1 convolution of its own
-    "c3": {"name": "c3", "placement": "stage_input"},
+    "cbam": attn_config("cbam", placement="every_block"),  # has a 2 -> 1 convolution of its own
+    "c3": attn_config("c3", placement="stage_input"),
 }
 
 

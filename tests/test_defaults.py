@@ -2,7 +2,8 @@
 default only in the YAML, never also in the constructor's signature. A library's signature (Lightning's, torch's) is
 not ours to change: a YAML value equal to its default is fine, the key is listed to be overridable. No key is exempt:
 an interpolated value (`seed: ${seed}`, `${oc.select:data.mean,[...]}`) has its default where it is interpolated from,
-and c3exp builds these nodes only from the configs."""
+and c3exp builds these nodes only from the configs. An attn config's keys for its block are its `options`
+(the block protocol: `Block(channels=C, **options)`)."""
 from __future__ import annotations
 
 import inspect
@@ -75,6 +76,8 @@ def violations(conf: Path, package: str = "c3exp") -> list[str]:
         stack = layers(path)
         merged = OmegaConf.to_container(OmegaConf.merge(*[tree or {} for _, tree in stack]), resolve=False)
         for place, node in targeted_nodes(merged, package):
+            if path.parent.name == "attn" and place == ():
+                place, node = ("options",), {"_target_": node["_target_"], **(node.get("options") or {})}
             defaults = own_defaults(get_object(node["_target_"]), package)
             for key in sorted(node.keys() - HYDRA_KEYS):
                 if key in defaults:
@@ -93,11 +96,17 @@ def test_a_key_a_config_sets_has_no_default_in_c3exps_signature():
 def test_the_composed_group_nodes_keep_the_rule_too():
     """Keys the primary config adds to a group's node (conf/config.yaml's task.channels_last) are in no group file."""
     found = []
-    for group in ("task", "data", "model"):
+    for group in ("task", "data", "model", "attn"):
         for choice in group_choices(group):
             node = OmegaConf.to_container(compose([f"{group}={choice}"])[group], resolve=False)
+            if node["_target_"] is None:  # attn=none builds nothing
+                continue
+            prefix = group
+            if group == "attn":  # a block's keys are its options
+                prefix, node = "attn.options", {"_target_": node["_target_"], **node["options"]}
             defaults = own_defaults(get_object(node["_target_"]), "c3exp")
-            found += [f"{group}={choice}: {group}.{key}" for key in sorted(node.keys() - HYDRA_KEYS) if key in defaults]
+            keys = sorted(node.keys() - HYDRA_KEYS)
+            found += [f"{group}={choice}: {prefix}.{key}" for key in keys if key in defaults]
     assert not found, "defaults written twice:\n" + "\n".join(found)
 
 
@@ -122,6 +131,10 @@ class Head(torch.nn.Linear):
 
 def build(width: int, height: int = 3):
     return width * height
+
+
+def gate(channels: int, init: float = 0.0, spatial_size: tuple[int, int] | None = None):
+    return channels * init
 '''
 FAKE_CONFIGS = {
     "net/child.yaml": "_target_: fake_defaults_pkg.Child\ndepth: 4\nsize: 8\nscale: 2.0\n",
@@ -130,12 +143,13 @@ FAKE_CONFIGS = {
                       "_target_: fake_defaults_pkg.build\n_partial_: true\n",
     "task/heads.yaml": "heads:\n  - _target_: fake_defaults_pkg.Head\n    in_features: 2\n    out_features: 2\n"
                        "    bias: false\nother:\n  _target_: collections.OrderedDict\n  depth: 1\n",
+    "attn/gate.yaml": "_target_: fake_defaults_pkg.gate\nname: gate\noptions:\n  init: 0.5\n  spatial_sizes: null\n",
 }
 
 
 def test_a_default_written_twice_is_found_in_the_file_that_sets_it(tmp_path, monkeypatch):
-    """Through **kwargs to the package's own base and through a base config; a library's default (torch's bias) and
-    another package's target are not counted."""
+    """Through **kwargs to the package's own base, through a base config and in an attn config's options; a library's
+    default (torch's bias) and another package's target are not counted."""
     (tmp_path / "fake_defaults_pkg.py").write_text(FAKE_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     conf = tmp_path / "conf"
@@ -143,6 +157,7 @@ def test_a_default_written_twice_is_found_in_the_file_that_sets_it(tmp_path, mon
         (conf / name).parent.mkdir(parents=True, exist_ok=True)
         (conf / name).write_text(text)
     assert violations(conf, "fake_defaults_pkg") == [
+        "attn/gate.yaml: options.init=0.5, default 0.0 in fake_defaults_pkg.gate",
         "net/base/shared.yaml: height=3, default 3 in fake_defaults_pkg.build",
         "net/child.yaml: depth=4, default 2 in fake_defaults_pkg.Child",
         "net/child.yaml: scale=2.0, default 1.0 in fake_defaults_pkg.Child",

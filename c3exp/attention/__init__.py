@@ -15,7 +15,7 @@ from c3exp.attention.protocol import AttentionBlock, Size
 from c3exp.attention.se import SqueezeExcite
 from c3exp.errors import check, imported
 from c3exp.paths import config_dir
-from c3exp.schema import check_settings, parameters
+from c3exp.schema import check_complete, check_settings, parameters
 
 # The paper's three blocks by name here; every block by the path its attn config's `_target_` gives.
 __all__ = ["ATTENTION_NAMES", "AttentionBlock", "CBAM", "C3Block", "SqueezeExcite", "block_factory", "block_of",
@@ -68,6 +68,7 @@ def create_attn(block: str | None, channels: int, spatial_size: Size | None = No
     if factory is None:
         return None
     check_settings(options, factory, "attn.options.", supplied=("channels", "spatial_size"))
+    check_complete(options, factory, "attn.options.", supplied=("channels", "spatial_size"))
     if "spatial_size" in parameters(factory):
         check(spatial_size is not None, "attn.options.spatial_sizes", None, f"a [H, W] per stage for {block}")
         options["spatial_size"] = spatial_size

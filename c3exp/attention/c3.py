@@ -112,15 +112,15 @@ class C3Block(nn.Module):
         self,
         channels: int,
         spatial_size: SpatialSize,
-        reduction: Annotated[PositiveInt, "the MLPs are A -> max(1, A // reduction) -> A over the A = H*W positions"] = 8,
-        resize: Literal["interpolate", "tile"] = "interpolate",
-        max_group_channels: Annotated[PositiveInt, "512 in the official code"] = 512,
-        bn: bool = True,
-        detach: bool = False,
-        fold_messages: bool = True,
-        message_passing: bool = True,
-        encoder_decoder: bool = True,
-        stack: Annotated[PositiveInt, "C3 blocks, each with its own weights, in sequence at one location"] = 1,
+        reduction: Annotated[PositiveInt, "the MLPs are A -> max(1, A // reduction) -> A over the A = H*W positions"],
+        resize: Literal["interpolate", "tile"],
+        max_group_channels: Annotated[PositiveInt, "512 in the official code"],
+        bn: bool,
+        detach: bool,
+        fold_messages: bool,
+        message_passing: bool,
+        encoder_decoder: bool,
+        stack: Annotated[PositiveInt, "C3 blocks, each with its own weights, in sequence at one location"],
     ):
         super().__init__()
         positions = spatial_size[0] * spatial_size[1]
@@ -140,7 +140,7 @@ class C3Block(nn.Module):
         # an empty list adds no state_dict keys
         options = dict(reduction=reduction, resize=resize, max_group_channels=max_group_channels, bn=bn, detach=detach,
                        fold_messages=fold_messages, message_passing=message_passing, encoder_decoder=encoder_decoder)
-        self.stacked = nn.ModuleList(C3Block(channels, spatial_size, **options) for _ in range(stack - 1))
+        self.stacked = nn.ModuleList(C3Block(channels, spatial_size, **options, stack=1) for _ in range(stack - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = x + self.message(x) if self.resize == "tile" else self.resized_residual(x)

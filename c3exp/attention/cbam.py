@@ -26,7 +26,7 @@ class CBAM(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: PositiveInt = 16, kernel_size: OddPositiveInt = 7):
+    def __init__(self, channels: int, reduction: PositiveInt, kernel_size: OddPositiveInt):
         super().__init__()
         self.channel_gate = ChannelGate(channels, reduction)
         self.spatial_gate = PlaneGate(kernel_size)  # a k x k conv (no bias) + BN on the [max, mean] over channels

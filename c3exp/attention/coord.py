@@ -16,7 +16,8 @@ class CoordAttention(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: Annotated[PositiveInt, "hidden width max(8, channels // reduction); 32 in the paper"] = 32):
+    def __init__(self, channels: int,
+                 reduction: Annotated[PositiveInt, "hidden width max(8, channels // reduction); 32 in the paper"]):
         super().__init__()
         hidden = max(8, channels // reduction)
         self.conv = nn.Conv2d(channels, hidden, 1)

@@ -11,7 +11,7 @@ from torch import nn
 from c3exp.schema import OddPositiveInt, PositiveFloat
 
 
-def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
+def adaptive_kernel_size(channels: int, gamma: float, b: float) -> int:
     """The paper's psi(C) = |log2(C) / gamma + b / gamma|_odd, ties upwards as the official code."""
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 else t + 1
@@ -22,8 +22,9 @@ class ECA(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, kernel_size: Annotated[OddPositiveInt | None, "null: adapted to the channel count"] = None,
-                 gamma: Annotated[PositiveFloat, "2 in the paper"] = 2, b: Annotated[float, "1 in the paper"] = 1):
+    def __init__(self, channels: int,
+                 kernel_size: Annotated[OddPositiveInt | None, "null: adapted to the channel count"],
+                 gamma: Annotated[PositiveFloat, "2 in the paper"], b: Annotated[float, "1 in the paper"]):
         super().__init__()
         self.kernel_size = adaptive_kernel_size(channels, gamma, b) if kernel_size is None else kernel_size
         self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=self.kernel_size // 2, bias=False)

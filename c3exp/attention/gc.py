@@ -17,7 +17,7 @@ class GlobalContext(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, ratio: Ratio = 1 / 16):
+    def __init__(self, channels: int, ratio: Ratio):
         super().__init__()
         hidden = max(1, int(channels * ratio))
         self.mask = nn.Linear(channels, 1)  # W_k: one attention logit per position

@@ -19,7 +19,8 @@ class GatherExcite(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, extent: Annotated[NonNegativeInt, "0: the mean over all positions"] = 0, learned: bool = False):
+    def __init__(self, channels: int, extent: Annotated[NonNegativeInt, "0: the mean over all positions"],
+                 learned: bool):
         super().__init__()
         self.extent = extent
         self.learned = learned

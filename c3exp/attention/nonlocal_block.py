@@ -16,7 +16,7 @@ class NonLocalBlock(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: PositiveInt = 2, sub_sample: bool = False, scale: bool = False):
+    def __init__(self, channels: int, reduction: PositiveInt, sub_sample: bool, scale: bool):
         super().__init__()
         check_divides(reduction, channels, "channels")
         inner = channels // reduction

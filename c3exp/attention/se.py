@@ -13,7 +13,7 @@ class SqueezeExcite(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, reduction: PositiveInt = 8):
+    def __init__(self, channels: int, reduction: PositiveInt):
         super().__init__()
         check_divides(reduction, channels, "channels")
         self.fc = bottleneck_mlp(channels, channels // reduction, bias=False)

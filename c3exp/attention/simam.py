@@ -17,7 +17,7 @@ class SimAM(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, e_lambda: Annotated[PositiveFloat, "1e-4 in the paper"] = 1e-4):
+    def __init__(self, channels: int, e_lambda: Annotated[PositiveFloat, "1e-4 in the paper"]):
         super().__init__()
         self.e_lambda = float(e_lambda)
 

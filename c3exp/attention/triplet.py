@@ -15,7 +15,7 @@ class TripletAttention(nn.Module):
 
     is_attention = True
 
-    def __init__(self, channels: int, kernel_size: OddPositiveInt = 7):
+    def __init__(self, channels: int, kernel_size: OddPositiveInt):
         super().__init__()
         self.cw = PlaneGate(kernel_size, momentum=0.01)
         self.hc = PlaneGate(kernel_size, momentum=0.01)

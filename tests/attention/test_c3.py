@@ -12,12 +12,12 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import c3exp
-from c3exp.attention import C3Block, create_attn
+from c3exp.attention import C3Block
 from c3exp.attention.c3 import channel_groups
 from c3exp.errors import ConfigError
 from c3exp.utils.complexity import count_macs, count_params
-from tests.conftest import (assert_gradients_match_reference, assert_names_bad_setting, build, n_params,
-                            permutation_error, randomize)
+from tests.conftest import (assert_gradients_match_reference, assert_names_bad_setting, attention_block, build,
+                            n_params, permutation_error, randomize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,7 +147,7 @@ C3_CASES.update(ABLATION_CASES)
 
 
 def make_c3(channels: int, size: tuple[int, int], **options) -> C3Block:
-    return randomize(C3Block(channels, size, reduction=4, **options)).double()
+    return randomize(attention_block("c3", channels, size, reduction=4, **options)).double()
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -289,7 +289,7 @@ def test_c3_input_gradient_matches_naive_equations(case: str):
 )
 @pytest.mark.usefixtures("fresh_dynamo")
 def test_c3_compiles_without_graph_breaks(resize: str, options: dict):
-    block = C3Block(8, (4, 4), reduction=4, resize=resize, max_group_channels=4, **options)
+    block = attention_block("c3", 8, (4, 4), reduction=4, resize=resize, max_group_channels=4, **options)
     x = torch.randn(2, 8, 8, 8)
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), block(x))
@@ -312,7 +312,7 @@ def naive_c3(block: C3Block, x: torch.Tensor) -> torch.Tensor:
 )
 def test_c3_any_map_size_equals_the_naive_resize(map_size: tuple[int, int], block_size: int):
     torch.manual_seed(0)
-    block = C3Block(16, (block_size, block_size)).double()
+    block = attention_block("c3", 16, (block_size, block_size)).double()
     x = torch.randn(2, 16, *map_size, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 16, *map_size, dtype=torch.float64)
     results = []
@@ -327,7 +327,7 @@ def test_c3_any_map_size_equals_the_naive_resize(map_size: tuple[int, int], bloc
 
 
 def test_c3_tile_needs_multiples_of_block_size():
-    block = C3Block(4, (4, 4), reduction=4, resize="tile")
+    block = attention_block("c3", 4, (4, 4), reduction=4, resize="tile")
     with pytest.raises(ConfigError, match="attn.options.spatial_sizes.*6x8"):
         block(torch.randn(1, 4, 6, 8))
 
@@ -345,7 +345,7 @@ def test_channel_groups(channels, limit, groups):
 
 def test_c3_needs_a_spatial_size():
     with pytest.raises(ConfigError, match="attn.options.spatial_sizes"):
-        create_attn("c3", 16)
+        attention_block("c3", 16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ def test_c3_needs_a_spatial_size():
 )
 @pytest.mark.parametrize("resize", ["interpolate", "tile"])
 def test_c3_is_channel_permutation_equivariant(resize: str, options: dict):
-    block = randomize(C3Block(16, (4, 4), reduction=4, resize=resize, **options))
+    block = randomize(attention_block("c3", 16, (4, 4), reduction=4, resize=resize, **options))
     assert permutation_error(block, 16) < 1e-5
 
 
@@ -374,7 +374,8 @@ def test_c3_params_depend_only_on_positions(size, reduction, bn):
     positions = size[0] * size[1]
     mlp = 2 * positions * positions // reduction + positions // reduction + positions
     expected = 2 * mlp + 2 * positions * bn
-    assert n_params(C3Block(16, size, reduction, bn=bn)) == n_params(C3Block(640, size, reduction, bn=bn)) == expected
+    small, wide = (attention_block("c3", channels, size, reduction=reduction, bn=bn) for channels in (16, 640))
+    assert n_params(small) == n_params(wide) == expected
 
 
 def c3_params(positions: int, reduction: int = 8, bn: bool = True, encoder_decoder: bool = True) -> int:
@@ -388,11 +389,15 @@ def c3_params(positions: int, reduction: int = 8, bn: bool = True, encoder_decod
 def test_c3_ablation_params_closed_form(size, reduction, bn):
     positions = size[0] * size[1]
     one = c3_params(positions, reduction, bn)
-    assert n_params(C3Block(16, size, reduction, bn=bn, message_passing=False)) == one  # same MLPs, no affinity weights
-    assert n_params(C3Block(16, size, reduction, bn=bn, encoder_decoder=False)) == 2 * positions * bn  # BN alone
-    assert n_params(C3Block(16, size, reduction, bn=bn, encoder_decoder=False, message_passing=False)) == 2 * positions * bn
+
+    def params(**options) -> int:
+        return n_params(attention_block("c3", 16, size, reduction=reduction, bn=bn, **options))
+
+    assert params(message_passing=False) == one  # same MLPs, no affinity weights
+    assert params(encoder_decoder=False) == 2 * positions * bn  # BN alone
+    assert params(encoder_decoder=False, message_passing=False) == 2 * positions * bn
     for k in (2, 3):
-        stacked = create_attn("c3", 16, size, reduction=reduction, bn=bn, stack=k)
+        stacked = attention_block("c3", 16, size, reduction=reduction, bn=bn, stack=k)
         assert n_params(stacked) == k * one
         assert stacked.is_attention and stacked.spatial_size == size
 
@@ -401,13 +406,13 @@ def test_c3_ablation_params_closed_form(size, reduction, bn):
     "size,reduction,hidden", [((7, 7), 8, 6), ((1, 1), 8, 1), ((2, 2), 8, 1), ((8, 8), 3, 21), ((16, 16), 8, 32), ((5, 3), 4, 3)]
 )
 def test_c3_hidden_width_rounds_down_to_at_least_one(size, reduction, hidden):
-    block = C3Block(4, size, reduction)
+    block = attention_block("c3", 4, size, reduction=reduction)
     positions = size[0] * size[1]
     assert [layer.out_features for layer in (*block.encoder[::2], *block.decoder[::2])] == [hidden, positions] * 2
 
 
 def test_c3_1x1_block_runs_forward_and_backward():
-    block = C3Block(8, (1, 1)).train()
+    block = attention_block("c3", 8, (1, 1)).train()
     for shape in ((1, 1), (7, 7)):
         x = torch.randn(4, 8, *shape, requires_grad=True)
         out = block(x)
@@ -448,7 +453,7 @@ def test_c3_ablations_from_the_config():
 )
 def test_c3_bad_options_are_one_line_errors(options: dict, key: str):
     with pytest.raises(ConfigError) as error:
-        create_attn("c3", 16, (8, 8), **options)
+        attention_block("c3", 16, (8, 8), **options)
     (value,) = options.values()
     assert_names_bad_setting(str(error.value), key, value)
 
@@ -460,7 +465,7 @@ def test_c3_bad_stack_from_the_config_names_its_key():
 
 
 def test_c3_paper_sizes_add_about_0_07m():
-    total = sum(n_params(C3Block(16, size)) for size in [(16, 16), (16, 16), (8, 8)])
+    total = sum(n_params(attention_block("c3", 16, size)) for size in [(16, 16), (16, 16), (8, 8)])
     assert total == 70032 and round(total / 1e6, 2) == 0.07
 
 
@@ -513,7 +518,7 @@ class DtypeSpy(TorchFunctionMode):
 
 
 def test_c3_affinity_in_float32_under_autocast():
-    block = C3Block(16, (4, 4), reduction=4).eval()
+    block = attention_block("c3", 16, (4, 4), reduction=4).eval()
     x = torch.randn(2, 16, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16), DtypeSpy() as spy:
         out = block(x)
@@ -536,7 +541,7 @@ def test_bf16_autocast_network_close_to_float32_with_float32_affinity():
 
 def test_bf16_autocast_training_step_gradients_close_to_float32():
     torch.manual_seed(0)  # about 1 random draw in 9 rounds past the 10% tolerance in bf16: one fixed draw, every run
-    block = C3Block(16, (4, 4), reduction=4).train()
+    block = attention_block("c3", 16, (4, 4), reduction=4).train()
     x = torch.randn(4, 16, 8, 8)
     grads = []
     for enabled in (False, True):

@@ -143,9 +143,9 @@ def test_coord_rejects_bad_reduction_by_key(reduction):
 
 def test_coord_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "coord.yaml"))
-    defaults = {name: p.default for name, p in inspect.signature(CoordAttention).parameters.items() if name != "channels"}
-    assert node == {"_target_": "c3exp.attention.coord.CoordAttention", "name": "coord", "placement": "every_block", "stages": None, "at": None, "options": defaults}
-    assert defaults == {"reduction": 32}
+    options = [name for name in inspect.signature(CoordAttention).parameters if name != "channels"]
+    assert node == {"_target_": "c3exp.attention.coord.CoordAttention", "name": "coord", "placement": "every_block", "stages": None, "at": None, "options": {"reduction": 32}}
+    assert list(node["options"]) == options  # every option the block takes, in its order
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,4 +154,4 @@ def test_coord_config_holds_the_papers_defaults():
 
 
 def test_coord_is_not_channel_permutation_equivariant():
-    assert permutation_error(randomize(CoordAttention(16)).eval(), 16) > 1e-2
+    assert permutation_error(randomize(CoordAttention(16, 32)).eval(), 16) > 1e-2

@@ -12,7 +12,8 @@ from c3exp.attention import create_attn
 from c3exp.attention.eca import ECA, adaptive_kernel_size
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
+from tests.conftest import (assert_gradients_match_reference, assert_matches_reference, attention_block, float64_maps, n_params,
+                            permutation_error, randomize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +49,7 @@ class NaiveECA:
 
 
 def make_eca(channels: int, kernel_size: int | None) -> ECA:
-    return randomize(ECA(channels, kernel_size)).double()
+    return randomize(ECA(channels, kernel_size, gamma=2, b=1)).double()
 
 
 KERNELS = {"adaptive (C=8: 3)": None, "1": 1, "5": 5, "9 > C": 9}
@@ -81,15 +82,15 @@ def test_eca_gradients_match_naive_equations(kernel: str, training: bool):
 )
 def test_adaptive_kernel_size(channels: int, k: int):
     """|(log2 C + 1) / 2|_odd: 64 -> 3.5 -> 3, 128 -> 4 -> 5 (a tie goes up, as the official t + 1), 2048 -> 6 -> 7."""
-    assert adaptive_kernel_size(channels) == k
-    assert ECA(channels).kernel_size == k
+    assert adaptive_kernel_size(channels, gamma=2, b=1) == k
+    assert attention_block("eca", channels).kernel_size == k  # the config's ECA adapts as the paper's
 
 
 @pytest.mark.parametrize("channels", [8, 16, 64, 256, 2048])
 @pytest.mark.parametrize("kernel_size", [None, 1, 3, 7])
 def test_eca_params_are_the_kernel_size(channels: int, kernel_size: int | None):
-    k = adaptive_kernel_size(channels) if kernel_size is None else kernel_size
-    assert n_params(ECA(channels, kernel_size)) == k
+    k = adaptive_kernel_size(channels, gamma=2, b=1) if kernel_size is None else kernel_size
+    assert n_params(ECA(channels, kernel_size, gamma=2, b=1)) == k
 
 
 RESNET50_WIDTHS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3  # the 16 bottlenecks' output channels
@@ -100,9 +101,9 @@ def test_eca_resnet50_adds_86_parameters_not_the_papers_80():
     gives 5, 5, 5, 7 by stage (log2 256 = 8 -> 4.5 -> 5), i.e. 3 * 5 + 4 * 5 + 6 * 5 + 3 * 7 = 86. The 80 is the
     released model, eca_resnet50_k3557 (README of BangguWu/ECANet: kernel sizes 3, 5, 5, 7 by stage, set by
     hand): 3 * 3 + 4 * 5 + 6 * 5 + 3 * 7 = 80. So adaptive ECA here adds 86; kernel_size 3 in stage 1 gives 80."""
-    assert sum(n_params(ECA(c)) for c in RESNET50_WIDTHS) == 86
+    assert sum(n_params(attention_block("eca", c)) for c in RESNET50_WIDTHS) == 86
     k3557 = {256: 3, 512: 5, 1024: 5, 2048: 7}
-    assert sum(n_params(ECA(c, kernel_size=k3557[c])) for c in RESNET50_WIDTHS) == 80
+    assert sum(n_params(attention_block("eca", c, kernel_size=k3557[c])) for c in RESNET50_WIDTHS) == 80
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,9 +136,9 @@ def test_eca_rejects_bad_options_by_key(options: dict, key: str):
 
 def test_eca_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "eca.yaml"))
-    defaults = {name: p.default for name, p in inspect.signature(ECA).parameters.items() if name != "channels"}
-    assert node == {"_target_": "c3exp.attention.eca.ECA", "name": "eca", "placement": "every_block", "stages": None, "at": None, "options": defaults}
-    assert defaults == {"kernel_size": None, "gamma": 2, "b": 1}
+    options = [name for name in inspect.signature(ECA).parameters if name != "channels"]
+    assert node == {"_target_": "c3exp.attention.eca.ECA", "name": "eca", "placement": "every_block", "stages": None, "at": None, "options": {"kernel_size": None, "gamma": 2, "b": 1}}
+    assert list(node["options"]) == options  # every option the block takes, in its order
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,15 +147,15 @@ def test_eca_config_holds_the_papers_defaults():
 
 
 def test_eca_is_not_channel_permutation_equivariant():
-    assert permutation_error(randomize(ECA(16, kernel_size=3)).eval(), 16) > 1e-2
+    assert permutation_error(randomize(ECA(16, kernel_size=3, gamma=2, b=1)).eval(), 16) > 1e-2
 
 
 def test_eca_with_one_tap_is_channel_permutation_equivariant():
-    assert permutation_error(randomize(ECA(16, kernel_size=1)).eval(), 16) < 1e-6
+    assert permutation_error(randomize(ECA(16, kernel_size=1, gamma=2, b=1)).eval(), 16) < 1e-6
 
 
 def test_eca_mixes_only_the_k_nearest_channels():
-    block = randomize(ECA(12, kernel_size=5)).double()
+    block = randomize(ECA(12, kernel_size=5, gamma=2, b=1)).double()
     x = torch.randn(1, 12, 3, 3, dtype=torch.float64, requires_grad=True)
     out = block(x)
     for c in range(12):

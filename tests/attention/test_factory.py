@@ -63,6 +63,7 @@ def test_only_c3_is_sized_by_the_map():
         ("c3", {"bn": "yes"}, "attn.options.bn"),
         ("c3", {"max_group_channels": 0}, "attn.options.max_group_channels"),
         ("c3", {"fold_messages": 1}, "attn.options.fold_messages"),
+        ("nonlocal", {"reduction": 2, "scale": False}, "attn.options.sub_sample"),  # left out: no default but the YAML's
     ],
 )
 def test_create_attn_rejects_bad_settings_by_key(block, options, key):

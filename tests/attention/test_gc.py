@@ -13,7 +13,8 @@ from c3exp.attention import create_attn
 from c3exp.attention.gc import GlobalContext
 from c3exp.errors import ConfigError
 from c3exp.paths import config_dir
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
+from tests.conftest import (assert_gradients_match_reference, assert_matches_reference, attention_block, float64_maps, n_params,
+                            permutation_error, randomize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,7 +88,7 @@ def test_gc_gradients_match_naive_equations(training: bool):
 
 def test_gc_starts_as_the_identity():
     """The official initialisation zeroes the transform's last layer: a fresh block adds nothing."""
-    block = GlobalContext(16)
+    block = attention_block("gc", 16)
     x = torch.randn(2, 16, 5, 6)
     assert torch.equal(block(x), x)
     assert block.mask.weight.std().item() > 0  # the mask is not zeroed (Kaiming, fan_in)
@@ -117,9 +118,9 @@ def test_gc_rejects_bad_ratio_by_key(ratio):
 
 def test_gc_config_holds_the_papers_defaults():
     node = OmegaConf.to_container(OmegaConf.load(config_dir() / "attn" / "gc.yaml"))
-    defaults = {name: p.default for name, p in inspect.signature(GlobalContext).parameters.items() if name != "channels"}
-    assert node == {"_target_": "c3exp.attention.gc.GlobalContext", "name": "gc", "placement": "every_block", "stages": [-3, -2, -1], "at": None, "options": defaults}
-    assert defaults == {"ratio": 1 / 16}
+    options = [name for name in inspect.signature(GlobalContext).parameters if name != "channels"]
+    assert node == {"_target_": "c3exp.attention.gc.GlobalContext", "name": "gc", "placement": "every_block", "stages": [-3, -2, -1], "at": None, "options": {"ratio": 1 / 16}}
+    assert list(node["options"]) == options  # every option the block takes, in its order
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from c3exp.attention import create_attn
 from c3exp.attention.ge import GatherExcite
 from c3exp.errors import ConfigError
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
+from tests.conftest import (assert_gradients_match_reference, assert_matches_reference, attention_block, float64_maps, n_params,
+                            permutation_error, randomize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,11 +118,11 @@ class NaiveGE:
 
 
 VARIANTS = {
-    "free global": dict(extent=0),
-    "free e1": dict(extent=1),
-    "free e2": dict(extent=2),
-    "free e3": dict(extent=3),
-    "free e4": dict(extent=4),
+    "free global": dict(extent=0, learned=False),
+    "free e1": dict(extent=1, learned=False),
+    "free e2": dict(extent=2, learned=False),
+    "free e3": dict(extent=3, learned=False),
+    "free e4": dict(extent=4, learned=False),
     "learned e2": dict(extent=2, learned=True),
     "learned e4": dict(extent=4, learned=True),
     "learned e8": dict(extent=8, learned=True),
@@ -161,8 +161,8 @@ def test_ge_keeps_any_shape(variant: str):
 def test_ge_params(channels: int, extent: int):
     learned = n_params(GatherExcite(channels, extent=extent, learned=True))
     assert learned == 11 * channels * round(math.log2(extent))  # GE-θ: log2(e) depthwise 3x3 convs + BN
-    assert n_params(GatherExcite(channels, extent=extent)) == 0  # GE-θ⁻
-    assert n_params(GatherExcite(channels)) == 0
+    assert n_params(GatherExcite(channels, extent=extent, learned=False)) == 0  # GE-θ⁻
+    assert n_params(attention_block("ge", channels)) == 0  # the config's global GE-θ⁻
 
 
 def test_ge_learned_gather_is_the_papers():
@@ -189,13 +189,13 @@ def test_ge_learned_gather_is_the_papers():
 )
 def test_ge_rejects_bad_options_by_key(options, key):
     with pytest.raises(ConfigError) as error:
-        create_attn("ge", 8, **options)
+        attention_block("ge", 8, **options)
     assert error.value.key == key and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("extent", [0, 2])
 def test_parameter_free_ge_is_channel_permutation_equivariant(extent: int):
-    assert permutation_error(GatherExcite(16, extent=extent).eval(), 16) < 1e-6
+    assert permutation_error(GatherExcite(16, extent=extent, learned=False).eval(), 16) < 1e-6
 
 
 def test_learned_ge_is_not_channel_permutation_equivariant():

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from c3exp.attention import create_attn
 from c3exp.attention.nonlocal_block import NonLocalBlock
 from c3exp.errors import ConfigError
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
+from tests.conftest import (assert_gradients_match_reference, assert_matches_reference, attention_block, float64_maps, n_params,
+                            permutation_error, randomize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,6 +79,7 @@ class NaiveNonLocal:
         return torch.stack(out, 1)
 
 
+PAPER = dict(reduction=2, sub_sample=False, scale=False)
 VARIANTS = {
     "paper": dict(),
     "sub_sample": dict(sub_sample=True),
@@ -89,7 +90,7 @@ VARIANTS = {
 
 
 def make_nonlocal(**options) -> NonLocalBlock:
-    block = randomize(NonLocalBlock(8, **options)).double()
+    block = randomize(NonLocalBlock(8, **{**PAPER, **options})).double()
     assert block.bn.weight.abs().min() > 0  # the zero-initialised BN scale is random now: W y counts
     return block
 
@@ -114,7 +115,7 @@ def test_nonlocal_gradients_match_naive_equations(variant: str):
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_nonlocal_starts_as_the_identity(training: bool):
     """The paper initialises the BN after W with a zero scale (official BN_INIT_GAMMA = 0)."""
-    block = NonLocalBlock(8, sub_sample=True).train(training)
+    block = NonLocalBlock(8, 2, sub_sample=True, scale=False).train(training)
     assert not block.bn.weight.any() and not block.bn.bias.any()
     assert all(not conv.bias.any() for conv in (block.theta, block.phi, block.g, block.out))
     x = torch.randn(2, 8, 5, 6)
@@ -125,7 +126,7 @@ def test_nonlocal_starts_as_the_identity(training: bool):
 def test_nonlocal_keeps_any_shape(shape):
     x = torch.randn(*shape)
     for sub_sample in (False, True):
-        assert randomize(NonLocalBlock(8, sub_sample=sub_sample))(x).shape == x.shape
+        assert randomize(NonLocalBlock(8, 2, sub_sample=sub_sample, scale=False))(x).shape == x.shape
 
 
 @pytest.mark.parametrize("channels", [8, 64, 256])
@@ -134,11 +135,11 @@ def test_nonlocal_params(channels: int, reduction: int):
     inner = channels // reduction
     expected = 4 * channels * inner + 3 * inner + 3 * channels
     for sub_sample in (False, True):
-        assert n_params(NonLocalBlock(channels, reduction, sub_sample=sub_sample)) == expected
+        assert n_params(NonLocalBlock(channels, reduction, sub_sample=sub_sample, scale=False)) == expected
 
 
 def test_nonlocal_params_at_the_papers_reduction():
-    assert [n_params(NonLocalBlock(c)) for c in (64, 512, 1024)] == [2 * c * c + 9 * c // 2 for c in (64, 512, 1024)]
+    assert [n_params(attention_block("nonlocal", c)) for c in (64, 512, 1024)] == [2 * c * c + 9 * c // 2 for c in (64, 512, 1024)]
 
 
 @pytest.mark.parametrize(
@@ -153,10 +154,10 @@ def test_nonlocal_params_at_the_papers_reduction():
 )
 def test_nonlocal_rejects_bad_options_by_key(options, key):
     with pytest.raises(ConfigError) as error:
-        create_attn("nonlocal", 8, **options)
+        attention_block("nonlocal", 8, **options)
     assert error.value.key == key and "\n" not in str(error.value)
 
 
 def test_nonlocal_is_not_channel_permutation_equivariant():
     """theta, phi, g and W mix the channels."""
-    assert permutation_error(randomize(NonLocalBlock(16)).eval(), 16) > 1e-2
+    assert permutation_error(randomize(NonLocalBlock(16, **PAPER)).eval(), 16) > 1e-2

@@ -10,7 +10,7 @@ import torch
 from c3exp.attention import create_attn
 from c3exp.attention.simam import SimAM
 from c3exp.errors import ConfigError
-from tests.conftest import n_params, permutation_error
+from tests.conftest import attention_block, n_params, permutation_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,9 +41,9 @@ def test_simam_matches_naive_equations():
         torch.testing.assert_close(block.train(training)(x), naive_simam(x, 0.3), rtol=1e-9, atol=1e-12)
 
 
-def test_simam_default_lambda_and_wider_maps_match_naive_equations():
+def test_simam_configs_lambda_and_wider_maps_match_naive_equations():
     x = torch.randn(2, 8, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(SimAM(8)(x), naive_simam(x, 1e-4), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(attention_block("simam", 8)(x), naive_simam(x, 1e-4), rtol=1e-9, atol=1e-12)
 
 
 def test_simam_input_gradient_matches_naive_equations():
@@ -56,12 +56,12 @@ def test_simam_input_gradient_matches_naive_equations():
 
 def test_simam_one_pixel_maps_give_the_limit_not_nans():
     x = torch.randn(2, 4, 1, 1, dtype=torch.float64)
-    torch.testing.assert_close(SimAM(4)(x), x * torch.sigmoid(torch.tensor(0.5, dtype=torch.float64)))
+    torch.testing.assert_close(SimAM(4, e_lambda=1e-4)(x), x * torch.sigmoid(torch.tensor(0.5, dtype=torch.float64)))
 
 
 @pytest.mark.parametrize("channels", [8, 64, 640])
 def test_simam_has_no_parameters(channels):
-    assert n_params(SimAM(channels)) == 0
+    assert n_params(SimAM(channels, e_lambda=1e-4)) == 0
 
 
 @pytest.mark.parametrize("e_lambda", [0, -1e-4, "1e-4", True, math.nan])
@@ -72,4 +72,4 @@ def test_simam_rejects_bad_lambda_by_key(e_lambda):
 
 
 def test_simam_is_channel_permutation_equivariant():
-    assert permutation_error(SimAM(16), 16) < 1e-6
+    assert permutation_error(SimAM(16, e_lambda=1e-4), 16) < 1e-6

@@ -14,7 +14,8 @@ from c3exp.attention import create_attn
 from c3exp.attention.common import PlaneGate
 from c3exp.attention.triplet import TripletAttention
 from c3exp.errors import ConfigError
-from tests.conftest import assert_gradients_match_reference, assert_matches_reference, float64_maps, n_params, permutation_error, randomize
+from tests.conftest import (assert_gradients_match_reference, assert_matches_reference, attention_block, float64_maps, n_params,
+                            permutation_error, randomize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -129,7 +130,7 @@ def test_triplet_resnet50_adds_4800_parameters():
     with torch.device("meta"):
         net = resnet50()
     blocks = [module for module in net.modules() if isinstance(module, Bottleneck)]
-    added = sum(n_params(TripletAttention(block.bn3.num_features)) for block in blocks)
+    added = sum(n_params(attention_block("triplet", block.bn3.num_features)) for block in blocks)
     assert len(blocks) == 16 and added == 16 * 3 * (2 * 7**2 + 2) == 4_800
     assert n_params(net) == 25_557_032
     assert n_params(net) + added == 25_561_832
@@ -137,7 +138,7 @@ def test_triplet_resnet50_adds_4800_parameters():
 
 
 def test_triplet_bn_is_the_official_one():
-    bn = TripletAttention(8).hw.bn
+    bn = TripletAttention(8, 7).hw.bn
     assert isinstance(bn, nn.BatchNorm2d) and (bn.num_features, bn.momentum, bn.eps, bn.affine) == (1, 0.01, 1e-5, True)
 
 
@@ -150,4 +151,4 @@ def test_triplet_rejects_bad_kernel_size_by_key(kernel_size):
 
 def test_triplet_is_not_channel_permutation_equivariant():
     """Its cw and hc branches convolve along the channel axis: neighbouring channels interact."""
-    assert permutation_error(randomize(TripletAttention(16)).eval(), 16) > 1e-2
+    assert permutation_error(randomize(TripletAttention(16, 7)).eval(), 16) > 1e-2

@@ -11,7 +11,7 @@ from c3exp.attention import ATTENTION_NAMES, sized_by_map
 from c3exp.errors import ConfigError
 from c3exp.models import PLACEMENTS, build_model, cifar_resnet
 from c3exp.saved_config import rebuild_config
-from tests.conftest import assert_names_bad_setting, build, hydra_compose as compose
+from tests.conftest import assert_names_bad_setting, attn_config, build, hydra_compose as compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,7 +90,7 @@ def test_build_model_is_deterministic_under_a_seed():
 
 
 def test_checking_the_c3_blocks_leaves_the_seeded_network_as_the_builder_makes_it():
-    attn = {"name": "c3", "placement": "stage_input", "options": {}}
+    attn = attn_config("c3")  # placement stage_input
     torch.manual_seed(5)
     direct = cifar_resnet(100, attn, depth=20, width=1, shortcut="projection")  # conf/model/resnet20.yaml's
     torch.manual_seed(5)

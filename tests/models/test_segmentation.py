@@ -15,6 +15,7 @@ from c3exp.errors import ConfigError
 from c3exp.models import cifar_resnet, torchvision_resnet
 from c3exp.models.heads import HEADS, DeepLabV2Head
 from c3exp.models.segmentation import SegmentationNet, segmentation_net
+from tests.conftest import attn_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,8 +68,8 @@ def test_unknown_head_is_one_line():
 
 
 ATTENTION = {
-    "c3": {"name": "c3", "placement": "stage_input"},
-    "se": {"name": "se", "placement": "every_block"},
+    "c3": attn_config("c3", placement="stage_input"),
+    "se": attn_config("se", placement="every_block"),
 }
 
 

@@ -17,7 +17,7 @@ from c3exp.models import build_model, torchvision_net, torchvision_resnet
 from c3exp.models.placement import FeatureMaps, block_side
 from c3exp.tasks import build_task
 from c3exp.utils.complexity import count_params
-from tests.conftest import assert_names_bad_setting, c3exp_cli, randomize
+from tests.conftest import assert_names_bad_setting, attn_config, c3exp_cli, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,7 +110,7 @@ def test_placements_put_one_block_at_each_point_for_its_channels(model: str):
 
 
 def test_mobilenet_attention_sits_after_the_last_bn_of_each_inverted_residual_before_the_add():
-    net = torchvision_net(10, {"name": "se"}, arch="mobilenet_v2", weights=None, input_size=32).eval()
+    net = torchvision_net(10, attn_config("se"), arch="mobilenet_v2", weights=None, input_size=32).eval()
     assert [len(stage) for stage in net.stages] == [1, 2, 3, 7, 5]  # the last stage ends with the 1280-channel conv
     assert net.stage_channels == (16, 24, 32, 96, 1280)
     block = net.stages[2][1]  # 32 -> 32 channels, stride 1: has the residual add
@@ -127,7 +127,7 @@ def test_mobilenet_attention_sits_after_the_last_bn_of_each_inverted_residual_be
 
 
 def test_vgg_attention_ends_each_conv_stage_before_its_pool():
-    net = torchvision_net(10, {"name": "se"}, arch="vgg16_bn", weights=None, input_size=32)
+    net = torchvision_net(10, attn_config("se"), arch="vgg16_bn", weights=None, input_size=32)
     assert isinstance(net.stem[0], nn.Conv2d) and net.stage_channels == (64, 128, 256, 512, 512)
     for stage in net.stages:
         assert isinstance(stage[-1], nn.MaxPool2d) and stage[-2].is_attention and isinstance(stage[-3], nn.ReLU)
@@ -276,7 +276,7 @@ def test_pretrained_weights_load_around_attention_at_paths_and_blocks(tmp_path, 
     weights = torchvision.models.mobilenet_v2().state_dict()
     path = tmp_path / "mobilenet_v2.pth"
     torch.save(weights, path)
-    attn = {"name": "se", "placement": "every_block", "at": ["features.18"]}
+    attn = attn_config("se", placement="every_block", at=["features.18"])
     with caplog.at_level(logging.INFO, logger="c3exp.models.pretrained"):
         net = torchvision_net(10, attn, arch="mobilenet_v2", weights=str(path))
     ours = net.state_dict()
@@ -291,7 +291,7 @@ def test_pretrained_weights_load_into_the_new_resnet_archs(tmp_path):
     weights = torchvision.models.resnext50_32x4d(num_classes=10).state_dict()
     path = tmp_path / "resnext50_32x4d.pth"
     torch.save(weights, path)
-    net = torchvision_resnet(10, {"name": "se", "at": ["layer3.1.bn3"]}, arch="resnext50_32x4d", output_stride=32,
+    net = torchvision_resnet(10, attn_config("se", at=["layer3.1.bn3"]), arch="resnext50_32x4d", output_stride=32,
                              weights=str(path))
     assert net.state_dict()["stages.2.1.bn3.0.running_var"].equal(weights["layer3.1.bn3.running_var"])
     assert net.state_dict()["head.2.weight"].equal(weights["fc.weight"])

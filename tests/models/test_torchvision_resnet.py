@@ -17,7 +17,8 @@ from c3exp.schema import check_settings
 from c3exp.models import ResNet, build_model, torchvision_resnet
 from c3exp.models.torchvision_resnet import BASIC_BLOCKS_PER_STAGE
 from c3exp.utils.complexity import count_macs, count_params
-from tests.conftest import BACKBONE_ATTENTION, build, hydra_compose as compose, output_channels, torchvision_key_in_ours
+from tests.conftest import (BACKBONE_ATTENTION, attn_config, build, hydra_compose as compose, output_channels,
+                            torchvision_key_in_ours)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -143,7 +144,7 @@ def test_torchvision_default_c3_sizes_at_224():
 # ----------------------------------------------------------------------------------------------
 # Block attention hangs on its BN by a hook: torchvision's names stay, copies and compiled networks run it.
 
-SE_EVERY_BLOCK = {"name": "se", "placement": "every_block"}
+SE_EVERY_BLOCK = attn_config("se", placement="every_block")
 
 
 def test_block_attention_keeps_every_torchvision_name():
@@ -157,7 +158,7 @@ def test_block_attention_keeps_every_torchvision_name():
 
 
 def test_block_attention_runs_on_the_last_bn_s_output_before_the_add():
-    net = resnet("resnet50", {"name": "se", "placement": "first_block"}, input_size=32).eval()
+    net = resnet("resnet50", attn_config("se", placement="first_block"), input_size=32).eval()
     block = net.stages[2][0]
     assert isinstance(block.bn3, nn.BatchNorm2d) and block.attention.is_attention  # the BN left in place
     assert not hasattr(net.stages[2][1], "attention")

@@ -240,7 +240,7 @@ def ensure_shapes_dataset(root: Path, splits: Mapping[str, int], image_size: int
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_scratch(root)
         prefix = f"{SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-"
-        # removed after an error, Ctrl-C or a run's SIGTERM too (c3exp.run turns it into SystemExit)
+        # removed after an error, Ctrl-C or a run's SIGTERM too (c3exp train turns it into SystemExit)
         with tempfile.TemporaryDirectory(prefix=prefix, dir=root, ignore_cleanup_errors=True) as scratch:
             write_shapes_dataset(scratch, splits, image_size, seed)
             for name in (METADATA, "annotations", VOC_FOLDER.parts[0]):

@@ -223,11 +223,13 @@ def attention_block(name: str, channels: int, spatial_size: tuple[int, int] | No
 
 # -- networks ------------------------------------------------------------------------------------------------
 # attention on the backbones: none, a block with weights of its own in every block, C3 at the stage inputs
-BACKBONE_ATTENTION = {
-    "none": None,
-    "cbam": attn_config("cbam", placement="every_block"),  # has a 2 -> 1 convolution of its own
-    "c3": attn_config("c3", placement="stage_input"),
-}
+BACKBONE_ATTENTION = {"none": None, "cbam": "every_block", "c3": "stage_input"}  # cbam: a 2 -> 1 conv of its own
+
+
+def backbone_attention(name: str) -> dict[str, Any] | None:
+    """BACKBONE_ATTENTION's attn config `name`, composed when a test asks (not when conftest is imported)."""
+    placement = BACKBONE_ATTENTION[name]
+    return None if placement is None else attn_config(name, placement=placement)
 
 
 def output_channels(model: nn.Module, size: int) -> tuple[int, ...]:

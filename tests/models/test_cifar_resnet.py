@@ -9,7 +9,7 @@ from torch import nn
 
 from c3exp.models import cifar_resnet, wide_resnet
 from c3exp.utils.complexity import count_params
-from tests.conftest import BACKBONE_ATTENTION, build, output_channels
+from tests.conftest import BACKBONE_ATTENTION, backbone_attention, build, output_channels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 )
 @pytest.mark.parametrize("attn", BACKBONE_ATTENTION)
 def test_cifar_stage_channels(builder, depth: int, width: int, channels: tuple[int, ...], attn: str):
-    model = builder(10, BACKBONE_ATTENTION[attn], depth=depth, width=width, shortcut="projection")
+    model = builder(10, backbone_attention(attn), depth=depth, width=width, shortcut="projection")
     assert model.stage_channels == channels
     assert output_channels(model, 32) == channels
 

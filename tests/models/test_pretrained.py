@@ -12,11 +12,11 @@ import torchvision
 
 from c3exp.errors import ConfigError, DataNotFoundError
 from c3exp.models import torchvision_resnet
-from tests.conftest import BACKBONE_ATTENTION, attn_config, torchvision_key_in_ours
+from tests.conftest import attn_config, backbone_attention, torchvision_key_in_ours
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-C3_STAGE_INPUT = BACKBONE_ATTENTION["c3"]
+C3_STAGE_INPUT = backbone_attention("c3")
 SE_EVERY_BLOCK = attn_config("se", placement="every_block")
 resnet18 = partial(torchvision_resnet, arch="resnet18", output_stride=32)  # conf/model/resnet18.yaml's, weights aside
 

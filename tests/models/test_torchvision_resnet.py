@@ -17,8 +17,8 @@ from c3exp.schema import check_settings
 from c3exp.models import ResNet, build_model, torchvision_resnet
 from c3exp.models.torchvision_resnet import BASIC_BLOCKS_PER_STAGE
 from c3exp.utils.complexity import count_macs, count_params
-from tests.conftest import (BACKBONE_ATTENTION, attn_config, build, hydra_compose as compose, output_channels,
-                            torchvision_key_in_ours)
+from tests.conftest import (BACKBONE_ATTENTION, attn_config, backbone_attention, build, hydra_compose as compose,
+                            output_channels, torchvision_key_in_ours)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +39,7 @@ TORCHVISION_CHANNELS = {
 @pytest.mark.parametrize("attn", BACKBONE_ATTENTION)
 @pytest.mark.parametrize("arch", TORCHVISION_CHANNELS)
 def test_torchvision_stage_channels(arch: str, attn: str):
-    model = resnet(arch, BACKBONE_ATTENTION[attn])
+    model = resnet(arch, backbone_attention(attn))
     assert model.stage_channels == TORCHVISION_CHANNELS[arch]
     assert output_channels(model, 32) == TORCHVISION_CHANNELS[arch]
 

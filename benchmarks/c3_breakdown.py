@@ -59,7 +59,8 @@ def step_of(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Callabl
     """A training step of CIFAR-100 classification (the task's own loss) with the paper's SGD."""
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     module = ClassificationModule(net, num_classes=100, optimizer=torch.optim.SGD, label_smoothing=0.0, tta_flip=False,
-                                  primary_metric=None, name="classification", channels_last=False, compile=False)
+                                  primary_metric=None, name="classification", channels_last=False, compile=False,
+                                  cuda_graphs=False)
     return lambda: train_step(module, optimizer, batch, autocast_dtype=None)
 
 

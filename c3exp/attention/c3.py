@@ -34,6 +34,12 @@ def _blocks(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
     return x.view(batch, channels, height // fh, fh, width // fw, fw)
 
 
+def strided_resize(x: torch.Tensor) -> bool:
+    """Resize maps of whole multiples of the block size by _Subsample and _UpsampleAdd (fewer passes over memory: faster
+    on CPUs), or by F.interpolate (a kernel each way and in backward: fewer launches, what a GPU step is bound by)."""
+    return x.device.type == "cpu"
+
+
 class _Subsample(torch.autograd.Function):
     """x -> (x[:, :, ::fh, ::fw], x) in one node, so the gradient is formed once (slicing builds zero maps per axis)."""
 
@@ -153,13 +159,14 @@ class C3Block(nn.Module):
     def resized_residual(self, x: torch.Tensor) -> torch.Tensor:
         """x + the messages of x nearest-resized to the block size, nearest-resized back."""
         factors = integer_factors(x.shape[-2:], self.spatial_size)
-        if factors is None:  # e.g. 8x8 maps for a 16x16 block, or 6x10 ones: the general resize
-            small = F.interpolate(x, size=self.spatial_size, mode="nearest")
-            return x + F.interpolate(self.message(small), size=x.shape[-2:], mode="nearest")
         if factors == (1, 1):
             return x + self.message(x)
-        small, identity = _Subsample.apply(x, *factors)
-        return _UpsampleAdd.apply(identity, self.message(small), *factors)
+        if factors is not None and strided_resize(x):
+            small, identity = _Subsample.apply(x, *factors)
+            return _UpsampleAdd.apply(identity, self.message(small), *factors)
+        # any sizes (8x8 maps for a 16x16 block, 6x10 ones), and whole multiples on GPUs: the general resize
+        small = F.interpolate(x, size=self.spatial_size, mode="nearest")
+        return x + F.interpolate(self.message(small), size=x.shape[-2:], mode="nearest")
 
     def message(self, x: torch.Tensor) -> torch.Tensor:
         """The decoded messages for every tile of the block size in `x`, in place: (B, C, H, W)."""

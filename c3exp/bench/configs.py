@@ -28,6 +28,7 @@ class BenchSettings:
     precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"]
     channels_last: bool
     compile: bool
+    cuda_graphs: bool
     threads: PositiveInt | None
     keep_freed_memory: bool
     peak: bool
@@ -42,7 +43,7 @@ class BenchSettings:
         """Read cfg.bench, filling the null speed options from cfg.trainer and cfg.task, and validate."""
         values = {field.name: cfg.bench.get(field.name) for field in fields(cls)}
         training = {"precision": cfg.trainer.precision, "channels_last": cfg.task.get("channels_last", False),
-                    "compile": cfg.task.get("compile", False)}
+                    "compile": cfg.task.get("compile", False), "cuda_graphs": cfg.task.get("cuda_graphs", False)}
         values |= {key: value for key, value in training.items() if values[key] is None}
         values["precision"] = str(values["precision"])
         check_settings(values, cls, "bench.")
@@ -114,6 +115,7 @@ def configurations(args: Sequence[str]) -> list[BenchConfig]:
         settings = BenchSettings.from_config(cfg)
         with open_dict(cfg):  # the bench speed options, written where training reads them
             cfg.task.channels_last, cfg.task.compile = settings.channels_last, settings.compile
+            cfg.task.cuda_graphs = settings.cuda_graphs
         # the label: the overrides that differ between configurations, else the group choices (`model=resnet20`)
         chosen = [overrides[i] for i in varying] or [o for o in overrides if "." not in o.partition("=")[0]]
         configs.append(BenchConfig(" ".join(chosen) or "defaults", overrides, cfg, settings))

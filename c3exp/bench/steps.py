@@ -13,7 +13,8 @@ import torch
 from lightning.fabric.utilities import move_data_to_device
 from omegaconf import OmegaConf
 
-from c3exp.bench.configs import BenchConfig
+from c3exp.bench.configs import BenchConfig, BenchSettings
+from c3exp.errors import check
 from c3exp.tasks import TaskModule, build_task
 from c3exp.utils.complexity import data_input_shape
 from c3exp.utils.noise import silence_library_noise
@@ -33,6 +34,23 @@ def train_step(module: TaskModule, optimizer: torch.optim.Optimizer, batch: Batc
     scaler.step(optimizer)
     scaler.update()
     return loss
+
+
+def graphed_step(module: TaskModule, batch: Batch, autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """The same step as task.cuda_graphs trains it (module.start_graphs first): captured after its warm-up on CUDA."""
+    with torch.autocast(batch[0].device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        module.learning_rates.refresh()
+        return module.graphs(*batch)
+
+
+def timed_step(module: TaskModule, optimizer: torch.optim.Optimizer, batch: Batch,
+               settings: BenchSettings) -> Callable[[], torch.Tensor]:
+    """One training step of `module` on `batch`: graphed where bench.cuda_graphs, else train_step."""
+    if settings.cuda_graphs:
+        check(module.has_graphed_step(), "bench.cuda_graphs", True, f"false: {type(module).__name__} has no graphed step")
+        module.start_graphs(optimizer)
+        return functools.partial(graphed_step, module, batch, settings.autocast_dtype)
+    return functools.partial(train_step, module, optimizer, batch, settings.autocast_dtype, settings.grad_scaler())
 
 
 def seeded_batch(config: BenchConfig, module: TaskModule) -> Batch:
@@ -57,10 +75,9 @@ def build_module(config: BenchConfig, compile_here: bool = True) -> TaskModule:
 
 def trainee_step(config: BenchConfig) -> Callable[[], torch.Tensor]:
     """One configuration's timed step, with everything it needs built before any timing starts."""
-    module, settings = build_module(config), config.settings
+    module = build_module(config)
     optimizer = module.optimizer_factory(params=module.parameters())  # as configure_optimizers builds it
-    return functools.partial(train_step, module, optimizer, seeded_batch(config, module), settings.autocast_dtype,
-                             settings.grad_scaler())
+    return timed_step(module, optimizer, seeded_batch(config, module), config.settings)
 
 
 def synchronize(device: str) -> None:
@@ -117,11 +134,11 @@ def lightning_block(config: BenchConfig, module: TaskModule, batch: Batch) -> li
 def bare_block(config: BenchConfig, module: TaskModule, batch: Batch) -> list[float]:
     """The same steps in a hand-written loop, with a fresh optimizer as every fit has: the starts of its batches."""
     settings = config.settings
-    optimizer = module.optimizer_factory(params=module.parameters())
-    scaler, clock = settings.grad_scaler(), StepClock(settings.device)
+    step = timed_step(module, module.optimizer_factory(params=module.parameters()), batch, settings)
+    clock = StepClock(settings.device)
     for _ in range(settings.warmup + settings.steps + 1):
         clock.on_train_batch_start()
-        train_step(module, optimizer, batch, settings.autocast_dtype, scaler)
+        step()
     return clock.starts
 
 

@@ -30,7 +30,7 @@ NON_RESULT_KEYS = (
     "trainer.num_sanity_val_steps", "ckpt_path", "resume",  # a resumed run ends as an uninterrupted one (README)
     "trainer.accelerator", "trainer.devices", "trainer.strategy",  # data.batch_size is the global batch (README)
     "trainer.benchmark", "trainer.deterministic", "keep_freed_memory", "bench",  # speed and reproducibility
-    "data.num_workers", "data.on_device", "task.channels_last", "task.compile",
+    "data.num_workers", "data.on_device", "task.channels_last", "task.compile", "task.cuda_graphs",
     "model.channels_last", "model.compile",  # the same draws and network (model.*: runs before the speed options moved)
     "attn._target_",  # the class attn.name names: runs from before attn groups named it pool with later ones
 )

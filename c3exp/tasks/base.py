@@ -15,9 +15,10 @@ from torch import nn
 from torch.optim.lr_scheduler import LinearLR, OneCycleLR
 from torchmetrics import MeanMetric, MetricCollection
 
-from c3exp.errors import check
+from c3exp.errors import NonFiniteLossError, check
 from c3exp.results import PrimaryMetric
 from c3exp.saved_config import hydra_choices
+from c3exp.training.graphs import DeviceLearningRates, StepGraphs, capturable_options
 
 log = logging.getLogger(__name__)
 THROUGHPUT = ("train/epoch_time", "train/images_per_sec")
@@ -47,8 +48,9 @@ class TaskModule(L.LightningModule):
         tta_flip: bool,
         primary_metric: PrimaryMetric | Mapping[str, Any] | None,  # null: the task's own (default_primary)
         name: str,  # the task config's name, which results and reports read from the config; the module needs none
-        channels_last: bool,  # task.channels_last and task.compile: conf/config.yaml, for every task
+        channels_last: bool,  # task.channels_last, task.compile, task.cuda_graphs: conf/config.yaml, for every task
         compile: bool,
+        cuda_graphs: bool,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         run_config: dict[str, Any] | None = None,
@@ -57,6 +59,11 @@ class TaskModule(L.LightningModule):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.compile_net = compile
+        self.cuda_graphs, self.graphed = cuda_graphs, False  # graphed: task.cuda_graphs fits this fit (setup decides)
+        self.graphs: StepGraphs | None = None  # the training step's graphs, from on_train_start of a graphed fit
+        self.graph_optimizer: torch.optim.Optimizer | None = None
+        self.learning_rates: DeviceLearningRates | None = None
+        self.train_sums: torch.Tensor | None = None  # graphed steps' epoch sums: loss x images, images, non-finite, metrics
         self.num_classes = num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
@@ -97,6 +104,15 @@ class TaskModule(L.LightningModule):
         """(loss, predictions, targets, number of images) of one batch; loss or predictions may be None (detectors)."""
         raise NotImplementedError
 
+    def metric_sums(self, predictions: Any, targets: Any) -> torch.Tensor | None:
+        """One batch's metrics of `metric_modes` (in its order) as sums over its images, on the device and without
+        waiting for it: what graphed steps accumulate. None: the task has no such form and task.cuda_graphs steps plainly."""
+        return None
+
+    @classmethod
+    def has_graphed_step(cls) -> bool:
+        return cls.metric_sums is not TaskModule.metric_sums
+
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> Any:
         """Targets of this task's kind for a batch of `images` (on the CPU): the benchmark's synthetic batches."""
         raise NotImplementedError
@@ -123,8 +139,43 @@ class TaskModule(L.LightningModule):
             self.metrics[f"{stage}_split"].update(predictions, targets)
         return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if self.graphs is None:
+            return self._shared_step(batch, "train")
+        self.learning_rates.refresh()
+        self.graphs(*batch)
+        self._epoch_images += len(batch[0])
+        return None  # the whole step ran, the optimiser's included: optimizer_step only runs Lightning's closure
+
+    def graph_step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One training step as StepGraphs captures it: device work only, the epoch's sums accumulated in place."""
+        optimizer, device = self.graph_optimizer, images.device.type
+        optimizer.zero_grad(set_to_none=True)
+        # Lightning's autocast (bf16-mixed) caches weight casts, which a capture must not keep
+        with torch.autocast(device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device),
+                            cache_enabled=False):
+            loss, sums = self.graph_forward(images, targets)
+        with torch.autocast(device, enabled=False):
+            loss.backward()
+            optimizer.step()
+        self.train_sums.add_(sums)
+        return loss.detach()
+
+    def graph_forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and the batch's sums: loss x images, images, whether the loss is non-finite, then metric_sums."""
+        loss, predictions, hard_targets, count = self.model_step((images, targets))
+        value = loss.detach().float()
+        counts = torch.stack([value * count, torch.full_like(value, count), (~value.isfinite()).float()])
+        return loss, torch.cat([counts, self.metric_sums(predictions, hard_targets).float()])
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        if self.graphs is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer_closure()  # training_step, which stepped the optimiser inside the graph
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        if self.graphs is None:  # a graphed step zeroes its gradients itself
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -137,8 +188,39 @@ class TaskModule(L.LightningModule):
         metrics = self.metrics[f"{stage}_split"]
         return metrics.compute() if any(metric.update_count for metric in metrics.values()) else {}
 
+    def setup(self, stage: str) -> None:
+        """task.cuda_graphs: graph the training steps where they fit the run, else say in one line why not."""
+        if stage != "fit":
+            return
+        self.graphed, self.graphs = False, None
+        if not self.cuda_graphs:
+            return
+        reason = self.graphs_unfit_reason()
+        self.graphed = reason is None
+        cuda = self.trainer.strategy.root_device.type == "cuda"
+        log.info("task.cuda_graphs=true: %s", reason or ("training steps are captured as CUDA graphs" if cuda else
+                 f"the graphed training step runs uncaptured on {self.trainer.strategy.root_device.type} "
+                 "(CUDA graphs need a CUDA GPU)"))
+
+    def graphs_unfit_reason(self) -> str | None:
+        """Why this run cannot graph its training steps (it then trains with plain steps), or None."""
+        trainer, optimizer = self.trainer, getattr(self.optimizer_factory, "func", self.optimizer_factory)
+        if not self.has_graphed_step():
+            return f"{type(self).__name__} has no graphed step; training with plain steps"
+        if trainer.world_size > 1:
+            return f"data-parallel training ({trainer.world_size} processes) is not graphed; training with plain steps"
+        if str(trainer.precision).startswith("16"):
+            return f"trainer.precision={trainer.precision} scales losses by a host decision; plain steps (bf16-mixed is graphed)"
+        if trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1:
+            return "gradient clipping and accumulation run between Lightning's backward and step; training with plain steps"
+        if trainer.strategy.root_device.type == "cuda" and not capturable_options(optimizer):
+            return f"{optimizer.__name__} has no fused step to capture; training with plain steps"
+        return None
+
     def on_train_start(self) -> None:
         """A schedule of a fixed length in steps (OneCycleLR's, a resumed run's included) must cover the run."""
+        if self.graphed:
+            self.start_graphs(self.trainer.optimizers[0])
         needed = int(self.trainer.estimated_stepping_batches)
         for config in self.trainer.lr_scheduler_configs:
             total = getattr(config.scheduler, "total_steps", None)
@@ -147,9 +229,20 @@ class TaskModule(L.LightningModule):
                   f"({needed} asked); a checkpoint keeps the schedule its run started with: train longer in a new run "
                   f"(resume=never) or give optim.scheduler.total_steps={needed} from the start")
 
+    def start_graphs(self, optimizer: torch.optim.Optimizer) -> None:
+        """Graph the training steps that `optimizer` takes (its step made capturable on CUDA): a fit's, or the bench's."""
+        if self.device.type == "cuda":  # set here, not at construction: a resumed checkpoint's groups replace those
+            for group in optimizer.param_groups:
+                group.update(capturable_options(type(optimizer)))
+        self.graph_optimizer, self.learning_rates = optimizer, DeviceLearningRates(optimizer, self.device)
+        self.graphs = StepGraphs(self.graph_step, around_capture=self.learning_rates.in_groups)
+        self.train_sums = torch.zeros(3 + len(self.metric_modes), device=self.device)
+
     def on_train_epoch_start(self) -> None:
         self._epoch_started, self._epoch_seconds, self._epoch_images = time.perf_counter(), 0.0, 0
         self.metrics["train_split"].reset()
+        if self.train_sums is not None:
+            self.train_sums.zero_()
         self.log("train/lr", self._lr(), on_step=False, on_epoch=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -157,7 +250,7 @@ class TaskModule(L.LightningModule):
         self._epoch_seconds = time.perf_counter() - self._epoch_started
 
     def _lr(self) -> float:
-        return self.trainer.optimizers[0].param_groups[0]["lr"]
+        return float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def _epoch_row(self, stages: tuple[str, ...]) -> dict[str, float]:
         """Log the epoch's throughput; its history row: epoch, lr, the losses and metrics of `stages`, the throughput."""
@@ -166,10 +259,27 @@ class TaskModule(L.LightningModule):
         self.log_dict(throughput, on_step=False, on_epoch=True)
         row = {"epoch": self.current_epoch, "lr": self._lr()}
         for stage in stages:
-            means = self.losses[f"{stage}_split"]
-            row.update({f"{stage}/{name}": float(mean.compute()) for name, mean in means.items() if mean.update_count})
-            row.update({key: float(value) for key, value in self.split_metrics(stage).items()})
+            row.update(self.stage_means(stage))
         return row | throughput
+
+    def stage_means(self, stage: str) -> dict[str, float]:
+        """The epoch's mean losses and metrics of `stage` so far, named `<stage>/<name>`."""
+        if stage == "train" and self.graphs is not None:
+            return self.graphed_means()
+        means = self.losses[f"{stage}_split"]
+        losses = {f"{stage}/{name}": float(mean.compute()) for name, mean in means.items() if mean.update_count}
+        return losses | {key: float(value) for key, value in self.split_metrics(stage).items()}
+
+    def graphed_means(self) -> dict[str, float]:
+        """The graphed steps' epoch sums as means: the one host wait of an epoch's training steps."""
+        total, images, nonfinite, *hits = self.train_sums.tolist()
+        if nonfinite:
+            raise NonFiniteLossError(
+                f"training loss became NaN or infinite in {int(nonfinite)} steps of epoch {self.current_epoch}; stopped "
+                f"without saving it (the last good checkpoint is kept). Try a lower optim.optimizer.lr or "
+                f"trainer.gradient_clip_val=1.0 (which trains with plain steps)")
+        metrics = {"loss": total, **dict(zip(self.metric_modes, hits))}
+        return {f"train/{name}": value / images for name, value in metrics.items()} if images else {}
 
     def _has_row(self) -> bool:
         return bool(self.history) and self.history[-1]["epoch"] == self.current_epoch
@@ -189,7 +299,7 @@ class TaskModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """The row of an epoch without validation; Lightning calls this before the checkpoints' on_train_epoch_end."""
-        self.log_dict(self.split_metrics("train"))
+        self.log_dict(self.graphed_means() if self.graphs is not None else self.split_metrics("train"))
         if not self._has_row():
             self.history.append(self._epoch_row(("train",)))
         if self.trainer.is_global_zero:

@@ -36,5 +36,10 @@ class ClassificationModule(TaskModule):
         hard = labels.argmax(1) if labels.is_floating_point() else labels  # soft labels: the most probable class
         return loss, logits.detach(), hard, len(labels)
 
+    def metric_sums(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Top-1 and top-5 hits of the batch (MulticlassAccuracy's micro averages, summed)."""
+        hits = predictions.topk(min(5, self.num_classes), dim=1).indices == targets[:, None]
+        return torch.stack([hits[:, 0].sum(), hits.any(1).sum()])
+
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, self.num_classes, (len(images),), generator=generator)

@@ -54,7 +54,8 @@ class StopOnNonFiniteLoss(L.Callback):
     """Stop at the first NaN/inf training loss: checkpoints are written at validation, so the newest predates it."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # graphed steps return nothing: their epoch sums count non-finite losses (TaskModule.graphed_means)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None and not bool(loss.detach().isfinite().all()):
             raise NonFiniteLossError(
                 f"training loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -45,8 +46,9 @@ def pin_ddp_children_to_this_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
-    """A GPU flocked for this process's life, or None: joblib's job numbers say nothing about which GPUs are busy."""
+def claim_gpu(lock_dir: Path, gpus: int, jobs_per_gpu: int = 1) -> int | None:
+    """A GPU slot flocked for this process's life, or None: joblib's job numbers say nothing about which GPUs are busy.
+    Each GPU has `jobs_per_gpu` slots, taken GPU by GPU before a second job goes to any GPU."""
     global _claimed_gpu
     lock_dir = Path(lock_dir).resolve()
     if _claimed_gpu is not None and _claimed_gpu[0] != lock_dir:
@@ -54,8 +56,8 @@ def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
         _claimed_gpu = None
     if _claimed_gpu is None and locks.fcntl is not None:  # not POSIX: GPUs go by job number
         lock_dir.mkdir(parents=True, exist_ok=True)
-        for gpu in range(gpus):
-            lock_file = open_lock_file(lock_dir / f"gpu{gpu}.lock")
+        for slot, gpu in itertools.product(range(jobs_per_gpu), range(gpus)):
+            lock_file = open_lock_file(lock_dir / (f"gpu{gpu}.lock" if slot == 0 else f"gpu{gpu}.{slot}.lock"))
             if try_flock(lock_file):
                 _claimed_gpu = (lock_dir, gpu, lock_file)
                 break
@@ -64,7 +66,8 @@ def claim_gpu(lock_dir: Path, gpus: int) -> int | None:
 
 
 def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
-    """Under the joblib launcher, put a single-GPU job on a GPU no other running job uses (see claim_gpu)."""
+    """Under the joblib launcher, put a single-GPU job on a GPU slot no other running job holds (see claim_gpu): with
+    hydra.launcher.n_jobs above the GPU count, each GPU runs n_jobs / GPUs (rounded up) jobs side by side."""
     import torch
 
     if not in_multirun() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
@@ -73,9 +76,10 @@ def assign_gpu_for_parallel_job(cfg: DictConfig) -> None:
     if gpus < 2 or cfg.trainer.get("accelerator") not in ("gpu", "cuda", "auto") or cfg.trainer.get("devices") != 1:
         return
     # to_absolute_path: with hydra.job.chdir=true a relative sweep dir would resolve inside the job dir
-    gpu = claim_gpu(Path(to_absolute_path(hydra_cfg.sweep.dir)) / GPU_LOCK_DIR, gpus)
+    jobs_per_gpu = -(-int(hydra_cfg.launcher.get("n_jobs") or gpus) // gpus)
+    gpu = claim_gpu(Path(to_absolute_path(hydra_cfg.sweep.dir)) / GPU_LOCK_DIR, gpus, jobs_per_gpu)
     if gpu is None and locks.fcntl is not None:
-        log.warning("job %s: all %d GPUs are claimed by other workers (more parallel jobs than GPUs?); falling back "
+        log.warning("job %s: every slot of the %d GPUs is claimed by other workers (stale locks?); falling back "
                     "to GPU %d = job number mod GPU count, which another job may be using",
                     hydra_cfg.job.num, gpus, hydra_cfg.job.num % gpus)
     with open_dict(cfg):

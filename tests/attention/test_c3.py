@@ -273,6 +273,23 @@ def test_channels_last_c3_matches_naive_equations(case: str):
     torch.testing.assert_close(grad, outputs_and_input_grads(block, x)[1], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["resize", "groups", "3x3 block", "stack 2", "no encoder/decoder"])
+def test_c3_gpu_resize_matches_naive_equations_and_the_cpu_form(case: str, monkeypatch):
+    """On GPUs whole multiples resize by F.interpolate: its outputs, and its gradients of input and parameters."""
+    from c3exp.attention import c3
+
+    block, x = case_input(case, seed=4)
+    block.train()
+    with torch.no_grad():
+        expected = NaiveC3(block)(x)
+    cpu_form = [outputs_and_input_grads(block, x), [p.grad.clone() for p in block.parameters()]]
+    block.zero_grad()
+    monkeypatch.setattr(c3, "strided_resize", lambda maps: False)
+    gpu_form = [outputs_and_input_grads(block, x), [p.grad.clone() for p in block.parameters()]]
+    torch.testing.assert_close(gpu_form[0][0], expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(gpu_form, cpu_form, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", ["resize", "resize odd"])
 def test_c3_input_gradient_matches_naive_equations(case: str):
     """The subsample/upsample autograd functions: the input's gradient, through both of its paths."""

@@ -155,7 +155,8 @@ def learning_rates(scheduler, warmup_epochs: float, epochs: int = 3) -> list[flo
     data = DataLoader(TensorDataset(torch.randn(16, 2), torch.randint(0, 3, (16,))), batch_size=4)
     module = ClassificationModule(torch.nn.Linear(2, 3), num_classes=3, optimizer=partial(torch.optim.SGD, lr=0.1),
                                   scheduler=scheduler, warmup_epochs=warmup_epochs, label_smoothing=0.0, tta_flip=False,
-                                  primary_metric=None, name="classification", channels_last=False, compile=False)
+                                  primary_metric=None, name="classification", channels_last=False, compile=False,
+                                  cuda_graphs=False)
     recorder = LearningRates()
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])

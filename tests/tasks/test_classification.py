@@ -17,7 +17,8 @@ from tests.conftest import assert_names_bad_setting
 
 
 RECIPE = {"label_smoothing": 0.0, "tta_flip": False}  # the paper's: every task config's (test below)
-SETTINGS = {**RECIPE, "primary_metric": None, "name": "classification", "channels_last": False, "compile": False}
+SETTINGS = {**RECIPE, "primary_metric": None, "name": "classification", "channels_last": False, "compile": False,
+            "cuda_graphs": False}
 
 
 def classifier(net: nn.Module | None = None, **options) -> ClassificationModule:

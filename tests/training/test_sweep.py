@@ -168,6 +168,32 @@ def test_all_gpus_taken_gives_none(tmp_path):
     assert sweep.claim_gpu(tmp_path, 2) == 0  # free again once the holders let go
 
 
+def test_packed_jobs_fill_every_gpu_before_sharing_one(tmp_path):
+    """n_jobs = 2 x GPUs: slots go GPU 0, GPU 1, then GPU 0 again, as files other workers hold show."""
+    held = hold(tmp_path, 0, 1)
+    try:
+        assert sweep.claim_gpu(tmp_path, 2, jobs_per_gpu=1) is None  # one job per GPU: both taken
+        assert sweep.claim_gpu(tmp_path, 2, jobs_per_gpu=2) == 0  # a second slot of GPU 0
+        with open(tmp_path / "gpu0.1.lock", "a") as slot, pytest.raises(BlockingIOError):
+            fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for this process's life
+    finally:
+        for f in held:
+            f.close()
+
+
+def test_parallel_jobs_above_the_gpu_count_share_the_gpus(parallel_job, tmp_path):
+    held = hold(tmp_path / sweep.GPU_LOCK_DIR, 0, 1)  # jobs 0 and 1 run on GPUs 0 and 1
+    try:
+        sweep.HydraConfig.get().launcher.n_jobs = 4
+        sweep.assign_gpu_for_parallel_job(parallel_job)  # job 2: the second slot of GPU 0
+        assert list(parallel_job.trainer.devices) == [0]
+        with open(tmp_path / sweep.GPU_LOCK_DIR / "gpu0.1.lock", "a") as slot, pytest.raises(BlockingIOError):
+            fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        for f in held:
+            f.close()
+
+
 def test_claim_for_another_sweep_dir_drops_the_old_lock(tmp_path):
     assert sweep.claim_gpu(tmp_path / "a", 2) == 0
     assert sweep.claim_gpu(tmp_path / "b", 2) == 0

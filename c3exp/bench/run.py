@@ -7,7 +7,7 @@ import itertools
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from c3exp.bench.configs import BenchConfig, BenchSettings, configurations
-from c3exp.bench.steps import compare_loops, interleave, trainee_step
+from c3exp.bench.steps import compare_loops, interleave, synchronize, trainee_step
 from c3exp.results import write_json
 from c3exp.tasks import build_network
 from c3exp.utils.complexity import model_complexity
@@ -89,8 +89,9 @@ def format_achieved(rows: list[dict[str, Any]], peak: dict[str, Any] | None) -> 
                      f"{peak['size']}x{peak['size']})")
     for row in rows:
         share = f", {row['fraction_of_peak']:.1%} of the measured peak" if "fraction_of_peak" in row else ""
+        memory = f"; a step allocates {row['step_peak_mib']:.0f} MiB at its peak" if "step_peak_mib" in row else ""
         lines.append(f"{row['label']}: about {row['train_tflops']:.3f} effective TFLOP/s in training (3 x 2 x MACs per "
-                     f"image){share}; 50k images at the fastest step: {row['epoch_50k_s_derived']:.1f} s")
+                     f"image){share}; 50k images at the fastest step: {row['epoch_50k_s_derived']:.1f} s{memory}")
     return "\n".join(lines)
 
 
@@ -132,12 +133,26 @@ def describe(config: BenchConfig) -> dict[str, Any]:
             **model_complexity(build_network(config.cfg), config.cfg.data)}
 
 
+def step_memory(step: Callable[[], object], device: str) -> dict[str, float]:
+    """The GPU memory one call of `step` allocates on top of what is allocated before it (run alone), in MiB."""
+    if device != "cuda":
+        return {}
+    synchronize(device)
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    synchronize(device)
+    return {"step_peak_mib": (torch.cuda.max_memory_allocated() - before) / 2**20}
+
+
 def run_steps(configs: list[BenchConfig]) -> list[dict[str, Any]]:
     """Interleaved training steps of every configuration; ratios to the first."""
     settings = configs[0].settings
-    times = interleave([trainee_step(config) for config in configs], settings.warmup, settings.steps, settings.device)
-    rows = [{**describe(config), **summarise(step_times, config.settings.batch_size), "step_times_s": step_times}
-            for config, step_times in zip(configs, times)]
+    steps = [trainee_step(config) for config in configs]
+    memory = [step_memory(step, settings.device) for step in steps]  # a first, untimed step of each, alone
+    times = interleave(steps, settings.warmup, settings.steps, settings.device)
+    rows = [{**describe(config), **summarise(step_times, config.settings.batch_size), "step_times_s": step_times,
+             **step_peak} for config, step_times, step_peak in zip(configs, times, memory)]
     for row in rows:
         row.update(ratios(row, rows[0]), **paired_ratios(row["step_times_s"], rows[0]["step_times_s"]))
     return rows

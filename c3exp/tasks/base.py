@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from c3exp.errors import NonFiniteLossError, check
 from c3exp.results import PrimaryMetric
 from c3exp.saved_config import hydra_choices
-from c3exp.training.graphs import DeviceLearningRates, StepGraphs, capturable_options
+from c3exp.training.graphs import DeviceLearningRates, StepGraphs, capturable_options, uncached_autocast
 
 log = logging.getLogger(__name__)
 THROUGHPUT = ("train/epoch_time", "train/images_per_sec")
@@ -61,9 +61,11 @@ class TaskModule(L.LightningModule):
         self.compile_net = compile
         self.cuda_graphs, self.graphed = cuda_graphs, False  # graphed: task.cuda_graphs fits this fit (setup decides)
         self.graphs: StepGraphs | None = None  # the training step's graphs, from on_train_start of a graphed fit
+        self.eval_graphs: StepGraphs | None = None  # the validation step's, in the same fit
         self.graph_optimizer: torch.optim.Optimizer | None = None
         self.learning_rates: DeviceLearningRates | None = None
-        self.train_sums: torch.Tensor | None = None  # graphed steps' epoch sums: loss x images, images, non-finite, metrics
+        # graphed steps' epoch sums per stage (train, val): loss x images, images, non-finite losses, metric_sums
+        self.graph_sums: dict[str, torch.Tensor] = {}
         self.num_classes = num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_interval = scheduler_interval
@@ -151,15 +153,20 @@ class TaskModule(L.LightningModule):
         """One training step as StepGraphs captures it: device work only, the epoch's sums accumulated in place."""
         optimizer, device = self.graph_optimizer, images.device.type
         optimizer.zero_grad(set_to_none=True)
-        # Lightning's autocast (bf16-mixed) caches weight casts, which a capture must not keep
-        with torch.autocast(device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device),
-                            cache_enabled=False):
+        with uncached_autocast(device):
             loss, sums = self.graph_forward(images, targets)
         with torch.autocast(device, enabled=False):
             loss.backward()
             optimizer.step()
-        self.train_sums.add_(sums)
+        self.graph_sums["train"].add_(sums)
         return loss.detach()
+
+    def graph_eval_step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One validation step as StepGraphs captures it (eval mode, no autograd): the epoch's sums accumulated in place."""
+        with uncached_autocast(images.device.type):
+            loss, sums = self.graph_forward(images, targets)
+        self.graph_sums["val"].add_(sums)
+        return loss
 
     def graph_forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss and the batch's sums: loss x images, images, whether the loss is non-finite, then metric_sums."""
@@ -178,7 +185,10 @@ class TaskModule(L.LightningModule):
             super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        if self.eval_graphs is None:  # also a fit's sanity check, which runs before on_train_start
+            self._shared_step(batch, "val")
+        else:
+            self.eval_graphs(*batch)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
@@ -192,7 +202,7 @@ class TaskModule(L.LightningModule):
         """task.cuda_graphs: graph the training steps where they fit the run, else say in one line why not."""
         if stage != "fit":
             return
-        self.graphed, self.graphs = False, None
+        self.graphed, self.graphs, self.eval_graphs = False, None, None
         if not self.cuda_graphs:
             return
         reason = self.graphs_unfit_reason()
@@ -236,13 +246,14 @@ class TaskModule(L.LightningModule):
                 group.update(capturable_options(type(optimizer)))
         self.graph_optimizer, self.learning_rates = optimizer, DeviceLearningRates(optimizer, self.device)
         self.graphs = StepGraphs(self.graph_step, around_capture=self.learning_rates.in_groups)
-        self.train_sums = torch.zeros(3 + len(self.metric_modes), device=self.device)
+        self.eval_graphs = StepGraphs(self.graph_eval_step)
+        self.graph_sums = {stage: torch.zeros(3 + len(self.metric_modes), device=self.device) for stage in ("train", "val")}
 
     def on_train_epoch_start(self) -> None:
         self._epoch_started, self._epoch_seconds, self._epoch_images = time.perf_counter(), 0.0, 0
         self.metrics["train_split"].reset()
-        if self.train_sums is not None:
-            self.train_sums.zero_()
+        if self.graphs is not None:
+            self.graph_sums["train"].zero_()
         self.log("train/lr", self._lr(), on_step=False, on_epoch=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -264,22 +275,22 @@ class TaskModule(L.LightningModule):
 
     def stage_means(self, stage: str) -> dict[str, float]:
         """The epoch's mean losses and metrics of `stage` so far, named `<stage>/<name>`."""
-        if stage == "train" and self.graphs is not None:
-            return self.graphed_means()
+        if stage in self.graph_sums and self.graphs is not None:
+            return self.graphed_means(stage)
         means = self.losses[f"{stage}_split"]
         losses = {f"{stage}/{name}": float(mean.compute()) for name, mean in means.items() if mean.update_count}
         return losses | {key: float(value) for key, value in self.split_metrics(stage).items()}
 
-    def graphed_means(self) -> dict[str, float]:
-        """The graphed steps' epoch sums as means: the one host wait of an epoch's training steps."""
-        total, images, nonfinite, *hits = self.train_sums.tolist()
-        if nonfinite:
+    def graphed_means(self, stage: str) -> dict[str, float]:
+        """The graphed steps' epoch sums of `stage` as means: the one host wait of the stage's epoch."""
+        total, images, nonfinite, *hits = self.graph_sums[stage].tolist()
+        if nonfinite and stage == "train":
             raise NonFiniteLossError(
                 f"training loss became NaN or infinite in {int(nonfinite)} steps of epoch {self.current_epoch}; stopped "
                 f"without saving it (the last good checkpoint is kept). Try a lower optim.optimizer.lr or "
                 f"trainer.gradient_clip_val=1.0 (which trains with plain steps)")
         metrics = {"loss": total, **dict(zip(self.metric_modes, hits))}
-        return {f"train/{name}": value / images for name, value in metrics.items()} if images else {}
+        return {f"{stage}/{name}": value / images for name, value in metrics.items()} if images else {}
 
     def _has_row(self) -> bool:
         return bool(self.history) and self.history[-1]["epoch"] == self.current_epoch
@@ -288,9 +299,13 @@ class TaskModule(L.LightningModule):
         self.log_dict(self.split_metrics("test"), prog_bar=True)
         self.metrics["test_split"].reset()
 
+    def on_validation_epoch_start(self) -> None:
+        if self.eval_graphs is not None:
+            self.graph_sums["val"].zero_()
+
     def on_validation_epoch_end(self) -> None:
         """Log the val metrics (over the whole split: mAP needs every image); this epoch's row, before the checkpoints."""
-        self.log_dict(self.split_metrics("val"), prog_bar=True)
+        self.log_dict(self.split_metrics("val") if self.eval_graphs is None else self.graphed_means("val"), prog_bar=True)
         if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
             if self._has_row():  # validated twice in one epoch (val_check_interval < 1): keep the latest
                 self.history.pop()
@@ -299,7 +314,7 @@ class TaskModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """The row of an epoch without validation; Lightning calls this before the checkpoints' on_train_epoch_end."""
-        self.log_dict(self.graphed_means() if self.graphs is not None else self.split_metrics("train"))
+        self.log_dict(self.split_metrics("train") if self.graphs is None else self.graphed_means("train"))
         if not self._has_row():
             self.history.append(self._epoch_row(("train",)))
         if self.trainer.is_global_zero:

@@ -94,6 +94,13 @@ class DeviceLearningRates:
                 group["lr"] = value
 
 
+def uncached_autocast(device: str) -> torch.autocast:
+    """The autocast in force (Lightning's, under bf16-mixed) without its cache of weight casts: a capture must not keep
+    casts made before it, nor a replay read casts of weights that have changed since."""
+    return torch.autocast(device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device),
+                          cache_enabled=False)
+
+
 def capturable_options(optimizer_class: type) -> dict[str, bool]:
     """The constructor options that make an optimiser's step capturable with a tensor learning rate on CUDA (fused,
     and Adam's `capturable`); empty when the class has neither, so it cannot be captured."""

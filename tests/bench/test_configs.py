@@ -56,6 +56,8 @@ def bench_error(args: list[str], capsys) -> str:
         (["attn=none,sk"], "attn", "sk", ""),
         (["bench.threads=1,2"], "bench.threads", [1, 2], "one value for all configurations"),
         (["bench.path="], "bench.path", "", ""),
+        (["experiment=detection_shapes", "bench.cuda_graphs=true"], "bench.cuda_graphs", True,
+         "false: DetectionModule has no graphed step"),
     ],
 )
 def test_bad_bench_settings_are_one_line_errors(args, key, value, specific, capsys):

@@ -67,6 +67,22 @@ def test_bench_loop_mode_compares_lightning_with_a_bare_loop(tmp_path):
     assert row["ratio_paired"] == pytest.approx(statistics.median(per_round))
 
 
+def test_bench_times_the_graphed_step_beside_the_plain_one(tmp_path, monkeypatch):
+    """bench.cuda_graphs=true times TaskModule.graph_step through StepGraphs (plain calls on a CPU), in both loops."""
+    from c3exp.training.graphs import StepGraphs
+
+    calls = []
+    plain_call = StepGraphs.__call__
+    monkeypatch.setattr(StepGraphs, "__call__", lambda graphs, *inputs: calls.append(graphs) or plain_call(graphs, *inputs))
+    steps = bench(["model=resnet20", "attn=c3", *TINY, "bench.cuda_graphs=false,true", f"bench.path={tmp_path / 's'}"])
+    assert len(calls) == 1 + 2  # the warm-up and two timed steps of the graphed configuration
+    assert [row["settings"]["cuda_graphs"] for row in steps["configurations"]] == [False, True]
+    calls.clear()
+    bench(["model=resnet20", "attn=none", *TINY, "bench.cuda_graphs=true", "bench.mode=loop", "bench.rounds=1",
+           f"bench.path={tmp_path / 'l'}"])
+    assert len({id(graphs) for graphs in calls}) == 2 and len(calls) == 2 * (1 + 2 + 1)  # Lightning's and the bare loop's
+
+
 def test_two_bench_runs_write_two_files(tmp_path, monkeypatch, capsys):
     """Without bench.path every run writes a file of its own: a second run leaves the first one's intact."""
     monkeypatch.chdir(tmp_path)

@@ -71,7 +71,8 @@ def test_the_detector_sees_each_kind_of_host_wait():
 
 
 class WatchSteps(L.Callback):
-    """Runs every training step under HostWaits; the config builds it (callbacks.watch), the test reads `latest`."""
+    """Runs every training and validation step under HostWaits; the config builds it (callbacks.watch), the test reads
+    `latest`."""
 
     latest: WatchSteps | None = None
 
@@ -81,13 +82,16 @@ class WatchSteps(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.graphs is None:
-            self.graphs, step = pl_module.graphs, pl_module.training_step
+            self.graphs = pl_module.graphs, pl_module.eval_graphs
+            for name in ("training_step", "validation_step"):
+                setattr(pl_module, name, self.watched(getattr(pl_module, name)))
 
-            def watched(*args, **kwargs):
-                with self.waits:
-                    return step(*args, **kwargs)
+    def watched(self, step):
+        def run(*args, **kwargs):
+            with self.waits:
+                return step(*args, **kwargs)
 
-            pl_module.training_step = watched
+        return run
 
 
 def graphed_run(tmp_path, *overrides: str) -> dict:
@@ -95,12 +99,14 @@ def graphed_run(tmp_path, *overrides: str) -> dict:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_graphed_steps_train_exactly_as_plain_steps_and_never_wait_for_the_device(tmp_path):
+@pytest.mark.parametrize("options", [(), ("trainer.precision=bf16-mixed", "optim.ema_decay=0.9", "data.mixup_alpha=0.2",
+                                          "optim=cosine", "optim.warmup_epochs=1")], ids=["paper", "bf16 + strong options"])
+def test_graphed_steps_train_exactly_as_plain_steps_and_never_wait_for_the_device(tmp_path, options):
     graphed = graphed_run(tmp_path / "graphed", "task.cuda_graphs=true", "trainer.max_epochs=2",
-                          f"+callbacks.watch._target_={__name__}.WatchSteps")
+                          f"+callbacks.watch._target_={__name__}.WatchSteps", *options)
     watch = WatchSteps.latest
-    plain = graphed_run(tmp_path / "plain", "task.cuda_graphs=false", "trainer.max_epochs=2")
-    assert isinstance(watch.graphs, StepGraphs) and watch.waits.seen == []
+    plain = graphed_run(tmp_path / "plain", "task.cuda_graphs=false", "trainer.max_epochs=2", *options)
+    assert all(isinstance(graphs, StepGraphs) for graphs in watch.graphs) and watch.waits.seen == []
     weights = [torch.load(run["checkpoints"]["last"], weights_only=True)["state_dict"] for run in (graphed, plain)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Every GPU figure of BENCHMARKS.md's GPU section in one go on one GPU (about 7 minutes planned on an H100), as compact
+# tables: training steps eager and on the fast path (trainer=gpu_fast) for every block, ResNet-20 and ResNet-110, with
+# paired ratios to attn=none, share of the measured matmul peak and step memory; batch-size scaling; the Lightning loop
+# against a bare loop; real epochs with their validation; four runs packed on the GPU against one alone.
+#   bash benchmarks/gpu.sh            # from the checkout's root
+# Where Hydra and OmegaConf are not installed but .whl holds their wheels (../shared/gpu/wheels.sh), it installs them
+# into /tmp/site first. Each bench also writes its raw times to outputs/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! $PY -c "import hydra, omegaconf" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+ZOO=none,se,cbam,c3,coord,eca,gc,ge,nonlocal,simam,srm,triplet
+BENCH=($PY -m c3exp bench bench.device=cuda bench.warmup=5 bench.steps=20 data=synthetic)
+EPOCHS="data=synthetic trainer.max_epochs=3 trainer.enable_progress_bar=false"
+section() { printf '\n== %s (%s UTC, %ds in)\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS"; }
+
+section "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+$PY -c "import torch, lightning; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', lightning.__version__)"
+git log -1 --format='code %h %cd' --date=short 2>/dev/null || true
+
+section "ResNet-20 steps, eager fp32 (today's default), every block"
+"${BENCH[@]}" model=resnet20 attn=$ZOO bench.peak=true
+section "ResNet-20 steps, fast path (trainer=gpu_fast: bf16, NHWC, CUDA graphs), every block"
+"${BENCH[@]}" trainer=gpu_fast model=resnet20 attn=$ZOO bench.peak=true
+section "ResNet-110 steps, eager fp32"
+"${BENCH[@]}" model=resnet110 attn=none,se,cbam,c3 bench.steps=10
+section "ResNet-110 steps, fast path, every block"
+"${BENCH[@]}" trainer=gpu_fast model=resnet110 attn=$ZOO bench.peak=true
+section "batch-size scaling, fast path"
+"${BENCH[@]}" trainer=gpu_fast model=resnet20 attn=none,c3 bench.batch_size=128,512,1024
+section "the Lightning loop against a bare loop of the same step (fast path, then eager)"
+"${BENCH[@]}" trainer=gpu_fast model=resnet20,resnet110 attn=none bench.mode=loop bench.rounds=3
+"${BENCH[@]}" model=resnet20 attn=none bench.mode=loop bench.rounds=3
+section "real epochs: 50k training + 10k validation images on the GPU (median of epochs 1-2)"
+$PY benchmarks/gpu_epochs.py epochs \
+    "model=resnet20 attn=none trainer=gpu data.on_device=true $EPOCHS" \
+    "model=resnet20 attn=none trainer=gpu_fast $EPOCHS" "model=resnet20 attn=c3 trainer=gpu_fast $EPOCHS" \
+    "model=resnet110 attn=none trainer=gpu_fast $EPOCHS" "model=resnet110 attn=c3 trainer=gpu_fast $EPOCHS"
+section "four ResNet-20 runs packed on the GPU (hydra/launcher=parallel hydra.launcher.n_jobs=4) against one alone"
+$PY benchmarks/gpu_epochs.py pack --jobs 4 "model=resnet20 attn=none trainer=gpu_fast data=synthetic trainer.max_epochs=4 trainer.enable_progress_bar=false"
+section "done"

@@ -23,6 +23,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $PY -c "import torch, lightning; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'lightning', lightning.__version__)"
 git log -1 --format='code %h %cd' --date=short 2>/dev/null || true
 
+section "captured steps train as plain ones (fp32 and bf16; close, not bit for bit, on a GPU)"
+$PY benchmarks/gpu_epochs.py agree \
+    "model=resnet20 attn=c3 data=digits trainer=gpu_fast trainer.precision=32-true trainer.max_epochs=3 trainer.enable_progress_bar=false" \
+    "model=resnet20 attn=c3 data=digits trainer=gpu_fast trainer.max_epochs=3 trainer.enable_progress_bar=false"
 section "ResNet-20 steps, eager fp32 (today's default), every block"
 "${BENCH[@]}" model=resnet20 attn=$ZOO bench.peak=true
 section "ResNet-20 steps, fast path (trainer=gpu_fast: bf16, NHWC, CUDA graphs), every block"

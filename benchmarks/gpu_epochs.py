@@ -1,7 +1,9 @@
-"""Real training runs, timed from outside: each epoch's wall time with its validation (`epochs`), and K runs of one
-config packed on one GPU by the parallel launcher against one run alone (`pack`). benchmarks/gpu.sh runs both.
+"""Real training runs, timed from outside: each epoch's wall time with its validation (`epochs`), K runs of one
+config packed on one GPU by the parallel launcher against one run alone (`pack`), and whether captured steps train
+as plain ones do on this GPU (`agree`: the same run with task.cuda_graphs false and true). benchmarks/gpu.sh runs all.
     python benchmarks/gpu_epochs.py epochs "model=resnet20 trainer=gpu" "model=resnet20 trainer=gpu_fast"
     python benchmarks/gpu_epochs.py pack --jobs 4 "model=resnet20 trainer=gpu_fast data=synthetic trainer.max_epochs=4"
+    python benchmarks/gpu_epochs.py agree "model=resnet20 attn=c3 data=digits trainer=gpu_fast trainer.max_epochs=3"
 Every configuration is a `python -m c3exp` command line (its overrides in one argument); epoch 0 (warm-up, cuDNN's
 search, graph capture) is left out of the medians."""
 from __future__ import annotations
@@ -86,18 +88,35 @@ def pack(overrides: str, jobs: int, root: Path) -> None:
           f"{' + '.join(f'{value:.0f}' for value in each)} = {sum(each):.0f} images/s, x{sum(each) / alone:.2f}")
 
 
+def agree(overrides: str, root: Path) -> None:
+    """Each epoch's training loss and validation accuracy, plain steps beside captured ones (cuDNN's and the fused
+    optimiser's float rounding differ, so close, not equal; CI checks exact equality of the uncaptured step on a CPU)."""
+    runs = {}
+    for graphs in ("false", "true"):
+        run_dir = root / f"graphs-{graphs}"
+        c3exp([*overrides.split(), f"task.cuda_graphs={graphs}", f"hydra.run.dir={run_dir}"])
+        runs[graphs] = json.loads((run_dir / "results.json").read_text())["history"]
+    print(f"{overrides}\n{'epoch':>5} {'train/loss plain':>17} {'captured':>9} {'val/acc1 plain':>15} {'captured':>9}")
+    for plain, captured in zip(runs["false"], runs["true"]):
+        print(f"{plain['epoch']:>5} {plain['train/loss']:>17.4f} {captured['train/loss']:>9.4f} "
+              f"{plain['val/acc1']:>15.4f} {captured['val/acc1']:>9.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["epochs", "pack"])
+    parser.add_argument("mode", choices=["epochs", "pack", "agree"])
     parser.add_argument("configs", nargs="+", help="one argument of overrides per configuration")
     parser.add_argument("--jobs", type=int, default=4, help="pack: runs at once on the GPU")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gpu_epochs-") as root:
         if args.mode == "epochs":
             epochs(args.configs, Path(root))
-        else:
-            for overrides in args.configs:
-                pack(overrides, args.jobs, Path(root) / str(abs(hash(overrides))))
+            return
+        for index, overrides in enumerate(args.configs):
+            if args.mode == "pack":
+                pack(overrides, args.jobs, Path(root) / str(index))
+            else:
+                agree(overrides, Path(root) / str(index))
 
 
 if __name__ == "__main__":

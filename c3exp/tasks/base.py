@@ -37,6 +37,8 @@ class TaskModule(L.LightningModule):
     reads_options: ClassVar[frozenset[str]] = frozenset()
     #: Terms of the loss whose epoch means model_step keeps in `losses` beside the loss, logged as `<stage>/<term>`.
     loss_terms: ClassVar[tuple[str, ...]] = ()
+    #: The metrics `metric_sums` sums, in its order; graphed steps need them to be exactly `metric_modes`' metrics.
+    summed_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -106,14 +108,15 @@ class TaskModule(L.LightningModule):
         """(loss, predictions, targets, number of images) of one batch; loss or predictions may be None (detectors)."""
         raise NotImplementedError
 
-    def metric_sums(self, predictions: Any, targets: Any) -> torch.Tensor | None:
-        """One batch's metrics of `metric_modes` (in its order) as sums over its images, on the device and without
-        waiting for it: what graphed steps accumulate. None: the task has no such form and task.cuda_graphs steps plainly."""
-        return None
+    def metric_sums(self, predictions: Any, targets: Any) -> torch.Tensor:
+        """One batch's `summed_metrics` as sums over its images (a metric is their total over the images), on the
+        device and without waiting for it: what graphed steps accumulate."""
+        raise NotImplementedError
 
     @classmethod
     def has_graphed_step(cls) -> bool:
-        return cls.metric_sums is not TaskModule.metric_sums
+        """Whether `metric_sums` gives this task's own metrics (a subclass with other metrics steps plainly)."""
+        return bool(cls.summed_metrics) and cls.summed_metrics == tuple(cls.metric_modes)
 
     def random_targets(self, images: torch.Tensor, generator: torch.Generator) -> Any:
         """Targets of this task's kind for a batch of `images` (on the CPU): the benchmark's synthetic batches."""
@@ -216,7 +219,8 @@ class TaskModule(L.LightningModule):
         """Why this run cannot graph its training steps (it then trains with plain steps), or None."""
         trainer, optimizer = self.trainer, getattr(self.optimizer_factory, "func", self.optimizer_factory)
         if not self.has_graphed_step():
-            return f"{type(self).__name__} has no graphed step; training with plain steps"
+            return (f"{type(self).__name__} has no graphed step for its metrics ({', '.join(self.metric_modes)}); "
+                    "training with plain steps")
         if trainer.world_size > 1:
             return f"data-parallel training ({trainer.world_size} processes) is not graphed; training with plain steps"
         if str(trainer.precision).startswith("16"):
@@ -247,7 +251,7 @@ class TaskModule(L.LightningModule):
         self.graph_optimizer, self.learning_rates = optimizer, DeviceLearningRates(optimizer, self.device)
         self.graphs = StepGraphs(self.graph_step, around_capture=self.learning_rates.in_groups)
         self.eval_graphs = StepGraphs(self.graph_eval_step)
-        self.graph_sums = {stage: torch.zeros(3 + len(self.metric_modes), device=self.device) for stage in ("train", "val")}
+        self.graph_sums = {stage: torch.zeros(3 + len(self.summed_metrics), device=self.device) for stage in ("train", "val")}
 
     def on_train_epoch_start(self) -> None:
         self._epoch_started, self._epoch_seconds, self._epoch_images = time.perf_counter(), 0.0, 0
@@ -289,7 +293,7 @@ class TaskModule(L.LightningModule):
                 f"training loss became NaN or infinite in {int(nonfinite)} steps of epoch {self.current_epoch}; stopped "
                 f"without saving it (the last good checkpoint is kept). Try a lower optim.optimizer.lr or "
                 f"trainer.gradient_clip_val=1.0 (which trains with plain steps)")
-        metrics = {"loss": total, **dict(zip(self.metric_modes, hits))}
+        metrics = {"loss": total, **dict(zip(self.summed_metrics, hits, strict=True))}
         return {f"{stage}/{name}": value / images for name, value in metrics.items()} if images else {}
 
     def _has_row(self) -> bool:

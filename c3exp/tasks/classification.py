@@ -17,6 +17,7 @@ class ClassificationModule(TaskModule):
     metric_modes: ClassVar[dict[str, str]] = {"acc1": "max", "acc5": "max"}
     default_primary: ClassVar[PrimaryMetric] = PrimaryMetric("val/acc1", "max")
     reads_options: ClassVar[frozenset[str]] = frozenset({"label_smoothing", "tta_flip"})
+    summed_metrics: ClassVar[tuple[str, ...]] = ("acc1", "acc5")
 
     def make_metrics(self, prefix: str) -> MetricCollection:
         top5 = min(5, self.num_classes)

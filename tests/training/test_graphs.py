@@ -131,7 +131,7 @@ def test_a_non_finite_loss_of_graphed_steps_stops_the_run_at_its_epoch_end(tmp_p
 
 
 @pytest.mark.parametrize("overrides, reason", [
-    (["experiment=segmentation_shapes"], "SegmentationModule has no graphed step"),
+    (["experiment=segmentation_shapes"], "SegmentationModule has no graphed step for its metrics (miou, macc, pixel_acc)"),
     (GRAPHED + ["trainer.gradient_clip_val=1.0"], "gradient clipping and accumulation"),
     (GRAPHED + ["trainer=ddp_sim"], "data-parallel training (2 processes)"),
 ])
@@ -150,6 +150,16 @@ def test_where_graphs_do_not_fit_the_run_trains_with_plain_steps_after_one_line(
     lines = [record.getMessage() for record in caplog.records if record.name.startswith("c3exp")]
     assert len(lines) == 1 and lines[0].startswith("task.cuda_graphs=true: ") and reason in lines[0], lines
     assert not module.graphed
+
+
+def test_a_task_whose_metrics_are_not_the_summed_ones_steps_plainly():
+    """A subclass scored otherwise (docs/extending.md's F1 task) must not report top-1 hits under its metric's name."""
+    from c3exp.tasks import ClassificationModule
+
+    class F1Classification(ClassificationModule):
+        metric_modes = {"f1": "max"}
+
+    assert ClassificationModule.has_graphed_step() and not F1Classification.has_graphed_step()
 
 
 def test_the_captured_optimiser_step_reads_a_device_learning_rate_and_never_waits():

@@ -2,7 +2,7 @@
 # Every GPU figure of BENCHMARKS.md's GPU section in one go on one GPU (about 7 minutes planned on an H100), as compact
 # tables: training steps eager and on the fast path (trainer=gpu_fast) for every block, ResNet-20 and ResNet-110, with
 # paired ratios to attn=none, share of the measured matmul peak and step memory; batch-size scaling; the Lightning loop
-# against a bare loop; real epochs with their validation; four runs packed on the GPU against one alone.
+# against a bare loop; the real loop's host time per step; real epochs with their validation; four runs packed on the GPU against one alone.
 #   bash benchmarks/gpu.sh            # from the checkout's root
 # Where Hydra and OmegaConf are not installed but .whl holds their wheels (../shared/gpu/wheels.sh), it installs them
 # into /tmp/site first. Each bench also writes its raw times to outputs/bench/.
@@ -40,6 +40,8 @@ section "batch-size scaling, fast path"
 section "the Lightning loop against a bare loop of the same step (fast path, then eager)"
 "${BENCH[@]}" trainer=gpu_fast model=resnet20,resnet110 attn=none bench.mode=loop bench.rounds=3
 "${BENCH[@]}" model=resnet20 attn=none bench.mode=loop bench.rounds=3
+section "host time of the real training loop around a graphed step whose replay does nothing"
+$PY benchmarks/loop_overhead.py trainer=gpu_fast
 section "real epochs: 50k training + 10k validation images on the GPU (median of epochs 1-2)"
 $PY benchmarks/gpu_epochs.py epochs \
     "model=resnet20 attn=none trainer=gpu data.on_device=true $EPOCHS" \

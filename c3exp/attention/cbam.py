@@ -17,7 +17,7 @@ class ChannelGate(nn.Module):
         self.mlp = bottleneck_mlp(channels, channels // reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # both descriptors through the MLP in one pass: half the kernel launches, which bound a small GPU step
+        # both descriptors through the MLP in one call, not two: fewer kernel launches, which bound a small GPU step
         logits = self.mlp(torch.stack([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))])).sum(0)
         return x * torch.sigmoid(logits)[:, :, None, None]
 
